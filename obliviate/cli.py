@@ -1,0 +1,157 @@
+"""The `obliviate` command line.
+
+    obliviate world build|train|info     the embedded fact world and its two models
+    obliviate models list                 what `obliviate.models.load` accepts offline
+    obliviate locate|edit|audit|run CONFIG [--out RUN] [--force] [--<field> value …]
+    obliviate compare RUN …
+
+Options' help comes from the config dataclasses' attribute docstrings (simple-parsing). A YAML config is validated
+strictly first (an unknown key is an error naming it), then command-line flags override its values.
+
+Stage commands are found through the ``obliviate.stages`` entry-point group, so this core package never imports a
+stage package: each stage registers ``run(config, run_dir, force=...)`` in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+
+STAGE_COMMANDS = ("locate", "edit", "audit", "run")
+
+
+def _stage_entry(name: str):
+    for entry in metadata.entry_points(group="obliviate.stages"):
+        if entry.name == name:
+            return entry.load()
+    raise SystemExit(f"obliviate: the '{name}' stage is not installed (no 'obliviate.stages' entry point named "
+                     f"{name!r}); reinstall the project with `pip install -e .`.")
+
+
+def _dataclass_parser(prog: str, cls: type, dest: str, defaults: object | None = None,
+                      positional: Sequence[tuple[str, dict]] = ()):
+    import simple_parsing
+
+    parser = simple_parsing.ArgumentParser(prog=prog, add_option_string_dash_variants=simple_parsing.DashVariant.DASH,
+                                           add_config_path_arg=False)
+    for name, kwargs in positional:
+        parser.add_argument(name, **kwargs)
+    parser.add_arguments(cls, dest=dest)
+    if defaults is not None:
+        parser.set_defaults(**{dest: defaults})
+    return parser
+
+
+def _world(argv: Sequence[str]) -> int:
+    from obliviate.world import config as world_config
+
+    if not argv or argv[0] not in ("build", "train", "info") or argv[0] in ("-h", "--help"):
+        print("usage: obliviate world build|train|info [options]  (each takes --help)")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    action, rest = argv[0], list(argv[1:])
+    if action == "build":
+        parser = _dataclass_parser("obliviate world build", world_config.WorldConfig, "world",
+                                   positional=[("--out", {"type": Path, "default": None,
+                                                          "help": "Folder to write (default: the cache)."})])
+        args = parser.parse_args(rest)
+        from obliviate.world import build_world, ensure_world
+
+        path = build_world(args.world, args.out) if args.out else ensure_world(seed=args.world.seed)
+        print(path)
+        return 0
+    if action == "train":
+        parser = _dataclass_parser("obliviate world train", world_config.TrainConfig, "train",
+                                   positional=[("--variant", {"choices": ["world", "world-retain", "both"],
+                                                              "default": "both", "help": "Which model to train."}),
+                                               ("--seed", {"type": int, "default": 0, "help": "World seed."})])
+        args = parser.parse_args(rest)
+        from obliviate.world import ensure_world_model
+
+        variants = ["world", "world-retain"] if args.variant == "both" else [args.variant]
+        for variant in variants:
+            print(ensure_world_model(variant=variant, seed=args.seed, show_progress=True))
+        return 0
+    parser = argparse.ArgumentParser(prog="obliviate world info")
+    parser.add_argument("--seed", type=int, default=0, help="World seed.")
+    args = parser.parse_args(rest)
+    from obliviate.world import ensure_world
+
+    print((ensure_world(seed=args.seed) / "world_info.json").read_text())
+    return 0
+
+
+def _models(argv: Sequence[str]) -> int:
+    from obliviate.models import available_models
+
+    if list(argv[:1]) != ["list"]:
+        print("usage: obliviate models list")
+        return 2
+    for row in available_models():
+        print(f"{row['name']:<14} {row['kind']}")
+    print("also: a local Hugging Face folder, or a TransformerLens official name when online (e.g. gpt2)")
+    return 0
+
+
+def _stage(command: str, argv: Sequence[str]) -> int:
+    from obliviate.config import RunConfig, load_yaml
+    from obliviate.results import RunDir
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("config", nargs="?")
+    known, _ = pre.parse_known_args(argv)
+    config_path = known.config if known.config and not known.config.startswith("-") else None
+    defaults = load_yaml(RunConfig, config_path) if config_path else RunConfig()
+    parser = _dataclass_parser(
+        f"obliviate {command}", RunConfig, "config", defaults,
+        positional=[("config_file", {"nargs": "?", "metavar": "CONFIG", "help": "YAML run config (configs/)."}),
+                    ("--out", {"type": Path, "default": None,
+                               "help": "Run folder (default: runs/<config name>)."}),
+                    ("--force", {"action": "store_true", "help": "Re-run stages that already finished."})])
+    args = parser.parse_args(argv)
+    config = args.config
+    config.validate()
+    out = args.out or Path("runs") / (Path(config_path).stem if config_path else "default")
+    run_dir = RunDir(out)
+    run_dir.write_config(asdict(config))
+    _stage_entry(command)(config, run_dir, force=args.force)
+    print(f"obliviate {command}: results in {run_dir.root}")
+    return 0
+
+
+def _compare(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="obliviate compare",
+                                     description="Compare finished runs side by side in report.html.")
+    parser.add_argument("runs", nargs="+", type=Path, help="Run folders.")
+    parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="Where report.html goes.")
+    args = parser.parse_args(argv)
+    report = _stage_entry("compare")(args.runs, args.out)
+    print(json.dumps({"report": str(report)}))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "world":
+        return _world(rest)
+    if command == "models":
+        return _models(rest)
+    if command in STAGE_COMMANDS:
+        return _stage(command, rest)
+    if command == "compare":
+        return _compare(rest)
+    print(f"obliviate: unknown command {command!r}. Commands: world, models, {', '.join(STAGE_COMMANDS)}, compare.",
+          file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,29 @@
+"""Config of the audit stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from obliviate.config.loader import InvalidField
+
+AUDIT_ATTACKS = ("keyword", "quantization", "probe", "logit_lens", "relearn", "sae_restore", "uds")
+
+
+@dataclass
+class AuditConfig:
+    attacks: list[str] = field(default_factory=lambda: ["keyword", "quantization", "probe", "logit_lens", "relearn"])
+    """Recovery attacks: keyword, quantization, probe, logit_lens, relearn, sae_restore, uds."""
+    reference: str | None = "world-retain"
+    """The never-learned oracle the attacks are calibrated against (None when none exists)."""
+    margin: float = 0.10
+    """A target is 'suppressed' when an attack recovers it this much beyond the oracle under the same attack."""
+    relearn_steps: int = 10
+    """Fine-tuning steps of the relearning attack (on other facts, never the targets)."""
+    show_progress: bool = True
+    """Show progress bars on long loops."""
+
+    def validate(self) -> None:
+        for name in self.attacks:
+            if name not in AUDIT_ATTACKS:
+                raise InvalidField("attacks", f"unknown attack {name!r}; "
+                                  f"choose from {', '.join(AUDIT_ATTACKS)}.")

@@ -1,0 +1,33 @@
+"""Config of the edit stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from obliviate.config.loader import InvalidField
+
+EDIT_METHODS = ("rome", "memit", "steering", "pga", "leace", "graddiff", "rmu", "suppress", "none")
+
+
+@dataclass
+class EditConfig:
+    method: str = "memit"
+    """Edit method: rome, memit, steering, pga, leace, graddiff, rmu, suppress (an output-only hook), none."""
+    name: str | None = None
+    """Name of this edit in the run folder (default: the method name)."""
+    goal: Literal["erase", "rewrite"] = "erase"
+    """erase: push the true answer down; rewrite: make target_new the answer."""
+    layers: list[int] | None = None
+    """Layers to edit; None takes them from the locate stage's proposal."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Method hyper-parameters, validated by the method's own config dataclass (unknown keys are errors)."""
+
+    def validate(self) -> None:
+        if self.method not in EDIT_METHODS:
+            raise InvalidField("method", f"unknown method {self.method!r}; "
+                              f"choose from {', '.join(EDIT_METHODS)}.")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.method

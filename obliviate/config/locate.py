@@ -1,0 +1,43 @@
+"""Config of the locate stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from obliviate.config.loader import InvalidField
+
+LOCATE_METHODS = ("trace", "atp", "logit_lens", "probe", "memorisation_probe", "sae")
+
+
+@dataclass
+class LocateConfig:
+    methods: list[str] = field(default_factory=lambda: ["trace", "atp", "logit_lens", "probe"])
+    """Which locate methods to run: trace, atp, logit_lens, probe, memorisation_probe, sae."""
+    max_targets: int | None = 8
+    """Trace at most this many targets (tracing costs one batched forward per sample); None = all."""
+    trace_kinds: list[str] = field(default_factory=lambda: ["resid", "mlp", "attn"])
+    """Which sites to restore: the residual stream (hidden state), MLP outputs, attention outputs."""
+    noise_multiplier: float = 3.0
+    """Noise std = this × the std of the subject-token embeddings over the fact set (ROME's s3)."""
+    n_noise_samples: int = 10
+    """Corrupted copies per fact (seeded); scores are averaged over them."""
+    window: int = 10
+    """MLP / attention restoration window, in layers, centred on each layer ([L - w/2, L + w/2))."""
+    backend: Literal["transformer_lens", "nnsight"] = "transformer_lens"
+    """Which model wrapper runs the patching; nnsight is the path for models too large for one machine."""
+    sae_hook: str | None = None
+    """Hook name the SAE reads (e.g. blocks.2.hook_resid_post); None = the proposed edit layer's residual."""
+    show_progress: bool = True
+    """Show progress bars on long loops."""
+
+    def validate(self) -> None:
+        for name in self.methods:
+            if name not in LOCATE_METHODS:
+                raise InvalidField("methods", f"unknown method {name!r}; "
+                                  f"choose from {', '.join(LOCATE_METHODS)}.")
+        for kind in self.trace_kinds:
+            if kind not in ("resid", "mlp", "attn"):
+                raise InvalidField("trace_kinds", f"{kind!r} is not resid, mlp or attn.")
+        if self.n_noise_samples < 1:
+            raise InvalidField("n_noise_samples", "must be ≥ 1.")

@@ -1,0 +1,37 @@
+"""The whole-run config: model, targets, seed, and the three stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from obliviate.config.audit import AuditConfig
+from obliviate.config.edit import EditConfig
+from obliviate.config.loader import InvalidField
+from obliviate.config.locate import LocateConfig
+
+
+@dataclass
+class RunConfig:
+    model: str = "world"
+    """Model to load: world, world-retain, smollm2-135m, a TransformerLens official name, or a local HF folder."""
+    facts: str = "world"
+    """Fact set: 'world' (the embedded world), 'smollm2' (the packaged real facts), a .jsonl path or a hub name."""
+    split: str | None = "forget"
+    """Targets are the facts of this split (forget / retain); None takes all facts."""
+    limit: int | None = None
+    """Take at most this many targets."""
+    seed: int = 0
+    """Seed for every random choice of the run (noise, probes, training, sampling)."""
+    device: str = "cpu"
+    """Torch device."""
+    locate: LocateConfig = field(default_factory=LocateConfig)
+    edits: list[EditConfig] = field(default_factory=lambda: [EditConfig()])
+    """Edits to make and audit, each in its own slot of the run folder."""
+    audit: AuditConfig = field(default_factory=AuditConfig)
+
+    def validate(self) -> None:
+        if self.split not in (None, "forget", "retain"):
+            raise InvalidField("split", f"{self.split!r}; use forget, retain or null.")
+        labels = [e.label for e in self.edits]
+        if len(set(labels)) != len(labels):
+            raise InvalidField("edits", f"two edits share the name {labels}; give each a 'name'.")

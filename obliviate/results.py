@@ -1,0 +1,172 @@
+"""One run folder and one results schema for every stage.
+
+A run folder holds, per stage, ``<stage>.json`` (the stage record below) and ``<stage>/`` (its artefacts:
+safetensors tensors, PNG plots, JSON side files). The record carries the config, package versions, seeds,
+timings, metrics and the artefact list, so a result can be reproduced and compared without the code that made it.
+
+Every write is atomic: the bytes go to a temporary file in the same folder, are flushed, then renamed over the
+target, so a crash never leaves a half-written result that a re-run would mistake for a finished stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SCHEMA_VERSION = 1
+TRACKED_PACKAGES = ("obliviate", "torch", "transformers", "transformer-lens", "sae-lens", "nnsight",
+                    "concept-erasure", "datasets", "scikit-learn", "numpy", "safetensors")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temp file + rename in the same folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as temp:
+            temp.write(data)
+            temp.flush()
+            os.fsync(temp.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def to_jsonable(value: Any) -> Any:
+    """Dataclasses, tensors, numpy values, paths and tuples → plain JSON values (NaN/inf → None)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return to_jsonable(value.detach().cpu().tolist())
+    if hasattr(value, "tolist") and hasattr(value, "dtype"):  # numpy arrays and scalars
+        return to_jsonable(value.tolist())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def atomic_write_json(path: Path, payload: Any) -> None:
+    atomic_write_text(path, json.dumps(to_jsonable(payload), indent=2, sort_keys=False) + "\n")
+
+
+def atomic_save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> None:
+    """Save tensors as safetensors, atomically (never pickles)."""
+    from safetensors.torch import save
+
+    contiguous = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
+    atomic_write_bytes(path, save(contiguous, metadata=dict(metadata or {})))
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages a result depends on, plus Python and platform."""
+    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+@dataclass
+class StageRecord:
+    """What one stage wrote: the single results schema shared by locate, edit and audit."""
+
+    stage: str
+    config: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """Stage-level figures (e.g. mean recall); per-target details go in `targets`."""
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    """One entry per target fact / secret, keyed by case_id or key_id."""
+    artefacts: list[str] = field(default_factory=list)
+    """Paths relative to the run folder."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Wall-clock seconds per named step."""
+    seeds: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=package_versions)
+    schema_version: int = SCHEMA_VERSION
+    finished_at: str = ""
+
+
+class RunDir:
+    """A run folder: the config beside the results, one record per stage, skip-if-done unless forced."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def record_path(self, stage: str) -> Path:
+        return self.root / f"{stage}.json"
+
+    def artefact_dir(self, stage: str) -> Path:
+        path = self.root / stage
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def is_done(self, stage: str) -> bool:
+        path = self.record_path(stage)
+        if not path.is_file():
+            return False
+        try:
+            return bool(json.loads(path.read_text()).get("finished_at"))
+        except json.JSONDecodeError:
+            return False
+
+    def write_config(self, config: Any) -> None:
+        atomic_write_json(self.root / "config.json", {"config": config, "versions": package_versions()})
+
+    def write(self, record: StageRecord) -> Path:
+        record.finished_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        path = self.record_path(record.stage)
+        atomic_write_json(path, record)
+        return path
+
+    def read(self, stage: str) -> dict[str, Any]:
+        path = self.record_path(stage)
+        if not path.is_file():
+            raise FileNotFoundError(f"run {self.root}: no {stage}.json yet; run `obliviate {stage}` first.")
+        return json.loads(path.read_text())
+
+    def relative(self, path: Path) -> str:
+        return str(Path(path).resolve().relative_to(self.root.resolve()))
+
+
+@contextmanager
+def timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Add the wall time of the block to timings[name]."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
