@@ -190,7 +190,9 @@ def _apply_artefact(hf: Any, artefact: Path, hf_dir: Path) -> list[Any]:
     from obliviate.hooks import load_interventions
     from obliviate.results import load_tensors
 
-    manifest_path = artefact / "manifest.json"
+    from obliviate.artefacts import MANIFEST
+
+    manifest_path = artefact / MANIFEST
     if not manifest_path.is_file():
         raise FileNotFoundError(f"edit artefact {artefact}: no manifest.json; pass the folder `obliviate edit` wrote.")
     manifest = json.loads(manifest_path.read_text())
