@@ -41,9 +41,7 @@ def _dataclass_parser(prog: str, cls: type, dest: str, defaults: object | None =
                                            add_config_path_arg=False)
     for name, kwargs in positional:
         parser.add_argument(name, **kwargs)
-    parser.add_arguments(cls, dest=dest)
-    if defaults is not None:
-        parser.set_defaults(**{dest: defaults})
+    parser.add_arguments(cls, dest=dest, default=defaults)
     return parser
 
 
@@ -114,6 +112,7 @@ def _stage(command: str, argv: Sequence[str]) -> int:
                     ("--force", {"action": "store_true", "help": "Re-run stages that already finished."})])
     args = parser.parse_args(argv)
     config = args.config
+    config.edits = defaults.edits  # YAML-only field (not a flag), so it is carried over by hand
     config.validate()
     out = args.out or Path("runs") / (Path(config_path).stem if config_path else "default")
     run_dir = RunDir(out)

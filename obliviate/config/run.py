@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from simple_parsing.helpers import field as cli_field
+
 from obliviate.config.audit import AuditConfig
 from obliviate.config.edit import EditConfig
 from obliviate.config.loader import InvalidField
@@ -25,8 +27,9 @@ class RunConfig:
     device: str = "cpu"
     """Torch device."""
     locate: LocateConfig = field(default_factory=LocateConfig)
-    edits: list[EditConfig] = field(default_factory=lambda: [EditConfig()])
-    """Edits to make and audit, each in its own slot of the run folder."""
+    # A list of dataclasses cannot be spelled as flags; edits are set in the YAML config only.
+    edits: list[EditConfig] = cli_field(default_factory=lambda: [EditConfig()], cmd=False)
+    """Edits to make and audit, each in its own slot of the run folder (YAML only)."""
     audit: AuditConfig = field(default_factory=AuditConfig)
 
     def validate(self) -> None:

@@ -1,0 +1,40 @@
+"""The CLI: help comes from the config docstrings; bad configs fail with the field named; stages are discoverable."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+import pytest
+
+from obliviate.cli import main
+
+
+def test_stage_help_shows_config_docstrings(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["locate", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "Noise std = this" in out and "Corrupted copies per fact" in out
+    assert "--n_noise_samples" in out or "--n-noise-samples" in out
+
+
+def test_unknown_config_key_fails_naming_it(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("locate:\n  windw: 10\n")
+    from obliviate.config import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown key 'locate.windw'"):
+        main(["locate", str(path), "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists(), "a failed config must not leave a run folder behind"
+
+
+def test_unknown_command_and_models_list(capsys):
+    assert main(["frobnicate"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+    assert main(["models", "list"]) == 0
+    assert "smollm2-135m" in capsys.readouterr().out
+
+
+def test_every_stage_command_has_an_entry_point():
+    names = {entry.name for entry in metadata.entry_points(group="obliviate.stages")}
+    assert {"locate", "edit", "audit", "run", "compare"} <= names
