@@ -1,0 +1,89 @@
+"""Verdict logic on constructed attack scores whose truth is known."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from audit.verdict import VerdictConfig, attack_margins, judge
+
+
+@dataclass
+class Scores:
+    attack: str
+    recovered: dict[int, float] = field(default_factory=dict)
+
+
+CASES = list(range(12))
+
+
+def _oracle(rng: np.random.Generator, level: float = 0.2, spread: float = 0.03) -> list[Scores]:
+    return [Scores(name, {c: float(np.clip(level + spread * rng.standard_normal(), 0, 1)) for c in CASES})
+            for name in ("probe", "logit_lens")]
+
+
+def test_recalled_targets_are_intact_whatever_the_attacks_say():
+    rng = np.random.default_rng(0)
+    oracle = _oracle(rng)
+    edited = [Scores(o.attack, dict(o.recovered)) for o in oracle]  # attacks find nothing beyond the oracle
+    verdicts = judge(CASES, {c: c < 4 for c in CASES}, edited, oracle)
+    by_case = verdicts.by_case()
+    assert [by_case[c].verdict for c in range(4)] == ["intact"] * 4
+    assert all(by_case[c].verdict == "erased" for c in range(4, 12))
+    assert verdicts.counts() == {"erased": 8, "suppressed": 0, "intact": 4}
+
+
+def test_recovery_beyond_the_oracle_is_suppressed_and_names_the_attack():
+    rng = np.random.default_rng(1)
+    oracle = _oracle(rng)
+    edited = [Scores(o.attack, dict(o.recovered)) for o in oracle]
+    edited[1].recovered[5] = 0.9  # logit lens finds target 5; the probe finds nothing on it
+    edited[0].recovered[7] = edited[0].recovered[7] + 0.5
+    verdicts = judge(CASES, {}, edited, oracle)
+    by_case = verdicts.by_case()
+    assert by_case[5].verdict == "suppressed" and by_case[5].attack == "logit_lens"
+    assert by_case[5].recovered == pytest.approx(0.9)
+    assert by_case[5].excess == pytest.approx(0.9 - oracle[1].recovered[5])
+    assert by_case[7].verdict == "suppressed" and by_case[7].attack == "probe"
+    assert {c for c in CASES if by_case[c].verdict == "erased"} == set(CASES) - {5, 7}
+    assert "logit_lens" in by_case[5].reason
+
+
+def test_a_high_score_the_oracle_also_gets_is_not_recovery():
+    oracle = [Scores("probe", {c: 0.8 for c in CASES})]  # the attribute is guessable: the oracle decodes it too
+    edited = [Scores("probe", {c: 0.85 for c in CASES})]
+    verdicts = judge(CASES, {}, edited, oracle)
+    assert verdicts.counts()["erased"] == len(CASES)
+
+
+def test_margin_grows_with_the_oracles_spread():
+    rng = np.random.default_rng(2)
+    narrow = attack_margins(_oracle(rng, spread=0.01), CASES, VerdictConfig(margin=0.05, spread_k=3.0))
+    wide = attack_margins(_oracle(rng, spread=0.2), CASES, VerdictConfig(margin=0.05, spread_k=3.0))
+    assert narrow["probe"] == pytest.approx(0.05)  # the floor wins when the oracle is steady
+    assert wide["probe"] > 0.3
+    # an excess of 0.2 is recovery under a steady oracle and noise under a noisy one
+    for margins, expected in ((narrow, "suppressed"), (wide, "erased")):
+        level = 0.2
+        oracle = [Scores("probe", {c: level for c in CASES})]
+        edited = [Scores("probe", {c: level + 0.2 for c in CASES})]
+        config = VerdictConfig(margin=margins["probe"], spread_k=0.0)
+        assert judge(CASES, {}, edited, oracle, config=config).counts()[expected] == len(CASES)
+
+
+def test_without_an_oracle_the_null_or_the_absolute_threshold_decides():
+    edited = [Scores("keyword", {0: 0.9, 1: 0.3, 2: 0.05})]
+    absolute = judge([0, 1, 2], {}, edited, None, config=VerdictConfig(absolute_threshold=0.5))
+    assert [absolute.by_case()[c].verdict for c in (0, 1, 2)] == ["suppressed", "erased", "erased"]
+    assert absolute.reference_kind == "absolute"
+    null = judge([0, 1, 2], {}, edited, None, null={"keyword": [0.0, 0.02, 0.04, 0.1]},
+                 config=VerdictConfig(margin=0.1, null_quantile=0.95))
+    assert [null.by_case()[c].verdict for c in (0, 1, 2)] == ["suppressed", "suppressed", "erased"]
+    assert null.reference_kind == "null"
+
+
+def test_missing_oracle_attack_is_an_error():
+    with pytest.raises(ValueError, match="oracle was not attacked"):
+        judge([0], {}, [Scores("probe", {0: 0.5})], [Scores("keyword", {0: 0.1})])
