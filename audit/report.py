@@ -1,0 +1,371 @@
+"""The comparison report: one self-contained HTML page (and a markdown table) over finished runs.
+
+Input: a list of runs, each a dict mapping stage name → stage record (the JSON of `obliviate.results.StageRecord`),
+optionally with ``"run_dir"`` (where the run's artefacts live) and ``"name"``; `load_run(folder)` builds one from a
+run folder. Every record whose ``stage`` starts with ``audit`` is one row of the comparison (one edit method); its
+``metrics`` are read under the keys that `audit_metrics` writes, so the audit stage builds them with that function:
+
+    method                       the edit's label
+    verdict_counts               {erased, suppressed, intact: n}
+    recovery                     {attack: mean recovered score on the edited model}
+    recovery_oracle              {attack: mean recovered score on the oracle} (absent without one)
+    margins                      {attack: margin}
+    collateral                   CollateralReport.to_metrics() (forget/retain recall, NS, perplexity; base/edited/delta)
+    representation               RepresentationComparison.to_metrics() (depths, probe accuracies, CKA per depth)
+
+Plots (matplotlib Agg, PNG files next to report.html, referenced relatively, so the folder opens offline): mean
+recovery by attack and method (grouped bars, the oracle's level marked), verdict counts per method, probe accuracy
+by depth (base vs each edit) and linear CKA by depth. Trace heatmaps that the runs' locate / audit stages saved
+(PNG artefacts with "trace" in the name) are copied in, before (locate, base model) and after (audit, edited).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from audit.verdict import VERDICTS
+
+REPORT_NAME = "report.html"
+PLOTS_DIR = "plots"
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;
+color:#222;line-height:1.4;padding:0 1em}
+h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.9em;margin:.6em 0}
+th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
+th{background:#f3f3f3}td.l,th.l{text-align:left}
+tr:nth-child(even) td{background:#fafafa}
+img{max-width:100%;border:1px solid #eee;margin:.4em 0}
+.note{color:#555;font-size:.9em}
+figure{display:inline-block;margin:.4em 1em .4em 0;vertical-align:top}
+figcaption{font-size:.85em;color:#555}
+"""
+
+
+# --------------------------------------------------------------------------------------------------- the schema
+def audit_metrics(method: str, verdicts=None, edited_attacks: Sequence[Any] = (),
+                  oracle_attacks: Sequence[Any] | None = None, collateral=None, representation=None
+                  ) -> dict[str, Any]:
+    """The audit record's metrics in the form the report reads (see the module docstring)."""
+    metrics: dict[str, Any] = {"method": method}
+    if verdicts is not None:
+        metrics["verdict_counts"] = verdicts.counts()
+        metrics["margins"] = dict(verdicts.margins)
+        metrics["reference_kind"] = verdicts.reference_kind
+    if edited_attacks:
+        metrics["recovery"] = {a.attack: _mean(a.recovered.values()) for a in edited_attacks}
+    if oracle_attacks:
+        metrics["recovery_oracle"] = {a.attack: _mean(a.recovered.values()) for a in oracle_attacks}
+    if collateral is not None:
+        metrics["collateral"] = collateral.to_metrics()
+    if representation is not None:
+        metrics["representation"] = representation.to_metrics()
+    return metrics
+
+
+def load_run(folder: str | Path) -> dict[str, Any]:
+    """A run folder's stage records, keyed by stage name, with "run_dir" and "name" added."""
+    folder = Path(folder)
+    run: dict[str, Any] = {"run_dir": str(folder), "name": folder.name}
+    for path in sorted(folder.glob("*.json")):
+        if path.name == "config.json":
+            continue
+        record = json.loads(path.read_text())
+        if isinstance(record, dict) and "stage" in record:
+            run[record["stage"]] = record
+    return run
+
+
+def method_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per audit record of every run: the figures of the comparison table."""
+    rows = []
+    for index, run in enumerate(runs):
+        run_name = str(run.get("name") or Path(str(run.get("run_dir", f"run{index}"))).name)
+        for key, record in run.items():
+            if not (isinstance(record, Mapping) and str(record.get("stage", "")).startswith("audit")):
+                continue
+            metrics = record.get("metrics", {})
+            method = str(metrics.get("method") or record.get("config", {}).get("method") or key)
+            collateral = metrics.get("collateral", {})
+            counts = metrics.get("verdict_counts", {})
+            rows.append({
+                "run": run_name, "method": method, "stage": record.get("stage"),
+                **{v: counts.get(v) for v in VERDICTS},
+                "recovery": dict(metrics.get("recovery", {})),
+                "recovery_oracle": dict(metrics.get("recovery_oracle", {})),
+                "margins": dict(metrics.get("margins", {})),
+                "forget_recall": collateral.get("forget_recall_edited"),
+                "forget_recall_base": collateral.get("forget_recall_base"),
+                "retain_recall": collateral.get("retain_recall_edited"),
+                "retain_recall_delta": collateral.get("retain_recall_delta"),
+                "ppl_base": collateral.get("heldout_perplexity_base"),
+                "ppl_delta": collateral.get("heldout_perplexity_delta"),
+                "ns": collateral.get("neighborhood_ns_edited"),
+                "ns_delta": collateral.get("neighborhood_ns_delta"),
+                "representation": metrics.get("representation"),
+                "record": record, "run_dir": run.get("run_dir"),
+            })
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------- the tables
+def _attacks(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for row in rows:
+        for name in row["recovery"]:
+            seen.setdefault(name, None)
+    return list(seen)
+
+
+def _fmt(value: Any, digits: int = 2, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _table_cells(row: Mapping[str, Any], attacks: Sequence[str]) -> list[str]:
+    cells = [row["run"], row["method"], *(_fmt(row[v]) for v in VERDICTS)]
+    for attack in attacks:
+        value = row["recovery"].get(attack)
+        oracle = row["recovery_oracle"].get(attack)
+        cells.append(_fmt(value) + (f" ({_fmt(oracle)})" if oracle is not None else ""))
+    cells += [_fmt(row["forget_recall"]), _fmt(row["retain_recall"]),
+              _fmt(row["ppl_delta"], signed=True), _fmt(row["ns"], 1)]
+    return cells
+
+
+def _headers(attacks: Sequence[str]) -> list[str]:
+    return ["run", "method", *VERDICTS, *(f"{a} recovery" for a in attacks), "forget recall", "retain recall",
+            "Δ perplexity", "NS %"]
+
+
+def markdown_table(runs: Sequence[Mapping[str, Any]]) -> str:
+    """The comparison table as GitHub markdown (for the README)."""
+    rows = method_rows(runs)
+    attacks = _attacks(rows)
+    headers = _headers(attacks)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(_table_cells(row, attacks)) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _html_table(rows: Sequence[Mapping[str, Any]], attacks: Sequence[str]) -> str:
+    head = "".join(f'<th class="{"l" if i < 2 else ""}">{html.escape(h)}</th>' for i, h in enumerate(_headers(attacks)))
+    body = []
+    for row in rows:
+        cells = _table_cells(row, attacks)
+        body.append("<tr>" + "".join(f'<td class="{"l" if i < 2 else ""}">{html.escape(c)}</td>'
+                                     for i, c in enumerate(cells)) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+# --------------------------------------------------------------------------------------------------- the plots
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _label(row: Mapping[str, Any], multi_run: bool) -> str:
+    return f"{row['run']}/{row['method']}" if multi_run else row["method"]
+
+
+def plot_recovery(rows: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
+    """Grouped bars: mean recovered score per attack (groups) and method (bars); the oracle's level as a tick."""
+    attacks = _attacks(rows)
+    if not attacks:
+        return None
+    plt = _pyplot()
+    multi = len({r["run"] for r in rows}) > 1
+    width = 0.8 / max(len(rows), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(attacks) * max(1, len(rows)) * 0.5), 3.8))
+    for i, row in enumerate(rows):
+        xs = [a + (i - (len(rows) - 1) / 2) * width for a in range(len(attacks))]
+        values = [_nan(row["recovery"].get(a)) for a in attacks]
+        ax.bar(xs, values, width=width, label=_label(row, multi))
+    oracle_drawn = False
+    for a, attack in enumerate(attacks):
+        levels = [r["recovery_oracle"].get(attack) for r in rows if r["recovery_oracle"].get(attack) is not None]
+        if levels:
+            ax.hlines(sum(levels) / len(levels), a - 0.45, a + 0.45, colors="k", linestyles="--",
+                      label=None if oracle_drawn else "oracle (world-retain)")
+            oracle_drawn = True
+    ax.set_xticks(range(len(attacks)), attacks)
+    ax.set_ylabel("mean recovered score")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Recovery by attack and method")
+    ax.legend(fontsize=7, ncols=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_verdicts(rows: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
+    """Stacked bars of verdict counts per method."""
+    if not any(row[v] is not None for row in rows for v in VERDICTS):
+        return None
+    plt = _pyplot()
+    multi = len({r["run"] for r in rows}) > 1
+    labels = [_label(r, multi) for r in rows]
+    colours = {"erased": "#2b8a3e", "suppressed": "#e8a33d", "intact": "#c92a2a"}
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(rows)), 3.5))
+    bottom = [0.0] * len(rows)
+    for verdict in VERDICTS:
+        counts = [float(r[verdict] or 0) for r in rows]
+        ax.bar(labels, counts, bottom=bottom, color=colours[verdict], label=verdict)
+        bottom = [b + c for b, c in zip(bottom, counts)]
+    ax.set_ylabel("targets")
+    ax.set_title("Verdicts per method")
+    ax.legend(fontsize=8)
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_by_depth(rows: Sequence[Mapping[str, Any]], key: str, path: Path, *, ylabel: str, title: str,
+                  base_key: str | None = None, chance_key: str | None = None) -> Path | None:
+    """One line per method of representation[key] by depth (and the base model's curve once per run)."""
+    with_data = [r for r in rows if r["representation"] and r["representation"].get(key)]
+    if not with_data:
+        return None
+    plt = _pyplot()
+    multi = len({r["run"] for r in rows}) > 1
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    drawn_base: set[str] = set()
+    for row in with_data:
+        rep = row["representation"]
+        depths = rep.get("depths") or list(range(len(rep[key])))
+        if base_key and rep.get(base_key) and row["run"] not in drawn_base:
+            ax.plot(depths, [_nan(v) for v in rep[base_key]], "k--", lw=2,
+                    label=f"base{' ' + row['run'] if multi else ''}")
+            drawn_base.add(row["run"])
+        ax.plot(depths, [_nan(v) for v in rep[key]], marker="o", ms=3, label=_label(row, multi))
+    chance = [r["representation"].get(chance_key) for r in with_data] if chance_key else []
+    chance = [c for c in chance if c is not None]
+    if chance:
+        ax.axhline(max(chance), color="grey", lw=1, ls=":", label="chance")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("depth (0 = embeddings)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncols=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------- the page
+def _trace_pngs(runs: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, Path]]:
+    """(run, stage, path) of every PNG artefact with "trace" in its name, locate (before) then audit (after)."""
+    found = []
+    for index, run in enumerate(runs):
+        root = run.get("run_dir")
+        if not root:
+            continue
+        name = str(run.get("name") or Path(str(root)).name)
+        for stage in sorted((k for k, v in run.items() if isinstance(v, Mapping) and "artefacts" in v),
+                            key=lambda s: (not s.startswith("locate"), s)):
+            for artefact in run[stage].get("artefacts", []):
+                path = Path(root) / artefact
+                if path.suffix.lower() == ".png" and "trace" in path.name.lower() and path.is_file():
+                    found.append((name, stage, path))
+    return found
+
+
+def write_report(runs: Sequence[Mapping[str, Any]], out_dir: str | Path, *, title: str = "obliviate comparison"
+                 ) -> Path:
+    """Write report.html (+ PNGs under plots/) comparing the runs' audit records; returns the HTML's path."""
+    out_dir = Path(out_dir)
+    plots = out_dir / PLOTS_DIR
+    plots.mkdir(parents=True, exist_ok=True)
+    rows = method_rows(runs)
+    attacks = _attacks(rows)
+    figures: list[tuple[str, Path | None]] = [
+        ("Mean recovered score per attack; dashed: the oracle under the same attack.",
+         plot_recovery(rows, plots / "recovery.png")),
+        ("Verdict counts per method.", plot_verdicts(rows, plots / "verdicts.png")),
+        ("Fresh-probe accuracy decoding the targets' attribute, by depth (dashed: base model).",
+         plot_by_depth(rows, "probe_edited", plots / "probe_accuracy.png", ylabel="probe accuracy",
+                       title="Probe accuracy by depth", base_key="probe_base", chance_key="chance")),
+        ("Linear CKA between base and edited activations, by depth (1 = unchanged geometry).",
+         plot_by_depth(rows, "cka", plots / "cka.png", ylabel="linear CKA", title="CKA(base, edited) by depth")),
+    ]
+    traces = []
+    for i, (run_name, stage, source) in enumerate(_trace_pngs(runs)):
+        target = plots / f"trace_{i:02d}_{stage.replace('/', '_')}_{source.name}"
+        shutil.copyfile(source, target)
+        traces.append((f"{run_name} · {stage} ({'before' if stage.startswith('locate') else 'after'})", target))
+
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+    parts.append("<h2>Comparison</h2>")
+    if rows:
+        parts.append(_html_table(rows, attacks))
+        parts.append("<p class='note'>Verdicts per target: <b>erased</b> (no attack recovers it beyond the oracle "
+                     "under the same attack), <b>suppressed</b> (some attack does, by more than its margin), "
+                     "<b>intact</b> (still top-1). Recovery: mean recovered score on the edited model (the "
+                     "oracle's in brackets). Recall: top-1 on the forget targets and on the retain split. "
+                     "Δ perplexity: held-out perplexity edited − base. NS: CounterFact neighbourhood "
+                     "specificity on the targets' neighbours.</p>")
+        margins = {a: m for r in rows for a, m in r["margins"].items()}
+        if margins:
+            parts.append("<p class='note'>Margins: " + ", ".join(f"{html.escape(a)} {m:.3f}"
+                                                                   for a, m in margins.items()) + "</p>")
+    else:
+        parts.append("<p>No audit records in these runs.</p>")
+    drawn = [(caption, path) for caption, path in figures if path is not None]
+    if drawn:
+        parts.append("<h2>Plots</h2>")
+        parts += [_figure(caption, path, out_dir) for caption, path in drawn]
+    if traces:
+        parts.append("<h2>Causal traces</h2>")
+        parts += [_figure(caption, path, out_dir) for caption, path in traces]
+    parts.append("<h2>Per-target verdicts</h2>")
+    for row in rows:
+        targets = [t for t in row["record"].get("targets", []) if "verdict" in t]
+        if not targets:
+            continue
+        parts.append(f"<h3>{html.escape(row['run'])} / {html.escape(row['method'])}</h3><table><thead><tr>"
+                     "<th>case</th><th class='l'>verdict</th><th class='l'>why</th></tr></thead><tbody>")
+        parts += [f"<tr><td>{t.get('case_id', '')}</td><td class='l'>{html.escape(str(t['verdict']))}</td>"
+                  f"<td class='l'>{html.escape(str(t.get('reason', '')))}</td></tr>" for t in targets]
+        parts.append("</tbody></table>")
+    parts.append("</body></html>")
+    path = out_dir / REPORT_NAME
+    from obliviate.results import atomic_write_text
+
+    atomic_write_text(path, "\n".join(parts))
+    return path
+
+
+def _figure(caption: str, path: Path, out_dir: Path) -> str:
+    rel = path.relative_to(out_dir).as_posix()
+    return (f"<figure><img src='{html.escape(rel)}' alt='{html.escape(caption)}'>"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _mean(values) -> float:
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return sum(finite) / len(finite) if finite else float("nan")
+
+
+def _nan(value: Any) -> float:
+    return float("nan") if value is None else float(value)
