@@ -1,0 +1,312 @@
+"""Linear probes on residual activations: a frozen probe type, per-depth accuracy on held-out subjects, and the
+attribute probe (which answer a fact has, decoded from its last subject token).
+
+A probe is scikit-learn's StandardScaler + LogisticRegression (the PGA paper's probe, reference
+Rupawheatly/MLDU2: C = 1, max_iter = 2000, random_state = 42). Its direction in raw activation space is
+w = coef / scaler.scale_, normalised — what PGA projects out; `standardised_direction` is the unit coef in the
+scaler's space.
+
+Accuracy per depth is measured on held-out subjects (scikit-learn's GroupKFold with the subject as the group), so
+no subject's activations are in both the training and the test fold: the probe must decode the attribute, not
+recognise the subject. The chance level is the majority-class baseline on the same folds; |acc − chance| is
+reported too, because a probe below chance on paired folds is flipped, and an attacker who flips it recovers the
+information (Caution in /work/shared/ALGORITHMS.md, PGA). `nested_cv=True` chooses C by an inner GroupKFold on
+each outer training fold (the audit's re-fit attack: a fresh probe whose capacity is tuned without seeing the test
+subjects).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float
+
+from obliviate.facts import Fact
+
+C_GRID = (0.01, 0.1, 1.0, 10.0)
+
+
+def _numpy(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class LinearProbe:
+    """A fitted StandardScaler + logistic regression, stored as plain tensors (float64)."""
+
+    mean: Float[torch.Tensor, " d"]
+    """The scaler's per-feature mean."""
+    scale: Float[torch.Tensor, " d"]
+    """The scaler's per-feature standard deviation (1 where a feature is constant)."""
+    coef: Float[torch.Tensor, "k d"]
+    """Logistic-regression weights in standardised space (k = 1 for a binary probe)."""
+    intercept: Float[torch.Tensor, " k"]
+    classes: tuple[Any, ...]
+    """Class labels in scikit-learn's order; a binary probe's positive class is classes[1]."""
+
+    @property
+    def is_binary(self) -> bool:
+        return len(self.classes) == 2
+
+    @property
+    def directions(self) -> Float[torch.Tensor, "k d"]:
+        """Unit weight vectors in raw activation space, one per row of coef."""
+        raw = self.coef / self.scale
+        return raw / raw.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+
+    @property
+    def direction(self) -> Float[torch.Tensor, " d"]:
+        """The binary probe's unit direction in raw activation space: coef / scale, normalised (PGA's w)."""
+        if not self.is_binary:
+            raise ValueError(f"a {len(self.classes)}-class probe has one direction per class; use `.directions`.")
+        return self.directions[0]
+
+    @property
+    def standardised_direction(self) -> Float[torch.Tensor, " d"]:
+        """The binary probe's unit coef in the scaler's standardised space."""
+        if not self.is_binary:
+            raise ValueError(f"a {len(self.classes)}-class probe has one direction per class; use `.coef`.")
+        return self.coef[0] / self.coef[0].norm().clamp(min=1e-12)
+
+    def decision_function(self, X: Float[torch.Tensor, "n d"] | np.ndarray) -> np.ndarray:
+        """Logits: (n,) for a binary probe (positive means classes[1]), (n, k) otherwise."""
+        z = (_numpy(X) - self.mean.numpy()) / self.scale.numpy() @ self.coef.numpy().T + self.intercept.numpy()
+        return z[:, 0] if self.is_binary else z
+
+    def predict(self, X: Float[torch.Tensor, "n d"] | np.ndarray) -> np.ndarray:
+        z = self.decision_function(X)
+        index = (z > 0).astype(int) if self.is_binary else z.argmax(-1)
+        return np.asarray(self.classes, dtype=object)[index]
+
+    def accuracy(self, X: Float[torch.Tensor, "n d"] | np.ndarray, y: Sequence[Any] | np.ndarray) -> float:
+        return float(np.mean(self.predict(X) == np.asarray(y, dtype=object)))
+
+    def tensors(self, prefix: str = "") -> dict[str, torch.Tensor]:
+        """The probe's tensors (for `obliviate.results.atomic_save_tensors`); classes go in metadata."""
+        return {f"{prefix}mean": self.mean, f"{prefix}scale": self.scale, f"{prefix}coef": self.coef,
+                f"{prefix}intercept": self.intercept}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], classes: Sequence[Any], prefix: str = "") -> LinearProbe:
+        return cls(mean=tensors[f"{prefix}mean"].double(), scale=tensors[f"{prefix}scale"].double(),
+                   coef=tensors[f"{prefix}coef"].double(), intercept=tensors[f"{prefix}intercept"].double(),
+                   classes=tuple(classes))
+
+    @classmethod
+    def from_sklearn(cls, scaler: Any, classifier: Any) -> LinearProbe:
+        classes = tuple(c.item() if hasattr(c, "item") else c for c in classifier.classes_)
+        return cls(mean=torch.as_tensor(scaler.mean_, dtype=torch.float64),
+                   scale=torch.as_tensor(scaler.scale_, dtype=torch.float64),
+                   coef=torch.as_tensor(classifier.coef_, dtype=torch.float64),
+                   intercept=torch.as_tensor(classifier.intercept_, dtype=torch.float64), classes=classes)
+
+
+def _pipeline(C: float, max_iter: int, seed: int):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
+
+
+def fit_probe(X: Float[torch.Tensor, "n d"] | np.ndarray, y: Sequence[Any] | np.ndarray, *, seed: int = 42,
+              C: float = 1.0, max_iter: int = 2000) -> LinearProbe:
+    """StandardScaler + LogisticRegression(C, max_iter, random_state=seed) fitted on (X, y)."""
+    labels = np.asarray(y)
+    if len(np.unique(labels)) < 2:
+        raise ValueError("fit_probe needs at least two classes in y.")
+    pipe = _pipeline(C, max_iter, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)  # lbfgs convergence chatter on separable data
+        pipe.fit(_numpy(X), labels)
+    scaler, classifier = pipe.steps[0][1], pipe.steps[1][1]
+    return LinearProbe.from_sklearn(scaler, classifier)
+
+
+@dataclass
+class ProbeCurve:
+    """Held-out-subject probe accuracy at each depth."""
+
+    depths: list[int]
+    accuracy: list[float]
+    """Accuracy pooled over the outer folds (every sample tested exactly once)."""
+    accuracy_std: list[float]
+    """Standard deviation of the per-fold accuracies."""
+    chance: list[float]
+    """Majority-class baseline on the same folds (the training fold's most frequent class)."""
+    above_chance: list[float]
+    """accuracy − chance."""
+    abs_above_chance: list[float]
+    """|accuracy − chance|: a below-chance probe is recoverable by flipping it."""
+    chosen_C: list[float]
+    """The C used per depth (the median of the inner-CV choices when nested_cv)."""
+    n_samples: int
+    n_groups: int
+    n_classes: int
+    n_splits: int
+    nested_cv: bool
+    seed: int
+
+    @property
+    def best_index(self) -> int:
+        return int(np.argmax(self.abs_above_chance))
+
+    @property
+    def best_depth(self) -> int:
+        """The depth where the probe is furthest from chance."""
+        return self.depths[self.best_index]
+
+    @property
+    def best_accuracy(self) -> float:
+        return self.accuracy[self.best_index]
+
+
+def _group_folds(groups: np.ndarray, n_splits: int, seed: int):
+    from sklearn.model_selection import GroupKFold
+
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise ValueError("held-out-subject CV needs at least two distinct subjects (groups).")
+    return GroupKFold(n_splits=min(n_splits, n_groups), shuffle=True, random_state=seed)
+
+
+def _nested_estimator(groups_train: np.ndarray, seed: int, max_iter: int, C_grid: Sequence[float],
+                      inner_splits: int):
+    from sklearn.model_selection import GridSearchCV
+
+    inner = _group_folds(groups_train, inner_splits, seed)
+    return GridSearchCV(_pipeline(1.0, max_iter, seed), {"logisticregression__C": list(C_grid)}, cv=inner,
+                        scoring="accuracy", error_score=np.nan)
+
+
+def probe_accuracy_per_layer(
+    acts: Float[torch.Tensor, "depth n d"] | np.ndarray,
+    labels: Sequence[Any] | np.ndarray,
+    groups: Sequence[Any] | np.ndarray,
+    *,
+    seed: int = 42,
+    n_splits: int = 5,
+    C: float = 1.0,
+    max_iter: int = 2000,
+    nested_cv: bool = False,
+    C_grid: Sequence[float] = C_GRID,
+    inner_splits: int = 3,
+    depths: Sequence[int] | None = None,
+    show_progress: bool = False,
+) -> ProbeCurve:
+    """Probe accuracy at each depth with GroupKFold over `groups` (subjects): no group in train and test.
+
+    `labels` may have any number of classes (multiclass logistic regression for attribute decoding).
+    `depths` names the rows of `acts` (default 0..depth−1). With `nested_cv`, C is chosen from `C_grid` by an
+    inner GroupKFold on each outer training fold.
+    """
+    X_all = _numpy(acts)
+    y = np.asarray(labels)
+    g = np.asarray(groups)
+    if X_all.ndim != 3 or X_all.shape[1] != len(y) or len(g) != len(y):
+        raise ValueError(f"acts {X_all.shape} must be (depth, n, d) with n = len(labels) = len(groups) "
+                         f"({len(y)}, {len(g)}).")
+    names = list(range(X_all.shape[0])) if depths is None else [int(d) for d in depths]
+    folds = list(_group_folds(g, n_splits, seed).split(X_all[0], y, g))
+    rows = range(X_all.shape[0])
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        rows = tqdm(rows, desc="probe per depth")
+    accuracy, accuracy_std, chance, chosen = [], [], [], []
+    chance_hits = sum(int(np.sum(y[test] == _majority(y[train]))) for train, test in folds)
+    for depth in rows:
+        X = X_all[depth]
+        hits, fold_acc, fold_C = 0, [], []
+        for train, test in folds:
+            if len(np.unique(y[train])) < 2:
+                predicted = np.full(len(test), _majority(y[train]), dtype=object)
+            elif nested_cv:
+                search = _nested_estimator(g[train], seed, max_iter, C_grid, inner_splits)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    search.fit(X[train], y[train], groups=g[train])
+                predicted = search.predict(X[test])
+                fold_C.append(float(search.best_params_["logisticregression__C"]))
+            else:
+                predicted = fit_probe(X[train], y[train], seed=seed, C=C, max_iter=max_iter).predict(X[test])
+            correct = np.asarray(predicted, dtype=object) == y[test].astype(object)
+            hits += int(correct.sum())
+            fold_acc.append(float(correct.mean()))
+        accuracy.append(hits / len(y))
+        accuracy_std.append(float(np.std(fold_acc)))
+        chance.append(chance_hits / len(y))
+        chosen.append(float(np.median(fold_C)) if fold_C else float(C))
+    above = [a - c for a, c in zip(accuracy, chance)]
+    return ProbeCurve(depths=names, accuracy=accuracy, accuracy_std=accuracy_std, chance=chance,
+                      above_chance=above, abs_above_chance=[abs(v) for v in above], chosen_C=chosen,
+                      n_samples=len(y), n_groups=len(np.unique(g)), n_classes=len(np.unique(y)),
+                      n_splits=len(folds), nested_cv=nested_cv, seed=seed)
+
+
+def _majority(y: np.ndarray) -> Any:
+    values, counts = np.unique(y, return_counts=True)
+    return values[np.argmax(counts)]
+
+
+@dataclass
+class AttributeProbeResult:
+    """Per-depth decoding of a relation's answer from the last subject token, on held-out subjects."""
+
+    relation_id: str | None
+    curve: ProbeCurve
+    classes: list[str]
+    """The answers (target_true values) kept as classes."""
+    n_facts: int
+    uniform_chance: float
+    """1 / number of classes (the majority baseline in `curve.chance` is the stricter one)."""
+    dropped_facts: list[int] = field(default_factory=list)
+    """case_ids left out because their answer occurs fewer than `min_class_count` times."""
+
+
+def attribute_probe(
+    handle,
+    facts: Sequence[Fact],
+    relation_id: str | None = None,
+    *,
+    seed: int = 42,
+    n_splits: int = 5,
+    C: float = 1.0,
+    max_iter: int = 2000,
+    nested_cv: bool = False,
+    min_class_count: int = 2,
+    batch_size: int = 32,
+    show_progress: bool = False,
+) -> AttributeProbeResult:
+    """Probe each depth's residual at the last subject token for the fact's answer (target_true).
+
+    Facts are those of `relation_id` (all given facts when None). Answers seen fewer than `min_class_count`
+    times are dropped: an answer no training subject has cannot be decoded, it only adds noise to the curve.
+    Folds hold out subjects (GroupKFold by subject).
+    """
+    from locate.activations import collect_residuals, last_subject_token_positions
+
+    chosen = [f for f in facts if relation_id is None or f.relation_id == relation_id]
+    counts: dict[str, int] = {}
+    for fact in chosen:
+        counts[fact.target_true] = counts.get(fact.target_true, 0) + 1
+    kept = [f for f in chosen if counts[f.target_true] >= min_class_count]
+    dropped = [f.case_id for f in chosen if counts[f.target_true] < min_class_count]
+    classes = sorted({f.target_true for f in kept})
+    if len(classes) < 2:
+        raise ValueError(f"relation {relation_id!r}: {len(kept)} facts with {len(classes)} answer(s) seen at "
+                         f"least {min_class_count} times; a probe needs two or more.")
+    acts = collect_residuals(handle, [f.text for f in kept], positions=last_subject_token_positions(handle, kept),
+                             batch_size=batch_size, show_progress=show_progress)
+    curve = probe_accuracy_per_layer(acts, [f.target_true for f in kept], [f.subject for f in kept], seed=seed,
+                                     n_splits=n_splits, C=C, max_iter=max_iter, nested_cv=nested_cv,
+                                     show_progress=show_progress)
+    return AttributeProbeResult(relation_id=relation_id, curve=curve, classes=classes, n_facts=len(kept),
+                                uniform_chance=1.0 / len(classes), dropped_facts=dropped)
