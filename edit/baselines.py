@@ -1,0 +1,416 @@
+"""Fine-tuning unlearning baselines: GradDiff and RMU, on a deep copy of the Hugging Face model.
+
+- GradDiff (gradient difference; Liu et al. 2022, used as a baseline in TOFU, Maini et al. 2024, and
+  open-unlearning's ``GradDiff`` trainer): gradient ASCENT on the NLL of the forget facts' answer tokens plus gradient
+  descent on the retain facts' answers, loss = −γ·NLL(forget) + α·NLL(retain) (open-unlearning: γ = α = 1). Few
+  steps, seeded; by default it stops as soon as no forget prompt's top-1 token is its answer any more (ascent
+  without a stop runs away).
+- RMU (representation misdirection; Li et al. 2024, "The WMDP Benchmark", reference centerforaisafety/wmdp
+  ``rmu/unlearn.py``): at layer L, push the forget data's residual towards c·u (u a fixed random unit vector,
+  drawn as the reference does: uniform [0, 1) then normalised), and keep the retain data's residual at the frozen
+  model's: loss = MSE(h_L(forget), c·u) + α·MSE(h_L(retain), h_L^frozen(retain)); α = 100, AdamW lr 5e-5, 80
+  steps of batch 4; update only the MLP down-projection weights of layers L−2..L (the reference's param_ids=[6]:
+  ``mlp.down_proj.weight`` of Zephyr; GPT-2: ``mlp.c_proj.weight``); L = 7 of 32 layers, taken proportionally
+  (round(7/32 · n_layers)).
+  The reference's c = 20 is a number for Zephyr-7B's layer-7 activations; ours are on another scale, so by default
+  c = `norm_multiple` × the frozen model's mean per-token ‖h_L‖ on the forget data (the norm-tied rule of Adaptive
+  RMU, Dang et al. 2025, "On Effects of Steering Latent Representation for LLM Unlearning"); an absolute
+  `steering_coeff` overrides it.
+
+Neither function writes the model it is given: training runs on `copy.deepcopy(handle.hf)`, and the result carries
+the changed tensors under their HF names (full tensors, as the artefact stores them). `edited_handle` builds an
+in-memory handle from a result for measuring.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float, Int
+
+from edit.result import EditResult
+from obliviate.facts import Fact
+from obliviate.metrics import continuation_ids, encode
+
+# --------------------------------------------------------------------------------------------------------------
+# Shared helpers
+# --------------------------------------------------------------------------------------------------------------
+
+
+def decoder_blocks(hf: Any) -> Any:
+    """The ModuleList of transformer blocks of a GPT-2 or Llama-family HF causal LM."""
+    for path in ("transformer.h", "model.layers", "gpt_neox.layers"):
+        module = hf
+        try:
+            for part in path.split("."):
+                module = getattr(module, part)
+        except AttributeError:
+            continue
+        return module
+    raise NotImplementedError(f"no block list found on {type(hf).__name__}; known: GPT-2, Llama, GPT-NeoX.")
+
+
+def down_proj_name(hf: Any, layer: int) -> str:
+    """HF name of the MLP down-projection weight of block `layer`."""
+    from obliviate.tl_wrap import tl_to_hf_param_name, architecture_family
+
+    name, _ = tl_to_hf_param_name(f"blocks.{layer}.mlp.W_out", architecture_family(hf))
+    return name
+
+
+def changed_tensors(before: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Full tensors (HF names) of the parameters whose values differ from `before`."""
+    changed = {}
+    for name, param in model.named_parameters():
+        if name in before and not torch.equal(before[name], param.detach()):
+            changed[name] = param.detach().cpu().clone()
+    return changed
+
+
+def edited_handle(handle: Any, result: EditResult) -> Any:
+    """A new in-memory ModelHandle: `result.changed` loaded into a copy of the HF model, TL rebuilt, hooks attached.
+
+    The base handle is untouched. This is what `obliviate.models.load(name, artefact=...)` does from disk.
+    """
+    from obliviate.hooks import attach_permanently
+    from obliviate.tl_wrap import hooked_from_hf
+
+    hf = copy.deepcopy(handle.hf)
+    if result.changed:
+        state = hf.state_dict()
+        with torch.no_grad():
+            for name, tensor in result.changed.items():
+                state[name].copy_(tensor.to(state[name]))
+    tl = hooked_from_hf(handle.hf_dir, hf, handle.tokenizer, prepend_bos=handle.prepend_bos,
+                        device=str(handle.tl.cfg.device))
+    if result.interventions:
+        attach_permanently(tl, result.interventions)
+    new = dataclasses.replace(handle, hf=hf, tl=tl, interventions=list(result.interventions))
+    new.__dict__.pop("nnsight", None)  # cached_property of the base handle must not leak over
+    return new
+
+
+@dataclass
+class _Batch:
+    input_ids: Int[torch.Tensor, "batch pos"]
+    attention_mask: Int[torch.Tensor, "batch pos"]
+    labels: Int[torch.Tensor, "batch pos"]
+    """Next-token targets at the answer positions, −100 elsewhere (HF convention, already shifted by HF)."""
+    answer_first: Int[torch.Tensor, " batch"]
+    """Position whose logits predict the answer's first token."""
+    answer_token: Int[torch.Tensor, " batch"]
+
+
+def answer_batch(handle: Any, prompts: Sequence[str], answers: Sequence[str]) -> _Batch:
+    """prompt + " answer" rows (handle's BOS convention), right-padded, labels on the answer tokens only."""
+    pad_id = handle.tokenizer.pad_token_id or 0
+    rows, prompt_lengths, answer_ids = [], [], []
+    for prompt, answer in zip(prompts, answers):
+        p, a = encode(handle, prompt), continuation_ids(handle, answer)
+        rows.append(p + a)
+        prompt_lengths.append(len(p))
+        answer_ids.append(a)
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, -100)
+    for i, (row, n_prompt) in enumerate(zip(rows, prompt_lengths)):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+        labels[i, n_prompt: len(row)] = torch.tensor(row[n_prompt:])
+    return _Batch(ids, mask, labels, torch.tensor(prompt_lengths) - 1, torch.tensor([a[0] for a in answer_ids]))
+
+
+def _answer_nll(hf: Any, batch: _Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean NLL over answer tokens, and per row whether the answer's first token is the top-1 prediction."""
+    device = next(hf.parameters()).device
+    logits = hf(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)).logits
+    shift_logits, shift_labels = logits[:, :-1], batch.labels[:, 1:].to(device)
+    nll = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]).float(),
+                                            shift_labels.reshape(-1), ignore_index=-100)
+    first = logits[torch.arange(len(logits)), batch.answer_first.to(device)].argmax(-1)
+    return nll, (first.cpu() == batch.answer_token)
+
+
+def _fact_prompts(facts: Sequence[Fact], paraphrases: bool) -> tuple[list[str], list[str]]:
+    prompts, answers = [], []
+    for fact in facts:
+        texts = [fact.text, *fact.paraphrase_prompts] if paraphrases else [fact.text]
+        prompts += texts
+        answers += [fact.target_true] * len(texts)
+    return prompts, answers
+
+
+# --------------------------------------------------------------------------------------------------------------
+# GradDiff
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GradDiffConfig:
+    """Gradient ascent on the forget answers + descent on the retain answers (open-unlearning's GradDiff)."""
+
+    steps: int = 30
+    """Maximum optimiser steps."""
+    lr: float = 1e-4
+    """AdamW learning rate (open-unlearning uses 1e-5 for 7B models; tiny models need more)."""
+    gamma: float = 1.0
+    """Weight of the forget (ascent) term."""
+    alpha: float = 1.0
+    """Weight of the retain (descent) term."""
+    batch_size: int = 32
+    """Forget and retain prompts per step (each sampled without replacement per epoch, seeded)."""
+    use_paraphrases: bool = False
+    """Train on the forget facts' paraphrases too (off: paraphrases stay a held-out generalisation test)."""
+    stop_when_forgotten: bool = True
+    """Stop once no forget training prompt ranks its answer first."""
+    params: Literal["all", "mlp"] = "all"
+    """Which weights train: all (full fine-tuning, the reference) or only MLP weights."""
+    seed: int = 0
+    show_progress: bool = False
+
+
+def _trainable(hf: Any, which: Literal["all", "mlp", "down_proj"], layers: Sequence[int] | None = None
+               ) -> list[tuple[str, torch.nn.Parameter]]:
+    named = list(hf.named_parameters())
+    if which == "all":
+        return named
+    if which == "down_proj":
+        wanted = {down_proj_name(hf, layer) for layer in layers or ()}
+        return [(n, p) for n, p in named if n in wanted]
+    return [(n, p) for n, p in named if ".mlp." in n and (layers is None or _layer_index(n) in set(layers))]
+
+
+def _layer_index(name: str) -> int | None:
+    for part in name.split("."):
+        if part.isdigit():
+            return int(part)
+    return None
+
+
+def _cycle(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, batch_size):
+            yield order[start:start + batch_size]
+
+
+def graddiff_edit(handle: Any, targets: Sequence[Fact], retain: Sequence[Fact],
+                  cfg: GradDiffConfig | None = None) -> EditResult:
+    """GradDiff on a copy of `handle.hf`; returns the changed HF tensors (the handle is not modified)."""
+    cfg = cfg or GradDiffConfig()
+    if not targets:
+        raise ValueError("GradDiff needs at least one forget fact.")
+    start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    model = copy.deepcopy(handle.hf).eval()  # eval: no dropout, deterministic steps
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainable = _trainable(model, cfg.params)
+    for _, p in model.named_parameters():
+        p.requires_grad_(False)
+    for _, p in trainable:
+        p.requires_grad_(True)
+    optimiser = torch.optim.AdamW([p for _, p in trainable], lr=cfg.lr, weight_decay=0.0)
+    forget_prompts, forget_answers = _fact_prompts(targets, cfg.use_paraphrases)
+    retain_prompts, retain_answers = _fact_prompts(retain, cfg.use_paraphrases)
+    forget_order = _cycle(len(forget_prompts), cfg.batch_size, generator)
+    retain_order = _cycle(len(retain_prompts), cfg.batch_size, generator) if retain_prompts else None
+    history: list[dict[str, float]] = []
+    steps = range(cfg.steps)
+    if cfg.show_progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc="GradDiff")
+    stopped_at = cfg.steps
+    for step in steps:
+        idx = next(forget_order)
+        forget_batch = answer_batch(handle, [forget_prompts[i] for i in idx], [forget_answers[i] for i in idx])
+        forget_nll, _ = _answer_nll(model, forget_batch)
+        loss = -cfg.gamma * forget_nll
+        retain_nll = torch.tensor(float("nan"))
+        if retain_order is not None and cfg.alpha > 0:
+            ridx = next(retain_order)
+            retain_batch = answer_batch(handle, [retain_prompts[i] for i in ridx], [retain_answers[i] for i in ridx])
+            retain_nll, _ = _answer_nll(model, retain_batch)
+            loss = loss + cfg.alpha * retain_nll
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        history.append({"forget_nll": float(forget_nll), "retain_nll": float(retain_nll)})
+        if cfg.stop_when_forgotten and _forget_recall(model, handle, forget_prompts, forget_answers) == 0.0:
+            stopped_at = step + 1
+            break
+    changed = changed_tensors(before, model)
+    return EditResult(method="graddiff", changed=changed, targets=[f.case_id for f in targets],
+                      timings={"train": time.perf_counter() - start},
+                      metrics={"steps": stopped_at, "history": history, "n_changed_tensors": len(changed)},
+                      config=asdict(cfg))
+
+
+@torch.no_grad()
+def _forget_recall(model: Any, handle: Any, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 64
+                   ) -> float:
+    hits = 0
+    for start in range(0, len(prompts), batch_size):
+        batch = answer_batch(handle, prompts[start:start + batch_size], answers[start:start + batch_size])
+        _, top1 = _answer_nll(model, batch)
+        hits += int(top1.sum())
+    return hits / max(len(prompts), 1)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# RMU
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RMUConfig:
+    """RMU's protocol numbers (reference centerforaisafety/wmdp rmu/unlearn.py defaults)."""
+
+    layer: int | None = None
+    """Layer L whose output is steered; None = round(7/32 · n_layers) (the reference's 7 of 32)."""
+    n_update_layers: int = 3
+    """Update layers L−n+1..L (reference: 5, 6, 7)."""
+    params: Literal["down_proj", "mlp"] = "down_proj"
+    """down_proj: only the MLP down-projection weight (the reference's param_ids=[6]); mlp: every MLP weight."""
+    steering_coeff: float | None = None
+    """Absolute c (reference: 20 for Zephyr-7B layer 7). None = norm_multiple × mean ‖h_L‖ on the forget data."""
+    norm_multiple: float = 2.0
+    """c in multiples of the frozen model's mean per-token residual norm at L (used when steering_coeff is None)."""
+    alpha: float = 100.0
+    """Weight of the retain MSE (reference: 100)."""
+    lr: float = 5e-5
+    """AdamW learning rate (reference: 5e-5)."""
+    steps: int = 80
+    """Optimiser steps (reference: max_num_batches 80)."""
+    batch_size: int = 4
+    """Forget and retain texts per step (reference: 4)."""
+    use_paraphrases: bool = True
+    """Forget texts include the facts' paraphrase prompts with the answer (more forget text, as RMU's corpus)."""
+    seed: int = 0
+    show_progress: bool = False
+
+
+def rmu_layer(n_layers: int) -> int:
+    """The reference's layer 7 of 32, scaled to `n_layers` (at least 0, at most n_layers − 1)."""
+    return max(0, min(n_layers - 1, round(7 / 32 * n_layers)))
+
+
+@contextmanager
+def _capture_output(module: torch.nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    box: dict[str, torch.Tensor] = {}
+
+    def hook(_module, _inputs, output):
+        box["h"] = output[0] if isinstance(output, tuple) else output
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield box
+    finally:
+        handle.remove()
+
+
+def _text_batch(handle: Any, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    pad_id = handle.tokenizer.pad_token_id or 0
+    rows = [encode(handle, t) for t in texts]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def _layer_output(model: Any, layer: int, ids: torch.Tensor, mask: torch.Tensor) -> Float[torch.Tensor, "b p d"]:
+    device = next(model.parameters()).device
+    with _capture_output(decoder_blocks(model)[layer]) as box:
+        model(input_ids=ids.to(device), attention_mask=mask.to(device))
+    return box["h"]
+
+
+def _masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.to(a.device, a.dtype)[..., None]
+    return ((a - b) ** 2 * m).sum() / (m.sum() * a.shape[-1]).clamp(min=1)
+
+
+def rmu_edit(handle: Any, targets: Sequence[Fact], retain: Sequence[Fact], cfg: RMUConfig | None = None,
+             *, layers: Sequence[int] | None = None) -> EditResult:
+    """RMU on a copy of `handle.hf`; returns the changed HF tensors (the handle is not modified).
+
+    Forget texts are the target facts stated with their answers; retain texts are the retain facts stated.
+    `layers` (EditConfig.layers) overrides cfg.layer with its last entry.
+    """
+    cfg = cfg or RMUConfig()
+    if not targets or not retain:
+        raise ValueError("RMU needs forget facts and retain facts.")
+    start = time.perf_counter()
+    n_layers = handle.n_layers
+    layer = layers[-1] if layers else (cfg.layer if cfg.layer is not None else rmu_layer(n_layers))
+    update_layers = list(range(max(0, layer - cfg.n_update_layers + 1), layer + 1))
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    frozen = handle.hf  # read only, under no_grad
+    model = copy.deepcopy(handle.hf).eval()  # eval: no dropout, deterministic steps
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    trainable = _trainable(model, cfg.params, update_layers)
+    for _, p in trainable:
+        p.requires_grad_(True)
+    optimiser = torch.optim.AdamW([p for _, p in trainable], lr=cfg.lr)
+
+    def statements(facts: Sequence[Fact], paraphrases: bool) -> list[str]:
+        prompts, answers = _fact_prompts(facts, paraphrases)
+        return [f"{p} {a}" for p, a in zip(prompts, answers)]
+
+    forget_texts = statements(targets, cfg.use_paraphrases)
+    retain_texts = statements(retain, cfg.use_paraphrases)
+    d_model = int(handle.tl.cfg.d_model)
+    u = torch.rand(d_model, generator=generator)
+    u = u / u.norm()
+    with torch.no_grad():
+        ids, mask = _text_batch(handle, forget_texts)
+        h = _layer_output(frozen, layer, ids, mask)
+        mean_norm = float(h.norm(dim=-1)[mask.bool().to(h.device)].mean())
+    c = cfg.steering_coeff if cfg.steering_coeff is not None else cfg.norm_multiple * mean_norm
+    control = (c * u).to(next(model.parameters()).device)
+    forget_order = _cycle(len(forget_texts), cfg.batch_size, generator)
+    retain_order = _cycle(len(retain_texts), cfg.batch_size, generator)
+    history: list[dict[str, float]] = []
+    steps = range(cfg.steps)
+    if cfg.show_progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc="RMU")
+    for _ in steps:
+        f_ids, f_mask = _text_batch(handle, [forget_texts[i] for i in next(forget_order)])
+        r_ids, r_mask = _text_batch(handle, [retain_texts[i] for i in next(retain_order)])
+        h_forget = _layer_output(model, layer, f_ids, f_mask)
+        forget_loss = _masked_mse(h_forget, control.expand_as(h_forget), f_mask)
+        h_retain = _layer_output(model, layer, r_ids, r_mask)
+        with torch.no_grad():
+            h_frozen = _layer_output(frozen, layer, r_ids, r_mask)
+        retain_loss = _masked_mse(h_retain, h_frozen, r_mask)
+        loss = forget_loss + cfg.alpha * retain_loss
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        history.append({"forget_loss": float(forget_loss), "retain_loss": float(retain_loss)})
+    changed = changed_tensors(before, model)
+    return EditResult(method="rmu", changed=changed, targets=[f.case_id for f in targets], layers=update_layers,
+                      timings={"train": time.perf_counter() - start},
+                      metrics={"layer": layer, "update_layers": update_layers, "steering_coeff": c,
+                               "mean_resid_norm": mean_norm, "history": history,
+                               "changed_tensors": sorted(changed)},
+                      config=asdict(cfg))
+
+
