@@ -4,6 +4,7 @@
     obliviate models list                 what `obliviate.models.load` accepts offline
     obliviate locate|edit|audit|run CONFIG [--out RUN] [--force] [--<field> value …]
     obliviate compare RUN …
+    obliviate audit --calibrate           the auditor on three known cases (a confusion matrix)
 
 Options' help comes from the config dataclasses' attribute docstrings (simple-parsing). A YAML config is validated
 strictly first (an unknown key is an error naming it), then command-line flags override its values.
@@ -143,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _world(rest)
     if command == "models":
         return _models(rest)
+    if command == "audit" and "--calibrate" in rest:
+        return int(_stage_entry("calibrate")([a for a in rest if a != "--calibrate"]))
     if command in STAGE_COMMANDS:
         return _stage(command, rest)
     if command == "compare":

@@ -215,6 +215,34 @@ def _apply_artefact(hf: Any, artefact: Path, hf_dir: Path) -> list[Any]:
     return load_interventions(artefact / hooks_dir) if hooks_dir else []
 
 
+def edited_copy(handle: ModelHandle, changed: dict[str, torch.Tensor] | None = None,
+                interventions: list[Any] | None = None, *, name: str | None = None) -> ModelHandle:
+    """A new handle: `changed` HF tensors written into a deep copy of the HF model, TL rebuilt, hooks attached.
+
+    The in-memory twin of `load(name, artefact=...)`; the given handle is left exactly as it was.
+    """
+    import copy
+
+    from obliviate.hooks import attach_permanently
+    from obliviate.tl_wrap import hooked_from_hf
+
+    hf = copy.deepcopy(handle.hf)
+    state = hf.state_dict()
+    with torch.no_grad():
+        for key, value in (changed or {}).items():
+            if key not in state:
+                raise KeyError(f"edited_copy: {key!r} is not a weight of {handle.name}.")
+            state[key].copy_(value.to(state[key]))
+    tl = hooked_from_hf(handle.hf_dir, hf, handle.tokenizer, prepend_bos=handle.prepend_bos,
+                        device=str(handle.tl.cfg.device))
+    tl.eval()
+    interventions = list(interventions or [])
+    if interventions:
+        attach_permanently(tl, interventions)
+    return ModelHandle(name=name or handle.name, hf_dir=handle.hf_dir, hf=hf, tokenizer=handle.tokenizer, tl=tl,
+                       prepend_bos=handle.prepend_bos, artefact=handle.artefact, interventions=interventions)
+
+
 def available_models() -> list[dict[str, str]]:
     """What `obliviate models list` prints: embedded names and whether each is built in the cache."""
     from obliviate.paths import cache_dir as root

@@ -37,4 +37,4 @@ def test_unknown_command_and_models_list(capsys):
 
 def test_every_stage_command_has_an_entry_point():
     names = {entry.name for entry in metadata.entry_points(group="obliviate.stages")}
-    assert {"locate", "edit", "audit", "run", "compare"} <= names
+    assert {"locate", "edit", "audit", "run", "compare", "calibrate"} <= names

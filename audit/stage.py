@@ -1,0 +1,138 @@
+"""The audit stage: attack each edited model, compare with the never-learned oracle, and give each target a verdict.
+
+For each edit of the run (``edit-<label>/artefact``), writes ``audit-<label>.json``: per target the verdict
+(erased / suppressed / intact) with the attack and figure behind it, per attack the recovery on the edited model and
+on the oracle, collateral damage (neighbourhood NS, retained recall, held-out perplexity) and the representation
+comparison (fresh-probe accuracy and linear CKA per depth, with a PNG).
+
+Every attack runs unchanged on the edited model and on the oracle (``audit.reference``, e.g. ``world-retain``);
+audit/verdict.py judges the difference. Without an oracle (SmolLM2), verdicts fall back to the absolute threshold
+documented there, and the record says so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from audit.attack_result import AttackResult
+from audit.report import audit_metrics
+from audit.verdict import VerdictConfig, judge, recalled_targets
+from obliviate.config import EditConfig, RunConfig
+from obliviate.facts import Fact
+from obliviate.models import ModelHandle, load
+from obliviate.results import RunDir, StageRecord, timed
+
+
+def stage_name(edit: EditConfig) -> str:
+    return f"audit-{edit.label}"
+
+
+def _attack(name: str, all_facts: Sequence[Fact], targets: Sequence[Fact], config: RunConfig,
+            run_dir: RunDir) -> Callable[[ModelHandle, ModelHandle, ModelHandle | None], AttackResult]:
+    """(base, edited, oracle) → AttackResult for a configured attack name, with its extra inputs bound."""
+    if name == "keyword":
+        from audit.keyword import run_keyword
+
+        return lambda base, edited, oracle: run_keyword(base, edited, targets, oracle)
+    if name == "quantization":
+        from audit.quantization import run_quantization
+
+        return lambda base, edited, oracle: run_quantization(base, edited, targets, oracle)
+    if name == "logit_lens":
+        from audit.logit_lens_attack import run_logit_lens
+
+        return lambda base, edited, oracle: run_logit_lens(base, edited, targets, oracle)
+    if name == "probe":
+        from audit.refit_probe import probe_pool, run_refit_probe
+
+        pool = probe_pool(all_facts, targets)
+        return lambda base, edited, oracle: run_refit_probe(base, edited, targets, pool, oracle)
+    if name == "relearn":
+        from audit.relearn import RelearnConfig, relearn_pool, run_relearn
+
+        pool = relearn_pool(all_facts, targets)
+        settings = RelearnConfig(steps=config.audit.relearn_steps, seed=config.seed)
+        return lambda base, edited, oracle: run_relearn(base, edited, targets, pool, oracle, settings)
+    if name == "uds":
+        from audit.depth_score import run_uds
+
+        return lambda base, edited, oracle: run_uds(base, edited, targets, oracle)
+    if name == "sae_restore":
+        from audit.sae_restore import run_sae_restore
+        from locate.stage import load_run_sae
+
+        sae = load_run_sae(run_dir)
+        return lambda base, edited, oracle: run_sae_restore(base, edited, targets, sae, oracle)
+    raise ValueError(f"audit: unknown attack {name!r}.")
+
+
+def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: ModelHandle,
+               oracle: ModelHandle | None, force: bool = False) -> dict[str, Any]:
+    from audit.collateral import heldout_texts, measure_collateral
+    from audit.representation import compare_representations, plot_representation
+    from edit.stage import split_targets
+    from edit.stage import stage_name as edit_stage
+    from obliviate.targets import resolve_facts
+
+    stage = stage_name(edit)
+    if run_dir.is_done(stage) and not force:
+        print(f"audit: {stage} already finished in {run_dir.root} (use --force to re-run)")
+        return run_dir.read(stage)
+    artefact = run_dir.root / edit_stage(edit) / "artefact"
+    if not (artefact / "manifest.json").is_file():
+        raise FileNotFoundError(f"audit: no edit artefact at {artefact}; run `obliviate edit` on this config first.")
+    torch.manual_seed(config.seed)
+    edited = load(config.model, artefact=artefact, device=config.device)
+    targets, retain = split_targets(config)
+    all_facts = resolve_facts(config.facts, seed=config.seed)
+    record = StageRecord(stage=stage, config={"model": config.model, "edit": edit.label, "audit": config.audit,
+                                              "reference": config.audit.reference}, seeds={"seed": config.seed})
+    results: list[AttackResult] = []
+    for name in config.audit.attacks:
+        with timed(record.timings, f"attack:{name}"):
+            results.append(_attack(name, all_facts, targets, config, run_dir)(base, edited, oracle))
+    case_ids = [f.case_id for f in targets]
+    recalled = recalled_targets(edited, targets)
+    oracle_results = [r.oracle for r in results] if oracle is not None else None
+    verdicts = judge(case_ids, recalled, results, oracle_results,
+                     config=VerdictConfig(margin=config.audit.margin))
+    with timed(record.timings, "collateral"):
+        collateral = measure_collateral(base, edited, targets, retain, heldout_texts(seed=config.seed))
+    with timed(record.timings, "representation"):
+        representation = compare_representations(base, edited, targets, retain)
+    plot = plot_representation(representation, run_dir.artefact_dir(stage) / "representation.png",
+                               title=f"{edit.label}: probe accuracy and CKA by depth")
+    record.artefacts.append(run_dir.relative(plot))
+    record.metrics = audit_metrics(edit.label, verdicts, results, oracle_results, collateral, representation)
+    record.metrics["attacks"] = {r.attack: {"score": r.score_name, **r.metrics} for r in results}
+    by_case = verdicts.by_case()
+    per_attack = {r.attack: {t["case_id"]: t for t in r.target_records()} for r in results}
+    record.targets = [{"case_id": f.case_id, "subject": f.subject, "target_true": f.target_true,
+                       **by_case[f.case_id].__dict__,
+                       "attacks": {name: rows.get(f.case_id) for name, rows in per_attack.items()}}
+                      for f in targets]
+    run_dir.write(record)
+    return run_dir.read(stage)
+
+
+def run(config: RunConfig, run_dir: RunDir, *, force: bool = False) -> list[dict[str, Any]]:
+    """Audit every edit of the run against the configured reference."""
+    base = load(config.model, device=config.device)
+    oracle = load(config.audit.reference, device=config.device) if config.audit.reference else None
+    return [audit_edit(config, edit, run_dir, base=base, oracle=oracle, force=force) for edit in config.edits]
+
+
+def calibrate_command(argv: Sequence[str] = ()) -> int:
+    """`obliviate audit --calibrate`: the auditor on three known cases of the world's forget split."""
+    from audit.calibrate import CalibrationConfig, calibrate
+
+    start = time.perf_counter()
+    result = calibrate(config=CalibrationConfig(show_progress=True))
+    print(result.summary())
+    print(f"calibration {'passed' if result.passed else 'FAILED'} (≥ 95% per row) in "
+          f"{time.perf_counter() - start:.1f} s")
+    return 0 if result.passed else 1

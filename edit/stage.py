@@ -1,0 +1,184 @@
+"""The edit stage: make each configured edit, save it as an artefact, and measure it right away.
+
+For each entry of `config.edits`, writes ``edit-<label>.json`` (a StageRecord) and ``edit-<label>/artefact/``
+(changed tensors + interventions + manifest; obliviate/artefacts.py). The base weights are never written: edits
+return tensors, and measurement runs on an in-memory copy (`obliviate.models.edited_copy`).
+
+Measured right after the edit: CounterFact ES / PS / NS and magnitudes on the targets, recall on the targets and
+on retained facts, held-out perplexity change. Layers come from the edit config, else from the locate stage's
+proposal in the same run folder, else the middle layer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from edit.result import EditResult
+from obliviate.artefacts import save_artefact
+from obliviate.config import EditConfig, RunConfig, from_dict
+from obliviate.facts import Fact
+from obliviate.metrics import counterfact_scores, perplexity, recall
+from obliviate.models import ModelHandle, edited_copy, load
+from obliviate.results import RunDir, StageRecord
+from obliviate.targets import resolve_facts
+
+PERPLEXITY_TEXTS = 200
+
+
+def stage_name(edit: EditConfig) -> str:
+    return f"edit-{edit.label}"
+
+
+def _params(cls: type, edit: EditConfig, **overrides: Any) -> Any:
+    """The method's own config dataclass from `edit.params` (unknown keys are errors naming them)."""
+    params = {**overrides, **edit.params}
+    return from_dict(cls, params, where=f"edits[{edit.label}].params")
+
+
+def _rome(handle, targets, retain, edit, layers, seed) -> EditResult:
+    """Sequential ROME: one rank-one edit per target, each on top of the previous ones (as users chain them)."""
+    from edit.deltas import apply_deltas, changed_tensors
+    from edit.rome import RomeConfig, rome_edit, rome_templates
+
+    cfg = _params(RomeConfig, edit)
+    templates = rome_templates(handle, cfg)
+    total: dict[str, torch.Tensor] = {}
+    losses = []
+    start = time.perf_counter()
+    for fact in targets:
+        with apply_deltas(handle, total):
+            result = rome_edit(handle, fact, layers[0], cfg, goal=edit.goal, templates=templates)
+        for name, delta in result.deltas.items():
+            total[name] = total.get(name, 0) + delta
+        losses.append(result.losses[-1][-1] if result.losses and result.losses[-1] else float("nan"))
+    return EditResult(method="rome", changed=changed_tensors(handle, total), targets=[f.case_id for f in targets],
+                      layers=list(layers[:1]), timings={"edit": time.perf_counter() - start},
+                      metrics={"final_losses": losses}, config=asdict(cfg))
+
+
+def _memit(handle, targets, retain, edit, layers, seed) -> EditResult:
+    from edit.deltas import changed_tensors
+    from edit.memit import MemitConfig, memit_edit
+
+    cfg = _params(MemitConfig, edit)
+    result = memit_edit(handle, targets, layers if len(layers) > 1 else None, cfg, goal=edit.goal)
+    if not result.changed:
+        result.changed = changed_tensors(handle, result.deltas)
+    return result
+
+
+def _secrets_of(targets: Sequence[Fact], seed: int) -> list[Any]:
+    """PGA acts on memorised texts: the world's secrets of the targets' split."""
+    from locate.memorisation_probe import load_secrets
+    from obliviate.world import ensure_world
+
+    split = targets[0].split if targets else None
+    return load_secrets(ensure_world(seed=seed) / "secrets.jsonl", split=split)
+
+
+def _generic(module: str, function: str, config_class: str, *, targets_are_secrets: bool = False) -> Callable:
+    def run(handle, targets, retain, edit, layers, seed) -> EditResult:
+        import importlib
+
+        mod = importlib.import_module(module)
+        cfg = _params(getattr(mod, config_class), edit)
+        chosen = _secrets_of(targets, seed) if targets_are_secrets else targets
+        kwargs = {"layers": edit.layers} if edit.layers is not None else {}
+        return getattr(mod, function)(handle, chosen, retain, cfg, **kwargs)
+
+    return run
+
+
+METHODS: dict[str, Callable[..., EditResult]] = {
+    "rome": _rome,
+    "memit": _memit,
+    "steering": _generic("edit.steering", "steering_edit", "SteeringConfig"),
+    "pga": _generic("edit.pga", "pga_edit", "PGAConfig", targets_are_secrets=True),
+    "leace": _generic("edit.leace", "leace_edit", "LeaceConfig"),
+    "graddiff": _generic("edit.baselines", "graddiff_edit", "GradDiffConfig"),
+    "rmu": _generic("edit.baselines", "rmu_edit", "RMUConfig"),
+    "suppress": _generic("edit.suppress", "suppress_edit", "SuppressConfig"),
+    "none": lambda handle, targets, retain, edit, layers, seed: EditResult(method="none"),
+}
+
+
+def resolve_layers(edit: EditConfig, run_dir: RunDir, handle: ModelHandle) -> list[int]:
+    if edit.layers:
+        return list(edit.layers)
+    from locate.stage import proposed_layers
+
+    return proposed_layers(run_dir) or [handle.n_layers // 2]
+
+
+def split_targets(config: RunConfig) -> tuple[list[Fact], list[Fact]]:
+    """Targets (the configured split / limit) and the retained facts (every other fact)."""
+    targets = resolve_facts(config.facts, split=config.split, limit=config.limit, seed=config.seed)
+    target_ids = {f.case_id for f in targets}
+    target_subjects = {f.subject for f in targets}
+    everything = resolve_facts(config.facts, seed=config.seed)
+    retain = [f for f in everything if f.case_id not in target_ids and f.subject not in target_subjects
+              and f.split != "forget"]
+    return targets, retain
+
+
+def heldout_texts(config: RunConfig, limit: int = PERPLEXITY_TEXTS) -> list[str]:
+    """Held-out text for perplexity: the world's never-trained filler (also used for SmolLM2: it is local text)."""
+    from obliviate.world import ensure_world
+
+    lines = (ensure_world(seed=config.seed) / "filler_heldout.txt").read_text().splitlines()
+    return [line for line in lines if line.strip()][:limit]
+
+
+def measure(base: ModelHandle, edited: ModelHandle, targets: Sequence[Fact], retain: Sequence[Fact],
+            texts: Sequence[str]) -> dict[str, Any]:
+    """The after-edit figures: CounterFact scores, recall on targets and retained facts, perplexity change."""
+    scores = counterfact_scores(edited, targets)
+    ppl_base, ppl_edited = perplexity(base, texts), perplexity(edited, texts)
+    return {
+        "counterfact": scores,
+        "target_recall_base": recall(base, targets), "target_recall_edited": recall(edited, targets),
+        "retain_recall_base": recall(base, retain), "retain_recall_edited": recall(edited, retain),
+        "heldout_perplexity_base": ppl_base, "heldout_perplexity_edited": ppl_edited,
+        "heldout_perplexity_change": (ppl_edited - ppl_base) / ppl_base,
+    }
+
+
+def run_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: ModelHandle | None = None,
+             force: bool = False) -> dict[str, Any]:
+    stage = stage_name(edit)
+    if run_dir.is_done(stage) and not force:
+        print(f"edit: {stage} already finished in {run_dir.root} (use --force to re-run)")
+        return run_dir.read(stage)
+    torch.manual_seed(config.seed)
+    base = base or load(config.model, device=config.device)
+    targets, retain = split_targets(config)
+    layers = resolve_layers(edit, run_dir, base)
+    start = time.perf_counter()
+    result = METHODS[edit.method](base, targets, retain, edit, layers, config.seed)
+    wall = time.perf_counter() - start
+    artefact = save_artefact(run_dir.artefact_dir(stage) / "artefact", method=edit.method, base_model=config.model,
+                             base_model_hash=base.weights_hash, changed=result.changed,
+                             interventions=result.interventions, config={"edit": asdict(edit), **result.config},
+                             targets=[int(t) if isinstance(t, int) else t for t in result.targets], wall_time_s=wall,
+                             extra={"goal": edit.goal, "layers": result.layers or layers})
+    edited = edited_copy(base, result.changed, result.interventions, name=f"{config.model}+{edit.label}")
+    record = StageRecord(stage=stage, config={"model": config.model, "facts": config.facts, "split": config.split,
+                                              "edit": asdict(edit), "layers": layers},
+                         seeds={"seed": config.seed}, timings={"edit": wall, **result.timings})
+    record.metrics = {"method": edit.method, "goal": edit.goal, **measure(base, edited, targets, retain,
+                                                                         heldout_texts(config)),
+                      "method_metrics": result.metrics, "n_targets": len(targets), "n_retain": len(retain)}
+    record.artefacts = [run_dir.relative(artefact)]
+    run_dir.write(record)
+    return run_dir.read(stage)
+
+
+def run(config: RunConfig, run_dir: RunDir, *, force: bool = False) -> list[dict[str, Any]]:
+    """Make every configured edit (the base model is loaded once and never modified)."""
+    base = load(config.model, device=config.device)
+    return [run_edit(config, edit, run_dir, base=base, force=force) for edit in config.edits]

@@ -1,0 +1,215 @@
+"""The locate stage: run the configured locate methods on the targets and propose the edit layer(s).
+
+Writes ``locate.json`` (one StageRecord) and ``locate/`` (PNG heatmaps, curves). The proposal is ROME's: the layer
+of peak MLP indirect effect at the last subject token, averaged over the traced facts. Hase et al. (2023) found that
+tracing peaks predict the best edit layer poorly, so the whole MLP layer profile is stored beside it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from obliviate.config import RunConfig
+from obliviate.metrics import top1_correct
+from obliviate.models import ModelHandle, load
+from obliviate.results import RunDir, StageRecord, timed
+from obliviate.targets import resolve_facts
+
+STAGE = "locate"
+
+
+def _trace(handle: ModelHandle, facts, config: RunConfig, run_dir: RunDir, record: StageRecord,
+           per_target: dict[int, dict[str, Any]]) -> Any:
+    from locate.causal_trace import trace_facts
+    from locate.plots import plot_trace
+
+    cfg = config.locate
+    chosen = facts if cfg.max_targets is None else facts[: cfg.max_targets]
+    with timed(record.timings, "trace"):
+        report = trace_facts(handle, chosen, kinds=cfg.trace_kinds, noise_multiplier=cfg.noise_multiplier,
+                             n_noise_samples=cfg.n_noise_samples, window=cfg.window, seed=config.seed,
+                             backend=cfg.backend, show_progress=cfg.show_progress)
+    out = run_dir.artefact_dir(STAGE)
+    for traces in report.traces:
+        for kind, result in traces.items():
+            case_id = result.case_id
+            layer, position = result.peak()
+            entry = per_target.setdefault(case_id, {"case_id": case_id})
+            entry.setdefault("trace", {})[kind] = {
+                "peak_layer": layer, "peak_token": position, "peak_token_str": result.tokens[position],
+                "last_subject": result.last_subject, "clean_p": result.high, "corrupted_p": result.low,
+                "last_subject_profile": result.layer_profile(),
+            }
+            path = plot_trace(result, out / f"trace_{kind}_{case_id}.png")
+            record.artefacts.append(run_dir.relative(path))
+    record.metrics["trace"] = {kind: report.summary(kind) for kind in cfg.trace_kinds}
+    record.metrics["trace_noise_std"] = report.noise_std
+    record.metrics["trace_skipped"] = report.skipped
+    return report
+
+
+def _propose_layers(report: Any, n_layers: int) -> dict[str, Any]:
+    """Peak of the mean MLP indirect effect at the last subject token (ROME), with the profile it came from."""
+    profiles = [traces["mlp"].layer_profile() - traces["mlp"].low for traces in report.traces if "mlp" in traces]
+    if not profiles:
+        return {"layers": [n_layers // 2], "basis": "no MLP trace; middle layer"}
+    profile = torch.nan_to_num(torch.stack(profiles), nan=0.0).mean(0)
+    peak = int(profile.argmax())
+    return {"layers": [peak], "basis": "peak mean MLP indirect effect at the last subject token",
+            "mlp_last_subject_profile": profile, "n_traced": len(profiles)}
+
+
+def _atp(handle, traced_facts, config: RunConfig, record: StageRecord, report: Any,
+         per_target: dict[int, dict[str, Any]]) -> None:
+    """AtP on the traced facts, with its Spearman agreement with the exact trace per kind."""
+    from locate.attribution import attribution_patch_fact, spearman_agreement
+    facts_by_id = {f.case_id: f for f in traced_facts}
+    agreements: dict[str, list[float]] = {}
+    for traces in report.traces:
+        case_id = next(iter(traces.values())).case_id
+        with timed(record.timings, "atp"):
+            estimate = attribution_patch_fact(handle, facts_by_id[case_id], noise_std=report.noise_std,
+                                              kinds=config.locate.trace_kinds, n_samples=report.n_samples,
+                                              window=report.window, seed=report.seed)
+        rho = spearman_agreement(estimate, traces)
+        for kind, value in rho.items():
+            agreements.setdefault(kind, []).append(value)
+        per_target[case_id]["atp"] = {kind: {"peak_layer": estimate.peak(kind)[0], "peak_token": estimate.peak(kind)[1],
+                                             "spearman_vs_trace": rho.get(kind)} for kind in estimate.effects}
+    record.metrics["atp_spearman_mean"] = {k: sum(v) / len(v) for k, v in agreements.items() if v}
+
+
+def _logit_lens(handle, facts, config: RunConfig, run_dir: RunDir, record: StageRecord,
+                per_target: dict[int, dict[str, Any]]) -> None:
+    from locate.logit_lens import logit_lens_facts
+    from locate.plots import plot_logit_lens
+
+    chosen = facts if config.locate.max_targets is None else facts[: config.locate.max_targets]
+    with timed(record.timings, "logit_lens"):
+        results = logit_lens_facts(handle, chosen, show_progress=config.locate.show_progress)
+    for result in results:
+        per_target.setdefault(result.case_id, {"case_id": result.case_id})["logit_lens"] = {
+            "prob": result.probs, "rank": result.ranks, "first_top1_depth": result.first_top1_depth()}
+    if results:
+        path = plot_logit_lens(results, run_dir.artefact_dir(STAGE) / "logit_lens.png")
+        record.artefacts.append(run_dir.relative(path))
+
+
+def _probe(handle, all_facts, config: RunConfig, record: StageRecord) -> None:
+    from locate.probes import attribute_probe
+
+    relations = sorted({f.relation_id for f in all_facts})
+    curves = {}
+    with timed(record.timings, "probe"):
+        for relation in relations:
+            result = attribute_probe(handle, all_facts, relation, seed=config.seed,
+                                     show_progress=config.locate.show_progress)
+            curves[relation] = {"accuracy": result.curve.accuracy, "chance": result.curve.chance,
+                                "uniform_chance": result.uniform_chance, "best_depth": result.curve.best_depth,
+                                "best_accuracy": result.curve.best_accuracy, "n_facts": result.n_facts}
+    record.metrics["probe"] = curves
+
+
+def _memorisation(handle, config: RunConfig, record: StageRecord) -> None:
+    from locate.memorisation_probe import load_secrets, memorisation_probe
+    from obliviate.world import ensure_world
+
+    if config.facts != "world":
+        record.metrics["memorisation_probe"] = {"skipped": "secrets exist for the embedded world only"}
+        return
+    secrets = load_secrets(ensure_world(seed=config.seed) / "secrets.jsonl")
+    with timed(record.timings, "memorisation_probe"):
+        result = memorisation_probe(handle, secrets, show_progress=config.locate.show_progress)
+    record.metrics["memorisation_probe"] = result.summary()
+
+
+SAE_DIR = "sae"
+
+
+def _sae(handle, facts, all_facts, config: RunConfig, run_dir: RunDir, record: StageRecord, layers: list[int],
+         per_target: dict[int, dict[str, Any]]) -> None:
+    """Train a small SAE (sae-lens) at the proposed layer's residual on local text; rank each target's features."""
+    from locate.sae_features import SaeTrainConfig, fact_features, train_sae
+
+    hook = config.locate.sae_hook or f"blocks.{layers[0]}.hook_resid_post"
+    texts = [f.text + " " + f.target_true for f in all_facts] + _local_corpus(config)
+    with timed(record.timings, "sae_train"):
+        trained = train_sae(handle, texts, SaeTrainConfig(hook_name=hook, seed=config.seed),
+                            output_path=run_dir.artefact_dir(STAGE) / SAE_DIR,
+                            show_progress=config.locate.show_progress)
+    record.metrics["sae"] = {"hook_name": hook, "quality": getattr(trained, "quality", None)}
+    chosen = facts if config.locate.max_targets is None else facts[: config.locate.max_targets]
+    with timed(record.timings, "sae_features"):
+        for fact in chosen:
+            others = [f for f in all_facts if f.relation_id == fact.relation_id and f.subject != fact.subject][:64]
+            report = fact_features(handle, trained.sae, fact, others)
+            per_target.setdefault(fact.case_id, {"case_id": fact.case_id})["sae_top_features"] = {
+                "by_attribution": report.by_attribution, "by_selectivity": report.by_selectivity,
+                "overlap": report.overlap}
+
+
+def _local_corpus(config: RunConfig, limit: int = 2000) -> list[str]:
+    from obliviate.world import ensure_world
+
+    lines = (ensure_world(seed=config.seed) / "filler_heldout.txt").read_text().splitlines()
+    return [line for line in lines if line.strip()][:limit]
+
+
+def load_run_sae(run_dir: RunDir) -> Any:
+    """The SAE the locate stage trained in this run folder (sae-lens format)."""
+    from locate.sae_features import load_sae
+
+    path = run_dir.root / STAGE / SAE_DIR
+    if not path.exists():
+        raise FileNotFoundError(f"no SAE in {path}; add 'sae' to locate.methods and run `obliviate locate` first.")
+    return load_sae(path)
+
+
+def run(config: RunConfig, run_dir: RunDir, *, force: bool = False) -> dict[str, Any]:
+    """Run the locate stage into `run_dir` (skipped when already finished, unless `force`)."""
+    if run_dir.is_done(STAGE) and not force:
+        print(f"locate: already finished in {run_dir.root} (use --force to re-run)")
+        return run_dir.read(STAGE)
+    torch.manual_seed(config.seed)
+    record = StageRecord(stage=STAGE, config={"model": config.model, "facts": config.facts, "split": config.split,
+                                              "limit": config.limit, "locate": config.locate},
+                         seeds={"seed": config.seed})
+    with timed(record.timings, "load"):
+        handle = load(config.model, device=config.device, show_progress=config.locate.show_progress)
+        all_facts = resolve_facts(config.facts, seed=config.seed)
+        targets = resolve_facts(config.facts, split=config.split, limit=config.limit, seed=config.seed)
+    known = top1_correct(handle, [f.text for f in targets], [f.target_true for f in targets])
+    record.metrics["n_targets"] = len(targets)
+    record.metrics["n_known"] = int(known.sum())
+    known_facts = [f for f, k in zip(targets, known.tolist()) if k]
+    per_target: dict[int, dict[str, Any]] = {f.case_id: {"case_id": f.case_id, "subject": f.subject,
+                                                         "known": bool(k)} for f, k in zip(targets, known.tolist())}
+    methods = config.locate.methods
+    report = _trace(handle, known_facts, config, run_dir, record, per_target) if "trace" in methods else None
+    proposal = _propose_layers(report, handle.n_layers) if report is not None else \
+        {"layers": [handle.n_layers // 2], "basis": "no trace run; middle layer"}
+    record.metrics["proposed_edit_layers"] = proposal
+    if "atp" in methods and report is not None:
+        _atp(handle, known_facts, config, record, report, per_target)
+    if "logit_lens" in methods:
+        _logit_lens(handle, known_facts, config, run_dir, record, per_target)
+    if "probe" in methods:
+        _probe(handle, all_facts, config, record)
+    if "memorisation_probe" in methods:
+        _memorisation(handle, config, record)
+    if "sae" in methods:
+        _sae(handle, known_facts, all_facts, config, run_dir, record, proposal["layers"], per_target)
+    record.targets = list(per_target.values())
+    run_dir.write(record)
+    return run_dir.read(STAGE)
+
+
+def proposed_layers(run_dir: RunDir) -> list[int] | None:
+    """The edit layers the locate stage proposed in this run folder, if it ran."""
+    if not run_dir.is_done(STAGE):
+        return None
+    layers = run_dir.read(STAGE)["metrics"].get("proposed_edit_layers", {}).get("layers")
+    return [int(layer) for layer in layers] if layers else None
+
