@@ -19,13 +19,12 @@
 
 Neither function writes the model it is given: training runs on `copy.deepcopy(handle.hf)`, and the result carries
 the changed tensors under their HF names (full tensors, as the artefact stores them). `edited_handle` builds an
-in-memory handle from a result for measuring.
+in-memory handle from a result for measuring (through `obliviate.models.edited_copy`).
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -75,26 +74,10 @@ def changed_tensors(before: dict[str, torch.Tensor], model: torch.nn.Module) -> 
 
 
 def edited_handle(handle: Any, result: EditResult) -> Any:
-    """A new in-memory ModelHandle: `result.changed` loaded into a copy of the HF model, TL rebuilt, hooks attached.
+    """A new in-memory handle with `result`'s changed tensors and hooks (`obliviate.models.edited_copy`)."""
+    from obliviate.models import edited_copy
 
-    The base handle is untouched. This is what `obliviate.models.load(name, artefact=...)` does from disk.
-    """
-    from obliviate.hooks import attach_permanently
-    from obliviate.tl_wrap import hooked_from_hf
-
-    hf = copy.deepcopy(handle.hf)
-    if result.changed:
-        state = hf.state_dict()
-        with torch.no_grad():
-            for name, tensor in result.changed.items():
-                state[name].copy_(tensor.to(state[name]))
-    tl = hooked_from_hf(handle.hf_dir, hf, handle.tokenizer, prepend_bos=handle.prepend_bos,
-                        device=str(handle.tl.cfg.device))
-    if result.interventions:
-        attach_permanently(tl, result.interventions)
-    new = dataclasses.replace(handle, hf=hf, tl=tl, interventions=list(result.interventions))
-    new.__dict__.pop("nnsight", None)  # cached_property of the base handle must not leak over
-    return new
+    return edited_copy(handle, result.changed, result.interventions)
 
 
 @dataclass
@@ -181,7 +164,7 @@ def _trainable(hf: Any, which: Literal["all", "mlp", "down_proj"], layers: Seque
                ) -> list[tuple[str, torch.nn.Parameter]]:
     named = list(hf.named_parameters())
     if which == "all":
-        return named
+        return named if layers is None else [(n, p) for n, p in named if _layer_index(n) in set(layers)]
     if which == "down_proj":
         wanted = {down_proj_name(hf, layer) for layer in layers or ()}
         return [(n, p) for n, p in named if n in wanted]
@@ -203,8 +186,11 @@ def _cycle(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torc
 
 
 def graddiff_edit(handle: Any, targets: Sequence[Fact], retain: Sequence[Fact],
-                  cfg: GradDiffConfig | None = None) -> EditResult:
-    """GradDiff on a copy of `handle.hf`; returns the changed HF tensors (the handle is not modified)."""
+                  cfg: GradDiffConfig | None = None, *, layers: Sequence[int] | None = None) -> EditResult:
+    """GradDiff on a copy of `handle.hf`; returns the changed HF tensors (the handle is not modified).
+
+    `layers` (EditConfig.layers) restricts training to those blocks' weights (of the `cfg.params` kind).
+    """
     cfg = cfg or GradDiffConfig()
     if not targets:
         raise ValueError("GradDiff needs at least one forget fact.")
@@ -213,7 +199,7 @@ def graddiff_edit(handle: Any, targets: Sequence[Fact], retain: Sequence[Fact],
     generator = torch.Generator().manual_seed(cfg.seed)
     model = copy.deepcopy(handle.hf).eval()  # eval: no dropout, deterministic steps
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    trainable = _trainable(model, cfg.params)
+    trainable = _trainable(model, cfg.params, layers)
     for _, p in model.named_parameters():
         p.requires_grad_(False)
     for _, p in trainable:
@@ -244,7 +230,7 @@ def graddiff_edit(handle: Any, targets: Sequence[Fact], retain: Sequence[Fact],
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        history.append({"forget_nll": float(forget_nll), "retain_nll": float(retain_nll)})
+        history.append({"forget_nll": forget_nll.item(), "retain_nll": retain_nll.item()})
         if cfg.stop_when_forgotten and _forget_recall(model, handle, forget_prompts, forget_answers) == 0.0:
             stopped_at = step + 1
             break
@@ -404,7 +390,7 @@ def rmu_edit(handle: Any, targets: Sequence[Fact], retain: Sequence[Fact], cfg: 
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        history.append({"forget_loss": float(forget_loss), "retain_loss": float(retain_loss)})
+        history.append({"forget_loss": forget_loss.item(), "retain_loss": retain_loss.item()})
     changed = changed_tensors(before, model)
     return EditResult(method="rmu", changed=changed, targets=[f.case_id for f in targets], layers=update_layers,
                       timings={"train": time.perf_counter() - start},

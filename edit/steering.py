@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import torch
@@ -136,8 +136,15 @@ class SteeringConfig:
     """Scale of the added vector; negative steers away from the forget prompts' mean."""
     use_paraphrases: bool = True
     """Fit on the forget facts' paraphrase prompts too (more contrast pairs, better generalisation)."""
+    sae_path: str | None = None
+    """source="sae": an sae-lens SAE folder (e.g. <run>/locate/sae, trained by the locate stage)."""
     sae_features: list[int] | None = None
-    """Features to clamp (source="sae"); None = ask locate.sae_features for the targets' top features."""
+    """Features to clamp (source="sae"); None = the targets' top features by `sae_ranking`."""
+    sae_ranking: Literal["attribution", "selectivity"] = "attribution"
+    """How features are chosen when not given: activation × gradient of the answer logit at the last token, or
+    activation on the target prompts minus on the retain prompts (locate.sae_features)."""
+    sae_top_k: int = 8
+    """How many top features are clamped when they are chosen here."""
     clamp_to: float = 0.0
     """Value SAE features are clamped to on average (source="sae")."""
 
@@ -146,6 +153,8 @@ class SteeringConfig:
 
         if self.layer is not None and self.layer < 0:
             raise InvalidField("layer", "must be ≥ 0.")
+        if self.sae_top_k < 1:
+            raise InvalidField("sae_top_k", "must be ≥ 1.")
 
 
 def _fact_prompts(facts: Sequence[Fact], paraphrases: bool) -> list[str]:
@@ -157,13 +166,37 @@ def _fact_prompts(facts: Sequence[Fact], paraphrases: bool) -> list[str]:
     return prompts
 
 
+def _load_sae(path: str | None) -> Any:
+    if path is None:
+        raise ValueError("steering with source='sae' needs an SAE: pass sae=, or set sae_path to an sae-lens folder "
+                         "(the locate stage writes one at <run>/locate/sae when 'sae' is among locate.methods).")
+    from locate.sae_features import load_sae
+
+    return load_sae(path)
+
+
+def _top_features(handle: Any, sae: Any, targets: Sequence[Fact], retain: Sequence[Fact],
+                  cfg: SteeringConfig) -> list[int]:
+    """The features that carry the targets' answers (locate.sae_features rankings, read at the last token)."""
+    from locate.sae_features import feature_attribution, feature_selectivity
+
+    if cfg.sae_ranking == "selectivity":
+        if not retain:
+            raise ValueError("sae_ranking='selectivity' needs retain facts to contrast with.")
+        ranking = feature_selectivity(handle, sae, list(targets), list(retain), position="last", top_k=cfg.sae_top_k)
+    else:
+        ranking, _ = feature_attribution(handle, sae, list(targets), position="last", top_k=cfg.sae_top_k)
+    return ranking.features
+
+
 def steering_edit(handle: Any, targets: Sequence[Fact], retain: Sequence[Fact], cfg: SteeringConfig | None = None,
                   *, sae: Any = None, layers: Sequence[int] | None = None) -> EditResult:
     """Fit a steering vector that moves activations away from the targets; returns it as an AddVector hook.
 
     mean_difference: v = mean h(target prompts) − mean h(retain prompts), added with `cfg.multiplier` (< 0).
-    sae: clamp features of `sae` (cfg.sae_features) to `cfg.clamp_to` on average over the target prompts; `sae`
-    must be given (an sae-lens SAE at a residual hook of this model).
+    sae: clamp features of `sae` (or the SAE at `cfg.sae_path`) to `cfg.clamp_to` on average over the target
+    prompts; the features are `cfg.sae_features`, else the targets' top `cfg.sae_top_k` by `cfg.sae_ranking`
+    (locate.sae_features). The hook sits at the SAE's own hook point; `layers` does not move it.
     """
     cfg = cfg or SteeringConfig()
     layer = layers[0] if layers else (cfg.layer if cfg.layer is not None else handle.n_layers // 2)
@@ -174,19 +207,18 @@ def steering_edit(handle: Any, targets: Sequence[Fact], retain: Sequence[Fact], 
                                         site=cfg.site, position=cfg.position)
         multiplier = cfg.multiplier
     else:
-        if sae is None:
-            raise ValueError("steering with source='sae' needs an SAE (pass sae=, e.g. from locate.sae_features).")
-        if not cfg.sae_features:
-            raise ValueError("steering with source='sae' needs cfg.sae_features (feature ids to clamp).")
-        vector = sae_clamp_vector(handle, sae, cfg.sae_features, target_prompts, clamp_to=cfg.clamp_to,
+        sae = sae if sae is not None else _load_sae(cfg.sae_path)
+        features = list(cfg.sae_features) if cfg.sae_features else _top_features(handle, sae, targets, retain, cfg)
+        vector = sae_clamp_vector(handle, sae, features, target_prompts, clamp_to=cfg.clamp_to,
                                   position=cfg.position)
         multiplier = 1.0
     hook = vector.intervention(multiplier)
+    if cfg.source == "sae":
+        layer = int(vector.hook_name.split(".")[1]) if vector.hook_name.startswith("blocks.") else layer
     fit_s = time.perf_counter() - start
-    from dataclasses import asdict
-
     return EditResult(method="steering", interventions=[hook], targets=[f.case_id for f in targets],
                       layers=[layer], timings={"fit": fit_s},
                       metrics={"vector_norm": float(vector.vector.norm()), "multiplier": multiplier,
-                               "hook_name": vector.hook_name},
+                               "hook_name": vector.hook_name,
+                               **({"sae_features": features} if cfg.source == "sae" else {})},
                       config=asdict(cfg))

@@ -88,8 +88,12 @@ def suppression_interventions(handle: Any, targets: Sequence[Fact], cfg: Suppres
 
 
 def suppress_edit(handle: Any, targets: Sequence[Fact], retain: Sequence[Fact] = (),
-                  cfg: SuppressConfig | None = None) -> EditResult:
-    """Hide the targets' answers at the output (calibration: the audit must NOT call this forgotten)."""
+                  cfg: SuppressConfig | None = None, *, layers: Sequence[int] | None = None) -> EditResult:
+    """Hide the targets' answers at the output (calibration: the audit must NOT call this forgotten).
+
+    `retain` and `layers` are accepted for the edit stage's uniform call and ignored: suppression acts at the
+    output (logit) or at the last block's output (unembed) by design.
+    """
     cfg = cfg or SuppressConfig()
     start = time.perf_counter()
     hooks = suppression_interventions(handle, targets, cfg)
