@@ -1,0 +1,237 @@
+"""The one result every recovery attack returns, and the per-target answer statistics they share.
+
+An attack maps a model handle and target facts to a *recovered score* per target in [0, 1] — what the attacker
+got back of the answer (each attack's module docstring says which quantity). Every attack runs unchanged on any
+handle (base, edited, never-learned oracle), so audit/verdict.py can compare the edited model's score with the
+oracle's under the same attack.
+
+Beside the attacked score q of the edited model, a result carries, in the same units, b = the base model's score
+before unlearning and u = the edited model's score without the attack, and the recovery ratio of Zhang et al.
+(ICLR 2025): R = (q − u) / (b − u) (1: the attack brings back all that unlearning removed; 0: nothing; undefined
+when b − u is too small to divide by).
+
+Conventions: p_true = exp(mean per-token log-prob of " " + target_true after the prompt) (CounterFact's NLL,
+exponentiated); top1 = the argmax next token is the answer's first token; rank = 1-based rank of that token.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+
+from obliviate.facts import Fact
+from obliviate.metrics import continuation_ids, encode
+
+
+def recovery_ratio(q: float, u: float, b: float, min_gap: float = 0.05) -> float | None:
+    """R = (q − u) / (b − u); None when |b − u| < min_gap (unlearning removed too little to measure recovery)."""
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in (q, u, b)):
+        return None
+    if abs(b - u) < min_gap:
+        return None
+    return (q - u) / (b - u)
+
+
+@dataclass
+class AnswerStats:
+    """Per-prompt statistics of the true answer (rows in the order of the prompts)."""
+
+    p_true: Float[torch.Tensor, " n"]
+    """exp(mean per-token log-prob of " " + target)."""
+    top1: torch.Tensor
+    """Bool: the argmax next token after the prompt is the answer's first token."""
+    rank: Int[torch.Tensor, " n"]
+    """1-based rank of the answer's first token in the next-token distribution."""
+    first_logprob: Float[torch.Tensor, " n"]
+    """log p(first answer token | prompt)."""
+
+
+def answer_stats(handle: Any, prompts: Sequence[str], targets: Sequence[str], batch_size: int = 32) -> AnswerStats:
+    """p_true / top-1 / rank of each target after its prompt, on `handle.tl` with every hook it carries."""
+    return answer_stats_ids(handle, [encode(handle, text) for text in prompts],
+                            [continuation_ids(handle, t) for t in targets], batch_size)
+
+
+@torch.no_grad()
+def answer_stats_ids(handle: Any, prompt_ids: Sequence[list[int]], target_ids: Sequence[list[int]],
+                     batch_size: int = 32) -> AnswerStats:
+    """`answer_stats` on token ids (prompts already encoded with the handle's BOS convention)."""
+    pad_id = handle.tokenizer.pad_token_id or 0
+    p, top1, rank, first = [], [], [], []
+    for start in range(0, len(prompt_ids), batch_size):
+        prompt_rows = list(prompt_ids[start:start + batch_size])
+        target_rows = list(target_ids[start:start + batch_size])
+        rows = [a + b for a, b in zip(prompt_rows, target_rows)]
+        tokens = torch.full((len(rows), max(map(len, rows))), pad_id, dtype=torch.long)
+        for i, row in enumerate(rows):
+            tokens[i, :len(row)] = torch.tensor(row)
+        logprobs = handle.tl(tokens.to(handle.tl.cfg.device)).float().log_softmax(-1).cpu()
+        for i, (prompt, target) in enumerate(zip(prompt_rows, target_rows)):
+            positions = torch.arange(len(prompt) - 1, len(prompt) + len(target) - 1)
+            picked = logprobs[i, positions, torch.tensor(target)]
+            p.append(picked.mean().exp())
+            last = logprobs[i, len(prompt) - 1]
+            first.append(last[target[0]])
+            rank.append(int((last > last[target[0]]).sum()) + 1)
+            top1.append(bool(last.argmax() == target[0]))
+    return AnswerStats(p_true=torch.stack(p) if p else torch.empty(0), top1=torch.tensor(top1, dtype=torch.bool),
+                       rank=torch.tensor(rank, dtype=torch.long),
+                       first_logprob=torch.stack(first) if first else torch.empty(0))
+
+
+def with_tl(handle: Any, tl: Any) -> Any:
+    """The same handle with another TransformerLens model (an attacked copy); the HF model is NOT updated."""
+    return dataclasses.replace(handle, tl=tl)
+
+
+def clone_tl(tl: Any) -> Any:
+    """A deep copy of a HookedTransformer that keeps its permanent hooks (interventions), re-attached cleanly.
+
+    `copy.deepcopy` copies the hook registrations as closures bound to the ORIGINAL hook points; re-adding each
+    permanent user hook on the copy makes the copy self-contained.
+    """
+    permanent = [(name, h.user_hook) for name, point in tl.hook_dict.items()
+                 for h in point.fwd_hooks if h.is_permanent]
+    clone = copy.deepcopy(tl)
+    clone.reset_hooks(including_permanent=True)
+    for name, hook in permanent:
+        clone.add_perma_hook(name, hook)
+    return clone
+
+
+@dataclass
+class TargetScore:
+    """One target under one condition (a handle, attacked or not)."""
+
+    case_id: int
+    score: float
+    """The recovered score in [0, 1] (the attack's quantity; see the attack's module)."""
+    p_true: float | None = None
+    top1: bool | None = None
+    rank: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TargetRecovery:
+    """One target's recovery: b, u, q in the attack's score units, R, and the figures behind q."""
+
+    case_id: int
+    attacked: float
+    """q: the attacked handle's score under the attack (what the verdict reads)."""
+    unlearned: float | None
+    """u: the attacked handle's score without the attack."""
+    before: float | None
+    """b: the base model's score without the attack."""
+    recovery: float | None
+    """R = (q − u) / (b − u), None when undefined."""
+    p_true: float | None = None
+    top1: bool | None = None
+    rank: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AttackResult:
+    """What an attack recovered on one handle, per target, with the settings used.
+
+    Satisfies audit.verdict's `AttackScores` (`attack`, `recovered`). When the attack was also run on an oracle,
+    `oracle` holds that run's AttackResult (itself without an oracle).
+    """
+
+    attack: str
+    score_name: str
+    """What `recovered` measures, in words."""
+    config: dict[str, Any]
+    targets: dict[int, TargetRecovery]
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    """Aggregates: mean q / u / b, mean R, R of the means, and per-variant means."""
+    variants: dict[str, dict[int, float]] = field(default_factory=dict)
+    """Score per target under each named variant of the attack (the headline q is the best per target)."""
+    oracle: AttackResult | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    handle_name: str = ""
+
+    @property
+    def recovered(self) -> dict[int, float]:
+        """case_id → recovered score in [0, 1] on the attacked handle."""
+        return {c: t.attacked for c, t in self.targets.items()}
+
+    @property
+    def oracle_recovered(self) -> dict[int, float] | None:
+        return None if self.oracle is None else self.oracle.recovered
+
+    def target_records(self) -> list[dict[str, Any]]:
+        """One JSON-able dict per target (the `targets` list of a StageRecord)."""
+        rows = []
+        for case_id, t in self.targets.items():
+            row = dataclasses.asdict(t)
+            if self.oracle is not None and case_id in self.oracle.targets:
+                row["oracle_attacked"] = self.oracle.targets[case_id].attacked
+                row["oracle_unlearned"] = self.oracle.targets[case_id].unlearned
+            row["variants"] = {name: scores.get(case_id) for name, scores in self.variants.items()}
+            rows.append(row)
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary (nested oracle included)."""
+        return {"attack": self.attack, "handle": self.handle_name, "score_name": self.score_name,
+                "config": self.config, "metrics": self.metrics, "timings": self.timings,
+                "targets": self.target_records(),
+                "oracle": None if self.oracle is None else self.oracle.to_dict()}
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    finite = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    return sum(finite) / len(finite) if finite else None
+
+
+def assemble(attack: str, score_name: str, config: Mapping[str, Any], facts: Sequence[Fact], *,
+             attacked: Mapping[int, TargetScore], unlearned: Mapping[int, float] | None = None,
+             before: Mapping[int, float] | None = None, variants: Mapping[str, Mapping[int, float]] | None = None,
+             oracle: AttackResult | None = None, timings: Mapping[str, float] | None = None,
+             handle_name: str = "", min_gap: float = 0.05) -> AttackResult:
+    """Build an AttackResult from per-target scores (same units throughout) and compute R and the aggregates."""
+    targets: dict[int, TargetRecovery] = {}
+    for fact in facts:
+        scored = attacked[fact.case_id]
+        u = None if unlearned is None else unlearned.get(fact.case_id)
+        b = None if before is None else before.get(fact.case_id)
+        r = recovery_ratio(scored.score, u, b, min_gap) if u is not None and b is not None else None
+        targets[fact.case_id] = TargetRecovery(
+            case_id=fact.case_id, attacked=float(scored.score), unlearned=u, before=b, recovery=r,
+            p_true=scored.p_true, top1=scored.top1, rank=scored.rank, details=dict(scored.details))
+    q_mean = _mean([t.attacked for t in targets.values()])
+    u_mean = _mean([t.unlearned for t in targets.values()])
+    b_mean = _mean([t.before for t in targets.values()])
+    metrics: dict[str, float | None] = {
+        "n_targets": float(len(targets)), "mean_attacked": q_mean, "mean_unlearned": u_mean, "mean_before": b_mean,
+        "mean_recovery": _mean([t.recovery for t in targets.values()]),
+        "recovery_of_means": recovery_ratio(q_mean, u_mean, b_mean, min_gap)
+        if None not in (q_mean, u_mean, b_mean) else None,
+        "top1_rate": _mean([float(t.top1) for t in targets.values() if t.top1 is not None]),
+    }
+    for name, scores in (variants or {}).items():
+        metrics[f"mean_{name}"] = _mean([scores.get(f.case_id) for f in facts])
+    if oracle is not None:
+        metrics["oracle_mean_attacked"] = oracle.metrics.get("mean_attacked")
+        diffs = [targets[c].attacked - oracle.targets[c].attacked for c in targets if c in oracle.targets]
+        metrics["mean_excess_over_oracle"] = _mean(diffs)
+    return AttackResult(attack=attack, score_name=score_name, config=dict(config), targets=targets, metrics=metrics,
+                        variants={k: dict(v) for k, v in (variants or {}).items()}, oracle=oracle,
+                        timings=dict(timings or {}), handle_name=handle_name)
+
+
+def plain_scores(handle: Any, facts: Sequence[Fact]) -> dict[int, TargetScore]:
+    """Each target's p_true / top-1 / rank on its rewrite prompt, no attack (score = p_true)."""
+    stats = answer_stats(handle, [f.text for f in facts], [f.target_true for f in facts])
+    return {f.case_id: TargetScore(f.case_id, float(stats.p_true[i]), float(stats.p_true[i]),
+                                   bool(stats.top1[i]), int(stats.rank[i]))
+            for i, f in enumerate(facts)}

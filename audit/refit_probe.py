@@ -1,0 +1,203 @@
+"""Re-fit probe: a fresh linear probe, trained on the attacked model's own activations, decodes the target's answer.
+
+An edit that hides an answer at the output but leaves it in the residual stream is exposed by a probe fitted
+after the edit (never the editor's probe: a projector tuned against one probe leaves others; Ravfogel et al.
+2020, PGA's adversarial rounds). Protocol (ALGORITHMS.md, "Re-fit probe"):
+
+- Per relation, the probe learns subject → answer (target_true) from the residual at the last subject token (or
+  the last prompt token) of the relation's OTHER facts: no target subject is in its training set (asserted).
+- The depth and the regularisation are chosen by nested cross-validation on those training subjects only:
+  `locate.probes.probe_accuracy_per_layer(..., nested_cv=True)` (outer GroupKFold over subjects for the depth,
+  inner GroupKFold for C); the probe (`locate.probes.fit_probe`, StandardScaler + LogisticRegression) is then
+  refitted on all training facts at that depth and C and applied to the held-out targets.
+- A binary probe whose held-out accuracy is below chance is flipped (an attacker who sees it reads 1 − p): its
+  accuracy is reported as max(acc, 1 − acc) and its per-target probabilities are mirrored.
+
+Score per target: the probe's probability of the target's true answer at the target's own activation (softmax of
+the multinomial logits; 0 when no training subject has that answer, since the probe cannot name it). A model that
+never learned the fact gives chance-level scores for it; an output-only suppression leaves them at the base
+model's level. b and u are the plain p_true of base and handle (same units: probability of the true answer).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from audit.attack_result import AttackResult, TargetScore, assemble, plain_scores
+from obliviate.facts import Fact
+
+
+@dataclass(frozen=True)
+class RefitProbeConfig:
+    """Where the probe reads and how its capacity is chosen."""
+
+    position: Literal["subject", "last"] = "subject"
+    """Read the residual at the last subject token (ROME's key position) or at the prompt's last token."""
+    depths: tuple[int, ...] | None = None
+    """Residual depths to consider (0 = embeddings, d = block d − 1's output); None: all."""
+    n_splits: int = 5
+    """Outer GroupKFold splits (held-out subjects) that choose the depth."""
+    inner_splits: int = 3
+    """Inner GroupKFold splits that choose C."""
+    C_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
+    max_iter: int = 2000
+    seed: int = 42
+    min_gap: float = 0.05
+    """R is undefined when |b − u| is below this."""
+
+
+@dataclass
+class RelationProbe:
+    """What the probe of one relation chose and achieved on its training subjects."""
+
+    relation_id: str
+    depth: int
+    C: float
+    cv_accuracy: float
+    """Held-out-subject accuracy at the chosen depth (after flipping when flipped)."""
+    chance: float
+    flipped: bool
+    n_train: int
+    n_classes: int
+    curve: list[float] = field(default_factory=list)
+    """Held-out-subject accuracy at each candidate depth."""
+
+
+def _softmax_probs(probe: Any, X: np.ndarray) -> np.ndarray:
+    logits = probe.decision_function(X)
+    if logits.ndim == 1:  # binary: positive means classes[1]
+        p1 = 1.0 / (1.0 + np.exp(-logits))
+        return np.stack([1 - p1, p1], axis=1)
+    logits = logits - logits.max(1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(1, keepdims=True)
+
+
+def _positions(handle: Any, facts: Sequence[Fact], position: str) -> list[int] | str:
+    if position == "last":
+        return "last"
+    from locate.activations import last_subject_token_positions
+
+    return last_subject_token_positions(handle, facts)
+
+
+@dataclass
+class ProbeOutcome:
+    scores: dict[int, TargetScore] = field(default_factory=dict)
+    probes: dict[str, RelationProbe] = field(default_factory=dict)
+
+
+@dataclass
+class ProbeFit:
+    """The probe of one relation: held-out probabilities of the targets and what nested CV chose."""
+
+    probs: np.ndarray
+    """(targets, classes) probabilities, mirrored when the binary probe was flipped."""
+    classes: list[Any]
+    summary: RelationProbe
+
+
+def fit_relation_probe(acts_train: torch.Tensor | np.ndarray, labels: Sequence[Any], groups: Sequence[Any],
+                       acts_target: torch.Tensor | np.ndarray, depths: Sequence[int], relation_id: str = "",
+                       config: RefitProbeConfig = RefitProbeConfig()) -> ProbeFit:
+    """Choose depth and C by nested held-out-group CV on the training rows, refit, and score the target rows.
+
+    `acts_*` are (depth, n, d) with rows of `depths`; `groups` are the training subjects.
+    """
+    from locate.probes import fit_probe, probe_accuracy_per_layer
+
+    labels = np.asarray(labels, dtype=object)
+    curve = probe_accuracy_per_layer(acts_train, labels, groups, seed=config.seed, n_splits=config.n_splits,
+                                     max_iter=config.max_iter, nested_cv=True, C_grid=config.C_grid,
+                                     inner_splits=config.inner_splits, depths=depths)
+    index = curve.best_index
+    binary = curve.n_classes == 2
+    flipped = binary and curve.accuracy[index] < 0.5
+    train = acts_train[index]
+    probe = fit_probe(train, labels, seed=config.seed, C=curve.chosen_C[index], max_iter=config.max_iter)
+    target = acts_target[index]
+    target = target.double().numpy() if isinstance(target, torch.Tensor) else np.asarray(target, dtype=np.float64)
+    probs = _softmax_probs(probe, target)
+    if flipped:
+        probs = probs[:, ::-1]
+    accuracy = curve.accuracy[index]
+    summary = RelationProbe(relation_id=relation_id, depth=int(depths[index]), C=curve.chosen_C[index],
+                            cv_accuracy=max(accuracy, 1 - accuracy) if binary else accuracy,
+                            chance=curve.chance[index], flipped=flipped, n_train=len(labels),
+                            n_classes=curve.n_classes, curve=list(curve.accuracy))
+    return ProbeFit(probs=probs, classes=list(probe.classes), summary=summary)
+
+
+def refit_probe_scores(handle: Any, targets: Sequence[Fact], train_pool: Sequence[Fact],
+                       config: RefitProbeConfig = RefitProbeConfig()) -> ProbeOutcome:
+    """Fit a fresh probe per relation on `train_pool` (other subjects) and score each target on `handle`."""
+    from locate.activations import collect_residuals, n_depths
+
+    target_subjects = {f.subject for f in targets}
+    pool = [f for f in train_pool if f.subject not in target_subjects]
+    assert not {f.case_id for f in pool} & {f.case_id for f in targets}, "a target is in the probe's training set"
+    depths = list(config.depths) if config.depths is not None else list(range(n_depths(handle)))
+    by_relation: dict[str, list[Fact]] = defaultdict(list)
+    for fact in targets:
+        by_relation[fact.relation_id].append(fact)
+    outcome = ProbeOutcome()
+    for relation, rel_targets in by_relation.items():
+        train = [f for f in pool if f.relation_id == relation]
+        labels = [f.target_true for f in train]
+        if len(train) < 2 * config.n_splits or len(set(labels)) < 2:
+            raise ValueError(f"re-fit probe: relation {relation!r} has {len(train)} training facts with "
+                             f"{len(set(labels))} answers outside the targets; give more facts of that relation.")
+        acts_train = collect_residuals(handle, [f.text for f in train],
+                                       positions=_positions(handle, train, config.position), layers=depths)
+        acts_target = collect_residuals(handle, [f.text for f in rel_targets],
+                                        positions=_positions(handle, rel_targets, config.position), layers=depths)
+        fit = fit_relation_probe(acts_train, labels, [f.subject for f in train], acts_target, depths, relation,
+                                 config)
+        outcome.probes[relation] = fit.summary
+        for row, fact in enumerate(rel_targets):
+            known = fact.target_true in fit.classes
+            p = float(fit.probs[row, fit.classes.index(fact.target_true)]) if known else 0.0
+            rank = int((fit.probs[row] > p).sum()) + 1 if known else len(fit.classes) + 1
+            outcome.scores[fact.case_id] = TargetScore(
+                fact.case_id, p, p, bool(known and rank == 1), rank,
+                {"relation_id": relation, "depth": fit.summary.depth,
+                 "predicted": fit.classes[int(fit.probs[row].argmax())], "answer_in_training_labels": known,
+                 "flipped": fit.summary.flipped})
+    return outcome
+
+
+def probe_pool(all_facts: Sequence[Fact], targets: Sequence[Fact]) -> list[Fact]:
+    """Facts of the targets' relations whose subjects are not targets' subjects (the probe's training pool)."""
+    relations = {f.relation_id for f in targets}
+    subjects = {f.subject for f in targets}
+    return [f for f in all_facts if f.relation_id in relations and f.subject not in subjects]
+
+
+def run_refit_probe(base: Any, edited: Any, facts: Sequence[Fact], train_pool: Sequence[Fact],
+                    oracle: Any | None = None, config: RefitProbeConfig = RefitProbeConfig()) -> AttackResult:
+    """Re-fit-probe attack on `edited` (and the same on `oracle`); `train_pool`: other facts of the relations."""
+    before = {c: t.score for c, t in plain_scores(base, facts).items()}
+
+    def one(handle: Any, nested: AttackResult | None) -> AttackResult:
+        start = time.perf_counter()
+        unlearned = {c: t.score for c, t in plain_scores(handle, facts).items()}
+        outcome = refit_probe_scores(handle, facts, train_pool, config)
+        result = assemble("probe", "a fresh held-out-subject probe's probability of the true answer",
+                          asdict(config), facts, attacked=outcome.scores, unlearned=unlearned, before=before,
+                          oracle=nested, timings={"total": time.perf_counter() - start}, handle_name=handle.name,
+                          min_gap=config.min_gap)
+        for relation, probe in outcome.probes.items():
+            result.metrics[f"cv_accuracy_{relation}"] = probe.cv_accuracy
+            result.metrics[f"chance_{relation}"] = probe.chance
+            result.metrics[f"depth_{relation}"] = float(probe.depth)
+        result.config["relation_probes"] = {r: asdict(p) for r, p in outcome.probes.items()}
+        return result
+
+    return one(edited, one(oracle, None) if oracle is not None else None)

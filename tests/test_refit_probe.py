@@ -1,0 +1,78 @@
+"""Re-fit probe: on synthetic activations it decodes an attribute that is there, stays at chance when it is not,
+flips a below-chance binary probe, and never trains on a target; on the world an output-only suppression leaves
+the attribute decodable for the targets while the never-learned oracle gives much less."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from audit.refit_probe import RefitProbeConfig, fit_relation_probe, probe_pool, refit_probe_scores, run_refit_probe
+
+FAST = RefitProbeConfig(n_splits=3, inner_splits=2, C_grid=(0.1, 1.0))
+
+
+def _data(rng, n, labels, signal: float, d: int = 8):
+    """(depth=2, n, d): depth 0 is noise, depth 1 carries the label's one-hot times `signal`."""
+    classes = sorted(set(labels))
+    onehot = np.eye(d)[[classes.index(y) for y in labels]]
+    noise = rng.normal(size=(2, n, d))
+    noise[1] += signal * onehot
+    return noise
+
+
+def test_decodes_a_present_attribute_on_held_out_subjects():
+    rng = np.random.default_rng(0)
+    labels = [f"c{i % 4}" for i in range(80)]
+    target_labels = [f"c{i % 4}" for i in range(12)]
+    fit = fit_relation_probe(_data(rng, 80, labels, 4.0), labels, list(range(80)),
+                             _data(rng, 12, target_labels, 4.0), depths=[0, 1], config=FAST)
+    assert fit.summary.depth == 1 and fit.summary.cv_accuracy > 0.9
+    p_true = fit.probs[np.arange(12), [fit.classes.index(y) for y in target_labels]]
+    assert p_true.mean() > 0.8
+
+
+def test_stays_near_chance_without_the_attribute():
+    rng = np.random.default_rng(1)
+    labels = [f"c{i % 4}" for i in range(80)]
+    target_labels = [f"c{i % 4}" for i in range(40)]
+    fit = fit_relation_probe(_data(rng, 80, labels, 0.0), labels, list(range(80)),
+                             _data(rng, 40, target_labels, 0.0), depths=[0, 1], config=FAST)
+    p_true = fit.probs[np.arange(40), [fit.classes.index(y) for y in target_labels]]
+    assert abs(p_true.mean() - 0.25) < 0.1
+
+
+def test_below_chance_binary_probe_is_flipped():
+    # balanced labels, one subject each, no signal: the held-out fold's majority is the training fold's minority
+    rng = np.random.default_rng(2)
+    labels = ["a", "b"] * 30
+    acts = rng.normal(size=(1, 60, 4)) * 1e-3
+    fit = fit_relation_probe(acts, labels, list(range(60)), acts[:, :4], depths=[0], config=FAST)
+    assert fit.summary.flipped
+    assert fit.summary.cv_accuracy >= 0.5  # reported as max(acc, 1 − acc)
+    assert np.allclose(fit.probs.sum(1), 1.0)
+
+
+@pytest.mark.slow
+def test_world_probe_recovers_an_output_suppression_not_the_oracle(world_handle, world_retain_handle):
+    from audit.attack_result import clone_tl, with_tl
+    from obliviate.hooks import LogitPenalty, attach_permanently
+    from obliviate.targets import resolve_facts
+
+    all_facts = resolve_facts("world")
+    forget = resolve_facts("world", split="forget")
+    relation = forget[0].relation_id
+    targets = [f for f in forget if f.relation_id == relation][:16]
+    pool = probe_pool(all_facts, targets)
+    assert not {f.subject for f in pool} & {f.subject for f in targets}
+    pool = [f for f in pool if f.split != "forget"]  # the oracle never saw the other forget subjects either
+    tl = clone_tl(world_handle.tl)
+    attach_permanently(tl, [LogitPenalty(tuple({world_handle.answer_token(f.target_true) for f in targets}), 20.0)])
+    edited = with_tl(world_handle, tl)
+    config = RefitProbeConfig(n_splits=3, inner_splits=2, C_grid=(0.1, 1.0))
+    result = run_refit_probe(world_handle, edited, targets, pool, oracle=world_retain_handle, config=config)
+    # leaking a target into the pool changes nothing: targets' subjects are filtered out
+    leaked = refit_probe_scores(edited, targets, [*pool, *targets], config)
+    assert all(leaked.scores[c].score == pytest.approx(result.recovered[c]) for c in result.recovered)
+    assert result.oracle is not None
+    assert result.metrics["mean_attacked"] - result.oracle.metrics["mean_attacked"] >= 0.2
