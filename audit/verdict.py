@@ -83,13 +83,17 @@ class TargetVerdict:
     """oracle, null (quantile of a null distribution) or absolute."""
     excess_by_attack: dict[str, float] = field(default_factory=dict)
     """Every attack's excess on this target (for the report)."""
+    reason: str = ""
+    """The verdict in words (filled in from the figures when not given)."""
 
-    @property
-    def reason(self) -> str:
+    def __post_init__(self) -> None:
+        if self.reason:
+            return
         if self.verdict == "intact":
-            return "still top-1 on its prompt (no attack needed)"
-        return (f"{self.attack}: recovered {self.recovered:.3f} vs {self.reference_kind} {self.reference:.3f} "
-                f"(excess {self.excess:+.3f}, margin {self.margin:.3f})")
+            self.reason = "still top-1 on its prompt (no attack needed)"
+        else:
+            self.reason = (f"{self.attack}: recovered {self.recovered:.3f} vs {self.reference_kind} "
+                           f"{self.reference:.3f} (excess {self.excess:+.3f}, margin {self.margin:.3f})")
 
 
 @dataclass
@@ -114,6 +118,22 @@ class VerdictSet:
                  "reference": t.reference, "excess": t.excess, "margin": t.margin,
                  "reference_kind": t.reference_kind, "reason": t.reason, "excess_by_attack": t.excess_by_attack}
                 for t in self.targets]
+
+
+def nested_oracles(edited: Sequence[AttackScores]) -> list[AttackScores] | None:
+    """The oracle runs carried inside attack results (`AttackResult.oracle`), or None if any is missing."""
+    oracles = [getattr(result, "oracle", None) for result in edited]
+    return None if any(o is None for o in oracles) else oracles
+
+
+def recalled_targets(handle, facts: Sequence) -> dict[int, bool]:
+    """case_id → the handle's top-1 next token is the answer's first token on the fact's prompt (no attack)."""
+    from obliviate.metrics import top1_correct
+
+    if not facts:
+        return {}
+    hits = top1_correct(handle, [f.text for f in facts], [f.target_true for f in facts])
+    return {f.case_id: bool(h) for f, h in zip(facts, hits)}
 
 
 def attack_margins(oracle: Sequence[AttackScores], case_ids: Sequence[int], config: VerdictConfig
