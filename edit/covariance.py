@@ -1,0 +1,255 @@
+"""Second-moment statistics C = E[k kᵀ] of MLP down-projection inputs, computed offline and cached.
+
+ROME's u = C⁻¹k* and MEMIT's (λC + KKᵀ)⁻¹ need the uncentred second moment of the keys over "typical" text
+(kmeng01/rome ``rome/layer_stats.py``: ``SecondMoment`` over 100k Wikipedia texts, or a download of precomputed
+statistics). Neither Wikipedia nor the download is reachable here, and missing/slow statistics are the references'
+most reported problem, so C comes from a local corpus:
+
+- ``world-filler`` (default for the world models): the world's held-out filler sentences, text the models never
+  trained on, in the world's own language;
+- ``stdlib-docstrings`` (default otherwise, e.g. SmolLM2): docstrings of the Python standard library of the
+  running interpreter — several MB of edited English prose (with some code), identical on every machine with the
+  same Python, and well over d_mlp = 1536 tokens. The world filler is a poor proxy for English, and SmolLM2 was
+  trained on web text, textbooks and code, which docstrings resemble more than any other local text;
+- a path to a UTF-8 text file (paragraphs separated by blank lines).
+
+Texts are packed back-to-back into rows of `seq_len` tokens and streamed through the blocks up to the highest
+layer needed; k kᵀ is accumulated in float64 and never more than one batch of activations is held. C is the mean
+over tokens (the reference's ``SecondMoment.moment()``), so MEMIT's λ multiplies a per-token average.
+
+The cache key is a hash of the weights that determine the keys (embeddings, blocks below L, and block L up to the
+down-projection), the tokenizer, the corpus and its size: a changed model — e.g. an earlier edit applied in
+memory — can never pick up stale statistics, and the unchanged model always hits. Files are safetensors under
+``obliviate.paths.cache_subdir("stats")``, written atomically. `regularised` adds the ridge at use time.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import random
+import sysconfig
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+
+from edit.sites import edit_site
+from obliviate.paths import cache_subdir
+from obliviate.results import atomic_save_tensors, load_tensors
+
+CACHE_VERSION = "1"
+
+
+@dataclass
+class CovarianceConfig:
+    """How the key second moment C is estimated."""
+
+    corpus: str = "auto"
+    """'auto' (world-filler for world models, else stdlib-docstrings), 'world-filler', 'stdlib-docstrings', or a
+    path to a text file."""
+    n_tokens: int = 100_000
+    """Tokens (key vectors) averaged; the references use ~100k Wikipedia texts, far more than is affordable here."""
+    seq_len: int = 128
+    """Tokens per packed row (capped at the model's context)."""
+    batch_size: int = 8
+    """Rows per forward pass."""
+    ridge: float = 1e-4
+    """Added to C as ridge · mean(diag C) · I when C is used (stabilises C⁻¹ along unused directions)."""
+    cache: bool = True
+    """Read/write the statistics cache."""
+    seed: int = 0
+    """Seed of the corpus order."""
+
+
+def _stdlib_docstrings(seed: int) -> Iterator[str]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = ("test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "turtledemo")
+    files = sorted(p for p in root.rglob("*.py") if not any(part in skip for part in p.relative_to(root).parts))
+    random.Random(seed).shuffle(files)
+    for path in files:
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+        except (SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node)
+                if doc and len(doc) >= 80:
+                    yield doc
+
+
+def _world_filler() -> Iterator[str]:
+    from obliviate.world import ensure_world
+
+    path = ensure_world() / "filler_heldout.txt"
+    yield from (line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+
+
+def _text_file(path: Path) -> Iterator[str]:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    yield from (block.strip() for block in text.split("\n\n") if block.strip())
+
+
+def resolve_corpus(handle, corpus: str) -> str:
+    """The concrete corpus name for 'auto'."""
+    if corpus != "auto":
+        return corpus
+    return "world-filler" if str(handle.name).startswith("world") else "stdlib-docstrings"
+
+
+def corpus_texts(handle, corpus: str, seed: int = 0) -> Iterator[str]:
+    """The texts of a corpus (see the module docstring)."""
+    corpus = resolve_corpus(handle, corpus)
+    if corpus == "world-filler":
+        return _world_filler()
+    if corpus == "stdlib-docstrings":
+        return _stdlib_docstrings(seed)
+    path = Path(corpus).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"covariance corpus {corpus!r}: not 'auto', 'world-filler', 'stdlib-docstrings' "
+                                f"or an existing text file.")
+    return _text_file(path)
+
+
+def packed_rows(handle, texts: Iterator[str], seq_len: int) -> Iterator[list[int]]:
+    """Token rows of exactly `seq_len` (BOS first when the model uses one): texts packed back to back with EOS
+    between them, as pretraining packs documents."""
+    tok = handle.tokenizer
+    sep = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    bos = [tok.bos_token_id] if handle.prepend_bos and tok.bos_token_id is not None else []
+    width = seq_len - len(bos)
+    buffer: list[int] = []
+    for text in texts:
+        buffer += tok(text, add_special_tokens=False)["input_ids"] + sep
+        while len(buffer) >= width:
+            yield bos + buffer[:width]
+            buffer = buffer[width:]
+
+
+def _key_weights_hash(handle, layer: int) -> str:
+    """sha256 of every weight the keys at `layer` depend on (and nothing downstream of them)."""
+    digest = hashlib.sha256()
+    for name, param in sorted(handle.tl.state_dict().items()):
+        parts = name.split(".")
+        if parts[0] in ("unembed", "ln_final"):
+            continue
+        if parts[0] == "blocks" and (int(parts[1]) > layer or (int(parts[1]) == layer and parts[2] == "mlp"
+                                                               and parts[-1] in ("W_out", "b_out"))):
+            continue
+        digest.update(name.encode())
+        digest.update(param.detach().float().cpu().contiguous().numpy().tobytes())
+    digest.update(edit_site(handle, layer).key_hook.encode())
+    return digest.hexdigest()
+
+
+def _cache_key(handle, layer: int, cfg: CovarianceConfig, weights: str) -> str:
+    tok = handle.tokenizer
+    ident = {"v": CACHE_VERSION, "weights": weights, "layer": layer, "corpus": resolve_corpus(handle, cfg.corpus),
+             "n_tokens": cfg.n_tokens, "seq_len": _seq_len(handle, cfg), "seed": cfg.seed,
+             "bos": bool(handle.prepend_bos), "vocab": len(tok), "tokenizer": type(tok).__name__}
+    corpus = Path(cfg.corpus).expanduser()
+    if corpus.is_file():
+        ident["corpus_sha"] = hashlib.sha256(corpus.read_bytes()).hexdigest()
+    return hashlib.sha256(repr(sorted(ident.items())).encode()).hexdigest()
+
+
+def _seq_len(handle, cfg: CovarianceConfig) -> int:
+    return min(cfg.seq_len, int(handle.tl.cfg.n_ctx))
+
+
+def cache_path(handle, layer: int, cfg: CovarianceConfig) -> Path:
+    """Where C for (these weights, layer, corpus, sample count) is cached."""
+    key = _cache_key(handle, layer, cfg, _key_weights_hash(handle, layer))
+    name = resolve_corpus(handle, cfg.corpus)
+    name = name if name in ("world-filler", "stdlib-docstrings") else "file"
+    return cache_subdir("stats") / f"L{layer}_{name}_{cfg.n_tokens}_{key[:24]}.safetensors"
+
+
+@torch.no_grad()
+def compute_second_moments(handle, layers: Sequence[int], cfg: CovarianceConfig,
+                           show_progress: bool = False) -> tuple[dict[int, torch.Tensor], int]:
+    """E[k kᵀ] of the down-projection inputs at each layer over `cfg.n_tokens` corpus tokens (no cache)."""
+    tl = handle.tl
+    hooks = {layer: edit_site(handle, layer).key_hook for layer in layers}
+    d_mlp = int(tl.cfg.d_mlp)
+    sums = {layer: torch.zeros(d_mlp, d_mlp, dtype=torch.float64) for layer in layers}
+    seq_len = _seq_len(handle, cfg)
+    skip = 1 if handle.prepend_bos else 0  # the BOS position is not text
+    rows = packed_rows(handle, corpus_texts(handle, cfg.corpus, cfg.seed), seq_len)
+    count = 0
+    bar = None
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.n_tokens, desc="key second moment", unit="tok")
+    stop = max(layers) + 1
+    while count < cfg.n_tokens:
+        batch = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) == cfg.batch_size:
+                break
+        if not batch:
+            break
+        tokens = torch.tensor(batch, device=tl.cfg.device)
+        _, cache = tl.run_with_cache(tokens, names_filter=list(hooks.values()), stop_at_layer=stop)
+        take = min(cfg.n_tokens - count, tokens.shape[0] * (tokens.shape[1] - skip))
+        for layer, hook in hooks.items():
+            keys = cache[hook][:, skip:].reshape(-1, d_mlp)[:take].float()
+            sums[layer] += (keys.T @ keys).double().cpu()
+        count += take
+        if bar is not None:
+            bar.update(take)
+    if bar is not None:
+        bar.close()
+    if count < cfg.n_tokens:
+        raise ValueError(f"covariance corpus {resolve_corpus(handle, cfg.corpus)!r} has only {count} tokens; "
+                         f"asked for {cfg.n_tokens}. Lower n_tokens or give a larger text file.")
+    moments = {}
+    for layer, total in sums.items():
+        moment = total / count
+        moments[layer] = ((moment + moment.T) / 2).float()
+    return moments, count
+
+
+def second_moments(handle, layers: Sequence[int], cfg: CovarianceConfig | None = None,
+                   show_progress: bool = False) -> dict[int, Float[torch.Tensor, "d_mlp d_mlp"]]:
+    """C = E[k kᵀ] (float32, symmetric PSD, no ridge) per layer: from the cache, else computed in one pass."""
+    cfg = cfg or CovarianceConfig()
+    out: dict[int, torch.Tensor] = {}
+    paths = {layer: cache_path(handle, layer, cfg) for layer in layers}
+    missing = []
+    for layer in layers:
+        if cfg.cache and paths[layer].is_file():
+            out[layer] = load_tensors(paths[layer])["moment"]
+        else:
+            missing.append(layer)
+    if missing:
+        start = time.perf_counter()
+        computed, count = compute_second_moments(handle, missing, cfg, show_progress=show_progress)
+        seconds = time.perf_counter() - start
+        for layer, moment in computed.items():
+            out[layer] = moment
+            if cfg.cache:
+                meta = {k: str(v) for k, v in asdict(cfg).items()}
+                meta.update(model=str(handle.name), layer=str(layer), tokens=str(count),
+                            corpus_resolved=resolve_corpus(handle, cfg.corpus), seconds=f"{seconds:.2f}")
+                atomic_save_tensors(paths[layer], {"moment": moment}, meta)
+    return {layer: out[layer] for layer in layers}
+
+
+def second_moment(handle, layer: int, cfg: CovarianceConfig | None = None,
+                  show_progress: bool = False) -> Float[torch.Tensor, "d_mlp d_mlp"]:
+    """C = E[k kᵀ] at one layer (see `second_moments`)."""
+    return second_moments(handle, [layer], cfg, show_progress=show_progress)[layer]
+
+
+def regularised(moment: Float[torch.Tensor, "d d"], ridge: float) -> Float[torch.Tensor, "d d"]:
+    """C + ridge · mean(diag C) · I, in float64 (the form the solves use)."""
+    moment = moment.double()
+    scale = moment.diagonal().mean().clamp(min=1e-12)
+    return moment + ridge * scale * torch.eye(moment.shape[0], dtype=moment.dtype)

@@ -1,0 +1,160 @@
+"""MEMIT: Mass-Editing Memory in a Transformer (Meng, Sharma, Andonian, Belinkov & Bau, ICLR 2023); reference code
+kmeng01/memit ``memit/memit_main.py``, ``compute_z.py``, ``compute_ks.py``.
+
+Many facts are written at once into the down-projections of a contiguous range of blocks R = [l_1 … l_L]:
+
+1. z_i — for each fact, the residual stream after the last block l_L at the subject's last token, optimised like
+   ROME's v* (`edit.value_opt`, ``at="resid"``, clamp 0.75 × ‖h‖) over "{}" and 5 generated 10-token prefixes.
+2. For each block l in R, in order, with the updates of the earlier blocks in place:
+   K = the facts' keys at l (averaged within each template group, then over groups; `edit.context`),
+   R = (z − h) / (L − i), where h is the *current* residual at l_L on the bare prompts and L − i the number of
+   blocks left including this one (the reference measures h at the last block, after the earlier updates), and
+   ΔW_l = (λC_l + K Kᵀ)⁻¹ K Rᵀ in TL layout [d_mlp, d_model], solved in float64.
+   C_l = E[k kᵀ] is the per-token mean over a local corpus (`edit.covariance`), so λ (``mom2_update_weight``)
+   counts "corpus tokens' worth" of preservation weight against the batch: the reference uses 20 000 for GPT-2 XL
+   and 15 000 for GPT-J.
+
+Goals are ROME's: ``rewrite`` to target_new, ``erase`` by suppressing target_true (default) or rewriting to a
+neutral answer. The function edits the model only inside `edit.deltas.apply_deltas` (restored on exit) and
+returns the deltas; C is read from the unedited model before any update, as in the reference.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from edit.context import activations_at_subject, averaged_keys, context_templates, fill
+from edit.covariance import CovarianceConfig, regularised, second_moments
+from edit.deltas import WeightEditResult, apply_deltas, changed_tensors, hf_name_map
+from edit.sites import edit_site
+from edit.value_opt import Goal, ValueOptSettings, optimise_values
+from obliviate.facts import Fact
+
+
+@dataclass
+class MemitConfig:
+    """MEMIT hyper-parameters; defaults follow the reference's GPT-2 XL values (``hparams/MEMIT/gpt2-xl.json``)."""
+
+    layers: list[int] | None = None
+    """Contiguous blocks to edit; None lets the caller decide (EditConfig.layers / locate)."""
+    mom2_update_weight: float = 15000.0
+    """λ: weight of the corpus statistics against the batch's keys (reference: 20000 GPT-2 XL, 15000 GPT-J)."""
+    context_lengths: list[tuple[int, int]] = field(default_factory=lambda: [(10, 5)])
+    """(tokens per generated prefix, number of prefixes), besides the bare "{}" prompt."""
+    lr: float = 0.5
+    """Adam learning rate of z (v_lr)."""
+    steps: int = 20
+    """Maximum optimisation steps per fact (v_num_grad_steps)."""
+    kl_factor: float = 0.0625
+    """Weight of KL(edited ‖ unedited) on "{subject} is a"."""
+    weight_decay: float = 0.5
+    """Weight of ‖δ‖ / ‖h‖² (v_weight_decay)."""
+    clamp_norm_factor: float = 0.75
+    """‖δ‖ is kept ≤ this × ‖h‖ (the residual at the last edited block)."""
+    stop_loss: float = 0.05
+    """A fact's optimisation stops once its loss is below this."""
+    erase_mode: str = "suppress"
+    """For goal='erase': 'suppress' (minimise p(true answer), default) or 'neutral' (rewrite to neutral_target)."""
+    neutral_target: str = "unknown"
+    """The answer erase_mode='neutral' writes in (choose one the tokenizer knows)."""
+    facts_per_batch: int = 16
+    """Facts whose z are optimised together (one forward for all; results are per fact)."""
+    covariance: CovarianceConfig = field(default_factory=CovarianceConfig)
+    """How C is estimated (corpus, tokens, ridge)."""
+    seed: int = 0
+    """Seed of the generated prefixes."""
+
+    def settings(self) -> ValueOptSettings:
+        if self.erase_mode not in ("suppress", "neutral"):
+            raise ValueError(f"erase_mode {self.erase_mode!r}: choose 'suppress' or 'neutral'.")
+        return ValueOptSettings(lr=self.lr, steps=self.steps, kl_factor=self.kl_factor,
+                                weight_decay=self.weight_decay, clamp_norm_factor=self.clamp_norm_factor,
+                                stop_loss=self.stop_loss, erase_mode=self.erase_mode,  # type: ignore[arg-type]
+                                neutral_target=self.neutral_target, facts_per_batch=self.facts_per_batch)
+
+
+def memit_templates(handle, cfg: MemitConfig) -> list[list[str]]:
+    """The prefix template groups MEMIT uses (sampled once; pass them to `memit_edit` to reuse)."""
+    return context_templates(handle, [tuple(x) for x in cfg.context_lengths], seed=cfg.seed)
+
+
+def _check_layers(layers: Sequence[int], n_layers: int) -> list[int]:
+    layers = sorted(int(x) for x in layers)
+    if not layers:
+        raise ValueError("memit_edit needs at least one layer.")
+    if layers != list(range(layers[0], layers[-1] + 1)):
+        raise ValueError(f"MEMIT edits a contiguous range of blocks; got {layers}.")
+    if layers[0] < 0 or layers[-1] >= n_layers:
+        raise ValueError(f"layers {layers} outside the model's blocks 0..{n_layers - 1}.")
+    return layers
+
+
+def bare_prompt_activations(handle, hook: str, facts: Sequence[Fact]) -> torch.Tensor:
+    """`hook`'s activation at the subject's last token of each fact's bare prompt."""
+    filled = [fill("{}", f.prompt, f.subject) for f in facts]
+    return activations_at_subject(handle, hook, [t for t, _ in filled], [e for _, e in filled])
+
+
+def memit_edit(handle, facts: Sequence[Fact], layers: Sequence[int] | None = None, cfg: MemitConfig | None = None,
+               goal: Goal = "erase", *, templates: list[list[str]] | None = None,
+               show_progress: bool = False) -> WeightEditResult:
+    """One MEMIT batch edit of `facts` over `layers` (or ``cfg.layers``); returns the deltas, never applies them."""
+    cfg = cfg or MemitConfig()
+    layers = cfg.layers if layers is None else layers
+    if layers is None:
+        raise ValueError("memit_edit needs layers (argument or MemitConfig.layers).")
+    layers = _check_layers(layers, handle.n_layers)
+    if not facts:
+        raise ValueError("memit_edit needs at least one fact.")
+    sites = {layer: edit_site(handle, layer) for layer in layers}
+    z_site = sites[layers[-1]]
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+
+    tick = time.perf_counter()
+    groups = templates if templates is not None else memit_templates(handle, cfg)
+    timings["templates_s"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    moments = second_moments(handle, layers, cfg.covariance, show_progress=show_progress)
+    timings["covariance_s"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    flat = [t for group in groups for t in group]
+    values = optimise_values(handle, facts, z_site, flat, at="resid", goal=goal, settings=cfg.settings(),
+                             show_progress=show_progress)
+    z = values.target
+    timings["optimise_s"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    deltas: dict[str, torch.Tensor] = {}
+    per_layer: dict[str, float] = {}
+    vectors: dict[str, torch.Tensor] = {"z": z, "z_init": values.init}
+    prompts, subjects = [f.prompt for f in facts], [f.subject for f in facts]
+    for i, layer in enumerate(layers):
+        site = sites[layer]
+        with apply_deltas(handle, deltas, hf=False):
+            keys = averaged_keys(handle, site.key_hook, prompts, subjects, groups, group_mean=True)
+            current = bare_prompt_activations(handle, z_site.resid_hook, facts)
+        residual = (z - current) / (len(layers) - i)
+        k = keys.double().T  # [d_mlp, n]
+        lhs = cfg.mom2_update_weight * regularised(moments[layer], cfg.covariance.ridge) + k @ k.T
+        adjusted = torch.linalg.solve(lhs, k)  # [d_mlp, n]
+        deltas[site.weight] = (adjusted @ residual.double()).float()  # [d_mlp, d_model]
+        vectors[f"keys_L{layer}"], vectors[f"residual_L{layer}"] = keys, residual
+        per_layer[f"z_error_L{layer}"] = float((z - current).norm(dim=-1).mean())
+        per_layer[f"delta_norm_L{layer}"] = float(deltas[site.weight].norm())
+    timings["solve_s"] = time.perf_counter() - tick
+    timings["total_s"] = time.perf_counter() - start
+    final_losses = [curve[-1] for curve in values.losses if curve]
+    return WeightEditResult(
+        method="memit", goal=goal, changed=changed_tensors(handle, deltas), targets=[f.case_id for f in facts],
+        layers=list(layers), timings=timings, deltas=deltas, hf_names=hf_name_map(handle, deltas),
+        vectors=vectors, losses=values.losses,
+        metrics={"n_facts": len(facts), "mean_final_loss": sum(final_losses) / max(len(final_losses), 1),
+                 "mean_goal_prob": sum(values.goal_prob) / len(values.goal_prob), **per_layer},
+        config={**asdict(cfg), "layers": list(layers), "goal": goal})

@@ -1,0 +1,135 @@
+"""ROME: Rank-One Model Editing (Meng, Bau, Andonian & Belinkov, NeurIPS 2022, "Locating and Editing Factual
+Associations in GPT"); reference code kmeng01/rome ``rome/rome_main.py``, ``compute_u.py``, ``compute_v.py``.
+
+One fact is written into the MLP down-projection W of block L (`edit.sites`) as ΔW = u vᵀ:
+
+1. k* — the down-projection input at the subject's last token, averaged over the bare prompt and 20 prefixed
+   copies (10 model-generated texts of 5 tokens, 10 of 10; `edit.context`).
+2. u = C⁻¹k* / ‖C⁻¹k*‖, C = E[k kᵀ] over a local corpus plus a small ridge (`edit.covariance`).
+3. δ — optimised at the MLP output (`edit.value_opt`), so that the target value is v* = W k* + δ.
+4. v = (v* − W k*) / (k*·u) = δ / (k*·u), so the edited layer maps k* to exactly v*.
+
+The reference divides by the key of the *unprefixed* prompt in step 4 while u used the averaged k* (rome#32); the
+mismatch scales the update wrongly and causes its "disabling edits". We use the averaged k* in both places, the
+fix of r-ROME (Gupta et al. 2024, "Rebuilding ROME"); ``consistent_keys=False`` reproduces the reference.
+
+The function never changes the model it is given: it returns a `WeightEditResult` with ΔW (TL layout), the full
+edited HF tensor in ``changed``, u, v, k*, δ, the loss curve and timings. Apply it with `edit.deltas.apply_deltas`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from edit.context import averaged_keys, context_templates, fill, activations_at_subject
+from edit.covariance import CovarianceConfig, regularised, second_moment
+from edit.deltas import WeightEditResult, changed_tensors, hf_name_map
+from edit.sites import edit_site
+from edit.value_opt import Goal, ValueOptSettings, optimise_values
+from obliviate.facts import Fact
+
+
+@dataclass
+class RomeConfig:
+    """ROME hyper-parameters; defaults are the reference's GPT-2 XL values (``hparams/ROME/gpt2-xl.json``)."""
+
+    layer: int | None = None
+    """Block whose MLP down-projection is edited; None lets the caller decide (EditConfig.layers / locate)."""
+    context_lengths: list[tuple[int, int]] = field(default_factory=lambda: [(5, 10), (10, 10)])
+    """(tokens per generated prefix, number of prefixes) — the reference's context_template_length_params."""
+    lr: float = 0.5
+    """Adam learning rate of δ (v_lr)."""
+    steps: int = 20
+    """Maximum optimisation steps (v_num_grad_steps)."""
+    kl_factor: float = 0.0625
+    """Weight of KL(edited ‖ unedited) on "{subject} is a" (kl_factor)."""
+    weight_decay: float = 0.5
+    """Weight of ‖δ‖ / ‖v_init‖² (v_weight_decay)."""
+    clamp_norm_factor: float = 4.0
+    """‖δ‖ is kept ≤ this × ‖v_init‖ (clamp_norm_factor)."""
+    stop_loss: float = 0.05
+    """Optimisation stops once the loss is below this."""
+    erase_mode: str = "suppress"
+    """For goal='erase': 'suppress' (minimise p(true answer), the default) or 'neutral' (rewrite to
+    `neutral_target`)."""
+    neutral_target: str = "unknown"
+    """The answer an erase with erase_mode='neutral' writes in (choose one the tokenizer knows)."""
+    consistent_keys: bool = True
+    """Use the averaged k* in v = δ/(k*·u) (r-ROME); False divides by the bare prompt's key like the reference."""
+    mom2_adjustment: bool = True
+    """u = C⁻¹k* (True, the reference) or u = k* (False: no covariance, the "naive" rank-one update)."""
+    covariance: CovarianceConfig = field(default_factory=CovarianceConfig)
+    """How C is estimated (corpus, tokens, ridge)."""
+    seed: int = 0
+    """Seed of the generated prefixes."""
+
+    def settings(self) -> ValueOptSettings:
+        if self.erase_mode not in ("suppress", "neutral"):
+            raise ValueError(f"erase_mode {self.erase_mode!r}: choose 'suppress' or 'neutral'.")
+        return ValueOptSettings(lr=self.lr, steps=self.steps, kl_factor=self.kl_factor,
+                                weight_decay=self.weight_decay, clamp_norm_factor=self.clamp_norm_factor,
+                                stop_loss=self.stop_loss, erase_mode=self.erase_mode,  # type: ignore[arg-type]
+                                neutral_target=self.neutral_target)
+
+
+def rome_templates(handle, cfg: RomeConfig) -> list[list[str]]:
+    """The prefix templates ROME uses (sampled once; pass them to `rome_edit` to reuse across edits)."""
+    return context_templates(handle, [tuple(x) for x in cfg.context_lengths], seed=cfg.seed)
+
+
+def rome_edit(handle, fact: Fact, layer: int | None = None, cfg: RomeConfig | None = None, goal: Goal = "rewrite",
+              *, templates: list[list[str]] | None = None, show_progress: bool = False) -> WeightEditResult:
+    """One ROME edit of `fact` at `layer` (or ``cfg.layer``); returns the rank-one delta, never applies it."""
+    cfg = cfg or RomeConfig()
+    layer = cfg.layer if layer is None else layer
+    if layer is None:
+        raise ValueError("rome_edit needs a layer (argument or RomeConfig.layer).")
+    site = edit_site(handle, layer)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+
+    tick = time.perf_counter()
+    groups = templates if templates is not None else rome_templates(handle, cfg)
+    timings["templates_s"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    moment = second_moment(handle, layer, cfg.covariance, show_progress=show_progress) if cfg.mom2_adjustment \
+        else None
+    timings["covariance_s"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    k_star = averaged_keys(handle, site.key_hook, [fact.prompt], [fact.subject], groups, group_mean=False)[0]
+    if moment is not None:
+        c_inv_k = torch.linalg.solve(regularised(moment, cfg.covariance.ridge), k_star.double()).float()
+    else:
+        c_inv_k = k_star.clone()
+    u = c_inv_k / c_inv_k.norm()
+    timings["keys_s"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    flat = [t for group in groups for t in group]
+    values = optimise_values(handle, [fact], site, flat, at="mlp_out", goal=goal, settings=cfg.settings())
+    delta = values.delta[0]
+    timings["optimise_s"] = time.perf_counter() - tick
+
+    if cfg.consistent_keys:
+        key = k_star
+    else:
+        text, end = fill("{}", fact.prompt, fact.subject)
+        key = activations_at_subject(handle, site.key_hook, [text], [end])[0]
+    v = delta / torch.dot(key, u)
+    delta_w = torch.outer(u, v)
+    deltas = {site.weight: delta_w}
+    timings["total_s"] = time.perf_counter() - start
+    return WeightEditResult(
+        method="rome", goal=goal, changed=changed_tensors(handle, deltas), targets=[fact.case_id], layers=[layer],
+        timings=timings, deltas=deltas, hf_names=hf_name_map(handle, deltas),
+        vectors={"u": u, "v": v, "k_star": k_star, "delta": delta, "v_init": values.init[0]},
+        losses=values.losses,
+        metrics={"final_loss": values.losses[0][-1] if values.losses[0] else None, "steps": len(values.losses[0]),
+                 "goal_prob": values.goal_prob[0], "delta_norm": float(delta.norm()),
+                 "v_init_norm": float(values.init[0].norm()), "key_dot_u": float(torch.dot(key, u))},
+        config={**asdict(cfg), "layer": layer, "goal": goal})

@@ -1,0 +1,328 @@
+"""The v* / z optimisation shared by ROME and MEMIT: a vector δ added at the subject's last token.
+
+Follows kmeng01/rome ``rome/compute_v.py`` and kmeng01/memit ``memit/compute_z.py``. For each fact, δ is added
+to the output of block L at the subject's last token of every prompt (ROME: to the MLP output — the "value";
+MEMIT: to the residual stream — z), and optimised with Adam (lr 0.5) for at most 20 steps on
+
+    loss = goal term + kl_factor · KL(p_δ ‖ p_0 on "{subject} is a", at the subject's last token)
+           + weight_decay · ‖δ‖ / ‖init‖²,
+
+stopping as soon as loss < 0.05 and projecting ‖δ‖ ≤ clamp_norm_factor · ‖init‖ after each step, where `init` is
+the unedited MLP output (ROME) or residual (MEMIT) there on the bare prompt. Goal terms:
+
+- ``rewrite``: the mean per-token NLL of " target_new" over the prefixed prompts (the references' loss);
+- ``erase`` (default ``erase_mode="suppress"``): mean over prompts of −log(1 − p(" target_true")), p being the
+  probability of the whole answer (product over its tokens): it falls to 0 as the answer becomes improbable and
+  does not reward any particular replacement; the KL term keeps the rest of what the model says about the subject;
+- ``erase`` with ``erase_mode="neutral"``: a rewrite towards a fixed neutral answer (e.g. "unknown").
+
+Implementation notes. Both families edited here are sequential blocks, so adding δ to the MLP output equals adding
+it to the output of the whole block. Nothing before the subject's last token depends on δ, so those prefixes run
+once and each step runs only the rest of each row on their cached keys/values (`_PrefixCachedRunner`, on the HF
+model; `_TLRunner` is the plain TransformerLens path), and the unembedding only at the scored positions. Gradients are taken with ``torch.autograd.grad`` with respect to
+δ alone, so no weight gradients are computed or left behind. Many facts are optimised at once with one δ per fact;
+Adam is element-wise and each fact has its own stopping step and norm ball, so this equals optimising them one by
+one (the reference's loop), only batched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from jaxtyping import Float
+
+from edit.context import fill, lookup_batch
+from edit.sites import EditSite
+from obliviate.facts import Fact
+from obliviate.metrics import continuation_ids
+
+Goal = Literal["rewrite", "erase"]
+EraseMode = Literal["suppress", "neutral"]
+
+
+@dataclass(frozen=True)
+class ValueOptSettings:
+    """The optimisation's hyper-parameters (the references' ``v_*`` hparams); ROME/MEMIT configs fill it."""
+
+    lr: float = 0.5
+    steps: int = 20
+    kl_factor: float = 0.0625
+    weight_decay: float = 0.5
+    clamp_norm_factor: float = 4.0
+    stop_loss: float = 0.05
+    erase_mode: EraseMode = "suppress"
+    neutral_target: str = "unknown"
+    kl_prompt: str = "{} is a"
+    facts_per_batch: int = 16
+    prefix_cache: bool = True
+
+
+@dataclass
+class OptimisedValues:
+    """δ per fact, with the unedited vector it is added to and the loss at every step."""
+
+    delta: Float[torch.Tensor, "n d_model"]
+    init: Float[torch.Tensor, "n d_model"]
+    """Unedited MLP output (ROME) / residual (MEMIT) at the subject's last token of the bare prompt."""
+    losses: list[list[float]] = field(default_factory=list)
+    goal_prob: list[float] = field(default_factory=list)
+    """Final mean probability of the goal's answer (target for rewrite; true answer for erase)."""
+
+    @property
+    def target(self) -> Float[torch.Tensor, "n d_model"]:
+        return self.init + self.delta
+
+
+def goal_answer(fact: Fact, goal: Goal, settings: ValueOptSettings) -> tuple[str, bool]:
+    """(answer text, maximise?) for the goal: the new target, the neutral target, or the true one to suppress."""
+    if goal == "rewrite":
+        return fact.target_new, True
+    if goal != "erase":
+        raise ValueError(f"goal {goal!r}: choose 'rewrite' or 'erase'.")
+    if settings.erase_mode == "neutral":
+        return settings.neutral_target, True
+    if settings.erase_mode != "suppress":
+        raise ValueError(f"erase_mode {settings.erase_mode!r}: choose 'suppress' or 'neutral'.")
+    return fact.target_true, False
+
+
+def optimise_values(handle, facts: Sequence[Fact], site: EditSite, templates: Sequence[str], *,
+                    at: Literal["mlp_out", "resid"], goal: Goal, settings: ValueOptSettings,
+                    show_progress: bool = False) -> OptimisedValues:
+    """Optimise δ for each fact at `site` (see the module docstring); facts are batched, results are per fact."""
+    deltas, inits, losses, probs = [], [], [], []
+    chunks = range(0, len(facts), max(settings.facts_per_batch, 1))
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        chunks = tqdm(chunks, desc=f"optimise {'v*' if at == 'mlp_out' else 'z'} @ layer {site.layer}")
+    for start in chunks:
+        out = _optimise_chunk(handle, facts[start:start + settings.facts_per_batch], site, templates, at=at,
+                              goal=goal, settings=settings)
+        deltas.append(out.delta)
+        inits.append(out.init)
+        losses += out.losses
+        probs += out.goal_prob
+    return OptimisedValues(delta=torch.cat(deltas), init=torch.cat(inits), losses=losses, goal_prob=probs)
+
+
+def _optimise_chunk(handle, facts: Sequence[Fact], site: EditSite, templates: Sequence[str], *,
+                    at: str, goal: Goal, settings: ValueOptSettings) -> OptimisedValues:
+    tl = handle.tl
+    device = tl.cfg.device
+    n_facts, n_templates = len(facts), len(templates)
+
+    # Rows: for each fact, one per template (prompt + answer tokens but the last), then its KL prompt.
+    texts, ends, suffixes, answer_ids, maximise = [], [], [], [], []
+    for fact in facts:
+        answer, up = goal_answer(fact, goal, settings)
+        ids = continuation_ids(handle, answer)
+        if not ids:
+            raise ValueError(f"fact {fact.case_id}: answer {answer!r} tokenises to nothing.")
+        answer_ids.append(ids)
+        maximise.append(up)
+        for template in templates:
+            text, end = fill(template, fact.prompt, fact.subject)
+            texts.append(text)
+            ends.append(end)
+            suffixes.append(ids[:-1])
+    for fact in facts:
+        text, end = fill("{}", settings.kl_prompt, fact.subject)
+        texts.append(text)
+        ends.append(end)
+        suffixes.append([])
+    batch = lookup_batch(handle, texts, ends, suffixes)
+    tokens = batch.tokens.to(device)
+    n_rows = len(texts)
+    row_fact = torch.cat([torch.arange(n_facts).repeat_interleave(n_templates), torch.arange(n_facts)]).to(device)
+    subject_idx = batch.subject_idx.to(device)
+
+    # Scored positions: each answer token of each template row, predicted from the position before it.
+    pos_row, pos_idx, pos_tok, pos_group = [], [], [], []
+    for f in range(n_facts):
+        ids = answer_ids[f]
+        for t in range(n_templates):
+            row = f * n_templates + t
+            first = int(batch.lengths[row]) - len(ids)  # position predicting the first answer token
+            for j, tok in enumerate(ids):
+                pos_row.append(row)
+                pos_idx.append(first + j)
+                pos_tok.append(tok)
+                pos_group.append(row)
+    pos_row_t = torch.tensor(pos_row, device=device)
+    pos_idx_t = torch.tensor(pos_idx, device=device)
+    pos_tok_t = torch.tensor(pos_tok, device=device)
+    pos_group_t = torch.tensor(pos_group, device=device)
+    kl_rows = torch.arange(n_facts * n_templates, n_rows, device=device)
+    maximise_t = torch.tensor(maximise, device=device)
+    answer_len = torch.tensor([len(a) for a in answer_ids], device=device, dtype=torch.float32)
+
+    # The unedited vector δ is added to (and measured against), on the bare prompt of each fact.
+    first_rows = torch.arange(n_facts) * n_templates
+    with torch.no_grad():
+        hook = site.out_hook if at == "mlp_out" else site.resid_hook
+        _, cache = tl.run_with_cache(tokens[first_rows], names_filter=[hook], stop_at_layer=site.layer + 1)
+        init = cache[hook][torch.arange(n_facts), subject_idx[first_rows.to(device)]].float().clone()
+        del cache
+    runner = (_PrefixCachedRunner if getattr(handle, "hf", None) is not None and settings.prefix_cache
+              else _TLRunner)(handle, site.layer, batch, row_fact)
+    pos_idx_t = pos_idx_t - subject_idx[pos_row_t]  # suffix coordinates: the subject's last token is 0
+
+    def forward(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = runner(delta)
+        picked = torch.cat([hidden[pos_row_t, pos_idx_t], hidden[kl_rows, 0]])
+        logprobs = runner.logits(picked).float().log_softmax(-1)
+        return logprobs[: len(pos_row)], logprobs[len(pos_row):]
+
+    delta = torch.zeros(n_facts, init.shape[-1], device=device, requires_grad=True)
+    optimiser = torch.optim.Adam([delta], lr=settings.lr)
+    with torch.no_grad():
+        _, kl_init = forward(delta)
+    init_norm = init.norm(dim=-1)
+    max_norm = settings.clamp_norm_factor * init_norm
+    done = torch.zeros(n_facts, dtype=torch.bool, device=device)
+    history: list[list[float]] = [[] for _ in range(n_facts)]
+    goal_prob = torch.zeros(n_facts, device=device)
+
+    for step in range(settings.steps):
+        answer_lp, kl_lp = forward(delta)
+        token_lp = answer_lp.gather(-1, pos_tok_t[:, None])[:, 0]
+        # Per row: sum of answer-token log-probs; per fact: mean over its template rows.
+        row_sum = torch.zeros(n_facts * n_templates, device=device).index_add(0, pos_group_t, token_lp)
+        row_sum = row_sum.view(n_facts, n_templates)
+        nll = -(row_sum / answer_len[:, None]).mean(1)
+        seq_lp = row_sum.clamp(max=-1e-6)
+        suppress = -torch.log(-torch.expm1(seq_lp)).mean(1)
+        goal_loss = torch.where(maximise_t, nll, suppress)
+        kl = (kl_lp.exp() * (kl_lp - kl_init)).sum(-1)  # KL(p_δ ‖ p_0) per fact, as the references' kl_div
+        decay = delta.norm(dim=-1) / init_norm**2
+        loss = goal_loss + settings.kl_factor * kl + settings.weight_decay * decay
+        with torch.no_grad():
+            goal_prob = torch.where(done, goal_prob, row_sum.exp().mean(1))
+            for f in torch.nonzero(~done).flatten().tolist():
+                history[f].append(float(loss[f]))
+            done |= loss.detach() < settings.stop_loss
+        if bool(done.all()) or step == settings.steps - 1:
+            break
+        (grad,) = torch.autograd.grad(loss[~done].sum(), [delta])
+        frozen = delta.detach().clone()
+        delta.grad = grad
+        optimiser.step()
+        with torch.no_grad():
+            delta[done] = frozen[done]  # finished facts keep the δ that met the stopping loss
+            norms = delta.norm(dim=-1)
+            over = norms > max_norm
+            delta[over] *= (max_norm[over] / norms[over])[:, None]
+    return OptimisedValues(delta=delta.detach().cpu(), init=init.cpu(), losses=history,
+                           goal_prob=goal_prob.detach().cpu().tolist())
+
+
+class _PrefixCachedRunner:
+    """Runs the prompts with δ added to block L's output at the subject's last token, recomputing only what δ
+    can change.
+
+    Every position before the subject's last token is independent of δ, so the rows are split there: the
+    prefixes run once (left-padded to a common length, with their real position ids) and their keys/values are
+    cached; each step runs only the suffixes (from the subject's last token on) on top of that cache, on the
+    Hugging Face model (whose cache, masks and position ids handle ragged prefixes). This removes about two
+    thirds of the work per step for the references' prompts; `tests/test_rome.py` checks that the log-probs equal
+    an uncached TransformerLens forward.
+    """
+
+    def __init__(self, handle, layer: int, batch, row_fact: torch.Tensor):
+        from edit.sites import hf_blocks
+
+        hf = handle.hf
+        self.base = hf.base_model
+        self.logits = hf.get_output_embeddings()
+        self.block = hf_blocks(hf)[layer]
+        device = next(hf.parameters()).device
+        self.row_fact = row_fact.to(device)
+        pad = handle.tokenizer.pad_token_id or 0
+        starts = batch.subject_idx.tolist()
+        lengths = batch.lengths.tolist()
+        n_rows = len(starts)
+        self.prefix_len = max(starts)
+        width = max(n - s for n, s in zip(lengths, starts))
+        pre_ids = torch.full((n_rows, self.prefix_len), pad, dtype=torch.long)
+        pre_mask = torch.zeros(n_rows, self.prefix_len, dtype=torch.long)
+        pre_pos = torch.zeros(n_rows, self.prefix_len, dtype=torch.long)
+        suf_ids = torch.full((n_rows, width), pad, dtype=torch.long)
+        suf_mask = torch.zeros(n_rows, width, dtype=torch.long)
+        for r, (n, s) in enumerate(zip(lengths, starts)):
+            row = batch.tokens[r]
+            if s:
+                pre_ids[r, self.prefix_len - s:] = row[:s]
+                pre_mask[r, self.prefix_len - s:] = 1
+                pre_pos[r, self.prefix_len - s:] = torch.arange(s)
+            suf_ids[r, : n - s] = row[s:n]
+            suf_mask[r, : n - s] = 1
+        self.suf_ids = suf_ids.to(device)
+        self.suf_pos = (torch.tensor(starts)[:, None] + torch.arange(width)[None]).to(device)
+        self.mask = torch.cat([pre_mask, suf_mask], 1).to(device)
+        self.cache = None
+        if self.prefix_len:
+            with torch.no_grad():
+                out = self.base(input_ids=pre_ids.to(device), attention_mask=pre_mask.to(device),
+                                position_ids=pre_pos.to(device), use_cache=True)
+            self.cache = out.past_key_values
+            self._prefix_kv = [(layer.keys, layer.values) for layer in self.cache.layers]
+        self._delta: torch.Tensor | None = None
+
+    def _add_delta(self, module, inputs, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        shift = self._delta[self.row_fact].to(hidden.dtype)
+        hidden = torch.cat([hidden[:, :1] + shift[:, None], hidden[:, 1:]], 1)
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    def __call__(self, delta: Float[torch.Tensor, "fact d_model"]) -> Float[torch.Tensor, "row suffix d_model"]:
+        """Final hidden states (after the last norm) of the suffixes, with δ[fact of row] added at block L."""
+        self._delta = delta
+        hook = self.block.register_forward_hook(self._add_delta)
+        try:
+            if self.cache is None:
+                out = self.base(input_ids=self.suf_ids, attention_mask=self.mask, position_ids=self.suf_pos,
+                                use_cache=False)
+            else:
+                out = self.base(input_ids=self.suf_ids, attention_mask=self.mask, position_ids=self.suf_pos,
+                                past_key_values=self.cache, use_cache=True)
+        finally:
+            hook.remove()
+            self._delta = None
+            if self.cache is not None:
+                # put the prefix tensors back: cropping would keep views of this step's graph alive
+                for layer, (keys, values) in zip(self.cache.layers, self._prefix_kv):
+                    layer.keys, layer.values = keys, values
+        return out.last_hidden_state
+
+
+class _TLRunner:
+    """The same computation on the TransformerLens model alone (handles without an HF model): the blocks up to L
+    run once, each step runs blocks L+1.. on whole rows. Slower than `_PrefixCachedRunner`; the reference path."""
+
+    def __init__(self, handle, layer: int, batch, row_fact: torch.Tensor):
+        self.tl = handle.tl
+        self.layer = layer
+        device = self.tl.cfg.device
+        self.tokens = batch.tokens.to(device)
+        self.starts = batch.subject_idx.to(device)
+        self.row_fact = row_fact.to(device)
+        with torch.no_grad():
+            self.base = self.tl(self.tokens, stop_at_layer=layer + 1)
+        width = int((batch.lengths - batch.subject_idx).max())
+        self.gather = (self.starts[:, None] + torch.arange(width, device=device)[None]).clamp(
+            max=self.tokens.shape[1] - 1)
+
+    def __call__(self, delta: Float[torch.Tensor, "fact d_model"]) -> Float[torch.Tensor, "row suffix d_model"]:
+        rows = torch.arange(len(self.tokens), device=self.tokens.device)
+        shift = torch.zeros_like(self.base)
+        shift[rows, self.starts] = delta[self.row_fact].to(self.base.dtype)
+        resid = self.tl(self.base + shift, start_at_layer=self.layer + 1, stop_at_layer=self.tl.cfg.n_layers)
+        suffix = resid[rows[:, None], self.gather]
+        return self.tl.ln_final(suffix) if self.tl.cfg.normalization_type is not None else suffix
+
+    def logits(self, hidden: Float[torch.Tensor, "n d_model"]) -> Float[torch.Tensor, "n vocab"]:
+        return self.tl.unembed(hidden[:, None, :])[:, 0]

@@ -1,0 +1,95 @@
+"""Key second-moment statistics: the right matrix, symmetric PSD, cached exactly, keyed by the weights that matter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from _edit_tiny import tiny_corpus, tiny_hf_handle
+from edit import covariance
+from edit.covariance import CovarianceConfig, cache_path, packed_rows, regularised, second_moment, second_moments
+from edit.deltas import apply_deltas
+from edit.sites import edit_site
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors on a shared 2-core machine: a second thread only adds spin-waiting (40x slower here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+@pytest.fixture()
+def corpus(tmp_path):
+    return tiny_corpus(tmp_path / "corpus.txt")
+
+
+@pytest.fixture()
+def cache_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("OBLIVIATE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_moment_is_the_mean_outer_product_of_the_keys(arch, corpus):
+    handle = tiny_hf_handle(arch)
+    cfg = CovarianceConfig(corpus=str(corpus), n_tokens=600, seq_len=24, batch_size=4, cache=False)
+    moment = second_moment(handle, 1, cfg)
+    # Brute force: every key of the same packed rows, held in memory at once.
+    rows = []
+    for row in packed_rows(handle, covariance.corpus_texts(handle, str(corpus)), 24):
+        rows.append(row)
+        if len(rows) * 24 >= 600:
+            break
+    _, cache = handle.tl.run_with_cache(torch.tensor(rows), names_filter=[edit_site(handle, 1).key_hook])
+    keys = cache[edit_site(handle, 1).key_hook].reshape(-1, handle.tl.cfg.d_mlp)[:600].double()
+    expected = keys.T @ keys / len(keys)
+    assert torch.allclose(moment.double(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_moment_is_symmetric_psd(corpus):
+    handle = tiny_hf_handle("llama")
+    moment = second_moment(handle, 2, CovarianceConfig(corpus=str(corpus), n_tokens=500, seq_len=20, cache=False))
+    assert torch.equal(moment, moment.T)
+    eigenvalues = torch.linalg.eigvalsh(moment.double())
+    assert eigenvalues.min() >= -1e-6 * eigenvalues.max()
+    ridged = regularised(moment, 1e-2)
+    assert torch.linalg.eigvalsh(ridged).min() >= 1e-2 * moment.diagonal().mean() * (1 - 1e-6)
+
+
+def test_cache_hit_returns_the_same_tensor_without_recomputing(corpus, cache_root, monkeypatch):
+    handle = tiny_hf_handle("gpt2")
+    cfg = CovarianceConfig(corpus=str(corpus), n_tokens=400, seq_len=20)
+    first = second_moments(handle, [0, 1], cfg)
+    assert cache_path(handle, 1, cfg).is_file()
+
+    def boom(*args, **kwargs):
+        raise AssertionError("recomputed despite a cache entry")
+
+    monkeypatch.setattr(covariance, "compute_second_moments", boom)
+    second = second_moments(handle, [0, 1], cfg)
+    for layer in (0, 1):
+        assert torch.equal(first[layer], second[layer])
+
+
+def test_cache_key_follows_the_weights_that_shape_the_keys(corpus, cache_root):
+    handle = tiny_hf_handle("gpt2")
+    cfg = CovarianceConfig(corpus=str(corpus), n_tokens=400, seq_len=20)
+    before = cache_path(handle, 1, cfg)
+    own = edit_site(handle, 1).weight
+    with apply_deltas(handle, {own: torch.ones_like(handle.tl.get_parameter(own))}):
+        assert cache_path(handle, 1, cfg) == before  # the layer's own W_out does not change its keys
+    upstream = edit_site(handle, 0).weight
+    with apply_deltas(handle, {upstream: torch.ones_like(handle.tl.get_parameter(upstream))}):
+        assert cache_path(handle, 1, cfg) != before  # an earlier block does
+    assert cache_path(handle, 1, CovarianceConfig(corpus=str(corpus), n_tokens=800, seq_len=20)) != before
+
+
+def test_too_small_corpus_is_an_error(tmp_path):
+    handle = tiny_hf_handle("gpt2")
+    small = tmp_path / "small.txt"
+    small.write_text("The city of Paris")
+    with pytest.raises(ValueError, match="only"):
+        second_moment(handle, 0, CovarianceConfig(corpus=str(small), n_tokens=10_000, seq_len=4, cache=False))

@@ -1,0 +1,102 @@
+"""MEMIT: the least-squares update writes the residuals for the keys, never leaks state, and erases on the world."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from _edit_tiny import tiny_corpus, tiny_facts, tiny_hf_handle
+from edit.covariance import CovarianceConfig
+from edit.deltas import apply_deltas
+from edit.memit import MemitConfig, memit_edit
+from obliviate.config import from_dict
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors on a shared 2-core machine: a second thread only adds spin-waiting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return tiny_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt")
+
+
+def tiny_cfg(corpus, **kwargs) -> MemitConfig:
+    cov = CovarianceConfig(corpus=str(corpus), n_tokens=1500, seq_len=24, cache=False, ridge=0.0)
+    return MemitConfig(covariance=cov, context_lengths=[(6, 3)], **kwargs)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_with_little_preservation_the_keys_map_onto_the_residuals(arch, corpus):
+    handle = tiny_hf_handle(arch)
+    result = memit_edit(handle, tiny_facts(), [1], tiny_cfg(corpus, mom2_update_weight=1e-6), goal="rewrite")
+    keys, residual = result.vectors["keys_L1"], result.vectors["residual_L1"]
+    delta_w = result.deltas["blocks.1.mlp.W_out"]
+    assert torch.allclose(keys @ delta_w, residual, atol=1e-3 * residual.norm())
+    # with a heavy preservation weight the same batch barely moves the weights
+    heavy = memit_edit(handle, tiny_facts(), [1], tiny_cfg(corpus, mom2_update_weight=1e6), goal="rewrite")
+    assert heavy.deltas["blocks.1.mlp.W_out"].norm() < 0.1 * delta_w.norm()
+
+
+def test_residual_is_spread_over_the_remaining_layers(corpus):
+    handle = tiny_hf_handle("gpt2")
+    result = memit_edit(handle, tiny_facts(), [0, 1, 2], tiny_cfg(corpus), goal="rewrite")
+    assert set(result.deltas) == {f"blocks.{i}.mlp.W_out" for i in range(3)}
+    z, first = result.vectors["z"], result.vectors["residual_L0"]
+    # the first layer gets a third of the full gap between z and the unedited residual
+    assert torch.allclose(3 * first, z - result.vectors["z_init"], atol=1e-4 * z.norm())
+
+
+def test_sequential_calls_with_restore_give_identical_results(corpus):
+    handle = tiny_hf_handle("llama")
+    before = {k: v.clone() for k, v in handle.tl.state_dict().items()}
+    cfg = tiny_cfg(corpus)
+    first = memit_edit(handle, tiny_facts(), [0, 1], cfg, goal="erase")
+    with apply_deltas(handle, first.deltas):
+        pass
+    second = memit_edit(handle, tiny_facts(), [0, 1], cfg, goal="erase")
+    for name in first.deltas:
+        assert torch.equal(first.deltas[name], second.deltas[name])
+    for key, value in handle.tl.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    # an edit computed on top of the first one differs: the deltas really were applied in between
+    with apply_deltas(handle, first.deltas):
+        stacked = memit_edit(handle, tiny_facts(), [0, 1], cfg, goal="erase")
+    assert not torch.equal(stacked.deltas["blocks.1.mlp.W_out"], first.deltas["blocks.1.mlp.W_out"])
+
+
+def test_layers_must_be_contiguous(corpus):
+    handle = tiny_hf_handle("gpt2")
+    with pytest.raises(ValueError, match="contiguous"):
+        memit_edit(handle, tiny_facts(), [0, 2], tiny_cfg(corpus))
+
+
+def test_config_loads_from_edit_params():
+    cfg = from_dict(MemitConfig, {"layers": [1, 2], "mom2_update_weight": 5000,
+                                  "covariance": {"n_tokens": 1234}})
+    assert cfg.layers == [1, 2] and cfg.mom2_update_weight == 5000 and cfg.covariance.n_tokens == 1234
+
+
+@pytest.mark.slow
+def test_memit_erase_on_world_drops_targets_and_keeps_retained_facts(world_handle):
+    from obliviate.metrics import recall, target_nll
+    from obliviate.targets import resolve_facts
+
+    facts = resolve_facts("world")
+    forget = [f for f in facts if f.split == "forget" and bool(recall(world_handle, [f]))][:16]
+    retain = [f for f in facts if f.split == "retain"][:200]
+    cfg = MemitConfig(covariance=CovarianceConfig(n_tokens=20_000))
+    layers = list(range(world_handle.n_layers - 1))
+    nll_before = target_nll(world_handle, [f.text for f in forget], [f.target_true for f in forget])
+    retain_before = recall(world_handle, retain)
+    result = memit_edit(world_handle, forget, layers, cfg, goal="erase")
+    with apply_deltas(world_handle, result.deltas):
+        nll_after = target_nll(world_handle, [f.text for f in forget], [f.target_true for f in forget])
+        assert recall(world_handle, forget) <= 0.25
+        assert recall(world_handle, retain) >= retain_before - 0.03
+    assert (nll_after - nll_before).mean() > 2.0

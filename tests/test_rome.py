@@ -1,0 +1,168 @@
+"""ROME: the update is rank one and writes v* for k*, deltas restore bit-exactly, and real edits do what they claim."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from _edit_tiny import tiny_corpus, tiny_facts, tiny_hf_handle
+from edit.context import context_templates, fill, lookup_batch
+from edit.covariance import CovarianceConfig
+from edit.deltas import apply_deltas, changed_tensors
+from edit.rome import RomeConfig, rome_edit
+from edit.sites import edit_site
+from edit.value_opt import ValueOptSettings, _PrefixCachedRunner, _TLRunner, goal_answer
+from obliviate.config import from_dict
+from obliviate.metrics import last_token_logprobs, target_nll
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors on a shared 2-core machine: a second thread only adds spin-waiting (40x slower here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return tiny_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt")
+
+
+def tiny_cfg(corpus, **kwargs) -> RomeConfig:
+    cov = CovarianceConfig(corpus=str(corpus), n_tokens=1500, seq_len=24, cache=False)
+    return RomeConfig(covariance=cov, context_lengths=[(5, 3), (10, 3)], **kwargs)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_edit_site_is_the_down_projection(arch):
+    handle = tiny_hf_handle(arch)
+    site = edit_site(handle, 1)
+    tokens = handle.to_tokens("The Eiffel Tower is in the city of")
+    _, cache = handle.tl.run_with_cache(tokens)
+    mlp = handle.tl.blocks[1].mlp
+    assert torch.allclose(cache[site.key_hook] @ mlp.W_out + mlp.b_out, cache[site.out_hook], atol=1e-5)
+    hf_weight = handle.hf.get_parameter(site.hf_weight)
+    assert torch.equal(hf_weight.T if site.hf_transpose else hf_weight, mlp.W_out.detach())
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_prefix_cached_runner_equals_full_forward(arch):
+    handle = tiny_hf_handle(arch)
+    facts = tiny_facts()
+    templates = [t for group in context_templates(handle, [(5, 2), (10, 2)]) for t in group]
+    texts, ends = zip(*[fill(t, f.prompt, f.subject) for f in facts for t in templates])
+    batch = lookup_batch(handle, list(texts), list(ends), [[13]] * len(texts))
+    row_fact = torch.arange(len(facts)).repeat_interleave(len(templates))
+    cached, plain = _PrefixCachedRunner(handle, 1, batch, row_fact), _TLRunner(handle, 1, batch, row_fact)
+    valid = torch.arange(batch.tokens.shape[1])[None] < (batch.lengths - batch.subject_idx)[:, None]
+    for _ in range(2):  # the second call must not see the first call's suffix in the cache
+        delta = torch.randn(len(facts), handle.tl.cfg.d_model)
+        ours, reference = cached(delta), plain(delta)
+        assert ours.shape == reference.shape
+        mask = valid[:, : ours.shape[1]]
+        assert torch.allclose(ours[mask], reference[mask], atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_rome_update_is_rank_one_and_writes_v_star_for_k_star(arch, corpus):
+    handle = tiny_hf_handle(arch)
+    result = rome_edit(handle, tiny_facts()[0], 1, tiny_cfg(corpus))
+    delta_w = result.deltas["blocks.1.mlp.W_out"]
+    assert torch.linalg.matrix_rank(delta_w) == 1
+    k_star, delta = result.vectors["k_star"], result.vectors["delta"]
+    # the edited layer maps the averaged key to its old value plus the optimised δ
+    assert torch.allclose(k_star @ delta_w, delta, atol=1e-4 * delta.norm())
+    u = result.vectors["u"]
+    assert torch.isclose(u.norm(), torch.tensor(1.0))
+    assert result.hf_names == {"blocks.1.mlp.W_out": edit_site(handle, 1).hf_weight}
+
+
+def test_rome_leaves_the_model_untouched_and_deltas_restore_bit_exactly(corpus):
+    handle = tiny_hf_handle("llama")
+    before_tl = {k: v.clone() for k, v in handle.tl.state_dict().items()}
+    before_hf = {k: v.clone() for k, v in handle.hf.state_dict().items()}
+    result = rome_edit(handle, tiny_facts()[1], 2, tiny_cfg(corpus))
+    prompt = tiny_facts()[1].text
+    clean = last_token_logprobs(handle, [prompt])
+    with apply_deltas(handle, result.deltas):
+        name = result.hf_names["blocks.2.mlp.W_out"]
+        assert torch.equal(handle.hf.get_parameter(name), result.changed[name])
+        assert not torch.allclose(last_token_logprobs(handle, [prompt]), clean)
+    with pytest.raises(RuntimeError), apply_deltas(handle, result.deltas):
+        raise RuntimeError("an error inside the block still restores")
+    for key, value in handle.tl.state_dict().items():
+        assert torch.equal(value, before_tl[key]), key
+    for key, value in handle.hf.state_dict().items():
+        assert torch.equal(value, before_hf[key]), key
+    assert set(changed_tensors(handle, result.deltas)) == set(result.changed)
+
+
+def test_rome_reference_key_mode_only_rescales_v(corpus):
+    handle = tiny_hf_handle("gpt2")
+    fact = tiny_facts()[2]
+    ours = rome_edit(handle, fact, 1, tiny_cfg(corpus))
+    reference = rome_edit(handle, fact, 1, tiny_cfg(corpus, consistent_keys=False))
+    assert torch.allclose(ours.vectors["u"], reference.vectors["u"])
+    cosine = torch.nn.functional.cosine_similarity(ours.vectors["v"], reference.vectors["v"], dim=0)
+    assert cosine > 0.999
+
+
+def test_erase_goal_answers():
+    fact = tiny_facts()[0]
+    assert goal_answer(fact, "rewrite", ValueOptSettings()) == ("Rome", True)
+    assert goal_answer(fact, "erase", ValueOptSettings()) == ("Paris", False)
+    assert goal_answer(fact, "erase", ValueOptSettings(erase_mode="neutral", neutral_target="unknown")) == \
+        ("unknown", True)
+
+
+def test_config_loads_from_edit_params():
+    cfg = from_dict(RomeConfig, {"layer": 3, "kl_factor": 0.1, "context_lengths": [[5, 2]],
+                                 "covariance": {"n_tokens": 5000, "corpus": "stdlib-docstrings"}})
+    assert cfg.layer == 3 and cfg.covariance.n_tokens == 5000 and list(map(tuple, cfg.context_lengths)) == [(5, 2)]
+    with pytest.raises(Exception):
+        from_dict(RomeConfig, {"no_such_field": 1})
+
+
+@pytest.mark.slow
+@pytest.mark.smollm2
+def test_rome_rewrites_a_smollm2_fact_and_spares_a_neighbour(smollm2_handle):
+    from obliviate.targets import resolve_facts
+
+    handle = smollm2_handle
+    facts = resolve_facts("smollm2")
+    fact = next(f for f in facts if f.subject == "Eiffel Tower" or "Eiffel" in f.subject)
+    neighbour = fact.neighborhood_prompts[0]
+    cfg = RomeConfig(covariance=CovarianceConfig(n_tokens=8000), context_lengths=[(5, 5), (10, 5)])
+    before = last_token_logprobs(handle, [fact.text, neighbour])
+    assert before[0].argmax() == handle.answer_token(fact.target_true)
+    result = rome_edit(handle, fact, 6, cfg)
+    with apply_deltas(handle, result.deltas):
+        after = last_token_logprobs(handle, [fact.text, neighbour])
+    assert after[0].argmax() == handle.answer_token(fact.target_new)
+    assert after[1].argmax() == before[1].argmax()
+    # the neighbour's distribution barely moves: total variation well under the edited prompt's
+    tv = 0.5 * (after.exp() - before.exp()).abs().sum(-1)
+    assert tv[1] < 0.2 < tv[0]
+
+
+@pytest.mark.slow
+def test_rome_erase_on_world_drops_the_fact_and_keeps_another(world_handle):
+    from obliviate.metrics import recall
+    from obliviate.targets import resolve_facts
+
+    facts = resolve_facts("world")
+    known = [f for f in facts if f.split == "forget" and bool(recall(world_handle, [f]))]
+    fact = known[0]
+    other = [f for f in facts if f.split == "retain" and f.subject != fact.subject][:40]
+    cfg = RomeConfig(covariance=CovarianceConfig(n_tokens=20_000), context_lengths=[(5, 5), (10, 5)])
+    layer = world_handle.n_layers // 2 - 1
+    nll_before = target_nll(world_handle, [fact.text], [fact.target_true])[0]
+    retain_before = recall(world_handle, other)
+    result = rome_edit(world_handle, fact, layer, cfg, goal="erase")
+    with apply_deltas(world_handle, result.deltas):
+        nll_after = target_nll(world_handle, [fact.text], [fact.target_true])[0]
+        assert not bool(recall(world_handle, [fact]))
+        assert recall(world_handle, other) >= retain_before - 0.05
+    assert nll_after > nll_before + 2.0  # p(true answer) fell by a factor of e² at least
