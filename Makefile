@@ -22,7 +22,7 @@ demo: setup
 	$(VENV)/bin/obliviate compare runs/world-demo --out runs/world-demo/report
 
 test: setup
-	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest --nbmake tests notebooks $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) bench/run_all.py
