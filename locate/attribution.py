@@ -27,7 +27,8 @@ from typing import Literal
 import torch
 from jaxtyping import Float
 
-from locate.causal_trace import KINDS, SITE_HOOKS, TraceResult, corruption_noise, noise_hook, window_layers
+from locate.causal_trace import (KINDS, SITE_HOOKS, TraceResult, corruption_noise, noise_hook, upcast,
+                                 window_layers)
 from locate.tokens import fact_subject_tokens
 from obliviate.facts import Fact
 
@@ -95,10 +96,9 @@ def attribution_patch_fact(handle, fact: Fact, *, noise_std: float, kinds: Seque
 
     names = [SITE_HOOKS[k].format(layer) for k in kinds for layer in range(n_layers)]
     with torch.enable_grad(), model.hooks(fwd_hooks=[("hook_embed", embed_hook)] + [(n, keep) for n in names]):
-        probs = model(batch)[:, -1].float().softmax(-1)[:, answer]
+        probs = upcast(model(batch)[:, -1]).softmax(-1)[:, answer]
         # rows are independent, so one backward of (clean p + mean corrupted p) gives each run's own gradient
-        metric = probs[0] + probs[1:].mean()
-        grads = dict(zip(names, torch.autograd.grad(metric, [acts[n] for n in names])))
+        grads = dict(zip(names, torch.autograd.grad(probs[0] + probs[1:].mean(), [acts[n] for n in names])))
     effects = {}
     for kind in kinds:
         per_layer = []

@@ -240,6 +240,16 @@ def noise_hook(noise: torch.Tensor, start: int, end: int, first_row: int = 1):
     return hook
 
 
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """At least float32 for softmax (bf16/fp16 models), float64 kept (precision tests)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def score_dtype(model) -> torch.dtype:
+    """Scores are kept in float32, or float64 for a float64 model."""
+    return torch.float64 if model.cfg.dtype == torch.float64 else torch.float32
+
+
 def _final_probs(model, resid_last: Float[torch.Tensor, "row d_model"], answer: int) -> Float[torch.Tensor, " row"]:
     """p(answer) from the final residual at the last position (ln_final, unembed, softcap as TL's forward)."""
     from transformer_lens.utilities import apply_softcap
@@ -248,7 +258,7 @@ def _final_probs(model, resid_last: Float[torch.Tensor, "row d_model"], answer: 
     if model.cfg.normalization_type is not None:
         x = model.ln_final(x)
     logits = apply_softcap(model.unembed(x), model.cfg.output_logits_soft_cap)[:, 0]
-    return logits.float().softmax(-1)[:, answer]
+    return upcast(logits).softmax(-1)[:, answer]
 
 
 def _check_supported(model) -> None:
@@ -377,7 +387,7 @@ def _trace_token(model, runs: CorruptedRuns, kind: str, position: int, layers: S
     join(n_layers)  # resid restored at the last layer: nothing left to run
     assert resid is not None
     probs = _final_probs(model, resid[:, -1], runs.answer_token).view(len(joined), n_samples).mean(-1)
-    out = torch.empty(len(layers))
+    out = torch.empty(len(layers), dtype=probs.dtype)
     out[torch.tensor(joined)] = probs.cpu()
     return out
 
@@ -406,7 +416,7 @@ def trace_fact(handle, fact: Fact, *, noise_std: float, kinds: Sequence[str] = K
     jobs = [(kind, t) for kind in kinds for t in positions if t >= runs.subject.start]
     progress = _progress(len(jobs), show_progress, f"trace {fact.case_id}")
     for kind in kinds:
-        scores = torch.full((n_pos, n_layers), float("nan"))
+        scores = torch.full((n_pos, n_layers), float("nan"), dtype=score_dtype(model))
         for t in positions:
             if t < runs.subject.start:  # clean == corrupted before the subject: restoring changes nothing
                 scores[t, layers] = runs.low

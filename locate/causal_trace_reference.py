@@ -13,7 +13,9 @@ from collections.abc import Sequence
 import torch
 from jaxtyping import Float
 
-from locate.causal_trace import KINDS, SITE_HOOKS, TraceResult, corruption_noise, noise_hook, window_layers
+from locate.causal_trace import (KINDS, SITE_HOOKS, TraceResult, corruption_noise, noise_hook, score_dtype,
+                                 upcast,
+                                 window_layers)
 from locate.tokens import fact_subject_tokens
 from obliviate.facts import Fact
 
@@ -35,7 +37,7 @@ def reference_restored_prob(handle, tokens: torch.Tensor, noise: torch.Tensor, s
 
     hooks = [("hook_embed", noise_hook(noise, *subject))] + [(name, restore(pos)) for name, pos in sites]
     logits = model.run_with_hooks(batch, fwd_hooks=hooks)
-    return logits[1:, -1].float().softmax(-1).mean(0)[answer].item()
+    return upcast(logits[1:, -1]).softmax(-1).mean(0)[answer].item()
 
 
 def reference_trace_fact(handle, fact: Fact, *, noise_std: float, kinds: Sequence[str] = KINDS,
@@ -53,13 +55,14 @@ def reference_trace_fact(handle, fact: Fact, *, noise_std: float, kinds: Sequenc
     span = (subject.start, subject.end)
     low = reference_restored_prob(handle, tokens, noise, span, answer, [])
     with torch.no_grad():
-        high = model(tokens[None])[0, -1].float().softmax(-1)[answer].item()
+        high = upcast(model(tokens[None])[0, -1]).softmax(-1)[answer].item()
     n_pos = len(tokens)
     positions = list(range(n_pos)) if positions is None else [p % n_pos for p in positions]
     layers = list(range(n_layers)) if layers is None else [l % n_layers for l in layers]
     results = {}
     for kind in kinds:
-        scores: Float[torch.Tensor, "pos layer"] = torch.full((n_pos, n_layers), float("nan"))
+        scores: Float[torch.Tensor, "pos layer"] = torch.full((n_pos, n_layers), float("nan"),
+                                                                       dtype=score_dtype(model))
         for t in positions:
             for layer in layers:
                 restored = [layer] if kind == "resid" else list(window_layers(layer, n_layers, window))

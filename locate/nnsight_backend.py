@@ -202,7 +202,7 @@ def nnsight_trace_fact(handle, fact: Fact, *, noise_std: float, kinds: Sequence[
             batch = tokens[None].repeat(len(chunk) * n_samples, 1)
             _, chunk_probs = _run_sites(model, sites, batch, [], noise=noise.repeat(len(chunk), 1, 1), span=span,
                                         patches=patches, answer=answer)
-            mean = chunk_probs.view(len(chunk), n_samples).mean(-1).cpu()
+            mean = chunk_probs.view(len(chunk), n_samples).mean(-1).float().cpu()
             for (t, layer), p in zip(chunk, mean.tolist()):
                 scores[t, layer] = p
         results[kind] = TraceResult(
