@@ -273,8 +273,11 @@ def plot_by_depth(rows: Sequence[Mapping[str, Any]], key: str, path: Path, *, yl
 
 
 # --------------------------------------------------------------------------------------------------- the page
-def _trace_pngs(runs: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, Path]]:
-    """(run, stage, path) of every PNG artefact with "trace" in its name, locate (before) then audit (after)."""
+def _trace_pngs(runs: Sequence[Mapping[str, Any]], per_stage: int = 3) -> list[tuple[str, str, Path]]:
+    """(run, stage, path) of PNG artefacts with "trace" in the name, locate (before) then audit (after).
+
+    At most `per_stage` per stage of a run (the locate stage draws one per kind and target; the first target's
+    kinds show the picture, the rest are in the run folder)."""
     found = []
     for index, run in enumerate(runs):
         root = run.get("run_dir")
@@ -283,10 +286,9 @@ def _trace_pngs(runs: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, Path]
         name = str(run.get("name") or Path(str(root)).name)
         for stage in sorted((k for k, v in run.items() if isinstance(v, Mapping) and "artefacts" in v),
                             key=lambda s: (not s.startswith("locate"), s)):
-            for artefact in run[stage].get("artefacts", []):
-                path = Path(root) / artefact
-                if path.suffix.lower() == ".png" and "trace" in path.name.lower() and path.is_file():
-                    found.append((name, stage, path))
+            pngs = [Path(root) / a for a in run[stage].get("artefacts", [])]
+            pngs = [p for p in pngs if p.suffix.lower() == ".png" and "trace" in p.name.lower() and p.is_file()]
+            found += [(name, stage, path) for path in pngs[:per_stage]]
     return found
 
 

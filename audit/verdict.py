@@ -21,10 +21,12 @@ not; `margin` is a floor for attacks whose oracle scores are (near) constant. au
 verdicts' accuracy on known cases varies with both numbers.
 
 Without an oracle (e.g. SmolLM2, whose training data cannot be re-run without the facts) the reference is one of:
-a null distribution per attack (its scores on facts the model does not know — pre-edit base facts it fails to
-recall), with the threshold at its `null_quantile` plus `margin`; or, with no null either, the stated absolute
-threshold `absolute_threshold` (a score above it means "more than that share of the answer came back"). Both are
-weaker than an oracle and the verdict's `reference_kind` says which one was used.
+a null distribution per attack, with the threshold at its `null_quantile` plus `margin`; or, with no null either,
+the stated absolute threshold `absolute_threshold` (a score above it means "more than that share of the answer came
+back"). The null is the pre-edit baseline on answers the model does not hold: the same attack run on the *base*
+model with each target's counterfactual answer (CounterFact's target_new) in place of the true one
+(`counterfactual_facts`) — what the attack "recovers" of an answer that was never there. Both are weaker than an
+oracle (they do not share the target's own difficulty) and the verdict's `reference_kind` says which was used.
 """
 
 from __future__ import annotations
@@ -134,6 +136,13 @@ def recalled_targets(handle, facts: Sequence) -> dict[int, bool]:
         return {}
     hits = top1_correct(handle, [f.text for f in facts], [f.target_true for f in facts])
     return {f.case_id: bool(h) for f, h in zip(facts, hits)}
+
+
+def counterfactual_facts(facts: Sequence) -> list:
+    """The facts with target_true := target_new: attacked on the base model they give the no-oracle null."""
+    from dataclasses import replace
+
+    return [replace(f, target_true=f.target_new, target_new=f.target_true) for f in facts]
 
 
 def attack_margins(oracle: Sequence[AttackScores], case_ids: Sequence[int], config: VerdictConfig
