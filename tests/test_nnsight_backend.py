@@ -71,7 +71,9 @@ def test_collected_activations_equal_the_transformer_lens_cache(arch, tmp_path):
         _, cache = handle.tl.run_with_cache(handle.to_tokens(text))
         for site in SITES:
             assert acts[site][i].shape == cache[site][0].shape
-            assert torch.allclose(acts[site][i], cache[site][0], atol=1e-4, rtol=1e-5), (site, i)
+            # HF and TL are two float32 implementations: agree to float error relative to the values' scale
+            scale = cache[site][0].abs().max().item()
+            assert (acts[site][i] - cache[site][0]).abs().max().item() <= 2e-5 * scale, (site, i)
 
 
 def test_unknown_architectures_and_sites_are_clear_errors(tmp_path):
