@@ -80,23 +80,54 @@ def collect_residuals(
     (0 = embedding, d = block d − 1's output; None = all L + 1 depths), in the order given. `max_tokens` keeps
     only each text's first tokens (the memorisation probe reads at most 96). Returns float32 on the CPU.
     """
-    model = handle.tl
     depths = list(range(n_depths(handle))) if layers is None else [int(d) for d in layers]
     if not depths:
         raise ValueError("layers is empty; give at least one depth.")
     if max(depths) >= n_depths(handle):
         raise ValueError(f"depth {max(depths)} does not exist; {handle.name} has depths 0..{n_depths(handle) - 1}.")
+    return collect_at_hooks(handle, texts, [depth_hook_name(d) for d in depths], positions=positions,
+                            batch_size=batch_size, max_tokens=max_tokens, show_progress=show_progress)
+
+
+def _stop_layer(hook_names: Sequence[str], n_layers: int) -> int | None:
+    """The smallest stop_at_layer that still runs every hook (None when one lies outside the blocks)."""
+    blocks = []
+    for name in hook_names:
+        parts = name.split(".")
+        if parts[0] != "blocks" or not parts[1].isdigit():
+            return None
+        blocks.append(int(parts[1]))
+    return min(max(blocks) + 1, n_layers)
+
+
+@torch.no_grad()
+def collect_at_hooks(
+    handle,
+    texts: Sequence[str],
+    hook_names: Sequence[str],
+    *,
+    positions: Literal["last"] | Sequence[int] = "last",
+    batch_size: int = 32,
+    max_tokens: int | None = None,
+    show_progress: bool = False,
+) -> Float[torch.Tensor, "hook n d"]:
+    """Activations at any TransformerLens hooks (of equal width), at one token position per text.
+
+    The capture hooks run after hooks already on the model, so interventions are seen. See `collect_residuals`
+    for `positions` and `max_tokens`.
+    """
+    model = handle.tl
     rows = _token_rows(handle, texts, max_tokens)
     index = _resolve_positions(rows, positions)
-    out = torch.empty(len(depths), len(rows), int(model.cfg.d_model))
     pad_id = handle.tokenizer.pad_token_id or 0
     # Stop after the deepest block we read: the unembedding is the costliest matmul of small models.
-    stop = max(max(depths), 1)
+    stop = _stop_layer(hook_names, int(model.cfg.n_layers))
+    out: torch.Tensor | None = None
     starts = range(0, len(rows), batch_size)
     if show_progress:
         from tqdm.auto import tqdm
 
-        starts = tqdm(starts, desc="residuals", total=(len(rows) + batch_size - 1) // batch_size)
+        starts = tqdm(starts, desc="activations", total=(len(rows) + batch_size - 1) // batch_size)
     for start in starts:
         batch_rows = rows[start:start + batch_size]
         width = max(len(r) for r in batch_rows)
@@ -105,16 +136,21 @@ def collect_residuals(
             tokens[i, : len(row)] = torch.tensor(row)
         pos = torch.tensor(index[start:start + len(batch_rows)])
         arange = torch.arange(len(batch_rows))
+        picked: dict[int, torch.Tensor] = {}
 
         def capture(slot: int):
             def hook(activation: torch.Tensor, hook=None) -> None:
-                picked = activation[arange.to(activation.device), pos.to(activation.device)]
-                out[slot, start:start + len(batch_rows)] = picked.detach().float().cpu()
+                picked[slot] = activation[arange.to(activation.device), pos.to(activation.device)].detach().float().cpu()
 
             return hook
 
-        fwd_hooks = [(depth_hook_name(d), capture(slot)) for slot, d in enumerate(depths)]
+        fwd_hooks = [(name, capture(slot)) for slot, name in enumerate(hook_names)]
         model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=fwd_hooks, stop_at_layer=stop)
+        if out is None:
+            out = torch.empty(len(hook_names), len(rows), picked[0].shape[-1])
+        for slot in range(len(hook_names)):
+            out[slot, start:start + len(batch_rows)] = picked[slot]
+    assert out is not None
     return out
 
 

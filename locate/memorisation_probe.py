@@ -112,6 +112,13 @@ class MemorisationProbeConfig:
     """Use only the first this-many kept keys (to bound the cost; the probe fits K × depths × 7 regressions)."""
     batch_size: int = 64
 
+    @classmethod
+    def for_world(cls, world_dir: str | Path, **overrides: Any) -> MemorisationProbeConfig:
+        """The world's screening thresholds (its world_info.json), other fields default or overridden."""
+        info = json.loads((Path(world_dir) / "world_info.json").read_text())
+        thresholds = info.get("config", info)
+        return cls(**{"theta_m": float(thresholds["theta_m"]), "theta_c": float(thresholds["theta_c"]), **overrides})
+
 
 @dataclass
 class ScreeningRow:

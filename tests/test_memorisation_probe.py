@@ -1,0 +1,83 @@
+"""The leave-one-out memorisation probe: finds a planted shared direction, not per-key differences; on the world's
+secrets the signature is positive and the shuffled-label control sits at chance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from locate.memorisation_probe import (NEUTRAL_CONTEXTS, MemorisationProbeConfig, SecretActivations,
+                                       loo_accuracy, memorisation_probe, memorisation_probe_from_activations)
+from obliviate.results import to_jsonable
+
+
+def synthetic(alpha: float, *, n_keys: int = 10, n_ctx: int = 24, d: int = 32, seed: int = 0):
+    """Per key: a shared key offset, a per-pool string offset (M, C, B differ, inconsistently across keys), context
+    noise; M alone gets alpha × u, the planted memorisation direction."""
+    rng = np.random.default_rng(seed)
+    u = rng.normal(size=d)
+    u /= np.linalg.norm(u)
+    key = rng.normal(size=(n_keys, 1, d))
+
+    def pool(extra):
+        return key + 0.3 * rng.normal(size=(n_keys, 1, d)) + 0.3 * rng.normal(size=(n_keys, n_ctx, d)) + extra
+
+    m, c, b = pool(alpha * u), pool(0.0), pool(0.0)
+    as_depth = lambda x: torch.tensor(x[None], dtype=torch.float32)  # noqa: E731
+    return SecretActivations(key_ids=list(range(n_keys)), depths=[1], memorised=as_depth(m), control=as_depth(c),
+                             control_b=as_depth(b)), u
+
+
+def test_planted_direction_is_found_and_the_controls_stay_at_chance():
+    acts, u = synthetic(alpha=4.0)
+    result = memorisation_probe_from_activations(acts)
+    assert result.true_loo[0] > 0.8
+    assert abs(result.pure_loo[0] - 0.5) < 0.15
+    assert result.gap[0] > 0.25
+    assert abs(result.shuffled_loo_mean[0] - 0.5) < 0.15
+    assert abs(result.shuffled_gap_mean[0]) < result.gap[0] / 2
+    # the full-data probe's raw-space direction is the planted one
+    assert float(result.probes[0].direction.double() @ torch.tensor(u)) > 0.7
+    assert result.probes[0].classes == (0, 1)  # 1 = memorised: the direction points towards M
+    record = to_jsonable(result.summary())
+    assert record["gap"] == result.gap and record["kept_keys"] == list(range(10))
+
+
+def test_no_planted_direction_means_no_signature():
+    acts, _ = synthetic(alpha=0.0, seed=3)
+    result = memorisation_probe_from_activations(acts)
+    assert abs(result.gap[0]) < 0.15
+    assert result.abs_above_chance[0] < 0.15
+
+
+def test_swapping_every_key_mirrors_the_accuracy():
+    acts, _ = synthetic(alpha=4.0, n_keys=6)
+    m, c = acts.memorised[0].numpy(), acts.control[0].numpy()
+    plain = loo_accuracy(m, c)
+    # swapping all keys is relabelling M ↔ C everywhere: the same probe up to sign, the same accuracy
+    np.testing.assert_allclose(loo_accuracy(m, c, swap=np.ones(6, dtype=bool)), plain, atol=1e-9)
+    np.testing.assert_allclose(loo_accuracy(c, m), plain, atol=1e-9)
+
+
+def test_contexts_are_24_distinct_neutral_prefixes():
+    assert len(NEUTRAL_CONTEXTS) == 24 and len(set(NEUTRAL_CONTEXTS)) == 24
+    assert NEUTRAL_CONTEXTS[0] == "Here is a passage: " and "From a book: " in NEUTRAL_CONTEXTS
+
+
+@pytest.mark.slow
+def test_world_secrets_show_the_signature(world_handle):
+    from locate.memorisation_probe import load_secrets
+    from obliviate.world import ensure_world
+
+    world_dir = ensure_world()
+    secrets = load_secrets(world_dir / "secrets.jsonl")
+    # 16 keys bound the cost (16 × depths × 7 regressions); the screening still runs on all 64
+    config = MemorisationProbeConfig.for_world(world_dir, max_keys=16)
+    result = memorisation_probe(world_handle, secrets, config)
+    assert sum(row.kept for row in result.screening) >= 8
+    assert max(result.gap) > 0.1, result.gap
+    assert result.mean_gap > 0.05
+    # shuffling M/C per key removes it: the control stays near chance at every depth
+    assert max(abs(s - 0.5) for s in result.shuffled_loo_mean) < 0.12, result.shuffled_loo_mean
+    assert max(result.gap) > max(np.abs(result.shuffled_gap_mean)) + 0.05
