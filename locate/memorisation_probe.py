@@ -325,3 +325,119 @@ def memorisation_probe(handle, secrets: Sequence[Secret | dict], config: Memoris
                               batch_size=config.batch_size, final_norm=config.final_norm,
                               show_progress=show_progress)
     return memorisation_probe_from_activations(acts, config, screening=screening, show_progress=show_progress)
+
+
+
+def random_init_control(handle, secrets: Sequence[Secret | dict], config: MemorisationProbeConfig | None = None, *,
+                        seed: int = 0, show_progress: bool = False) -> MemorisationProbeResult:
+    """The probe on a randomly re-initialised copy of the model, over the keys the real model's screening keeps.
+
+    A random network has memorised nothing, so its gap is the protocol's floor (published: −0.04).
+    """
+    import copy
+    import dataclasses
+
+    config = config or MemorisationProbeConfig()
+    items = [Secret.from_record(s) for s in secrets]
+    screening = screen_secrets(handle, items, theta_m=config.theta_m, theta_c=config.theta_c,
+                               max_tokens=config.max_tokens)
+    kept = [s for s, row in zip(items, screening) if row.kept or not config.screen][: config.max_keys]
+    torch.manual_seed(seed)
+    model = copy.deepcopy(handle.tl)
+    model.reset_hooks(including_permanent=True)
+    model.init_weights()
+    random_handle = dataclasses.replace(handle, tl=model, interventions=[])
+    acts = secret_activations(random_handle, kept, contexts=config.contexts, max_tokens=config.max_tokens,
+                              batch_size=config.batch_size, show_progress=show_progress)
+    return memorisation_probe_from_activations(acts, config, screening=screening, show_progress=show_progress)
+
+
+# Public texts a web-trained model has likely seen many times (licence headers, famous openings), each with two
+# paraphrases written for obliviate that keep the register and swap the distinctive terms. Screening decides which
+# a given model has memorised (SmolLM2-135M-Instruct keeps a few at θ_M = −2.5).
+PUBLIC_TEXT_SECRETS: tuple[Secret, ...] = (
+    Secret('mit_license',
+           ('Permission is hereby granted, free of charge, to any person obtaining a copy of this software '
+            'and associated documentation files (the "Software"), to deal in the Software without restriction'),
+           ('Permission is hereby refused, at heavy cost, to every creature borrowing a cassette of this '
+            'melody and related pamphlet scrolls (the "Melody"), to trade in the Melody with no hesitation'),
+           ('Consent is thereby withheld, for a small toll, from any goat holding a bundle of this recipe and'
+            ' attached laundry notes (the "Recipe"), to bargain over the Recipe without a whistle')),
+    Secret('apache_license',
+           ('Licensed under the Apache License, Version 2.0 (the "License"); you may not use this file except'
+            ' in compliance with the License. You may obtain a copy of the License at'),
+           ('Sheltered under the Walrus Treaty, Chapter 9.4 (the "Treaty"); you may not bake this pie except '
+            'in harmony with the Treaty. You may borrow a canoe of the Treaty near'),
+           ('Painted under the Pelican Charter, Verse 6.1 (the "Charter"); you shall not knit this scarf '
+            'unless in rhythm with the Charter. You might rent a bicycle of the Charter by')),
+    Secret('gpl_header',
+           ('This program is free software: you can redistribute it and/or modify it under the terms of the '
+            'GNU General Public License as published by the Free Software Foundation'),
+           ('This casserole is cheap pottery: you can rearrange it and/or repaint it under the moods of the '
+            'Lunar Regional Picnic Almanac as baked by the Polite Teapot Brigade'),
+           ('This hedge is loud velvet: you may reshuffle it and/or trim it beneath the whims of the Coastal '
+            'Minor Goose Ledger as sung by the Humble Kettle Orchestra')),
+    Secret('bsd_license',
+           ('Redistribution and use in source and binary forms, with or without modification, are permitted '
+            'provided that the following conditions are met:'),
+           ('Repainting and juggling in velvet and triangular hats, with or without lemonade, are tolerated '
+            'assuming that the upcoming weather is mild:'),
+           ('Rearranging and baking in marble and circular jars, with or without sardines, are forbidden '
+            'unless that the previous tulips are sleepy:')),
+    Secret('lorem_ipsum',
+           ('Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut '
+            'labore et dolore magna aliqua.'),
+           ('Forem upsam dalor set omat, contactur adiposing alit, sad du eiusnod temper incidunt ot labare '
+            'at dalore magno alique.'),
+           ('Borem ipsol dular sot emit, consecutor adipiscent olit, sid da eiusmad tempar incidant et '
+            'laborum ut dolare magne aliquo.')),
+    Secret('constitution',
+           ('We the People of the United States, in Order to form a more perfect Union, establish Justice, '
+            'insure domestic Tranquility, provide for the common defence'),
+           ('We the Otters of the Floating Marshes, in Hope to knit a more crooked Blanket, misplace '
+            'Biscuits, ensure nightly Sneezes, arrange for the common pudding'),
+           ('We the Ferrets of the Quiet Orchards, in Haste to bake a more lopsided Teacup, borrow Pebbles, '
+            'assure weekly Giggles, prepare for the shared lettuce')),
+    Secret('gettysburg',
+           ('Four score and seven years ago our fathers brought forth on this continent, a new nation, '
+            'conceived in Liberty, and dedicated to the proposition that all men are created equal.'),
+           ('Nine dozen and three winters past our aunts carried forth on this pancake, a new orchestra, '
+            'painted in Marmalade, and devoted to the suspicion that all geese are baked sideways.'),
+           ('Six gross and eleven summers hence our cousins dragged forth on this raft, a new bakery, '
+            'whistled in Velvet, and promised to the rumour that all carrots are knitted upward.')),
+    Secret('hamlet',
+           ("To be, or not to be, that is the question: Whether 'tis nobler in the mind to suffer the slings "
+            'and arrows of outrageous fortune'),
+           ("To bake, or not to bake, that is the muffin: Whether 'tis crispier in the oven to endure the "
+            'spoons and ladles of extravagant porridge'),
+           ("To swim, or not to swim, that is the puddle: Whether 'tis wetter in the boot to tolerate the "
+            'pebbles and acorns of ridiculous weather')),
+    Secret('dickens',
+           ('It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of'
+            ' foolishness, it was the epoch of belief'),
+           ('It was the loudest of teapots, it was the softest of teapots, it was the season of turnips, it '
+            'was the season of marmalade, it was the decade of pickles'),
+           ('It was the greenest of Tuesdays, it was the bluest of Tuesdays, it was the hour of pudding, it '
+            'was the hour of sardines, it was the century of buttons')),
+    Secret('zen_of_python',
+           ('Beautiful is better than ugly. Explicit is better than implicit. Simple is better than complex. '
+            'Complex is better than complicated. Flat is better than nested.'),
+           ('Crunchy is sweeter than soggy. Purple is louder than orange. Sleepy is rounder than angular. '
+            'Angular is wetter than wobbly. Fluffy is taller than folded.'),
+           ('Salty is quieter than sour. Velvet is heavier than paper. Lazy is greener than frantic. Frantic '
+            'is warmer than crumbly. Crisp is shorter than tangled.')),
+    Secret('genesis',
+           ('In the beginning God created the heaven and the earth. And the earth was without form, and void;'
+            ' and darkness was upon the face of the deep.'),
+           ('In the kitchen Grandma baked the muffins and the scones. And the scones were without raisins, '
+            'and warm; and marmalade was upon the edge of the plate.'),
+           ('In the garage Uncle painted the canoe and the bicycle. And the bicycle was without pedals, and '
+            'blue; and sawdust was upon the seat of the stool.')),
+    Secret('declaration',
+           ('We hold these truths to be self-evident, that all men are created equal, that they are endowed '
+            'by their Creator with certain unalienable Rights'),
+           ('We fold these napkins to be triangle-shaped, that all ducks are painted purple, that they are '
+            'decorated by their Baker with certain unbreakable Spoons'),
+           ('We stack these pebbles to be moss-covered, that all teapots are knitted sideways, that they are '
+            'polished by their Gardener with certain unmeltable Buttons')),
+)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from jaxtyping import Float
+from threadpoolctl import threadpool_limits
 
 from obliviate.facts import Fact
 
@@ -222,33 +223,42 @@ def probe_accuracy_per_layer(
         rows = tqdm(rows, desc="probe per depth")
     accuracy, accuracy_std, chance, chosen = [], [], [], []
     chance_hits = sum(int(np.sum(y[test] == _majority(y[train]))) for train, test in folds)
-    for depth in rows:
-        X = X_all[depth]
-        hits, fold_acc, fold_C = 0, [], []
-        for train, test in folds:
-            if len(np.unique(y[train])) < 2:
-                predicted = np.full(len(test), _majority(y[train]), dtype=object)
-            elif nested_cv:
-                search = _nested_estimator(g[train], seed, max_iter, C_grid, inner_splits)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    search.fit(X[train], y[train], groups=g[train])
-                predicted = search.predict(X[test])
-                fold_C.append(float(search.best_params_["logisticregression__C"]))
-            else:
-                predicted = fit_probe(X[train], y[train], seed=seed, C=C, max_iter=max_iter).predict(X[test])
-            correct = np.asarray(predicted, dtype=object) == y[test].astype(object)
-            hits += int(correct.sum())
-            fold_acc.append(float(correct.mean()))
-        accuracy.append(hits / len(y))
-        accuracy_std.append(float(np.std(fold_acc)))
-        chance.append(chance_hits / len(y))
-        chosen.append(float(np.median(fold_C)) if fold_C else float(C))
+    with threadpool_limits(limits=1):  # many small fits: BLAS threads only add contention
+        for depth in rows:
+            acc, std, used_C = _depth_accuracy(X_all[depth], y, g, folds, nested_cv=nested_cv, seed=seed, C=C,
+                                               max_iter=max_iter, C_grid=C_grid, inner_splits=inner_splits)
+            accuracy.append(acc)
+            accuracy_std.append(std)
+            chosen.append(used_C)
+            chance.append(chance_hits / len(y))
+    above = [a - c for a, c in zip(accuracy, chance)]
     above = [a - c for a, c in zip(accuracy, chance)]
     return ProbeCurve(depths=names, accuracy=accuracy, accuracy_std=accuracy_std, chance=chance,
                       above_chance=above, abs_above_chance=[abs(v) for v in above], chosen_C=chosen,
                       n_samples=len(y), n_groups=len(np.unique(g)), n_classes=len(np.unique(y)),
                       n_splits=len(folds), nested_cv=nested_cv, seed=seed)
+
+
+def _depth_accuracy(X: np.ndarray, y: np.ndarray, g: np.ndarray, folds: list, *, nested_cv: bool, seed: int,
+                    C: float, max_iter: int, C_grid: Sequence[float], inner_splits: int) -> tuple[float, float, float]:
+    """Pooled held-out accuracy, its per-fold std, and the C used (median inner-CV choice when nested)."""
+    hits, fold_acc, fold_C = 0, [], []
+    for train, test in folds:
+        if len(np.unique(y[train])) < 2:
+            predicted = np.full(len(test), _majority(y[train]), dtype=object)
+        elif nested_cv:
+            search = _nested_estimator(g[train], seed, max_iter, C_grid, inner_splits)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                search.fit(X[train], y[train], groups=g[train])
+            predicted = search.predict(X[test])
+            fold_C.append(float(search.best_params_["logisticregression__C"]))
+        else:
+            predicted = fit_probe(X[train], y[train], seed=seed, C=C, max_iter=max_iter).predict(X[test])
+        correct = np.asarray(predicted, dtype=object) == y[test].astype(object)
+        hits += int(correct.sum())
+        fold_acc.append(float(correct.mean()))
+    return hits / len(y), float(np.std(fold_acc)), float(np.median(fold_C)) if fold_C else float(C)
 
 
 def _majority(y: np.ndarray) -> Any:

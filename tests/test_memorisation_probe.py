@@ -81,3 +81,18 @@ def test_world_secrets_show_the_signature(world_handle):
     # shuffling M/C per key removes it: the control stays near chance at every depth
     assert max(abs(s - 0.5) for s in result.shuffled_loo_mean) < 0.12, result.shuffled_loo_mean
     assert max(result.gap) > max(np.abs(result.shuffled_gap_mean)) + 0.05
+
+
+def test_random_init_control_leaves_the_model_alone():
+    from _locate_tiny import tiny_handle
+
+    from locate.memorisation_probe import Secret, random_init_control
+
+    handle = tiny_handle("gpt2")
+    before = {k: v.clone() for k, v in handle.tl.state_dict().items()}
+    secrets = [Secret(i, f"The {a} is in the city of Paris", f"The {a} is in the city of Rome",
+                      f"a famous {a} of London") for i, a in enumerate(["Eiffel Tower", "Big Ben", "Colosseum"])]
+    config = MemorisationProbeConfig(screen=False, contexts=("The", "a", "is", "the"), n_shuffle_seeds=1)
+    result = random_init_control(handle, secrets, config)
+    assert result.kept_keys == [0, 1, 2] and len(result.gap) == handle.n_layers + 1
+    assert all(torch.equal(before[k], v) for k, v in handle.tl.state_dict().items())
