@@ -94,3 +94,22 @@ def test_suppression_hides_the_answer(tiny, kind):
         hidden = tiny.tl(tiny.to_tokens(prompt))[0, -1]
     assert int(hidden.argmax()) != answer_id
     assert hidden.log_softmax(-1)[answer_id] < base.log_softmax(-1)[answer_id] - 2.0
+
+
+def test_steering_edit_is_savable_and_reloads_to_the_same_hook(tiny, tmp_path):
+    from edit.steering import SteeringConfig, steering_edit
+    from obliviate.hooks import load_interventions, save_interventions
+
+    forget = [SimpleNamespace(text=t, paraphrase_prompts=(), case_id=i) for i, t in enumerate(["zq one", "zq two"])]
+    retain = [SimpleNamespace(text=t, paraphrase_prompts=(), case_id=9 + i) for i, t in enumerate(["ab", "abc d"])]
+    result = steering_edit(tiny, forget, retain, SteeringConfig(layer=1, multiplier=-2.0))
+    save_interventions(tmp_path, result.interventions)
+    (loaded,) = load_interventions(tmp_path)
+    tokens = tiny.to_tokens("zq one")
+    with applied(tiny.tl, result.interventions):
+        steered = tiny.tl(tokens)
+    with applied(tiny.tl, [loaded]):
+        reloaded = tiny.tl(tokens)
+    assert loaded.hook_name == "blocks.1.hook_resid_pre" and loaded.scale == -2.0
+    assert torch.allclose(steered, reloaded)
+    assert not torch.allclose(steered, tiny.tl(tokens))
