@@ -66,14 +66,13 @@ def _world(argv: Sequence[str]) -> int:
     if action == "train":
         parser = _dataclass_parser("obliviate world train", world_config.TrainConfig, "train",
                                    positional=[("--variant", {"choices": ["world", "world-retain", "both"],
-                                                              "default": "both", "help": "Which model to train."}),
-                                               ("--seed", {"type": int, "default": 0, "help": "World seed."})])
+                                                              "default": "both", "help": "Which model to train."})])
         args = parser.parse_args(rest)
         from obliviate.world import ensure_world_model
 
         variants = ["world", "world-retain"] if args.variant == "both" else [args.variant]
         for variant in variants:
-            print(ensure_world_model(variant=variant, seed=args.seed, show_progress=True))
+            print(ensure_world_model(variant=variant, seed=args.train.seed, show_progress=True))
         return 0
     parser = argparse.ArgumentParser(prog="obliviate world info")
     parser.add_argument("--seed", type=int, default=0, help="World seed.")

@@ -1,0 +1,137 @@
+"""Train a world model (`world` or `world-retain`): a small GPT-2 on the variant's texts, from the seed.
+
+Both variants share the tokenizer, the architecture, the initial weights (same seed, same vocabulary), the
+hyper-parameters and the number of optimiser steps; only the data differ (corpus.py). Training is deterministic
+on a given machine and thread count: seeded init under a forked RNG, seeded data order, no dropout.
+The result is a Hugging Face folder (config.json, model.safetensors, tokenizer files, training_info.json) written
+atomically, so a folder that exists is a finished one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from obliviate.world.atomic import atomic_folder
+from obliviate.world.config import TrainConfig
+from obliviate.world.corpus import batches, packed_rows, training_texts
+from obliviate.world.evaluate import mean_token_logprob, recall
+from obliviate.world.generate import load_secrets, load_world_facts
+from obliviate.world.tokenizer import build_tokenizer
+
+TRAINING_INFO = "training_info.json"
+
+
+def _model(cfg: TrainConfig, tokenizer) -> Any:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=cfg.n_positions, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
+        n_head=cfg.n_head, activation_function="gelu_new",
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,  # memorisation is the goal; also keeps runs exact
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng():  # seed the init without touching the caller's RNG state
+        torch.manual_seed(cfg.seed)
+        return GPT2LMHeadModel(config)
+
+
+def _lr_factor(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _summary(model, tokenizer, world_dir: Path) -> dict[str, Any]:
+    """Recall per split and field, and secret log-probs, measured right after training."""
+    out: dict[str, Any] = {}
+    for split in ("forget", "retain"):
+        records = load_world_facts(world_dir, split)
+        out[f"recall_{split}"] = {f: recall(model, tokenizer, records, f)
+                                  for f in ("prompt", "trained_paraphrases", "heldout_paraphrases")}
+        secrets = load_secrets(world_dir, split)
+        out[f"secret_logp_{split}"] = {
+            key: mean_token_logprob(model, tokenizer, [s[field] for s in secrets]).mean().item()
+            for key, field in (("M", "memorised"), ("C", "control"), ("B", "control_b"))}
+    return out
+
+
+def train_world_model(world_dir: Path, variant: str, cfg: TrainConfig, out_dir: Path, *,
+                      show_progress: bool = False) -> Path:
+    """Train `variant` on the world in `world_dir` and write the HF folder `out_dir` (atomically)."""
+    from tqdm.auto import tqdm
+
+    from obliviate.results import package_versions
+
+    world_dir, out_dir = Path(world_dir), Path(out_dir)
+    tokenizer = build_tokenizer(world_dir, model_max_length=cfg.n_positions)
+    texts = training_texts(world_dir, variant, cfg.secret_repeats)
+    units = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    rows = packed_rows(units, cfg.n_positions, bos_id=tokenizer.bos_token_id, eos_id=tokenizer.eos_token_id,
+                       bos_prob=cfg.bos_prob, eos_sep_prob=cfg.eos_sep_prob,
+                       rng=random.Random(f"obliviate-world-train/{cfg.seed}/order"))
+    stream = batches(rows, cfg.batch_size, cfg.n_positions, tokenizer.pad_token_id)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.num_threads)
+    try:
+        model = _model(cfg, tokenizer)
+        model.train()
+        optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98),
+                                      weight_decay=cfg.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: _lr_factor(step, cfg))
+        losses: list[float] = []
+        trained_tokens = 0
+        start = time.perf_counter()
+        bar = tqdm(range(cfg.steps), desc=f"training {variant}", disable=not show_progress)
+        for step in bar:
+            ids, labels = next(stream)
+            loss = model(input_ids=ids, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimiser.step()
+            schedule.step()
+            optimiser.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            trained_tokens += int((labels != -100).sum())
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        wall = time.perf_counter() - start
+        model.eval()
+        summary = _summary(model, tokenizer, world_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+    epoch_tokens = sum(len(u) for u in units)
+    info = {
+        "variant": variant,
+        "seed": cfg.seed,
+        "steps": cfg.steps,
+        "wall_time_s": round(wall, 1),
+        "final_loss": sum(losses[-20:]) / len(losses[-20:]),
+        "loss_every_50_steps": [round(x, 4) for x in losses[::50]],
+        "trained_tokens": trained_tokens,
+        "epoch_tokens": epoch_tokens,
+        "epochs": round(trained_tokens / epoch_tokens, 2),
+        "n_training_texts": len(texts),
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(tokenizer),
+        "config": asdict(cfg),
+        "world_dir": str(world_dir),
+        "evaluation": summary,
+        "versions": package_versions(),
+    }
+    with atomic_folder(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / TRAINING_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    return out_dir
