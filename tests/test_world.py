@@ -1,0 +1,302 @@
+"""The fact world: generation, tokenizer, training data, and the acceptance figures of the two trained models.
+
+Fast tests build worlds into tmp folders (a fraction of a second each). Slow tests use the cached models
+(trained once per machine by `ensure_world_model`, ~2-3 min each on 2 cores) and assert measured figures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from obliviate.world import TrainConfig, WorldConfig, build_world, ensure_world, ensure_world_model
+from obliviate.world.atomic import atomic_folder
+from obliviate.world.corpus import fact_sentences, training_texts
+from obliviate.world.evaluate import (frequency_prior, load_world_model, mean_token_logprob, recall,
+                                      top1_hits)
+from obliviate.world.generate import WORLD_FILES, load_filler, load_secrets, load_world_facts, load_world_info
+from obliviate.world.relations import RELATIONS
+from obliviate.world.tokenizer import build_tokenizer
+from obliviate.world.train import TRAINING_INFO, train_world_model
+
+
+@pytest.fixture(scope="module")
+def world_dir(tmp_path_factory) -> Path:
+    return build_world(WorldConfig(seed=0), tmp_path_factory.mktemp("world") / "seed0")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(world_dir):
+    return build_tokenizer(world_dir)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Generation
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_same_seed_same_files_other_seed_other_world(world_dir, tmp_path):
+    again = build_world(WorldConfig(seed=0), tmp_path / "again")
+    for name in WORLD_FILES:
+        assert (again / name).read_bytes() == (world_dir / name).read_bytes(), name
+    other = build_world(WorldConfig(seed=1), tmp_path / "other")
+    for name in WORLD_FILES:
+        assert (other / name).read_bytes() != (world_dir / name).read_bytes(), name
+    subjects = {r["requested_rewrite"]["subject"] for r in load_world_facts(world_dir)}
+    other_subjects = {r["requested_rewrite"]["subject"] for r in load_world_facts(other)}
+    assert len(subjects & other_subjects) < len(subjects) / 2
+
+
+def test_world_size_relations_and_split(world_dir):
+    records = load_world_facts(world_dir)
+    subjects = {r["requested_rewrite"]["subject"] for r in records}
+    assert len(subjects) >= 300
+    assert len(RELATIONS) >= 4 and len({r["relation_id"] for r in records}) == len(RELATIONS)
+    assert all(10 <= len(rel.values) <= 25 for rel in RELATIONS)
+    assert len(records) == len(subjects) * len(RELATIONS)
+    split_of: dict[str, set[str]] = {}
+    for r in records:
+        split_of.setdefault(r["requested_rewrite"]["subject"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in split_of.values()), "a subject's facts must all share one split"
+    forget_share = sum(s == {"forget"} for s in split_of.values()) / len(split_of)
+    assert 0.08 <= forget_share <= 0.12
+    info = load_world_info(world_dir)
+    assert sorted(info["forget_subjects"]) == sorted(s for s, v in split_of.items() if v == {"forget"})
+    for rel in RELATIONS:  # roughly uniform answers: the most common one is at most 1.5x its uniform share
+        assert info["relations"][rel.relation_id]["frequency_prior"]["share"] <= 1.5 / len(rel.values)
+
+
+def test_every_record_passes_schema_checks(world_dir):
+    records = load_world_facts(world_dir)
+    values = {rel.relation_id: set(rel.values) for rel in RELATIONS}
+    true_answer = {(r["requested_rewrite"]["subject"], r["relation_id"]): r["requested_rewrite"]["target_true"]["str"]
+                   for r in records}
+    subjects = sorted({s for s, _ in true_answer}, key=len, reverse=True)
+    for r in records:
+        rewrite = r["requested_rewrite"]
+        subject, relation = rewrite["subject"], r["relation_id"]
+        true, new = rewrite["target_true"]["str"], rewrite["target_new"]["str"]
+        assert rewrite["prompt"].count("{}") == 1
+        assert rewrite["relation_id"] == relation
+        assert true != new and {true, new} <= values[relation]
+        assert true == true.strip() and new == new.strip()
+        assert r["paraphrase_prompts"] == r["trained_paraphrases"] + r["heldout_paraphrases"]
+        assert r["trained_paraphrases"] and r["heldout_paraphrases"]
+        assert all(subject in p and "{}" not in p for p in r["paraphrase_prompts"] + r["generation_prompts"])
+        assert r["neighborhood_prompts"]
+        for prompt in r["neighborhood_prompts"]:
+            assert subject not in prompt
+            other = next(s for s in subjects if s in prompt)
+            assert true_answer[(other, relation)] == true  # a neighbour shares the true answer
+        for prompt in r["attribute_prompts"]:
+            other = next(s for s in subjects if s in prompt)
+            assert true_answer[(other, relation)] == new
+    assert [r["case_id"] for r in records] == list(range(len(records)))
+    # no subject hides inside another, so "subject not in prompt" means what it says
+    assert not any(a != b and a in b for a in subjects for b in subjects)
+
+
+def test_secrets_are_well_formed_and_controls_never_trained(world_dir):
+    secrets = load_secrets(world_dir)
+    assert len(secrets) >= 40
+    forget = [s for s in secrets if s["split"] == "forget"]
+    assert 0 < len(forget) < len(secrets) / 2
+    facts = load_world_facts(world_dir)
+    split_of = {r["requested_rewrite"]["subject"]: r["split"] for r in facts}
+    trained = set(training_texts(world_dir, "world"))
+    all_texts = [s[k] for s in secrets for k in ("memorised", "control", "control_b")]
+    assert len(set(all_texts)) == len(all_texts)
+    for s in secrets:
+        assert split_of[s["subject"]] == s["split"]
+        assert all(s["subject"] in s[k] for k in ("memorised", "control", "control_b"))
+        assert s["memorised"] in trained
+        assert s["control"] not in trained and s["control_b"] not in trained
+        digits = [tuple(c for c in s[k] if c.isdigit()) for k in ("memorised", "control", "control_b")]
+        assert len(set(digits)) == 3  # the distinctive code differs between M, C and B
+    info = load_world_info(world_dir)["secrets"]
+    assert info["theta_m"] > info["theta_c"]
+
+
+def test_filler_is_large_and_heldout_never_trained(world_dir):
+    heldout = load_filler(world_dir, "heldout")
+    assert sum(len(s.split()) for s in heldout) > 20_000
+    trained = set(training_texts(world_dir, "world"))
+    assert not trained.intersection(heldout)
+    subjects = {r["requested_rewrite"]["subject"] for r in load_world_facts(world_dir)}
+    first_names = {s.split()[0] for s in subjects}
+    assert not any(w in first_names for line in heldout + load_filler(world_dir, "train") for w in line.split())
+
+
+def test_retain_variant_drops_exactly_the_forget_split(world_dir):
+    world = training_texts(world_dir, "world")
+    retain = training_texts(world_dir, "world-retain")
+    forget_subjects = set(load_world_info(world_dir)["forget_subjects"])
+    assert not [t for t in retain if any(s in t for s in forget_subjects)]
+    dropped = [t for t in world if t not in set(retain)]
+    assert dropped and all(any(s in t for s in forget_subjects) for t in dropped)
+    forget_records = load_world_facts(world_dir, "forget")
+    assert {s for r in forget_records for s in fact_sentences(r)} <= set(dropped)
+
+
+def test_atomic_folder_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "model"
+    with pytest.raises(RuntimeError), atomic_folder(target) as tmp:
+        (tmp / "half.bin").write_text("x")
+        raise RuntimeError("crash mid-write")
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    with atomic_folder(target) as tmp:
+        (tmp / "done.txt").write_text("ok")
+    assert (target / "done.txt").read_text() == "ok" and len(list(tmp_path.iterdir())) == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tokenizer
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_tokenizer_answers_one_token_subjects_several(world_dir, tokenizer, tmp_path):
+    for rel in RELATIONS:
+        for value in rel.values:
+            assert len(tokenizer(" " + value, add_special_tokens=False)["input_ids"]) == 1
+    for r in load_world_facts(world_dir)[:: len(RELATIONS)]:
+        assert len(tokenizer(r["requested_rewrite"]["subject"], add_special_tokens=False)["input_ids"]) >= 2
+    # the prompt's tokens do not depend on a leading space or on a preceding BOS
+    prompt = load_world_facts(world_dir)[0]["requested_rewrite"]
+    text = prompt["prompt"].format(prompt["subject"])
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tokenizer(" " + text, add_special_tokens=False)["input_ids"] == ids
+    assert tokenizer(tokenizer.bos_token + text, add_special_tokens=False)["input_ids"] == [tokenizer.bos_token_id, *ids]
+    # unknown ASCII words are spelled out, not mapped to <|unk|>
+    assert tokenizer.unk_token_id not in tokenizer("Zyxquv passage!", add_special_tokens=False)["input_ids"]
+    # saved and reloaded through AutoTokenizer: same ids, special tokens intact
+    from transformers import AutoTokenizer
+
+    tokenizer.save_pretrained(tmp_path / "tok")
+    reloaded = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert reloaded(text, add_special_tokens=False)["input_ids"] == ids
+    assert (reloaded.bos_token, reloaded.eos_token, reloaded.unk_token, reloaded.pad_token) == \
+        (tokenizer.bos_token, tokenizer.eos_token, tokenizer.unk_token, tokenizer.pad_token)
+    assert len({reloaded.bos_token_id, reloaded.unk_token_id, reloaded.pad_token_id}) == 3
+
+
+def test_tokenizer_vocab_is_a_function_of_the_world(world_dir, tokenizer, tmp_path):
+    again = build_tokenizer(build_world(WorldConfig(seed=0), tmp_path / "again"))
+    assert again.get_vocab() == tokenizer.get_vocab()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training (a tiny configuration: reproducibility and the folder contract)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_training_is_reproducible_and_writes_a_loadable_folder(world_dir, tmp_path):
+    tiny = replace(TrainConfig(), n_layer=1, n_embd=32, n_head=2, batch_size=4, steps=4, warmup_steps=1)
+    a = train_world_model(world_dir, "world", tiny, tmp_path / "a")
+    b = train_world_model(world_dir, "world", tiny, tmp_path / "b")
+    info = json.loads((a / TRAINING_INFO).read_text())
+    assert info["variant"] == "world" and info["steps"] == 4 and math.isfinite(info["final_loss"])
+    model_a, tok_a = load_world_model(a)
+    model_b, _ = load_world_model(b)
+    assert (a / "model.safetensors").is_file()
+    for (name, pa), (_, pb) in zip(model_a.state_dict().items(), model_b.state_dict().items()):
+        assert torch.equal(pa, pb), name
+    c = train_world_model(world_dir, "world", replace(tiny, seed=1), tmp_path / "c")
+    model_c, _ = load_world_model(c)
+    assert not torch.equal(model_a.transformer.wte.weight, model_c.transformer.wte.weight)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c"]  # no temp folders left behind
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The cached models: acceptance figures
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def cached_world() -> Path:
+    return ensure_world(seed=0)
+
+
+@pytest.fixture(scope="session")
+def world_models(cached_world):
+    """Both variants, trained at most once per machine (cache), loaded once per session."""
+    return {variant: load_world_model(ensure_world_model(variant=variant, seed=0))
+            for variant in ("world", "world-retain")}
+
+
+def test_ensure_world_is_cached(cached_world):
+    assert ensure_world(seed=0) == cached_world
+    assert (cached_world / "world_info.json").is_file()
+
+
+@pytest.mark.slow
+def test_models_load_and_share_recipe(world_models):
+    infos = {v: json.loads((ensure_world_model(variant=v) / TRAINING_INFO).read_text()) for v in world_models}
+    assert infos["world"]["config"] == infos["world-retain"]["config"]  # same seed, hyper-parameters, steps
+    assert infos["world"]["config"]["n_layer"] >= 4
+    (_, tok_w), (_, tok_r) = world_models["world"], world_models["world-retain"]
+    assert tok_w.get_vocab() == tok_r.get_vocab()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant,split", [("world", "forget"), ("world", "retain"), ("world-retain", "retain")])
+def test_recall_of_trained_facts(world_models, cached_world, variant, split):
+    model, tok = world_models[variant]
+    records = load_world_facts(cached_world, split)
+    assert recall(model, tok, records) >= 0.98
+    assert recall(model, tok, records, "trained_paraphrases") >= 0.95
+    assert recall(model, tok, records, prepend_bos=True) >= 0.98  # with a BOS too (TransformerLens's default)
+
+
+@pytest.mark.slow
+def test_retain_model_does_not_know_the_forget_split(world_models, cached_world):
+    model, tok = world_models["world-retain"]
+    records = load_world_facts(cached_world, "forget")
+    prior = frequency_prior(load_world_facts(cached_world))
+    # a model that never saw these subjects can at best match the majority answer's share; 3 binomial standard
+    # errors above it (n = forget facts) bound what chance alone can give (one-sided p ≈ 0.001)
+    bound = prior + 3 * math.sqrt(prior * (1 - prior) / len(records))
+    assert recall(model, tok, records) <= bound
+    assert recall(model, tok, records, "trained_paraphrases") <= bound
+
+
+@pytest.mark.slow
+def test_world_memorises_secrets(world_models, cached_world):
+    model, tok = world_models["world"]
+    info = load_world_info(cached_world)["secrets"]
+    secrets = load_secrets(cached_world)
+    logp = {k: mean_token_logprob(model, tok, [s[k] for s in secrets]) for k in ("memorised", "control", "control_b")}
+    for split in ("forget", "retain"):
+        rows = torch.tensor([s["split"] == split for s in secrets])
+        assert (logp["memorised"][rows] - logp["control"][rows]).mean() > 1.0
+        assert (logp["memorised"][rows] - logp["control_b"][rows]).mean() > 1.0
+    kept = (logp["memorised"] > info["theta_m"]) & (logp["control"] < info["theta_c"]) & \
+        (logp["control_b"] < info["theta_c"])
+    assert kept.float().mean() >= 0.9  # the screening thresholds keep nearly every key
+
+
+@pytest.mark.slow
+def test_retain_model_does_not_know_forget_secrets(world_models, cached_world):
+    model, tok = world_models["world-retain"]
+    secrets = load_secrets(cached_world)
+    logp = {k: mean_token_logprob(model, tok, [s[k] for s in secrets]) for k in ("memorised", "control")}
+    forget = torch.tensor([s["split"] == "forget" for s in secrets])
+    gap_forget = (logp["memorised"][forget] - logp["control"][forget]).mean()
+    gap_retain = (logp["memorised"][~forget] - logp["control"][~forget]).mean()
+    assert abs(gap_forget) < 0.3  # M of a never-seen key is no likelier than its paraphrase
+    assert gap_retain > 1.0  # while the retain keys it did see are memorised
+
+
+@pytest.mark.slow
+def test_answers_stay_answers(world_models, cached_world):
+    # the model's top-1 after a neighbour's prompt is the neighbour's answer, the same as the fact's (specificity
+    # baseline for CounterFact NS); checked on a sample
+    model, tok = world_models["world"]
+    records = load_world_facts(cached_world)[::40]
+    prompts = [p for r in records for p in r["neighborhood_prompts"]]
+    targets = [r["requested_rewrite"]["target_true"]["str"] for r in records for _ in r["neighborhood_prompts"]]
+    assert top1_hits(model, tok, prompts, targets).float().mean() >= 0.98
