@@ -80,9 +80,7 @@ def token_contributions(handle: Any, facts: Sequence[Fact]) -> dict[int, Contrib
         prompt_rows.append(ids)
         target_rows.append(answer)
         owners.append((fact.case_id, None))
-        for i in range(start, len(ids)):
-            if len(ids) - 1 == 0:
-                continue
+        for i in range(start, len(ids) if len(ids) > 1 else 0):  # a one-token prompt has nothing left to score
             prompt_rows.append(ids[:i] + ids[i + 1:])
             target_rows.append(answer)
             owners.append((fact.case_id, i))

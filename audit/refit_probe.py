@@ -173,11 +173,21 @@ def refit_probe_scores(handle: Any, targets: Sequence[Fact], train_pool: Sequenc
     return outcome
 
 
-def probe_pool(all_facts: Sequence[Fact], targets: Sequence[Fact]) -> list[Fact]:
-    """Facts of the targets' relations whose subjects are not targets' subjects (the probe's training pool)."""
+def probe_pool(all_facts: Sequence[Fact], targets: Sequence[Fact], known_by: Any | None = None) -> list[Fact]:
+    """Facts of the targets' relations whose subjects are not targets' subjects (the probe's training pool).
+
+    With `known_by` (a handle, normally the base model), only facts it recalls (top-1) are kept: an answer the
+    model never produced is not in its activations, so it only adds label noise to the probe.
+    """
     relations = {f.relation_id for f in targets}
     subjects = {f.subject for f in targets}
-    return [f for f in all_facts if f.relation_id in relations and f.subject not in subjects]
+    pool = [f for f in all_facts if f.relation_id in relations and f.subject not in subjects]
+    if known_by is not None and pool:
+        from obliviate.metrics import top1_correct
+
+        hits = top1_correct(known_by, [f.text for f in pool], [f.target_true for f in pool])
+        pool = [f for f, hit in zip(pool, hits) if hit]
+    return pool
 
 
 def run_refit_probe(base: Any, edited: Any, facts: Sequence[Fact], train_pool: Sequence[Fact],

@@ -69,14 +69,28 @@ def test_keyword_attack_runs_on_any_handle_and_keeps_hooks():
 
 
 @pytest.mark.slow
-def test_world_key_tokens_are_in_the_subject(world_handle):
+def test_world_output_penalty_leaves_key_tokens_and_cannot_be_prompted_away(world_handle):
+    facts = known_forget_targets(world_handle, 24)
+    tl = clone_tl(world_handle.tl)
+    attach_permanently(tl, [LogitPenalty(tuple({world_handle.answer_token(f.target_true) for f in facts}), 20.0)])
+    edited = with_tl(world_handle, tl)
+    base_c, edited_c = token_contributions(world_handle, facts), token_contributions(edited, facts)
+    for fact in facts:
+        # a constant logit shift moves LP, not the differences: the key tokens are the base model's
+        assert keywords_for(edited, fact, edited_c[fact.case_id], 2) == \
+            keywords_for(world_handle, fact, base_c[fact.case_id], 2)
+        assert edited_c[fact.case_id].lp < base_c[fact.case_id].lp - 5.0
+    result = run_keyword(world_handle, edited, facts, oracle=world_handle)
+    assert result.metrics["mean_attacked"] < 1e-3  # emphasis cannot outweigh a 20-nat penalty
+    assert result.oracle is not None and result.oracle.metrics["mean_attacked"] > 0.1
+
+def known_forget_targets(handle, n: int, relation: str | None = None):
+    """Up to n forget-split facts the handle recalls (top-1), spread over the relations."""
+    from obliviate.metrics import top1_correct
     from obliviate.targets import resolve_facts
 
-    facts = resolve_facts("world", split="forget")[:24]
-    contributions = token_contributions(world_handle, facts)
-    in_subject = 0
-    for fact in facts:
-        words = keywords_for(world_handle, fact, contributions[fact.case_id], 1)
-        in_subject += bool(words) and words[0] in fact.subject
-    # a fact is retrieved through its subject: deleting a subject token costs the answer most
-    assert in_subject / len(facts) >= 0.6
+    forget = [f for f in resolve_facts("world", split="forget") if relation is None or f.relation_id == relation]
+    hits = top1_correct(handle, [f.text for f in forget], [f.target_true for f in forget])
+    known = [f for f, hit in zip(forget, hits) if hit]
+    assert len(known) >= min(n, 8), f"the world model recalls only {len(known)} forget facts"
+    return known[:n]

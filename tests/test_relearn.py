@@ -45,23 +45,27 @@ def test_relearning_trains_a_copy_with_the_hooks():
     assert float(stats.p_true[0]) < 1e-6  # the penalty is still in the relearned copy's forward pass
 
 
-def _gradient_ascent(handle, targets, steps: int = 12, lr: float = 2e-3):
-    """A weight-space suppression of the targets: a few steps of gradient ascent on their answers."""
+def _gradient_ascent(handle, targets, max_steps: int = 60, lr: float = 1e-3, until: float = 0.02):
+    """A weight-space suppression of the targets: gradient ascent on their answers until mean p_true < `until`."""
+    from obliviate.metrics import continuation_ids, encode
+
     model = clone_tl(handle.tl)
     for p in model.parameters():
         p.requires_grad_(True)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    from obliviate.metrics import continuation_ids, encode
-
     rows = [(encode(handle, f.text), continuation_ids(handle, f.target_true)) for f in targets]
-    for _ in range(steps):
-        loss = 0.0
-        for prompt, answer in rows:
-            logits = model(torch.tensor([prompt + answer]))
-            logprobs = logits[0, len(prompt) - 1:len(prompt) - 1 + len(answer)].log_softmax(-1)
-            loss = loss + logprobs[torch.arange(len(answer)), torch.tensor(answer)].mean()
+    width = max(len(p) + len(a) for p, a in rows)
+    tokens = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, (prompt, answer) in enumerate(rows):
+        tokens[i, :len(prompt) + len(answer)] = torch.tensor(prompt + answer)
+    for _ in range(max_steps):
+        logprobs = model(tokens).log_softmax(-1)
+        picked = torch.stack([logprobs[i, len(p) - 1:len(p) - 1 + len(a)].gather(-1, torch.tensor(a)[:, None]).mean()
+                              for i, (p, a) in enumerate(rows)])
+        if picked.exp().mean() < until:
+            break
         optimiser.zero_grad()
-        (loss / len(rows)).backward()  # ascent on NLL = descent on log-prob
+        picked.mean().backward()  # descending log-prob = ascending the answers' NLL
         optimiser.step()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -73,14 +77,26 @@ def test_relearning_recovers_a_weight_suppression_more_than_the_oracle(world_han
     from obliviate.targets import resolve_facts
 
     all_facts = resolve_facts("world")
-    targets = resolve_facts("world", split="forget")[:16]
+    targets = known_forget_targets(world_handle, 16)
     pool = relearn_pool(all_facts, targets)
     suppressed = _gradient_ascent(world_handle, targets)
     result = run_relearn(world_handle, suppressed, targets, pool[::3], oracle=world_retain_handle,
                          config=RelearnConfig(steps=10))
-    assert result.metrics["mean_before"] > 0.5 and result.metrics["mean_unlearned"] < 0.1
+    assert result.metrics["mean_before"] > 0.2 and result.metrics["mean_unlearned"] < 0.05
     assert result.oracle is not None
     gain = result.metrics["mean_attacked"] - result.metrics["mean_unlearned"]
     oracle_gain = result.oracle.metrics["mean_attacked"] - result.oracle.metrics["mean_unlearned"]
-    assert gain > oracle_gain + 0.2
-    assert result.metrics["mean_attacked"] > result.oracle.metrics["mean_attacked"] + 0.2
+    assert gain > oracle_gain + 0.1
+    assert result.metrics["mean_attacked"] > result.oracle.metrics["mean_attacked"]
+
+
+def known_forget_targets(handle, n: int, relation: str | None = None):
+    """Up to n forget-split facts the handle recalls (top-1), spread over the relations."""
+    from obliviate.metrics import top1_correct
+    from obliviate.targets import resolve_facts
+
+    forget = [f for f in resolve_facts("world", split="forget") if relation is None or f.relation_id == relation]
+    hits = top1_correct(handle, [f.text for f in forget], [f.target_true for f in forget])
+    known = [f for f, hit in zip(forget, hits) if hit]
+    assert len(known) >= min(n, 8), f"the world model recalls only {len(known)} forget facts"
+    return known[:n]
