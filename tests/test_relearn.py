@@ -45,7 +45,7 @@ def test_relearning_trains_a_copy_with_the_hooks():
     assert float(stats.p_true[0]) < 1e-6  # the penalty is still in the relearned copy's forward pass
 
 
-def _gradient_ascent(handle, targets, max_steps: int = 60, lr: float = 1e-3, until: float = 0.02):
+def _gradient_ascent(handle, targets, max_steps: int = 120, lr: float = 1e-4, until: float = 0.02):
     """A weight-space suppression of the targets: gradient ascent on their answers until mean p_true < `until`."""
     from obliviate.metrics import continuation_ids, encode
 
