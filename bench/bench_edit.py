@@ -1,0 +1,167 @@
+"""Benchmark of the locate-then-edit methods: quality and time of ROME and MEMIT.
+
+Tasks (``python bench/bench_edit.py <task> --help``):
+
+- ``rome-sweep``   ROME rewrites of a few SmolLM2 facts at several layers: CounterFact ES / PS / NS per layer,
+                   to choose the edit layer.
+- ``rome``         ROME rewrites of N SmolLM2 facts the model knows, one edit each, restored between edits:
+                   CounterFact ES / PS / NS (mean of per-fact scores, as the reference) and seconds per edit.
+- ``memit-world``  MEMIT erase of the whole forget split of the `world` model in one batch: forget / retain recall
+                   before and after (and the `world-retain` oracle's recall of the forget split), held-out
+                   perplexity change, and seconds for the batch.
+
+The key statistics (C) are timed on their own (``covariance_s``; ``covariance_cached`` says whether the cache
+already held them), separately from the edits. Results are written as JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from statistics import mean
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from edit.covariance import CovarianceConfig, cache_path, second_moments  # noqa: E402
+from edit.deltas import apply_deltas  # noqa: E402
+from edit.memit import MemitConfig, memit_edit, memit_templates  # noqa: E402
+from edit.rome import RomeConfig, rome_edit, rome_templates  # noqa: E402
+from obliviate.metrics import counterfact_scores, perplexity, recall, top1_correct  # noqa: E402
+from obliviate.models import load  # noqa: E402
+from obliviate.results import atomic_write_json, to_jsonable  # noqa: E402
+from obliviate.targets import resolve_facts  # noqa: E402
+
+
+def known_smollm2_facts(handle, n: int, seed: int) -> list:
+    """`n` SmolLM2 facts (seeded sample) whose bare prompt the model completes with the true answer."""
+    facts = resolve_facts("smollm2")
+    correct = top1_correct(handle, [f.text for f in facts], [f.target_true for f in facts])
+    known = [f for f, ok in zip(facts, correct.tolist()) if ok]
+    random.Random(seed).shuffle(known)
+    return known[:n]
+
+
+def timed_covariance(handle, layers: list[int], cfg: CovarianceConfig) -> dict:
+    cached = all(cache_path(handle, layer, cfg).is_file() for layer in layers)
+    start = time.perf_counter()
+    second_moments(handle, layers, cfg, show_progress=True)
+    return {"covariance_s": time.perf_counter() - start, "covariance_cached": cached, "layers": layers,
+            "n_tokens": cfg.n_tokens, "corpus": cfg.corpus}
+
+
+def rome_run(handle, facts: list, layer: int, cfg: RomeConfig, templates) -> dict:
+    rows = []
+    for i, fact in enumerate(facts):
+        result = rome_edit(handle, fact, layer, cfg, goal="rewrite", templates=templates)
+        with apply_deltas(handle, result.deltas):
+            scores = counterfact_scores(handle, [fact])
+            top_new = bool(top1_correct(handle, [fact.text], [fact.target_new])[0])
+        rows.append({"case_id": fact.case_id, "subject": fact.subject, "target_new": fact.target_new,
+                     "es": scores.es, "ps": scores.ps, "ns": scores.ns, "top1_new": top_new,
+                     "edit_s": result.timings["total_s"], "optimise_s": result.timings["optimise_s"],
+                     "steps": result.metrics["steps"], "final_loss": result.metrics["final_loss"]})
+        print(f"[{i + 1}/{len(facts)}] L{layer} {fact.text!r} -> {fact.target_new!r}: ES {scores.es:.0f} "
+              f"PS {scores.ps:.0f} NS {scores.ns:.0f} top1 {top_new} ({result.timings['total_s']:.1f}s)",
+              flush=True)
+
+    def avg(key: str) -> float:
+        values = [r[key] for r in rows if r[key] == r[key]]
+        return float(mean(values)) if values else float("nan")
+
+    summary = {k: avg(k) for k in ("es", "ps", "ns", "edit_s", "optimise_s", "steps")}
+    summary["top1_new"] = float(mean(r["top1_new"] for r in rows)) * 100
+    return {"layer": layer, "n_facts": len(rows), "summary": summary, "facts": rows}
+
+
+def cmd_rome(args) -> dict:
+    handle = load("smollm2-135m")
+    facts = known_smollm2_facts(handle, args.n_facts, args.seed)
+    layers = [int(x) for x in args.layers.split(",")]
+    cov = CovarianceConfig(n_tokens=args.n_tokens)
+    out = {"task": args.task, "model": "smollm2-135m", "threads": torch.get_num_threads(),
+           "covariance": timed_covariance(handle, layers, cov), "runs": []}
+    cfg = RomeConfig(covariance=cov, seed=args.seed)
+    start = time.perf_counter()
+    templates = rome_templates(handle, cfg)
+    out["templates_s"] = time.perf_counter() - start
+    for layer in layers:
+        run = rome_run(handle, facts, layer, cfg, templates)
+        print(f"layer {layer}: {json.dumps(run['summary'])}", flush=True)
+        out["runs"].append(run)
+    return out
+
+
+def cmd_memit_world(args) -> dict:
+    handle = load("world")
+    oracle = load("world-retain")
+    forget = resolve_facts("world", split="forget")
+    retain = resolve_facts("world", split="retain")
+    from obliviate.world import ensure_world
+
+    texts = [t for t in (ensure_world() / "filler_heldout.txt").read_text().splitlines() if t.strip()]
+    ppl_texts = texts[-args.ppl_texts:]  # the end of the file: C is estimated from its beginning
+    layers = list(range(args.first, args.last + 1))
+    cov = CovarianceConfig(n_tokens=args.n_tokens)
+    out = {"task": args.task, "model": "world", "threads": torch.get_num_threads(), "n_forget": len(forget),
+           "n_retain": len(retain), "covariance": timed_covariance(handle, layers, cov)}
+    base = {"forget_recall": recall(handle, forget), "retain_recall": recall(handle, retain),
+            "oracle_forget_recall": recall(oracle, forget), "oracle_retain_recall": recall(oracle, retain),
+            "heldout_ppl": perplexity(handle, ppl_texts)}
+    out["base"] = base
+    print(json.dumps(base), flush=True)
+    out["runs"] = []
+    for weight in [float(x) for x in args.mom2_update_weight.split(",")]:
+        cfg = MemitConfig(covariance=cov, mom2_update_weight=weight, erase_mode=args.erase_mode,
+                          neutral_target=args.neutral_target, seed=args.seed)
+        templates = memit_templates(handle, cfg)
+        result = memit_edit(handle, forget, layers, cfg, goal="erase", templates=templates, show_progress=True)
+        with apply_deltas(handle, result.deltas):
+            after = {"forget_recall": recall(handle, forget), "retain_recall": recall(handle, retain),
+                     "heldout_ppl": perplexity(handle, ppl_texts)}
+        after["retain_drop_pp"] = 100 * (base["retain_recall"] - after["retain_recall"])
+        after["forget_minus_oracle_pp"] = 100 * (after["forget_recall"] - base["oracle_forget_recall"])
+        after["ppl_change_pct"] = 100 * (after["heldout_ppl"] / base["heldout_ppl"] - 1)
+        run = {"layers": layers, "mom2_update_weight": weight, "erase_mode": args.erase_mode, "after": after,
+               "timings": result.timings, "metrics": result.metrics}
+        print(json.dumps(to_jsonable(run)), flush=True)
+        out["runs"].append(run)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="task", required=True)
+    for name in ("rome", "rome-sweep"):
+        p = sub.add_parser(name)
+        p.add_argument("--layers", default="6", help="comma-separated edit layers")
+        p.add_argument("--n-facts", type=int, default=50 if name == "rome" else 8)
+    p = sub.add_parser("memit-world")
+    p.add_argument("--first", type=int, default=0, help="first edited block")
+    p.add_argument("--last", type=int, default=2, help="last edited block")
+    p.add_argument("--mom2-update-weight", default="15000", help="λ values, comma-separated")
+    p.add_argument("--erase-mode", default="suppress", choices=["suppress", "neutral"])
+    p.add_argument("--neutral-target", default="unknown")
+    p.add_argument("--ppl-texts", type=int, default=500)
+    for p in sub.choices.values():
+        p.add_argument("--n-tokens", type=int, default=50_000, help="corpus tokens for C")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--threads", type=int, default=1)
+        p.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    result = cmd_memit_world(args) if args.task == "memit-world" else cmd_rome(args)
+    if args.out:
+        atomic_write_json(args.out, result)
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
