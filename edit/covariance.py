@@ -51,8 +51,9 @@ class CovarianceConfig:
     corpus: str = "auto"
     """'auto' (world-filler for world models, else stdlib-docstrings), 'world-filler', 'stdlib-docstrings', or a
     path to a text file."""
-    n_tokens: int = 100_000
-    """Tokens (key vectors) averaged; the references use ~100k Wikipedia texts, far more than is affordable here."""
+    n_tokens: int = 50_000
+    """Tokens (key vectors) averaged: ~33 per key dimension for SmolLM2 (d_mlp 1536). The references average over
+    100k Wikipedia texts, far more than a CPU affords; the ridge covers the poorly sampled directions."""
     seq_len: int = 128
     """Tokens per packed row (capped at the model's context)."""
     batch_size: int = 8

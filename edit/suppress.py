@@ -40,6 +40,9 @@ class SuppressConfig:
     unembed_scale: float = 1.0
     """kind="unembed": multiplies `penalty` for the residual shift (1.0: each answer's logit drops by about
     `penalty` nats to first order; the final LayerNorm's rescaling makes the real drop somewhat smaller)."""
+    max_shift: float = 1.0
+    """kind="unembed": cap on the shift's norm, in multiples of the mean residual norm at the last block (many
+    answers' shifts add up; beyond about the residual's own norm the final norm washes everything out)."""
     use_target_new: bool = False
     """Also hide target_new (off: only the true answers are hidden)."""
 
@@ -64,14 +67,14 @@ def unembedding_directions(model: Any, token_ids: Sequence[int]) -> Float[torch.
 
 
 @torch.no_grad()
-def _mean_resid_scale(handle: Any, prompts: Sequence[str], hook_name: str) -> float:
-    """Mean RMS of the (centred) residual: the factor the final norm divides by."""
+def _resid_scale(handle: Any, prompts: Sequence[str], hook_name: str) -> tuple[float, float]:
+    """Mean RMS of the (centred) residual (the factor the final norm divides by) and its mean norm."""
     from edit.steering import hook_activations
 
     acts = hook_activations(handle, prompts, hook_name, "last")
     if handle.tl.cfg.normalization_type in ("LN", "LNPre"):
         acts = acts - acts.mean(-1, keepdim=True)
-    return float(acts.pow(2).mean(-1).sqrt().mean())
+    return float(acts.pow(2).mean(-1).sqrt().mean()), float(acts.norm(dim=-1).mean())
 
 
 def suppression_interventions(handle: Any, targets: Sequence[Fact], cfg: SuppressConfig) -> list[Intervention]:
@@ -83,8 +86,11 @@ def suppression_interventions(handle: Any, targets: Sequence[Fact], cfg: Suppres
     grads = unembedding_directions(handle.tl, ids)
     # a shift δ·g/‖g‖² of the residual moves logit_a by ≈ δ/rms(x): δ = penalty · rms drops it by `penalty` nats
     vector = (grads / grads.pow(2).sum(-1, keepdim=True)).sum(0)
-    rms = _mean_resid_scale(handle, [f.text for f in targets], hook_name)
-    return [AddVector(hook_name, vector * rms, scale=-cfg.penalty * cfg.unembed_scale)]
+    rms, norm = _resid_scale(handle, [f.text for f in targets], hook_name)
+    shift = vector * rms * cfg.penalty * cfg.unembed_scale
+    if shift.norm() > cfg.max_shift * norm:
+        shift = shift * (cfg.max_shift * norm / shift.norm())
+    return [AddVector(hook_name, shift, scale=-1.0)]
 
 
 def suppress_edit(handle: Any, targets: Sequence[Fact], retain: Sequence[Fact] = (),

@@ -10,7 +10,8 @@ MEMIT: to the residual stream — z), and optimised with Adam (lr 0.5) for at mo
 stopping as soon as loss < 0.05 and projecting ‖δ‖ ≤ clamp_norm_factor · ‖init‖ after each step, where `init` is
 the unedited MLP output (ROME) or residual (MEMIT) there on the bare prompt. Goal terms:
 
-- ``rewrite``: the mean per-token NLL of " target_new" over the prefixed prompts (the references' loss);
+- ``rewrite``: the mean per-token NLL of " target_new" over the prefixed prompts (the references' loss; ROME
+  writes one prompt per answer-token prefix, we teacher-force the whole answer in one row — the same mean);
 - ``erase`` (default ``erase_mode="suppress"``): mean over prompts of −log(1 − p(" target_true")), p being the
   probability of the whole answer (product over its tokens): it falls to 0 as the answer becomes improbable and
   does not reward any particular replacement; the KL term keeps the rest of what the model says about the subject;
@@ -19,8 +20,9 @@ the unedited MLP output (ROME) or residual (MEMIT) there on the bare prompt. Goa
 Implementation notes. Both families edited here are sequential blocks, so adding δ to the MLP output equals adding
 it to the output of the whole block. Nothing before the subject's last token depends on δ, so those prefixes run
 once and each step runs only the rest of each row on their cached keys/values (`_PrefixCachedRunner`, on the HF
-model; `_TLRunner` is the plain TransformerLens path), and the unembedding only at the scored positions. Gradients are taken with ``torch.autograd.grad`` with respect to
-δ alone, so no weight gradients are computed or left behind. Many facts are optimised at once with one δ per fact;
+model; `_TLRunner` is the plain TransformerLens path), and the unembedding only at the scored positions.
+Gradients are taken with ``torch.autograd.grad`` with respect to δ alone, so no weight gradients are computed or
+left behind. Many facts are optimised at once with one δ per fact;
 Adam is element-wise and each fact has its own stopping step and norm ball, so this equals optimising them one by
 one (the reference's loop), only batched.
 """

@@ -250,15 +250,18 @@ def score_dtype(model) -> torch.dtype:
     return torch.float64 if model.cfg.dtype == torch.float64 else torch.float32
 
 
-def _final_probs(model, resid_last: Float[torch.Tensor, "row d_model"], answer: int) -> Float[torch.Tensor, " row"]:
-    """p(answer) from the final residual at the last position (ln_final, unembed, softcap as TL's forward)."""
+def _final_logits(model, resid_last: Float[torch.Tensor, "row d_model"]) -> Float[torch.Tensor, "row vocab"]:
+    """Logits from the final residual at the last position (ln_final, unembed, softcap: TL's forward)."""
     from transformer_lens.utilities import apply_softcap
 
     x = resid_last[:, None, :]
     if model.cfg.normalization_type is not None:
         x = model.ln_final(x)
-    logits = apply_softcap(model.unembed(x), model.cfg.output_logits_soft_cap)[:, 0]
-    return upcast(logits).softmax(-1)[:, answer]
+    return apply_softcap(model.unembed(x), model.cfg.output_logits_soft_cap)[:, 0]
+
+
+def _final_probs(model, resid_last: Float[torch.Tensor, "row d_model"], answer: int) -> Float[torch.Tensor, " row"]:
+    return upcast(_final_logits(model, resid_last)).softmax(-1)[:, answer]
 
 
 def _check_supported(model) -> None:
@@ -299,24 +302,15 @@ def corrupted_runs(handle, fact: Fact, *, noise_std: float, n_samples: int = 10,
             resid_pre.append(resid[1:])
             resid = block(resid, past_kv_cache_entry=entries[layer])
         resid_pre.append(resid[1:])
-    probs = _final_probs(model, resid[:, -1], answer)
-    logits_top1 = _clean_top1(model, resid[0, -1])
+    logits = upcast(_final_logits(model, resid[:, -1]))
+    probs = logits.softmax(-1)[:, answer]
     return CorruptedRuns(
         tokens=tokens, subject=subject, answer_token=answer, noise=noise,
-        high=probs[0].item(), low=probs[1:].mean().item(), clean_top1=logits_top1,
+        high=probs[0].item(), low=probs[1:].mean().item(), clean_top1=int(logits[0].argmax()),
         clean={k: [saved[SITE_HOOKS[k].format(layer)][0] for layer in range(n_layers)] for k in kinds},
         corrupt_resid_pre=resid_pre,
         corrupt_kv=[(e.past_keys[1:], e.past_values[1:]) for e in entries],
     )
-
-
-def _clean_top1(model, resid_last: Float[torch.Tensor, " d_model"]) -> int:
-    from transformer_lens.utilities import apply_softcap
-
-    x = resid_last[None, None]
-    if model.cfg.normalization_type is not None:
-        x = model.ln_final(x)
-    return int(apply_softcap(model.unembed(x), model.cfg.output_logits_soft_cap)[0, 0].argmax())
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -277,6 +277,8 @@ class AttributeProbeResult:
     n_facts: int
     uniform_chance: float
     """1 / number of classes (the majority baseline in `curve.chance` is the stricter one)."""
+    position: str = "subject"
+    """Where the residual was read: "subject" (last subject token) or "last" (the prompt's last token)."""
     dropped_facts: list[int] = field(default_factory=list)
     """case_ids left out because their answer occurs fewer than `min_class_count` times."""
 
@@ -292,10 +294,12 @@ def attribute_probe(
     max_iter: int = 2000,
     nested_cv: bool = False,
     min_class_count: int = 2,
+    position: Literal["subject", "last"] = "subject",
     batch_size: int = 32,
     show_progress: bool = False,
 ) -> AttributeProbeResult:
-    """Probe each depth's residual at the last subject token for the fact's answer (target_true).
+    """Probe each depth's residual for the fact's answer (target_true), at the last subject token (default: where
+    ROME finds attributes enriched) or at the prompt's last token (`position="last"`, where the answer is read out).
 
     Facts are those of `relation_id` (all given facts when None). Answers seen fewer than `min_class_count`
     times are dropped: an answer no training subject has cannot be decoded, it only adds noise to the curve.
@@ -313,10 +317,13 @@ def attribute_probe(
     if len(classes) < 2:
         raise ValueError(f"relation {relation_id!r}: {len(kept)} facts with {len(classes)} answer(s) seen at "
                          f"least {min_class_count} times; a probe needs two or more.")
-    acts = collect_residuals(handle, [f.text for f in kept], positions=last_subject_token_positions(handle, kept),
-                             batch_size=batch_size, show_progress=show_progress)
+    if position not in ("subject", "last"):
+        raise ValueError(f"position={position!r}; use 'subject' or 'last'.")
+    positions = last_subject_token_positions(handle, kept) if position == "subject" else "last"
+    acts = collect_residuals(handle, [f.text for f in kept], positions=positions, batch_size=batch_size,
+                             show_progress=show_progress)
     curve = probe_accuracy_per_layer(acts, [f.target_true for f in kept], [f.subject for f in kept], seed=seed,
                                      n_splits=n_splits, C=C, max_iter=max_iter, nested_cv=nested_cv,
                                      show_progress=show_progress)
     return AttributeProbeResult(relation_id=relation_id, curve=curve, classes=classes, n_facts=len(kept),
-                                uniform_chance=1.0 / len(classes), dropped_facts=dropped)
+                                uniform_chance=1.0 / len(classes), position=position, dropped_facts=dropped)

@@ -361,8 +361,9 @@ def feature_attribution(handle, sae: Any, prompts: Sequence[Fact | str], targets
     answer_ids = [handle.answer_token(t) for t in targets]
     positions = _read_positions(handle, prompts, position)
     logits, z = _sae_forward(handle, sae, texts, positions, answer_ids, grad=True)
-    logits.sum().backward()
-    attribution = (z * z.grad).detach().float().cpu()
+    # autograd.grad, not backward: nothing accumulates in the model's parameters' .grad
+    (grad_z,) = torch.autograd.grad(logits.sum(), z)
+    attribution = (z * grad_z).detach().float().cpu()
     mean = attribution.mean(0)
     order = torch.argsort(mean, descending=True)[:top_k]
     z_mean = z.detach().float().cpu().mean(0)

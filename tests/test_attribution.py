@@ -96,8 +96,8 @@ def test_smollm2_atp_ranks_cells_like_the_exact_trace(smollm2_handle):
     std = 3 * subject_embedding_std(handle, facts)
     subject = fact_subject_tokens(handle, fact)
     positions = sorted({subject.start, subject.last, -1 % len(subject.token_ids)})
-    exact = trace_fact(handle, fact, noise_std=std, kinds=["resid", "mlp"], positions=positions)
-    atp = attribution_patch_fact(handle, fact, noise_std=std, kinds=["resid", "mlp"])
+    exact = trace_fact(handle, fact, noise_std=std, kinds=["resid", "mlp"], positions=positions, n_samples=5)
+    atp = attribution_patch_fact(handle, fact, noise_std=std, kinds=["resid", "mlp"], n_samples=5)
     assert atp.low == pytest.approx(exact["mlp"].low, abs=1e-5)
     rho = spearman_agreement(atp, exact)
     assert rho["mlp"] > 0.3 and rho["resid"] > 0.3, rho

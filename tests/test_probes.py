@@ -150,8 +150,11 @@ def test_world_attribute_is_decoded_far_above_chance(world_handle):
     for fact in facts:
         relations[fact.relation_id] = relations.get(fact.relation_id, 0) + 1
     relation = max(relations, key=relations.get)
-    result = attribute_probe(world_handle, facts, relation, n_splits=5)
+    # The 4-layer world model reads its answers out at the last token (its subject tokens are not enriched: the
+    # last-subject-token probe stays near chance there, see the locate report), so that is where it is decoded.
+    result = attribute_probe(world_handle, facts, relation, n_splits=5, position="last")
     curve = result.curve
-    assert max(curve.above_chance) > 0.3, (relation, curve.accuracy, curve.chance)
-    # the embedding of the last subject token alone cannot name the answer of a held-out subject
-    assert curve.accuracy[0] < curve.best_accuracy - 0.2
+    assert result.n_facts >= 100 and curve.n_groups == result.n_facts
+    assert max(curve.above_chance) > 0.5, (relation, curve.accuracy, curve.chance)
+    # the embedding of the prompt's last word ("of", "a") names no answer: depth 0 sits at chance
+    assert curve.accuracy[0] < result.uniform_chance + 0.1

@@ -37,10 +37,12 @@ def _encode(tokenizer, texts: Sequence[str], prepend_bos: bool) -> list[list[int
 def _logprobs(model, tokenizer, rows: list[list[int]]) -> Float[torch.Tensor, "batch pos vocab"]:
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
         ids[i, : len(row)] = torch.tensor(row)
-    # right padding: causal attention keeps the pads invisible to the real positions
-    return model(input_ids=ids).logits.float().log_softmax(-1)
+        mask[i, : len(row)] = 1
+    # right padding: causal attention already hides the pads from real positions; the mask only says so to HF
+    return model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
 
 
 @torch.no_grad()

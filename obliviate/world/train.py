@@ -91,7 +91,7 @@ def train_world_model(world_dir: Path, variant: str, cfg: TrainConfig, out_dir: 
         schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: _lr_factor(step, cfg))
         losses: list[float] = []
         trained_tokens = 0
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         bar = tqdm(range(cfg.steps), desc=f"training {variant}", disable=not show_progress)
         for step in bar:
             ids, labels = next(stream)
@@ -105,7 +105,7 @@ def train_world_model(world_dir: Path, variant: str, cfg: TrainConfig, out_dir: 
             trained_tokens += int((labels != -100).sum())
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         model.eval()
         summary = _summary(model, tokenizer, world_dir)
     finally:
@@ -117,6 +117,7 @@ def train_world_model(world_dir: Path, variant: str, cfg: TrainConfig, out_dir: 
         "seed": cfg.seed,
         "steps": cfg.steps,
         "wall_time_s": round(wall, 1),
+        "cpu_time_s": round(cpu, 1),  # with wall time, shows how much other load slowed a run
         "final_loss": sum(losses[-20:]) / len(losses[-20:]),
         "loss_every_50_steps": [round(x, 4) for x in losses[::50]],
         "trained_tokens": trained_tokens,
