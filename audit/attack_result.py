@@ -64,7 +64,7 @@ def answer_stats_ids(handle: Any, prompt_ids: Sequence[list[int]], target_ids: S
                      batch_size: int = 32) -> AnswerStats:
     """`answer_stats` on token ids (prompts already encoded with the handle's BOS convention)."""
     pad_id = handle.tokenizer.pad_token_id or 0
-    p, top1, rank, first = [], [], [], []
+    parts = []
     for start in range(0, len(prompt_ids), batch_size):
         prompt_rows = list(prompt_ids[start:start + batch_size])
         target_rows = list(target_ids[start:start + batch_size])
@@ -73,17 +73,27 @@ def answer_stats_ids(handle: Any, prompt_ids: Sequence[list[int]], target_ids: S
         for i, row in enumerate(rows):
             tokens[i, :len(row)] = torch.tensor(row)
         logprobs = handle.tl(tokens.to(handle.tl.cfg.device)).float().log_softmax(-1).cpu()
-        for i, (prompt, target) in enumerate(zip(prompt_rows, target_rows)):
-            positions = torch.arange(len(prompt) - 1, len(prompt) + len(target) - 1)
-            picked = logprobs[i, positions, torch.tensor(target)]
-            p.append(picked.mean().exp())
-            last = logprobs[i, len(prompt) - 1]
-            first.append(last[target[0]])
-            rank.append(int((last > last[target[0]]).sum()) + 1)
-            top1.append(bool(last.argmax() == target[0]))
-    return AnswerStats(p_true=torch.stack(p) if p else torch.empty(0), top1=torch.tensor(top1, dtype=torch.bool),
-                       rank=torch.tensor(rank, dtype=torch.long),
-                       first_logprob=torch.stack(first) if first else torch.empty(0))
+        parts.append(stats_from_logprobs(logprobs, prompt_rows, target_rows))
+    if not parts:
+        return AnswerStats(torch.empty(0), torch.empty(0, dtype=torch.bool), torch.empty(0, dtype=torch.long),
+                           torch.empty(0))
+    return AnswerStats(*(torch.cat([getattr(part, name) for part in parts])
+                         for name in ("p_true", "top1", "rank", "first_logprob")))
+
+
+def stats_from_logprobs(logprobs: Float[torch.Tensor, "batch pos vocab"], prompt_rows: Sequence[list[int]],
+                        target_rows: Sequence[list[int]]) -> AnswerStats:
+    """AnswerStats of rows laid out as prompt + answer (right-padded) from their next-token log-probs."""
+    p, top1, rank, first = [], [], [], []
+    for i, (prompt, target) in enumerate(zip(prompt_rows, target_rows)):
+        positions = torch.arange(len(prompt) - 1, len(prompt) + len(target) - 1)
+        p.append(logprobs[i, positions, torch.tensor(target)].mean().exp())
+        last = logprobs[i, len(prompt) - 1]
+        first.append(last[target[0]])
+        rank.append(int((last > last[target[0]]).sum()) + 1)
+        top1.append(bool(last.argmax() == target[0]))
+    return AnswerStats(p_true=torch.stack(p), top1=torch.tensor(top1, dtype=torch.bool),
+                       rank=torch.tensor(rank, dtype=torch.long), first_logprob=torch.stack(first))
 
 
 def with_tl(handle: Any, tl: Any) -> Any:

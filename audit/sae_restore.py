@@ -32,7 +32,7 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Float
 
-from audit.attack_result import AttackResult, TargetScore, assemble, plain_scores
+from audit.attack_result import AttackResult, TargetScore, assemble, plain_scores, stats_from_logprobs
 from obliviate.facts import Fact
 from obliviate.metrics import continuation_ids, encode
 
@@ -117,14 +117,8 @@ def restored_answer_stats(handle: Any, sae: Any, facts: Sequence[Fact], z_origin
 
     logprobs = handle.tl.run_with_hooks(tokens.to(handle.tl.cfg.device),
                                         fwd_hooks=[(hook_name, restore)]).float().log_softmax(-1).cpu()
-    p, top1, rank = [], [], []
-    for i, (prompt, answer) in enumerate(zip(prompts, answers)):
-        span = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(answer))
-        p.append(logprobs[i, span, torch.tensor(answer)].mean().exp())
-        last = logprobs[i, len(prompt) - 1]
-        top1.append(bool(last.argmax() == answer[0]))
-        rank.append(int((last > last[answer[0]]).sum()) + 1)
-    return torch.stack(p), torch.tensor(top1), torch.tensor(rank)
+    stats = stats_from_logprobs(logprobs, prompts, answers)
+    return stats.p_true, stats.top1, stats.rank
 
 
 @dataclass

@@ -9,6 +9,7 @@ from _locate_tiny import tiny_facts, tiny_handle
 from audit.attack_result import clone_tl, with_tl
 from audit.depth_score import UDSConfig, depth_scores, run_uds, uds_from_deltas
 from obliviate.hooks import AddVector, LogitPenalty, attach_permanently
+from _world import known_forget_targets
 
 
 def test_uds_aggregation():
@@ -54,15 +55,3 @@ def test_world_uds_convention(world_handle, world_retain_handle):
     suppressed = run_uds(world_handle, with_tl(world_handle, tl), targets, oracle=world_retain_handle)
     assert suppressed.metrics["mean_uds"] == pytest.approx(0.0, abs=1e-6)  # shallow: states untouched
     assert suppressed.metrics["mean_attacked"] == pytest.approx(1.0, abs=1e-6)  # score = 1 − UDS
-
-
-def known_forget_targets(handle, n: int, relation: str | None = None):
-    """Up to n forget-split facts the handle recalls (top-1), spread over the relations."""
-    from obliviate.metrics import top1_correct
-    from obliviate.targets import resolve_facts
-
-    forget = [f for f in resolve_facts("world", split="forget") if relation is None or f.relation_id == relation]
-    hits = top1_correct(handle, [f.text for f in forget], [f.target_true for f in forget])
-    known = [f for f, hit in zip(forget, hits) if hit]
-    assert len(known) >= min(n, 8), f"the world model recalls only {len(known)} forget facts"
-    return known[:n]

@@ -11,6 +11,7 @@ from audit.keyword import (KeywordConfig, emphasise, keyword_scores, keywords_fo
                            token_contributions)
 from obliviate.hooks import LogitPenalty, attach_permanently
 from obliviate.metrics import continuation_ids, encode
+from _world import known_forget_targets
 
 
 @pytest.mark.parametrize("prepend_bos", [False, True])
@@ -81,14 +82,3 @@ def test_world_output_penalty_cannot_be_prompted_away(world_handle):
     result = run_keyword(world_handle, edited, facts, oracle=world_handle)
     assert result.metrics["mean_attacked"] < 1e-3  # emphasis cannot outweigh a 20-nat penalty
     assert result.oracle is not None and result.oracle.metrics["mean_attacked"] > 0.1
-
-def known_forget_targets(handle, n: int, relation: str | None = None):
-    """Up to n forget-split facts the handle recalls (top-1), spread over the relations."""
-    from obliviate.metrics import top1_correct
-    from obliviate.targets import resolve_facts
-
-    forget = [f for f in resolve_facts("world", split="forget") if relation is None or f.relation_id == relation]
-    hits = top1_correct(handle, [f.text for f in forget], [f.target_true for f in forget])
-    known = [f for f, hit in zip(forget, hits) if hit]
-    assert len(known) >= min(n, 8), f"the world model recalls only {len(known)} forget facts"
-    return known[:n]

@@ -10,6 +10,7 @@ from _locate_tiny import tiny_facts, tiny_handle
 from audit.attack_result import clone_tl, with_tl
 from audit.logit_lens_attack import LogitLensConfig, lens_probabilities, logit_lens_scores, run_logit_lens, window_hits
 from obliviate.hooks import LogitPenalty, attach_permanently
+from _world import known_forget_targets
 
 
 def test_window_hits_top_and_bottom_with_ties():
@@ -72,15 +73,3 @@ def test_world_suppression_recovered_beyond_the_oracle(world_handle, world_retai
     assert result.metrics["mean_attacked"] - result.oracle.metrics["mean_attacked"] >= 0.2
     # the oracle's rate under the same attack is reported for the verdict
     assert 0.0 <= result.oracle.metrics["mean_attacked"] <= 1.0
-
-
-def known_forget_targets(handle, n: int, relation: str | None = None):
-    """Up to n forget-split facts the handle recalls (top-1), spread over the relations."""
-    from obliviate.metrics import top1_correct
-    from obliviate.targets import resolve_facts
-
-    forget = [f for f in resolve_facts("world", split="forget") if relation is None or f.relation_id == relation]
-    hits = top1_correct(handle, [f.text for f in forget], [f.target_true for f in forget])
-    known = [f for f, hit in zip(forget, hits) if hit]
-    assert len(known) >= min(n, 8), f"the world model recalls only {len(known)} forget facts"
-    return known[:n]

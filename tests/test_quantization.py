@@ -12,6 +12,7 @@ from audit.quantization import (QuantizationConfig, bitsandbytes_available, edit
                                 from_linear_layout, nf4_codebook, quantizable_parameters, quantize_dequantize,
                                 quantized_tl, run_quantization, to_linear_layout)
 from obliviate.hooks import LogitPenalty, attach_permanently
+from _world import known_forget_targets
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
@@ -145,15 +146,3 @@ def test_smollm2_is_on_the_q4_1_grid(smollm2_handle):
         assert torch.allclose(quantize_dequantize(m, "int4", config), m, atol=1e-6)
         assert not torch.allclose(quantize_dequantize(m, "int4", QuantizationConfig(int4_group_size=64)), m,
                                   atol=1e-6)
-
-
-def known_forget_targets(handle, n: int, relation: str | None = None):
-    """Up to n forget-split facts the handle recalls (top-1), spread over the relations."""
-    from obliviate.metrics import top1_correct
-    from obliviate.targets import resolve_facts
-
-    forget = [f for f in resolve_facts("world", split="forget") if relation is None or f.relation_id == relation]
-    hits = top1_correct(handle, [f.text for f in forget], [f.target_true for f in forget])
-    known = [f for f, hit in zip(forget, hits) if hit]
-    assert len(known) >= min(n, 8), f"the world model recalls only {len(known)} forget facts"
-    return known[:n]

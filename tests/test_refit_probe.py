@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from audit.refit_probe import RefitProbeConfig, fit_relation_probe, probe_pool, refit_probe_scores, run_refit_probe
+from _world import known_forget_targets
 
 FAST = RefitProbeConfig(n_splits=3, inner_splits=2, C_grid=(0.1, 1.0))
 
@@ -78,14 +79,3 @@ def test_world_probe_reads_an_output_suppression_like_the_base(world_handle, wor
     leaked = refit_probe_scores(edited, targets, [*pool, *targets], config)
     assert all(leaked.scores[c].score == pytest.approx(result.recovered[c]) for c in result.recovered)
     assert result.oracle is not None and set(result.oracle.recovered) == set(result.recovered)
-
-def known_forget_targets(handle, n: int, relation: str | None = None):
-    """Up to n forget-split facts the handle recalls (top-1), spread over the relations."""
-    from obliviate.metrics import top1_correct
-    from obliviate.targets import resolve_facts
-
-    forget = [f for f in resolve_facts("world", split="forget") if relation is None or f.relation_id == relation]
-    hits = top1_correct(handle, [f.text for f in forget], [f.target_true for f in forget])
-    known = [f for f, hit in zip(forget, hits) if hit]
-    assert len(known) >= min(n, 8), f"the world model recalls only {len(known)} forget facts"
-    return known[:n]

@@ -12,6 +12,7 @@ from audit.relearn import (RelearnConfig, TargetLeakError, check_disjoint, relea
                            run_relearn)
 from obliviate.facts import Fact
 from obliviate.hooks import LogitPenalty, attach_permanently
+from _world import known_forget_targets
 
 
 def test_disjointness_is_enforced():
@@ -88,15 +89,3 @@ def test_relearning_recovers_a_weight_suppression_more_than_the_oracle(world_han
     oracle_gain = result.oracle.metrics["mean_attacked"] - result.oracle.metrics["mean_unlearned"]
     assert gain > oracle_gain + 0.1
     assert result.metrics["mean_attacked"] > result.oracle.metrics["mean_attacked"]
-
-
-def known_forget_targets(handle, n: int, relation: str | None = None):
-    """Up to n forget-split facts the handle recalls (top-1), spread over the relations."""
-    from obliviate.metrics import top1_correct
-    from obliviate.targets import resolve_facts
-
-    forget = [f for f in resolve_facts("world", split="forget") if relation is None or f.relation_id == relation]
-    hits = top1_correct(handle, [f.text for f in forget], [f.target_true for f in forget])
-    known = [f for f, hit in zip(forget, hits) if hit]
-    assert len(known) >= min(n, 8), f"the world model recalls only {len(known)} forget facts"
-    return known[:n]
