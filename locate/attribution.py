@@ -27,8 +27,7 @@ from typing import Literal
 import torch
 from jaxtyping import Float
 
-from locate.causal_trace import (KINDS, SITE_HOOKS, TraceResult, corruption_noise, noise_hook, upcast,
-                                 window_layers)
+from locate.causal_trace import KINDS, SITE_HOOKS, TraceResult, noise_hook, subject_corruption, upcast, window_layers
 from locate.tokens import fact_subject_tokens
 from obliviate.facts import Fact
 
@@ -51,6 +50,7 @@ class AttributionResult:
     noise_std: float
     seed: int
     direction: str
+    corruption: str = "noise"
 
     def scores(self, kind: str) -> Float[torch.Tensor, "pos layer"]:
         """Estimated restored p(answer), on the trace's scale (corrupted p + estimated effect)."""
@@ -67,21 +67,26 @@ class AttributionResult:
         return TraceResult(case_id=self.case_id, kind=kind, scores=self.scores(kind), low=self.low, high=self.high,
                            tokens=self.tokens, subject_range=self.subject_range, answer=self.answer,
                            answer_token=self.answer_token, window=self.window, n_samples=self.n_samples,
-                           noise_std=self.noise_std, seed=self.seed)
+                           noise_std=self.noise_std, seed=self.seed, corruption=self.corruption)
 
 
 def attribution_patch_fact(handle, fact: Fact, *, noise_std: float, kinds: Sequence[str] = KINDS,
                            n_samples: int = 10, window: int = 10, seed: int = 0,
-                           direction: Literal["denoise", "noise"] = "denoise") -> AttributionResult:
-    """AtP estimates of all (kind, token, layer) restorations of one fact from one forward and one backward."""
+                           direction: Literal["denoise", "noise"] = "denoise",
+                           replacements: Sequence[Sequence[int]] | None = None) -> AttributionResult:
+    """AtP estimates of all (kind, token, layer) restorations of one fact from one forward and one backward.
+
+    `replacements`: corrupt by symmetric token replacement, as `trace_fact` does."""
     if direction not in ("denoise", "noise"):
         raise ValueError(f"direction must be 'denoise' or 'noise', not {direction!r}.")
     model = handle.tl
     n_layers = model.cfg.n_layers
     subject = fact_subject_tokens(handle, fact)
     tokens = torch.tensor(subject.token_ids, device=model.cfg.device)
-    noise = corruption_noise(n_samples, subject.end - subject.start, model.cfg.d_model, noise_std, seed=seed,
-                             case_id=fact.case_id)
+    noise = subject_corruption(handle, fact, subject, noise_std=noise_std, n_samples=n_samples, seed=seed,
+                               replacements=replacements)
+    n_samples = noise.shape[0]
+    noise_std, corruption = (0.0, "replace") if replacements is not None else (noise_std, "noise")
     answer = handle.answer_token(fact.target_true)
     batch = tokens[None].repeat(1 + n_samples, 1)
     acts: dict[str, torch.Tensor] = {}
@@ -120,7 +125,7 @@ def attribution_patch_fact(handle, fact: Fact, *, noise_std: float, kinds: Seque
         case_id=fact.case_id, effects=effects, low=probs[1:].mean().item(), high=probs[0].item(),
         tokens=[handle.tokenizer.decode([i]) for i in subject.token_ids], subject_range=(subject.start, subject.end),
         answer=fact.target_true, answer_token=answer, window=window, n_samples=n_samples, noise_std=noise_std,
-        seed=seed, direction=direction)
+        seed=seed, direction=direction, corruption=corruption)
 
 
 def spearman_agreement(attribution: AttributionResult, traces: dict[str, TraceResult], *,

@@ -3,7 +3,12 @@
 Protocol of kmeng01/rome `experiments/causal_trace.py` (numbers in /work/shared/ALGORITHMS.md):
 
 - corrupt: Gaussian noise on the token embeddings (TL ``hook_embed``) of the subject tokens only, std =
-  ``noise_multiplier`` (3, ROME's ``s3``) × the std of the subjects' embeddings over the fact set;
+  ``noise_multiplier`` (3, ROME's ``s3``) × the std of the subjects' embeddings over the fact set; or, with
+  ``corruption="replace"``, symmetric token replacement (STR, Zhang & Nanda 2023 "Towards Best Practices of
+  Activation Patching"): each corrupted copy swaps the subject's token embeddings for those of another subject of
+  the fact set with as many tokens, the same relation and another answer. Gaussian noise of 3σ can push a small
+  model's states far off their distribution (on the world models every later position's attention to the noised
+  tokens turns to garbage, so no single restoration helps); STR keeps every state on-distribution;
 - ``n_samples`` (10) corrupted copies, seeded per fact; score = p(answer) at the last position averaged over them;
 - restore, for every (token, layer), the clean value into the corrupted run: ``resid`` = the layer's output hidden
   state (``blocks.L.hook_resid_post``; ROME patches the block output), ``mlp`` / ``attn`` = the sublayer output
@@ -27,6 +32,7 @@ The result equals the one-cell-per-forward reference within float error (tests c
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -71,6 +77,8 @@ class TraceResult:
     n_samples: int
     noise_std: float
     seed: int
+    corruption: str = "noise"
+    """noise (ROME's Gaussian noise) or replace (symmetric token replacement; noise_std is then 0)."""
 
     @property
     def n_layers(self) -> int:
@@ -136,7 +144,10 @@ class TraceReport:
     window: int
     seed: int
     backend: str
+    corruption: str = "noise"
     traces: list[dict[str, TraceResult]] = field(default_factory=list)
+    replacements: dict[int, list[list[int]]] = field(default_factory=dict)
+    """case_id → the replacement subjects' token ids (corruption="replace"), for AtP to reuse."""
     skipped: list[SkippedFact] = field(default_factory=list)
 
     def summary(self, kind: str) -> PeakSummary:
@@ -196,6 +207,55 @@ def corruption_noise(n_samples: int, n_tokens: int, d_model: int, std: float, *,
     """The Gaussian noise added to the subject's token embeddings, one slice per corrupted sample."""
     generator = torch.Generator().manual_seed(fact_seed(seed, case_id))
     return torch.randn(n_samples, n_tokens, d_model, generator=generator) * std
+
+
+def replacement_subjects(handle, fact: Fact, pool: Sequence[Fact], n: int, *, seed: int = 0) -> list[list[int]]:
+    """Token ids of up to `n` other subjects that can stand in for `fact.subject` in its prompt (STR corruption).
+
+    A candidate comes from `pool`, has another subject, the same relation (when both facts name one) and another
+    true answer, and tokenises in the prompt to as many tokens as the subject with every token outside the subject
+    unchanged — so the replaced prompt differs from the clean one at the subject's positions only. Seeded per fact.
+    """
+    import random
+
+    subject = fact_subject_tokens(handle, fact)
+    before, after = subject.token_ids[:subject.start], subject.token_ids[subject.end:]
+    seen, candidates = {fact.subject}, []
+    for other in pool:
+        if other.subject in seen or other.target_true == fact.target_true:
+            continue
+        if fact.relation_id and other.relation_id and other.relation_id != fact.relation_id:
+            continue
+        seen.add(other.subject)
+        swapped = fact_subject_tokens(handle, dataclasses.replace(fact, subject=other.subject))
+        if (swapped.end - swapped.start == subject.end - subject.start
+                and swapped.token_ids[:swapped.start] == before and swapped.token_ids[swapped.end:] == after):
+            candidates.append(swapped.token_ids[swapped.start:swapped.end])
+    random.Random(fact_seed(seed, fact.case_id)).shuffle(candidates)
+    if not candidates:
+        raise ValueError(f"fact {fact.case_id} ({fact.subject!r}): no subject in the pool can replace it (same "
+                         f"token count and relation, another answer); use corruption='noise'.")
+    return candidates[:n]
+
+
+@torch.no_grad()
+def subject_corruption(handle, fact: Fact, subject: SubjectTokens, *, noise_std: float, n_samples: int, seed: int,
+                       replacements: Sequence[Sequence[int]] | None = None) -> Float[torch.Tensor,
+                                                                                       "sample subject d_model"]:
+    """What each corrupted copy adds to the subject's token embeddings.
+
+    Gaussian noise (`corruption_noise`) by default; with `replacements` (token ids from `replacement_subjects`),
+    the difference embed(replacement) − embed(subject), so adding it swaps the subject for another one exactly.
+    """
+    n_tokens = subject.end - subject.start
+    if replacements is None:
+        return corruption_noise(n_samples, n_tokens, int(handle.tl.cfg.d_model), noise_std, seed=seed,
+                                case_id=fact.case_id)
+    if any(len(r) != n_tokens for r in replacements) or not replacements:
+        raise ValueError(f"fact {fact.case_id}: every replacement needs {n_tokens} tokens, like the subject.")
+    ids = [subject.token_ids[subject.start:subject.end], *map(list, replacements)]
+    embedded = handle.tl.embed(torch.tensor(ids, device=handle.tl.cfg.device)).cpu()
+    return embedded[1:] - embedded[:1]
 
 
 def window_layers(layer: int, n_layers: int, window: int) -> range:
@@ -271,16 +331,20 @@ def _check_supported(model) -> None:
 
 @torch.no_grad()
 def corrupted_runs(handle, fact: Fact, *, noise_std: float, n_samples: int = 10, seed: int = 0,
-                   kinds: Sequence[str] = KINDS) -> CorruptedRuns:
-    """One batched forward: row 0 clean, rows 1… corrupted; caches the clean sites and corrupted residuals/KV."""
+                   kinds: Sequence[str] = KINDS,
+                   replacements: Sequence[Sequence[int]] | None = None) -> CorruptedRuns:
+    """One batched forward: row 0 clean, rows 1… corrupted; caches the clean sites and corrupted residuals/KV.
+
+    `replacements` (see `replacement_subjects`) switches the corruption to STR, one copy per replacement."""
     from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
     model = handle.tl
     _check_supported(model)
     subject = fact_subject_tokens(handle, fact)
     tokens = torch.tensor(subject.token_ids, device=model.cfg.device)
-    noise = corruption_noise(n_samples, subject.end - subject.start, model.cfg.d_model, noise_std, seed=seed,
-                             case_id=fact.case_id)
+    noise = subject_corruption(handle, fact, subject, noise_std=noise_std, n_samples=n_samples, seed=seed,
+                               replacements=replacements)
+    n_samples = noise.shape[0]
     answer = handle.answer_token(fact.target_true)
     batch = tokens[None].repeat(1 + n_samples, 1)
     n_layers = model.cfg.n_layers
@@ -389,18 +453,22 @@ def _trace_token(model, runs: CorruptedRuns, kind: str, position: int, layers: S
 def trace_fact(handle, fact: Fact, *, noise_std: float, kinds: Sequence[str] = KINDS, n_samples: int = 10,
                window: int = 10, seed: int = 0, positions: Sequence[int] | None = None,
                layers: Sequence[int] | None = None, max_rows: int = 1024, runs: CorruptedRuns | None = None,
+               replacements: Sequence[Sequence[int]] | None = None,
                show_progress: bool = False) -> dict[str, TraceResult]:
     """Trace one fact for each kind (it is not checked that the model knows the fact; `trace_facts` does).
 
     `positions` / `layers` restrict the traced cells (the others are NaN); `max_rows` bounds the batch rows of one
-    forward (cells × samples).
+    forward (cells × samples); `replacements` corrupts by STR instead of noise (one sample per replacement).
     """
     model = handle.tl
     for kind in kinds:
         if kind not in KINDS:
             raise ValueError(f"unknown trace kind {kind!r}; choose from {', '.join(KINDS)}.")
     if runs is None:
-        runs = corrupted_runs(handle, fact, noise_std=noise_std, n_samples=n_samples, seed=seed, kinds=kinds)
+        runs = corrupted_runs(handle, fact, noise_std=noise_std, n_samples=n_samples, seed=seed, kinds=kinds,
+                              replacements=replacements)
+    n_samples = runs.noise.shape[0]
+    noise_std, corruption = (0.0, "replace") if replacements is not None else (noise_std, "noise")
     n_layers, n_pos = model.cfg.n_layers, len(runs.tokens)
     positions = list(range(n_pos)) if positions is None else [p % n_pos for p in positions]
     layers = list(range(n_layers)) if layers is None else [l % n_layers for l in layers]
@@ -422,7 +490,8 @@ def trace_fact(handle, fact: Fact, *, noise_std: float, kinds: Sequence[str] = K
         results[kind] = TraceResult(
             case_id=fact.case_id, kind=kind, scores=scores, low=runs.low, high=runs.high, tokens=token_strings,
             subject_range=(runs.subject.start, runs.subject.end), answer=fact.target_true,
-            answer_token=runs.answer_token, window=window, n_samples=n_samples, noise_std=noise_std, seed=seed)
+            answer_token=runs.answer_token, window=window, n_samples=n_samples, noise_std=noise_std, seed=seed,
+            corruption=corruption)
     progress.close()
     return results
 
@@ -452,17 +521,23 @@ def known_facts(handle, facts: Sequence[Fact]) -> tuple[list[Fact], list[Skipped
 
 def trace_facts(handle, facts: Sequence[Fact], *, kinds: Sequence[str] = KINDS, noise_multiplier: float = 3.0,
                 noise_std: float | None = None, n_noise_samples: int = 10, window: int = 10, seed: int = 0,
-                backend: str = "transformer_lens", max_rows: int = 1024,
-                show_progress: bool = False) -> TraceReport:
+                backend: str = "transformer_lens", max_rows: int = 1024, corruption: str = "noise",
+                replacement_pool: Sequence[Fact] | None = None, show_progress: bool = False) -> TraceReport:
     """Trace every fact the model knows; the noise std comes from the whole fact set unless given.
 
     `backend`: "transformer_lens" (the batched trace above) or "nnsight" (locate/nnsight_backend.py).
+    `corruption`: "noise" (ROME) or "replace" (STR: `n_noise_samples` replacement subjects per fact, drawn from
+    `replacement_pool`, default `facts`).
     """
-    if noise_std is None:
+    if corruption not in ("noise", "replace"):
+        raise ValueError(f"corruption {corruption!r}: use 'noise' (ROME) or 'replace' (symmetric token replacement).")
+    if corruption == "replace":
+        noise_std = 0.0
+    elif noise_std is None:
         noise_std = noise_multiplier * subject_embedding_std(handle, facts)
     known, skipped = known_facts(handle, facts)
     report = TraceReport(noise_std=noise_std, noise_multiplier=noise_multiplier, n_samples=n_noise_samples,
-                         window=window, seed=seed, backend=backend, skipped=skipped)
+                         window=window, seed=seed, backend=backend, corruption=corruption, skipped=skipped)
     if backend == "transformer_lens":
         tracer = trace_fact
     elif backend == "nnsight":
@@ -471,7 +546,12 @@ def trace_facts(handle, facts: Sequence[Fact], *, kinds: Sequence[str] = KINDS, 
         raise ValueError(f"unknown tracing backend {backend!r}; use transformer_lens or nnsight.")
     from tqdm.auto import tqdm
 
+    pool = list(facts if replacement_pool is None else replacement_pool)
     for fact in tqdm(known, desc="causal trace", disable=not show_progress):
+        replacements = None
+        if corruption == "replace":
+            replacements = report.replacements[fact.case_id] = replacement_subjects(handle, fact, pool,
+                                                                                  n_noise_samples, seed=seed)
         report.traces.append(tracer(handle, fact, noise_std=noise_std, kinds=kinds, n_samples=n_noise_samples,
-                                    window=window, seed=seed, max_rows=max_rows))
+                                    window=window, seed=seed, max_rows=max_rows, replacements=replacements))
     return report

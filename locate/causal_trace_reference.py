@@ -3,7 +3,7 @@
 Kept as the yardstick for the batched trace in `locate/causal_trace.py` (tests require equality within 1e-5, and
 bench/bench_trace.py measures the speed-up). Each (token, layer) cell is one full forward of 1 + n_samples rows:
 row 0 is the clean run, rows 1… are corrupted, and hooks copy row 0's value at the cell's sites into the others —
-ROME's `trace_with_patch`. Same noise (`corruption_noise`, seeded per fact) as the batched trace.
+ROME's `trace_with_patch`. Same corruption (`subject_corruption`: seeded noise or STR) as the batched trace.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from collections.abc import Sequence
 import torch
 from jaxtyping import Float
 
-from locate.causal_trace import (KINDS, SITE_HOOKS, TraceResult, corruption_noise, noise_hook, score_dtype,
-                                 upcast,
-                                 window_layers)
+from locate.causal_trace import (KINDS, SITE_HOOKS, TraceResult, noise_hook, score_dtype, subject_corruption,
+                                 upcast, window_layers)
 from locate.tokens import fact_subject_tokens
 from obliviate.facts import Fact
 
@@ -43,14 +42,17 @@ def reference_restored_prob(handle, tokens: torch.Tensor, noise: torch.Tensor, s
 def reference_trace_fact(handle, fact: Fact, *, noise_std: float, kinds: Sequence[str] = KINDS,
                          n_samples: int = 10, window: int = 10, seed: int = 0,
                          positions: Sequence[int] | None = None,
-                         layers: Sequence[int] | None = None) -> dict[str, TraceResult]:
-    """ROME's trace: one forward per (kind, token, layer) cell. Slow by design."""
+                         layers: Sequence[int] | None = None,
+                         replacements: Sequence[Sequence[int]] | None = None) -> dict[str, TraceResult]:
+    """ROME's trace: one forward per (kind, token, layer) cell. Slow by design. `replacements`: STR corruption."""
     model = handle.tl
     n_layers = model.cfg.n_layers
     subject = fact_subject_tokens(handle, fact)
     tokens = torch.tensor(subject.token_ids, device=model.cfg.device)
-    noise = corruption_noise(n_samples, subject.end - subject.start, model.cfg.d_model, noise_std, seed=seed,
-                             case_id=fact.case_id)
+    noise = subject_corruption(handle, fact, subject, noise_std=noise_std, n_samples=n_samples, seed=seed,
+                               replacements=replacements)
+    n_samples = noise.shape[0]
+    noise_std, corruption = (0.0, "replace") if replacements is not None else (noise_std, "noise")
     answer = handle.answer_token(fact.target_true)
     span = (subject.start, subject.end)
     low = reference_restored_prob(handle, tokens, noise, span, answer, [])
@@ -72,5 +74,5 @@ def reference_trace_fact(handle, fact: Fact, *, noise_std: float, kinds: Sequenc
             case_id=fact.case_id, kind=kind, scores=scores, low=low, high=high,
             tokens=[handle.tokenizer.decode([i]) for i in tokens.tolist()], subject_range=span,
             answer=fact.target_true, answer_token=answer, window=window, n_samples=n_samples, noise_std=noise_std,
-            seed=seed)
+            seed=seed, corruption=corruption)
     return results

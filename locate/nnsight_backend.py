@@ -22,7 +22,7 @@ import nnsight
 import torch
 from jaxtyping import Float
 
-from locate.causal_trace import KINDS, TraceResult, corruption_noise, window_layers
+from locate.causal_trace import KINDS, TraceResult, subject_corruption, window_layers
 from locate.tokens import fact_subject_tokens
 from obliviate.facts import Fact
 
@@ -163,8 +163,9 @@ def collect_activations(handle, texts: Sequence[str], sites: Sequence[str], *,
 def nnsight_trace_fact(handle, fact: Fact, *, noise_std: float, kinds: Sequence[str] = ("resid", "mlp", "attn"),
                        n_samples: int = 10, window: int = 10, seed: int = 0, positions: Sequence[int] | None = None,
                        layers: Sequence[int] | None = None, max_rows: int = 512,
+                       replacements: Sequence[Sequence[int]] | None = None,
                        show_progress: bool = False) -> dict[str, TraceResult]:
-    """ROME's causal trace of one fact through nnsight; same result type and noise as `trace_fact`."""
+    """ROME's causal trace of one fact through nnsight; same result type and corruption as `trace_fact`."""
     from tqdm.auto import tqdm
 
     for kind in kinds:
@@ -174,9 +175,10 @@ def nnsight_trace_fact(handle, fact: Fact, *, noise_std: float, kinds: Sequence[
     n_layers = handle.hf.config.num_hidden_layers
     subject = fact_subject_tokens(handle, fact)
     tokens = torch.tensor(subject.token_ids, device=handle.hf.device)
-    d_model = handle.hf.config.hidden_size
-    noise = corruption_noise(n_samples, subject.end - subject.start, d_model, noise_std, seed=seed,
-                             case_id=fact.case_id).to(handle.hf.device)
+    noise = subject_corruption(handle, fact, subject, noise_std=noise_std, n_samples=n_samples, seed=seed,
+                               replacements=replacements).to(handle.hf.device)
+    n_samples = noise.shape[0]
+    noise_std, corruption = (0.0, "replace") if replacements is not None else (noise_std, "noise")
     answer = handle.answer_token(fact.target_true)
     span = (subject.start, subject.end)
     wanted = [(layer, _KIND_SITE[k]) for k in kinds for layer in range(n_layers)]
@@ -208,7 +210,7 @@ def nnsight_trace_fact(handle, fact: Fact, *, noise_std: float, kinds: Sequence[
         results[kind] = TraceResult(
             case_id=fact.case_id, kind=kind, scores=scores, low=low, high=high, tokens=token_strings,
             subject_range=span, answer=fact.target_true, answer_token=answer, window=window, n_samples=n_samples,
-            noise_std=noise_std, seed=seed)
+            noise_std=noise_std, seed=seed, corruption=corruption)
     return results
 
 

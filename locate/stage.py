@@ -20,7 +20,7 @@ from obliviate.targets import resolve_facts
 STAGE = "locate"
 
 
-def _trace(handle: ModelHandle, facts, config: RunConfig, run_dir: RunDir, record: StageRecord,
+def _trace(handle: ModelHandle, facts, all_facts, config: RunConfig, run_dir: RunDir, record: StageRecord,
            per_target: dict[int, dict[str, Any]]) -> Any:
     from locate.causal_trace import trace_facts
     from locate.plots import plot_trace
@@ -30,7 +30,8 @@ def _trace(handle: ModelHandle, facts, config: RunConfig, run_dir: RunDir, recor
     with timed(record.timings, "trace"):
         report = trace_facts(handle, chosen, kinds=cfg.trace_kinds, noise_multiplier=cfg.noise_multiplier,
                              n_noise_samples=cfg.n_noise_samples, window=cfg.window, seed=config.seed,
-                             backend=cfg.backend, show_progress=cfg.show_progress)
+                             backend=cfg.backend, corruption=cfg.corruption, replacement_pool=all_facts,
+                             show_progress=cfg.show_progress)
     out = run_dir.artefact_dir(STAGE)
     for traces in report.traces:
         for kind, result in traces.items():
@@ -46,6 +47,7 @@ def _trace(handle: ModelHandle, facts, config: RunConfig, run_dir: RunDir, recor
             record.artefacts.append(run_dir.relative(path))
     record.metrics["trace"] = {kind: report.summary(kind) for kind in cfg.trace_kinds}
     record.metrics["trace_noise_std"] = report.noise_std
+    record.metrics["trace_corruption"] = report.corruption
     record.metrics["trace_skipped"] = report.skipped
     return report
 
@@ -72,7 +74,8 @@ def _atp(handle, traced_facts, config: RunConfig, record: StageRecord, report: A
         with timed(record.timings, "atp"):
             estimate = attribution_patch_fact(handle, facts_by_id[case_id], noise_std=report.noise_std,
                                               kinds=config.locate.trace_kinds, n_samples=report.n_samples,
-                                              window=report.window, seed=report.seed)
+                                              window=report.window, seed=report.seed,
+                                              replacements=report.replacements.get(case_id))
         rho = spearman_agreement(estimate, traces)
         for kind, value in rho.items():
             agreements.setdefault(kind, []).append(value)
@@ -187,7 +190,7 @@ def run(config: RunConfig, run_dir: RunDir, *, force: bool = False) -> dict[str,
     per_target: dict[int, dict[str, Any]] = {f.case_id: {"case_id": f.case_id, "subject": f.subject,
                                                          "known": bool(k)} for f, k in zip(targets, known.tolist())}
     methods = config.locate.methods
-    report = _trace(handle, known_facts, config, run_dir, record, per_target) if "trace" in methods else None
+    report = _trace(handle, known_facts, all_facts, config, run_dir, record, per_target) if "trace" in methods else None
     proposal = _propose_layers(report, handle.n_layers) if report is not None else \
         {"layers": [handle.n_layers // 2], "basis": "no trace run; middle layer"}
     record.metrics["proposed_edit_layers"] = proposal

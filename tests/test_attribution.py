@@ -65,6 +65,19 @@ def test_positions_before_the_subject_get_no_effect():
         assert effects[start:].abs().max() > 1e-4, kind
 
 
+def test_atp_with_replacements_starts_from_the_traces_replaced_runs():
+    handle = tiny_handle("gpt2")
+    fact = _known(handle)[1]  # Big Ben, two tokens
+    replacements = [[WORDS.index("Eiffel"), WORDS.index("Tower")], [WORDS.index("Rome"), WORDS.index("city")]]
+    atp = attribution_patch_fact(handle, fact, noise_std=0.0, replacements=replacements)
+    exact = trace_fact(handle, fact, noise_std=0.0, replacements=replacements, kinds=("resid",))["resid"]
+    assert atp.corruption == exact.corruption == "replace" and atp.n_samples == exact.n_samples == 2
+    assert atp.low == pytest.approx(exact.low, abs=1e-6) and atp.high == pytest.approx(exact.high, abs=1e-6)
+    # restoring the last layer's output at the last position gives back the clean run exactly
+    last = len(exact.tokens) - 1
+    assert exact.scores[last, -1].item() == pytest.approx(exact.high, abs=1e-5)
+
+
 def _fake_trace(effect: torch.Tensor) -> TraceResult:
     return TraceResult(case_id=0, kind="mlp", scores=0.2 + effect, low=0.2, high=0.9, tokens=["a"] * effect.shape[0],
                        subject_range=(1, 2), answer="x", answer_token=0, window=10, n_samples=10, noise_std=1.0,

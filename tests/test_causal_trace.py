@@ -11,7 +11,8 @@ import torch
 from _locate_tiny import WORDS, one_thread, tiny_facts, tiny_handle  # noqa: F401 (autouse fixture)
 
 from locate.causal_trace import (CorruptedRuns, TraceReport, TraceResult, corrupted_runs, corruption_noise,
-                                 known_facts, subject_embedding_std, trace_fact, trace_facts, window_layers)
+                                 known_facts, replacement_subjects, subject_embedding_std, trace_fact, trace_facts,
+                                 window_layers)
 from locate.causal_trace_reference import reference_trace_fact
 from locate.tokens import SubjectNotFoundError, fact_subject_tokens, text_subject_tokens
 from obliviate.facts import Fact
@@ -94,6 +95,36 @@ def test_corruption_changes_the_subject_and_what_follows_only(arch):
         assert (corrupt[:, start] - clean[start]).abs().max() > 1e-2
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_replacement_corruption_is_the_clean_run_of_the_replaced_prompt(arch):
+    handle = tiny_handle(arch, prepend_bos=arch == "llama")
+    eiffel, big_ben, _ = tiny_facts()
+    replacements = replacement_subjects(handle, big_ben, tiny_facts(), 5)
+    assert len(replacements) == 1  # Eiffel Tower (2 tokens, another answer); Colosseum has 1 token
+    runs = corrupted_runs(handle, big_ben, noise_std=123.0, replacements=replacements)  # noise_std unused
+    assert runs.noise.shape[0] == 1
+    swapped = handle.to_tokens(big_ben.prompt.format(eiffel.subject))
+    _, cache = handle.tl.run_with_cache(swapped)
+    for layer in range(handle.n_layers):
+        assert torch.allclose(runs.corrupt_resid_pre[layer + 1][0], cache[f"blocks.{layer}.hook_resid_post"][0],
+                              atol=1e-4)
+    p = handle.tl(swapped)[0, -1].softmax(-1)[handle.answer_token(big_ben.target_true)].item()
+    assert runs.low == pytest.approx(p, abs=1e-6)
+
+
+def test_replacements_keep_the_prompt_and_the_relation_and_change_the_answer():
+    handle = tiny_handle("gpt2")
+    eiffel, big_ben, colosseum = tiny_facts()
+    same_answer = dataclasses.replace(eiffel, case_id=7, target_true=big_ben.target_true)
+    with pytest.raises(ValueError, match="no subject in the pool"):
+        replacement_subjects(handle, big_ben, [same_answer, colosseum], 5)  # same answer / one token: no stand-in
+    other_relation = dataclasses.replace(eiffel, relation_id="P17")
+    with pytest.raises(ValueError, match="no subject in the pool"):
+        replacement_subjects(handle, dataclasses.replace(big_ben, relation_id="P276"), [other_relation], 5)
+    ids = replacement_subjects(handle, big_ben, [eiffel, big_ben], 5)
+    assert [[WORDS[i] for i in row] for row in ids] == [["Eiffel", "Tower"]]
+
+
 def test_window_is_romes_clipped_ten_layer_window():
     assert list(window_layers(0, 30, 10)) == [0, 1, 2, 3, 4]
     assert list(window_layers(12, 30, 10)) == list(range(7, 17))
@@ -105,14 +136,21 @@ def test_window_is_romes_clipped_ten_layer_window():
 
 
 @pytest.mark.parametrize(("arch", "prepend_bos"), [("gpt2", False), ("llama", True)])
-def test_batched_trace_equals_the_one_cell_per_forward_reference(arch, prepend_bos):
+@pytest.mark.parametrize("corruption", ["noise", "replace"])
+def test_batched_trace_equals_the_one_cell_per_forward_reference(arch, prepend_bos, corruption):
     handle = tiny_handle(arch, prepend_bos=prepend_bos, n_layers=5)
     facts = _known_tiny_facts(handle)
     std = 3 * subject_embedding_std(handle, facts)
     # subject first (no prefix to cache) with a clipped window; subject mid-prompt with an interior window
     for fact, window in ((facts[1], 10), (facts[2], 3)):
-        batched = trace_fact(handle, fact, noise_std=std, n_samples=3, window=window, max_rows=7)
-        reference = reference_trace_fact(handle, fact, noise_std=std, n_samples=3, window=window)
+        replacements = None
+        if corruption == "replace":  # stand-ins of the subject's length: any word sequences will do here
+            n = len(handle.tokenizer(fact.subject, add_special_tokens=False)["input_ids"])
+            replacements = [[WORDS.index(w) for w in words[:n]] for words in (["Rome", "Paris"], ["city", "a"])]
+        batched = trace_fact(handle, fact, noise_std=std, n_samples=3, window=window, max_rows=7,
+                             replacements=replacements)
+        reference = reference_trace_fact(handle, fact, noise_std=std, n_samples=3, window=window,
+                                         replacements=replacements)
         for kind in ("resid", "mlp", "attn"):
             got, want = batched[kind], reference[kind]
             assert got.low == pytest.approx(want.low, abs=1e-6)

@@ -18,10 +18,13 @@ class LocateConfig:
     """Trace at most this many targets (tracing costs one batched forward per sample); None = all."""
     trace_kinds: list[str] = field(default_factory=lambda: ["resid", "mlp", "attn"])
     """Which sites to restore: the residual stream (hidden state), MLP outputs, attention outputs."""
+    corruption: Literal["noise", "replace"] = "noise"
+    """How the subject is corrupted: noise (ROME's Gaussian noise on its embeddings) or replace (symmetric token
+    replacement by other subjects of the fact set: on-distribution, better for small models)."""
     noise_multiplier: float = 3.0
     """Noise std = this × the std of the subject-token embeddings over the fact set (ROME's s3)."""
     n_noise_samples: int = 10
-    """Corrupted copies per fact (seeded); scores are averaged over them."""
+    """Corrupted copies per fact (seeded noise samples, or replacement subjects); scores are averaged over them."""
     window: int = 10
     """MLP / attention restoration window, in layers, centred on each layer ([L - w/2, L + w/2))."""
     backend: Literal["transformer_lens", "nnsight"] = "transformer_lens"
@@ -39,5 +42,7 @@ class LocateConfig:
         for kind in self.trace_kinds:
             if kind not in ("resid", "mlp", "attn"):
                 raise InvalidField("trace_kinds", f"{kind!r} is not resid, mlp or attn.")
+        if self.corruption not in ("noise", "replace"):
+            raise InvalidField("corruption", f"{self.corruption!r}; use noise or replace.")
         if self.n_noise_samples < 1:
             raise InvalidField("n_noise_samples", "must be ≥ 1.")
