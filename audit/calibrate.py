@@ -53,7 +53,7 @@ class CalibrationConfig:
     spread_ks: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 5.0)
     """Spread factors swept for the robustness table."""
     null: bool = True
-    """Also judge without the oracle against the counterfactual-answer null (one more run per attack)."""
+    """Also judge without the oracle against the counterfactual-answer null (two more runs per attack)."""
     seed: int = 0
     """World seed."""
     show_progress: bool = False
@@ -90,7 +90,7 @@ class CalibrationResult:
 
     confusion: Confusion
     without_oracle: dict[str, Confusion]
-    """The same cases judged without the oracle: "null" (counterfactual-answer null on the base model) and
+    """The same cases judged without the oracle: "null" (counterfactual-answer null on the audited model) and
     "absolute" (the stated threshold) — the rules used where no oracle exists."""
     margins: dict[str, float]
     """Margin per attack the verdicts used."""
@@ -190,10 +190,11 @@ def confusion_of(case_verdicts: Mapping[str, Mapping[int, str]]) -> Confusion:
 
 def judge_cases(case_ids: Sequence[int], recalled: Mapping[str, Mapping[int, bool]],
                 scores: Mapping[str, Sequence[AttackScores]], oracle: Sequence[AttackScores] | None,
-                config: VerdictConfig, null: Mapping[str, Sequence[float]] | None = None) -> dict[str, dict[int, str]]:
-    """Verdicts of every case under one rule (no attack is re-run)."""
-    return {case: {t.case_id: t.verdict for t in judge(case_ids, recalled[case], scores[case], oracle, null=null,
-                                                      config=config).targets}
+                config: VerdictConfig, null: Mapping[str, Mapping[str, Sequence[float]]] | None = None
+                ) -> dict[str, dict[int, str]]:
+    """Verdicts of every case under one rule (no attack is re-run); `null` is per case, per attack."""
+    return {case: {t.case_id: t.verdict for t in judge(case_ids, recalled[case], scores[case], oracle,
+                                                      null=null[case] if null else None, config=config).targets}
             for case in CASES}
 
 
@@ -245,14 +246,19 @@ def calibrate(world=None, oracle=None, facts: Sequence[Fact] | None = None,
             scores[case].append(run(world, handle, kept))
             timings[f"{name}:{case}"] = time.perf_counter() - began
     oracle_scores = scores["erased"]
-    null: dict[str, list[float]] = {}
+    null: dict[str, dict[str, list[float]]] = {}
     if config.null:
+        # each audited model's own counterfactual answers (audit/verdict.py). Every intact-case target is still
+        # recalled, and judge never reads the null of a recalled target: that case reuses the suppressed one's.
         counterfactual = counterfactual_facts(kept)
-        for name in config.attacks:
-            began = time.perf_counter()
-            run = runners.get(name) or attack_runner(name, probe_facts)
-            null[name] = list(run(world, world, counterfactual).recovered.values())
-            timings[f"{name}:null"] = time.perf_counter() - began
+        for case in ("erased", "suppressed"):
+            null[case] = {}
+            for name in config.attacks:
+                began = time.perf_counter()
+                run = runners.get(name) or attack_runner(name, probe_facts)
+                null[case][name] = list(run(world, handles[case], counterfactual).recovered.values())
+                timings[f"{name}:null:{case}"] = time.perf_counter() - began
+        null["intact"] = null["suppressed"]
 
     verdict_config = config.verdict
     final = {case: judge(case_ids, recalled[case], scores[case], oracle_scores, config=verdict_config)

@@ -22,11 +22,17 @@ inside the blocks always act (they are part of the forward pass whose residuals 
 decodes through the head modules with their hooks instead; on the world a 20-nat LogitPenalty then hides the answer
 from every layer (it lands neither in the top-5 nor in the bottom-5, which never-used tokens hold).
 
-Score per target: 1.0 if head projection or probability delta succeeds at some layer, else 0.0 (each attack and
-each of top-k / bottom-k is in `variants`). In a small-vocabulary model, top-k at some layer also happens for
-answers the model never learned (a relation has few possible answers): compare with the oracle's rate under the
-same attack, which `run_logit_lens` computes when given the oracle. p_true / rank: the best over attacked layers of
-the head projection's p(answer) / 1-based rank.
+Score per target (what the verdicts use): the head projection's best p(answer) over the attacked layers, or 1.0
+when the answer lands in the head projection's bottom-k at some layer. Why not the reference's binary hit: where a
+relation has few possible answers (the world's have 12–20), a never-learned answer is in the lens's top-5 at some
+layer, or among the five largest layer-to-layer drops, most of the time. Measured on the forget facts `world`
+knows and `world-retain` does not: the oracle hits head top-k on 41%, probability-delta top-k on 54% and
+probability-delta bottom-k on 45% of them, so those hits tell a suppression from an erasure little better than
+chance; the lens probability does (0.96 on `world`, 0.06 ± 0.11 on the oracle), and head bottom-k stays binary
+because no model there put a plausible answer below every other token by chance (0% on the oracle). Every binary
+variant of the reference (head projection, probability delta, and their top-k / bottom-k halves) is reported in
+`variants`, and each target's details list its hit layers. p_true / rank: the best over attacked layers of the
+head projection's p(answer) / 1-based rank.
 """
 
 from __future__ import annotations
@@ -142,9 +148,10 @@ def logit_lens_scores(handle: Any, facts: Sequence[Fact], config: LogitLensConfi
             for name in VARIANTS:
                 outcome.variants[name][fact.case_id] = float(hits[name].any())
             best = int(p_answer[:, i].argmax())
+            bottom = bool(hits["head_bottomk"].any())
             outcome.scores[fact.case_id] = TargetScore(
                 case_id=fact.case_id,
-                score=float(hits["head_projection"].any() or hits["probability_delta"].any()),
+                score=1.0 if bottom else float(p_answer[best, i]),
                 p_true=float(p_answer[best, i]), top1=bool(ranks[:, i].min() == 1), rank=int(ranks[:, i].min()),
                 details={"hit_layers": {name: [layers[j] for j in hits[name].nonzero().flatten().tolist()]
                                         for name in ("head_topk", "head_bottomk", "delta_topk", "delta_bottomk")},
@@ -162,8 +169,8 @@ def run_logit_lens(base: Any, edited: Any, facts: Sequence[Fact], oracle: Any | 
         start = time.perf_counter()
         unlearned = {c: float(t.top1) for c, t in plain_scores(handle, facts).items()}
         outcome = logit_lens_scores(handle, facts, config)
-        return assemble("logit_lens", f"1 if the answer is in the top-{config.k} or bottom-{config.k} of the logit "
-                        "lens (head projection) or of a layer-to-layer probability change at any attacked layer",
+        return assemble("logit_lens", "the logit lens's best p(answer) over the attacked layers, or 1 if the answer "
+                        f"is in the lens's bottom-{config.k} at one of them",
                         asdict(config), facts, attacked=outcome.scores, unlearned=unlearned, before=before,
                         variants=outcome.variants, oracle=nested,
                         timings={"total": time.perf_counter() - start}, handle_name=handle.name,

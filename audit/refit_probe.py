@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -38,8 +38,11 @@ from obliviate.facts import Fact
 class RefitProbeConfig:
     """Where the probe reads and how its capacity is chosen."""
 
-    position: Literal["subject", "last"] = "subject"
-    """Read the residual at the last subject token (ROME's key position) or at the prompt's last token."""
+    position: Literal["subject", "last", "best"] = "best"
+    """Read the residual at the last subject token (ROME's key position), at the prompt's last token, or at
+    whichever of the two the nested CV finds more decodable on the training subjects (per relation): where a
+    model keeps an attribute differs between models (the world models read it out at the prompt's last token),
+    and an attacker tries both."""
     depths: tuple[int, ...] | None = None
     """Residual depths to consider (0 = embeddings, d = block d − 1's output); None: all."""
     n_splits: int = 5
@@ -60,6 +63,8 @@ class RelationProbe:
     relation_id: str
     depth: int
     C: float
+    position: str
+    """Where the probe reads: subject (last subject token) or last (the prompt's last token)."""
     cv_accuracy: float
     """Held-out-subject accuracy at the chosen depth (after flipping when flipped)."""
     chance: float
@@ -129,6 +134,7 @@ def fit_relation_probe(acts_train: torch.Tensor | np.ndarray, labels: Sequence[A
         probs = probs[:, ::-1]
     accuracy = curve.accuracy[index]
     summary = RelationProbe(relation_id=relation_id, depth=int(depths[index]), C=curve.chosen_C[index],
+                            position=config.position,
                             cv_accuracy=max(accuracy, 1 - accuracy) if binary else accuracy,
                             chance=curve.chance[index], flipped=flipped, n_train=len(labels),
                             n_classes=curve.n_classes, curve=list(curve.accuracy))
@@ -154,12 +160,15 @@ def refit_probe_scores(handle: Any, targets: Sequence[Fact], train_pool: Sequenc
         if len(train) < 2 * config.n_splits or len(set(labels)) < 2:
             raise ValueError(f"re-fit probe: relation {relation!r} has {len(train)} training facts with "
                              f"{len(set(labels))} answers outside the targets; give more facts of that relation.")
-        acts_train = collect_residuals(handle, [f.text for f in train],
-                                       positions=_positions(handle, train, config.position), layers=depths)
-        acts_target = collect_residuals(handle, [f.text for f in rel_targets],
-                                        positions=_positions(handle, rel_targets, config.position), layers=depths)
-        fit = fit_relation_probe(acts_train, labels, [f.subject for f in train], acts_target, depths, relation,
-                                 config)
+        fits = []
+        for position in (("subject", "last") if config.position == "best" else (config.position,)):
+            acts_train = collect_residuals(handle, [f.text for f in train],
+                                           positions=_positions(handle, train, position), layers=depths)
+            acts_target = collect_residuals(handle, [f.text for f in rel_targets],
+                                            positions=_positions(handle, rel_targets, position), layers=depths)
+            fits.append(fit_relation_probe(acts_train, labels, [f.subject for f in train], acts_target, depths,
+                                           relation, replace(config, position=position)))
+        fit = max(fits, key=lambda f: f.summary.cv_accuracy)  # chosen on training subjects only
         outcome.probes[relation] = fit.summary
         for row, fact in enumerate(rel_targets):
             known = fact.target_true in fit.classes
@@ -167,7 +176,7 @@ def refit_probe_scores(handle: Any, targets: Sequence[Fact], train_pool: Sequenc
             rank = int((fit.probs[row] > p).sum()) + 1 if known else len(fit.classes) + 1
             outcome.scores[fact.case_id] = TargetScore(
                 fact.case_id, p, p, bool(known and rank == 1), rank,
-                {"relation_id": relation, "depth": fit.summary.depth,
+                {"relation_id": relation, "depth": fit.summary.depth, "position": fit.summary.position,
                  "predicted": fit.classes[int(fit.probs[row].argmax())], "answer_in_training_labels": known,
                  "flipped": fit.summary.flipped})
     return outcome

