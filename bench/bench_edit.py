@@ -118,7 +118,7 @@ def cmd_memit_world(args) -> dict:
     out["base"] = base
     print(json.dumps(base), flush=True)
     out["runs"] = []
-    for weight in [float(x) for x in args.mom2_update_weight.split(",")]:
+    for weight in [None if x == "auto" else float(x) for x in args.mom2_update_weight.split(",")]:
         cfg = MemitConfig(covariance=cov, mom2_update_weight=weight, erase_mode=args.erase_mode,
                           neutral_target=args.neutral_target, seed=args.seed)
         templates = memit_templates(handle, cfg)
@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("memit-world")
     p.add_argument("--first", type=int, default=0, help="first edited block")
     p.add_argument("--last", type=int, default=2, help="last edited block")
-    p.add_argument("--mom2-update-weight", default="15000", help="λ values, comma-separated")
+    p.add_argument("--mom2-update-weight", default="auto",
+                   help="λ values, comma-separated; auto = MemitConfig's d_mlp-scaled default")
     p.add_argument("--erase-mode", default="suppress", choices=["suppress", "neutral"])
     p.add_argument("--neutral-target", default="unknown")
     p.add_argument("--ppl-texts", type=int, default=500)

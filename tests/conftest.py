@@ -48,8 +48,6 @@ def smollm2_handle():
 KNOWN_FAILING = {
     "tests/test_baselines.py::test_finetuning_baselines_forget_keep_retain_and_never_touch_the_base[rmu]":
         "RMU's forget/retain bounds not yet met on the trained world (issue 4)",
-    "tests/test_memit.py::test_memit_erase_on_world_drops_targets_and_keeps_retained_facts":
-        "MEMIT erase bounds not met on the trained world (issue 4)",
     "notebooks/02_edit.ipynb::02_edit.ipynb": "not yet run to completion against the trained world (issue 4)",
     "notebooks/03_audit.ipynb::03_audit.ipynb": "not yet run to completion; depends on calibration (issue 5)",
 }

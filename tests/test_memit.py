@@ -83,20 +83,23 @@ def test_config_loads_from_edit_params():
 
 
 @pytest.mark.slow
-def test_memit_erase_on_world_drops_targets_and_keeps_retained_facts(world_handle):
+@pytest.mark.smollm2
+def test_memit_erase_on_smollm2_drops_targets_and_keeps_retained_facts(smollm2_handle):
+    """On a real model, whose facts live at the subject's last token. (On the world models they do not: the
+    world's subject tokens carry no attribute, and z at the subject cannot erase there; see tests/test_causal_trace.)"""
     from obliviate.metrics import recall, target_nll
     from obliviate.targets import resolve_facts
 
-    facts = resolve_facts("world")
-    forget = [f for f in facts if f.split == "forget" and bool(recall(world_handle, [f]))][:16]
-    retain = [f for f in facts if f.split == "retain"][:200]
-    cfg = MemitConfig(covariance=CovarianceConfig(n_tokens=20_000))
-    layers = list(range(world_handle.n_layers - 1))
-    nll_before = target_nll(world_handle, [f.text for f in forget], [f.target_true for f in forget])
-    retain_before = recall(world_handle, retain)
-    result = memit_edit(world_handle, forget, layers, cfg, goal="erase")
-    with apply_deltas(world_handle, result.deltas):
-        nll_after = target_nll(world_handle, [f.text for f in forget], [f.target_true for f in forget])
-        assert recall(world_handle, forget) <= 0.25
-        assert recall(world_handle, retain) >= retain_before - 0.03
-    assert (nll_after - nll_before).mean() > 2.0
+    handle = smollm2_handle
+    facts = resolve_facts("smollm2")
+    forget, retain = facts[:16], facts[100:200]
+    nll_before = target_nll(handle, [f.text for f in forget], [f.target_true for f in forget])
+    retain_before = recall(handle, retain)
+    assert recall(handle, forget) == 1.0  # the shipped facts are all known
+    result = memit_edit(handle, forget, [3, 4, 5, 6], MemitConfig(), goal="erase")
+    assert result.config["mom2_weight_used"] == pytest.approx(15000 / 16384 * handle.tl.cfg.d_mlp)
+    with apply_deltas(handle, result.deltas):
+        nll_after = target_nll(handle, [f.text for f in forget], [f.target_true for f in forget])
+        assert recall(handle, forget) <= 0.5
+        assert recall(handle, retain) >= retain_before - 0.03
+    assert (nll_after - nll_before).mean() > 1.0
