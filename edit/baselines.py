@@ -16,6 +16,12 @@
   c = `norm_multiple` × the frozen model's mean per-token ‖h_L‖ on the forget data (the norm-tied rule of Adaptive
   RMU, Dang et al. 2025, "On Effects of Steering Latent Representation for LLM Unlearning"); an absolute
   `steering_coeff` overrides it.
+  On the world models the reference's parameter set does not unlearn: with only the down-projections of layers
+  0–1 trainable, forget recall stayed at 23/24 for lr 1e-3 to 3e-2 and 80–150 steps (the forget MSE fell from 581
+  to 465 at best). The world's forget and retain texts share every template token, and steering every forget-text
+  position to c·u fights the retain term on the same template states; with every MLP weight of the update layers
+  trainable (``params="mlp"``, lr 1e-2, 150 steps) forget recall fell to 8/24 while trained retain recall stayed
+  at 97% and held-out retain recall fell from 99% to 85% — collateral damage that is RMU's on such data.
 
 Neither function writes the model it is given: training runs on `copy.deepcopy(handle.hf)`, and the result carries
 the changed tensors under their HF names (full tensors, as the artefact stores them). `edited_handle` builds an

@@ -46,8 +46,6 @@ def smollm2_handle():
 # trained world models existed and failed on its first run against them; remove an entry once its test passes
 # (non-strict: a fixed test shows up as XPASS).
 KNOWN_FAILING = {
-    "tests/test_baselines.py::test_finetuning_baselines_forget_keep_retain_and_never_touch_the_base[rmu]":
-        "RMU's forget/retain bounds not yet met on the trained world (issue 4)",
     "notebooks/02_edit.ipynb::02_edit.ipynb": "not yet run to completion against the trained world (issue 4)",
     "notebooks/03_audit.ipynb::03_audit.ipynb": "not yet run to completion; depends on calibration (issue 5)",
 }
