@@ -66,21 +66,22 @@ def test_contexts_are_24_distinct_neutral_prefixes():
 
 
 @pytest.mark.slow
-def test_world_secrets_show_the_signature(world_handle):
+def test_world_secrets_carry_no_cross_sequence_signature_at_the_last_token(world_handle):
+    """`world` memorises its secrets (M −0.23 vs C −3.47 nats/token), yet a probe trained on other keys does not
+    tell its memorised texts from their controls at the last token: over all 64 keys True-LOO stays at chance and
+    the gap at zero. (On the first 16 keys alone the gap reads +0.29 — an imbalance of wordings among so few keys,
+    which the shuffled control also shows at 0.58; 32 keys give +0.06 to +0.11.) PGA on these secrets therefore has
+    no signature to remove, and the protocol must not invent one."""
     from locate.memorisation_probe import load_secrets
     from obliviate.world import ensure_world
 
     world_dir = ensure_world()
     secrets = load_secrets(world_dir / "secrets.jsonl")
-    # 16 keys bound the cost (16 × depths × 7 regressions); the screening still runs on all 64
-    config = MemorisationProbeConfig.for_world(world_dir, max_keys=16)
+    config = MemorisationProbeConfig.for_world(world_dir, n_shuffle_seeds=1)
     result = memorisation_probe(world_handle, secrets, config)
-    assert sum(row.kept for row in result.screening) >= 8
-    assert max(result.gap) > 0.1, result.gap
-    assert result.mean_gap > 0.05
-    # shuffling M/C per key removes it: the control stays near chance at every depth
-    assert max(abs(s - 0.5) for s in result.shuffled_loo_mean) < 0.12, result.shuffled_loo_mean
-    assert max(result.gap) > max(np.abs(result.shuffled_gap_mean)) + 0.05
+    assert sum(row.kept for row in result.screening) == 64  # every secret is memorised and its controls are not
+    assert max(abs(a - 0.5) for a in result.true_loo) < 0.1, result.true_loo
+    assert max(abs(g) for g in result.gap) < 0.1, result.gap
 
 
 def test_random_init_control_leaves_the_model_alone():
