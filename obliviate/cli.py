@@ -38,8 +38,16 @@ def _dataclass_parser(prog: str, cls: type, dest: str, defaults: object | None =
                       positional: Sequence[tuple[str, dict]] = ()):
     import simple_parsing
 
+    class Formatter(simple_parsing.SimpleHelpFormatter):
+        # docstrings are prose ("35% recall"): argparse would read a bare % as a format directive and crash --help
+        def _expand_help(self, action):
+            try:
+                return super()._expand_help(action)
+            except (ValueError, KeyError, TypeError):
+                return self._get_help_string(action)
+
     parser = simple_parsing.ArgumentParser(prog=prog, add_option_string_dash_variants=simple_parsing.DashVariant.DASH,
-                                           add_config_path_arg=False)
+                                           add_config_path_arg=False, formatter_class=Formatter)
     for name, kwargs in positional:
         parser.add_argument(name, **kwargs)
     parser.add_arguments(cls, dest=dest, default=defaults)
@@ -64,15 +72,34 @@ def _world(argv: Sequence[str]) -> int:
         print(path)
         return 0
     if action == "train":
-        parser = _dataclass_parser("obliviate world train", world_config.TrainConfig, "train",
-                                   positional=[("--variant", {"choices": ["world", "world-retain", "both"],
-                                                              "default": "both", "help": "Which model to train."})])
+        parser = _dataclass_parser(
+            "obliviate world train", world_config.TrainConfig, "train",
+            positional=[("--variant", {"choices": ["world", "world-retain", "both"], "default": "both",
+                                       "help": "Which model to train."}),
+                        ("--retrain", {"action": "store_true",
+                                       "help": "Train the cached model from scratch (default: reuse the cache, "
+                                               "or copy the shipped model when it matches the recipe)."}),
+                        ("--out", {"type": Path, "default": None,
+                                   "help": "Train into this folder with the given options instead of the cache."})])
         args = parser.parse_args(rest)
-        from obliviate.world import ensure_world_model
+        from dataclasses import replace
+
+        from obliviate.world import ensure_world, ensure_world_model, train_world_model
 
         variants = ["world", "world-retain"] if args.variant == "both" else [args.variant]
+        if args.out is not None:
+            for variant in variants:
+                out = args.out / variant if len(variants) > 1 else args.out
+                print(train_world_model(ensure_world(seed=args.train.seed), variant, args.train, out,
+                                        show_progress=True))
+            return 0
+        if replace(args.train, seed=0) != world_config.TrainConfig():
+            print("obliviate world train: the cache holds the default recipe; give --out DIR to train with other "
+                  "options.", file=sys.stderr)
+            return 2
         for variant in variants:
-            print(ensure_world_model(variant=variant, seed=args.train.seed, show_progress=True))
+            print(ensure_world_model(variant=variant, seed=args.train.seed, show_progress=True,
+                                     retrain=args.retrain))
         return 0
     parser = argparse.ArgumentParser(prog="obliviate world info")
     parser.add_argument("--seed", type=int, default=0, help="World seed.")

@@ -18,6 +18,19 @@ def test_stage_help_shows_config_docstrings(capsys):
     assert "--n_noise_samples" in out or "--n-noise-samples" in out
 
 
+def test_world_train_help_prints_docstrings_with_percent_signs(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["world", "train", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "15% recall" in out and "--retrain" in out
+
+
+def test_world_train_refuses_options_the_cache_does_not_hold(capsys):
+    assert main(["world", "train", "--steps", "5"]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
 def test_unknown_config_key_fails_naming_it(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text("locate:\n  windw: 10\n")

@@ -1,7 +1,8 @@
 """The fact world: generation, tokenizer, training data, and the acceptance figures of the two trained models.
 
 Fast tests build worlds into tmp folders (a fraction of a second each). Slow tests use the cached models
-(trained once per machine by `ensure_world_model`, ~2-3 min each on 2 cores) and assert measured figures.
+(copied from the shipped ones, or trained once per machine by `ensure_world_model`, ~3 min each on 2 cores) and
+assert measured figures.
 """
 
 from __future__ import annotations
@@ -209,6 +210,54 @@ def test_training_is_reproducible_and_writes_a_loadable_folder(world_dir, tmp_pa
     model_c, _ = load_world_model(c)
     assert not torch.equal(model_a.transformer.wte.weight, model_c.transformer.wte.weight)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c"]  # no temp folders left behind
+
+
+def test_shipped_models_are_the_current_recipe_and_match_their_manifest():
+    import hashlib
+
+    from obliviate.world.store import SHIPPED_DIR, SHIPPED_FILES, recipe_id, shipped_manifest, shipped_model
+
+    manifest = shipped_manifest()
+    assert manifest is not None, "the package ships no world models"
+    # a recipe change without retraining (`obliviate world train --retrain`, then copy to SHIPPED_DIR) fails here
+    assert manifest["recipe"] == recipe_id() and manifest["seed"] == 0
+    for variant in ("world", "world-retain"):
+        assert shipped_model(variant, seed=0) == SHIPPED_DIR / variant
+        assert shipped_model(variant, seed=1) is None  # another seed trains
+        for name in SHIPPED_FILES:
+            data = (SHIPPED_DIR / variant / name).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == manifest["files"][f"{variant}/{name}"], (variant, name)
+        info = json.loads((SHIPPED_DIR / variant / TRAINING_INFO).read_text())
+        assert info["variant"] == variant and info["config"] == {**vars(TrainConfig()), "seed": 0}
+
+
+def test_a_clean_cache_installs_the_shipped_model_with_a_rebuilt_tokenizer(tmp_path, monkeypatch):
+    from obliviate.world.store import SHIPPED_DIR
+
+    monkeypatch.setenv("OBLIVIATE_CACHE", str(tmp_path))
+    folder = ensure_world_model(variant="world-retain", seed=0)
+    assert folder.is_relative_to(tmp_path)
+    for name in ("model.safetensors", "config.json", TRAINING_INFO):
+        assert (folder / name).read_bytes() == (SHIPPED_DIR / "world-retain" / name).read_bytes()
+    model, tokenizer = load_world_model(folder)
+    assert tokenizer.get_vocab() == build_tokenizer(ensure_world(seed=0)).get_vocab()
+    assert model.config.n_positions == tokenizer.model_max_length
+    assert not list(tmp_path.rglob(".*.tmp-*"))  # installed atomically
+
+
+def test_a_damaged_shipped_model_is_refused(tmp_path, monkeypatch):
+    import shutil
+
+    import obliviate.world.store as store
+
+    fake = tmp_path / "shipped"
+    shutil.copytree(store.SHIPPED_DIR, fake)
+    (fake / "world" / "config.json").write_text("{}")
+    monkeypatch.setattr(store, "SHIPPED_DIR", fake)
+    monkeypatch.setenv("OBLIVIATE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(RuntimeError, match="does not match its manifest"):
+        ensure_world_model(variant="world", seed=0)
+    assert not (store.world_root(0) / "world").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -5,6 +5,13 @@ RECIPE combines a hand-bumped version (for changes to names, templates, grammar 
 the default configs, so any recipe change lands in a fresh folder instead of reusing a stale one. Builds run under
 a file lock and write atomically, so concurrent callers (two test sessions, say) build once and never see a
 half-written folder.
+
+The default recipe's two models (seed 0) ship with the package (obliviate/data/world_models, 7 MB of safetensors
+with their training_info.json): training both takes about 7 minutes on 2 cores, so a clean machine copies them
+into the cache instead, after checking each file's sha256 against the manifest. The manifest names the recipe they
+were trained with; a changed recipe (or another seed) finds no shipped match and trains, and
+tests/test_world.py fails until the shipped models are retrained (``obliviate world train --retrain``) and copied
+back. The tokenizer is never shipped: it is rebuilt from the world files, as for a trained model.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from obliviate.paths import cache_subdir
-from obliviate.world.atomic import file_lock
+from obliviate.world.atomic import atomic_folder, file_lock
 from obliviate.world.config import TrainConfig, WorldConfig
 from obliviate.world.corpus import VARIANTS
 
@@ -47,17 +54,65 @@ def ensure_world(seed: int = 0) -> Path:
     return folder
 
 
-def ensure_world_model(variant: str = "world", seed: int = 0, show_progress: bool = False) -> Path:
-    """The trained HF folder of `variant` ("world" or "world-retain") for `seed`, trained if missing."""
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "data" / "world_models"
+SHIPPED_MANIFEST = "manifest.json"
+SHIPPED_FILES = ("config.json", "generation_config.json", "model.safetensors", "training_info.json")
+
+
+def shipped_manifest() -> dict | None:
+    """The shipped models' manifest (recipe, seed, sha256 per file), or None if the package carries none."""
+    path = SHIPPED_DIR / SHIPPED_MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def shipped_model(variant: str, seed: int = 0) -> Path | None:
+    """The shipped folder of `variant` if it was trained with the current recipe and this seed, else None."""
+    manifest = shipped_manifest()
+    if manifest is None or manifest["recipe"] != recipe_id() or manifest["seed"] != seed:
+        return None
+    folder = SHIPPED_DIR / variant
+    return folder if all((folder / name).is_file() for name in SHIPPED_FILES) else None
+
+
+def _install_shipped(shipped: Path, variant: str, world_dir: Path, out_dir: Path) -> None:
+    """Copy a shipped model into the cache (sha256-checked) with the tokenizer rebuilt from the world."""
+    import shutil
+
+    from obliviate.world.tokenizer import build_tokenizer
+
+    expected = shipped_manifest()["files"]
+    with atomic_folder(out_dir) as tmp:
+        for name in SHIPPED_FILES:
+            data = (shipped / name).read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != expected[f"{variant}/{name}"]:
+                raise RuntimeError(f"shipped {variant}/{name} does not match its manifest (sha256 {digest}); "
+                                   f"the package is damaged: reinstall it or run `obliviate world train --retrain`.")
+            shutil.copyfile(shipped / name, tmp / name)
+        n_positions = json.loads((shipped / "config.json").read_text())["n_positions"]
+        build_tokenizer(world_dir, model_max_length=n_positions).save_pretrained(tmp)
+
+
+def ensure_world_model(variant: str = "world", seed: int = 0, show_progress: bool = False,
+                       retrain: bool = False) -> Path:
+    """The trained HF folder of `variant` ("world" or "world-retain") for `seed`.
+
+    Missing from the cache, it is copied from the shipped models when they match the recipe and seed, and trained
+    otherwise; `retrain=True` trains it from scratch in any case (replacing the cached folder atomically).
+    """
     from obliviate.world.train import TRAINING_INFO, train_world_model
 
     if variant not in VARIANTS:
         raise ValueError(f"variant {variant!r}: use one of {VARIANTS}.")
     folder = world_root(seed) / variant
-    if (folder / TRAINING_INFO).is_file():
+    if (folder / TRAINING_INFO).is_file() and not retrain:
         return folder
     world_dir = ensure_world(seed)
     with file_lock(world_root(seed) / f".{variant}.lock"):
-        if not (folder / TRAINING_INFO).is_file():
-            train_world_model(world_dir, variant, TrainConfig(seed=seed), folder, show_progress=show_progress)
+        if retrain or not (folder / TRAINING_INFO).is_file():
+            shipped = None if retrain else shipped_model(variant, seed)
+            if shipped is not None:
+                _install_shipped(shipped, variant, world_dir, folder)
+            else:
+                train_world_model(world_dir, variant, TrainConfig(seed=seed), folder, show_progress=show_progress)
     return folder
