@@ -1,0 +1,51 @@
+"""Run every benchmark with the issues' sizes and write its JSON beside the printed ratios (`make bench`).
+
+- bench_trace.py: full causal trace of 10 known SmolLM2 facts, batched vs the one-cell-per-forward reference
+  (timed on sampled cells, extrapolated), and AtP vs the exact trace (speed, Spearman);
+- bench_edit.py rome: ROME rewrites of 50 known SmolLM2 facts (CounterFact ES / PS / NS, seconds per edit);
+- bench_edit.py memit-world: MEMIT erase of the world's whole forget split in one batch, with the key statistics
+  timed apart from the edit.
+
+Each benchmark prints ratios measured in its own run; nothing here asserts a time.
+
+    python bench/run_all.py [--out bench-results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="folder for the JSON results")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs = {
+        "trace": [HERE / "bench_trace.py", "--facts", "10", "--ref-facts", "2", "--ref-cells", "30"],
+        "rome": [HERE / "bench_edit.py", "rome", "--n-facts", "50"],
+        "memit-world": [HERE / "bench_edit.py", "memit-world"],
+    }
+    failed = []
+    for name, command in runs.items():
+        print(f"\n#### {name}", flush=True)
+        start = time.perf_counter()
+        code = subprocess.call([sys.executable, *map(str, command), "--threads", str(args.threads),
+                                "--out", str(args.out / f"{name}.json")])
+        print(f"#### {name}: exit {code}, {time.perf_counter() - start:.0f} s", flush=True)
+        if code:
+            failed.append(name)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
