@@ -21,8 +21,10 @@ model's level. b and u are the plain p_true of base and handle (same units: prob
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
@@ -109,13 +111,48 @@ class ProbeFit:
     summary: RelationProbe
 
 
+# Fits already made, by a digest of everything they depend on. An audit re-fits the same probe on identical
+# activations often: an output-only edit leaves the residual stream bit-for-bit the base's, and the oracle is
+# attacked once per compared method. The fit is deterministic, so a hit returns what the fit would.
+_FIT_CACHE: OrderedDict[str, ProbeFit] = OrderedDict()
+_FIT_CACHE_SIZE = 128
+
+
+def _fit_digest(acts_train: Any, labels: Sequence[Any], groups: Sequence[Any], acts_target: Any,
+                depths: Sequence[int], relation_id: str, config: RefitProbeConfig) -> str:
+    digest = hashlib.sha256()
+    for acts in (acts_train, acts_target):
+        array = acts.detach().cpu().numpy() if isinstance(acts, torch.Tensor) else np.asarray(acts)
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(array.tobytes())
+    digest.update(repr((list(map(str, labels)), list(map(str, groups)), list(depths), relation_id,
+                        config)).encode())
+    return digest.hexdigest()
+
+
 def fit_relation_probe(acts_train: torch.Tensor | np.ndarray, labels: Sequence[Any], groups: Sequence[Any],
                        acts_target: torch.Tensor | np.ndarray, depths: Sequence[int], relation_id: str = "",
                        config: RefitProbeConfig = RefitProbeConfig()) -> ProbeFit:
     """Choose depth and C by nested held-out-group CV on the training rows, refit, and score the target rows.
 
-    `acts_*` are (depth, n, d) with rows of `depths`; `groups` are the training subjects.
+    `acts_*` are (depth, n, d) with rows of `depths`; `groups` are the training subjects. Identical inputs
+    return a copy of the earlier fit (`_FIT_CACHE`).
     """
+    key = _fit_digest(acts_train, labels, groups, acts_target, depths, relation_id, config)
+    if key in _FIT_CACHE:
+        _FIT_CACHE.move_to_end(key)
+        return copy.deepcopy(_FIT_CACHE[key])
+    fit = _fit_relation_probe(acts_train, labels, groups, acts_target, depths, relation_id, config)
+    _FIT_CACHE[key] = copy.deepcopy(fit)
+    while len(_FIT_CACHE) > _FIT_CACHE_SIZE:
+        _FIT_CACHE.popitem(last=False)
+    return fit
+
+
+def _fit_relation_probe(acts_train: torch.Tensor | np.ndarray, labels: Sequence[Any], groups: Sequence[Any],
+                        acts_target: torch.Tensor | np.ndarray, depths: Sequence[int], relation_id: str,
+                        config: RefitProbeConfig) -> ProbeFit:
     from locate.probes import fit_probe, probe_accuracy_per_layer
 
     labels = np.asarray(labels, dtype=object)

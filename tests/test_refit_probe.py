@@ -33,6 +33,28 @@ def test_decodes_a_present_attribute_on_held_out_subjects():
     assert p_true.mean() > 0.8
 
 
+def test_identical_inputs_reuse_the_fit_and_any_change_refits(monkeypatch):
+    import audit.refit_probe as refit
+
+    calls = []
+    fit_once = refit._fit_relation_probe
+    monkeypatch.setattr(refit, "_fit_relation_probe", lambda *a: calls.append(1) or fit_once(*a))
+    monkeypatch.setattr(refit, "_FIT_CACHE", type(refit._FIT_CACHE)())
+    rng = np.random.default_rng(5)
+    labels = [f"c{i % 4}" for i in range(40)]
+    train, target = _data(rng, 40, labels, 4.0), _data(rng, 8, labels[:8], 4.0)
+    first = fit_relation_probe(train, labels, list(range(40)), target, depths=[0, 1], config=FAST)
+    first.probs[:] = -1.0  # a caller's change must not reach the stored fit
+    again = fit_relation_probe(train.copy(), labels, list(range(40)), target, depths=[0, 1], config=FAST)
+    assert len(calls) == 1 and again.probs.min() >= 0.0
+    moved = target.copy()
+    moved[1, 0, 0] += 1e-3  # one activation differs: a new fit
+    fit_relation_probe(train, labels, list(range(40)), moved, depths=[0, 1], config=FAST)
+    fit_relation_probe(train, labels, list(range(40)), target, depths=[0, 1], config=RefitProbeConfig(
+        n_splits=3, inner_splits=2, C_grid=(1.0,)))
+    assert len(calls) == 3
+
+
 def test_stays_near_chance_without_the_attribute():
     rng = np.random.default_rng(1)
     labels = [f"c{i % 4}" for i in range(80)]
