@@ -56,6 +56,8 @@ class RefitProbeConfig:
     seed: int = 42
     min_gap: float = 0.05
     """R is undefined when |b − u| is below this."""
+    n_jobs: int = -1
+    """Worker processes for the depths' fits (joblib; -1 = every core, 1 = in this process). Same result."""
 
 
 @dataclass
@@ -158,7 +160,7 @@ def _fit_relation_probe(acts_train: torch.Tensor | np.ndarray, labels: Sequence[
     labels = np.asarray(labels, dtype=object)
     curve = probe_accuracy_per_layer(acts_train, labels, groups, seed=config.seed, n_splits=config.n_splits,
                                      max_iter=config.max_iter, nested_cv=True, C_grid=config.C_grid,
-                                     inner_splits=config.inner_splits, depths=depths)
+                                     inner_splits=config.inner_splits, depths=depths, n_jobs=config.n_jobs)
     index = curve.best_index
     binary = curve.n_classes == 2
     flipped = binary and curve.accuracy[index] < 0.5

@@ -138,14 +138,16 @@ def _table_cells(row: Mapping[str, Any], attacks: Sequence[str]) -> list[str]:
         value = row["recovery"].get(attack)
         oracle = row["recovery_oracle"].get(attack)
         cells.append(_fmt(value) + (f" ({_fmt(oracle)})" if oracle is not None else ""))
-    cells += [_fmt(row["forget_recall"]), _fmt(row["retain_recall"]),
-              _fmt(row["ppl_delta"], signed=True), _fmt(row["ns"], 1)]
+    base, delta = row["ppl_base"], row["ppl_delta"]
+    relative = 100 * delta / base if base and delta is not None else None  # the issues' targets are relative
+    cells += [_fmt(row["forget_recall"]), _fmt(row["retain_recall"]), _fmt(relative, 1, signed=True),
+              _fmt(row["ns"], 1)]
     return cells
 
 
 def _headers(attacks: Sequence[str]) -> list[str]:
     return ["run", "method", *VERDICTS, *(f"{a} recovery" for a in attacks), "forget recall", "retain recall",
-            "Δ perplexity", "NS %"]
+            "Δ perplexity %", "NS %"]
 
 
 def markdown_table(runs: Sequence[Mapping[str, Any]]) -> str:
@@ -325,7 +327,7 @@ def write_report(runs: Sequence[Mapping[str, Any]], out_dir: str | Path, *, titl
                      "under the same attack), <b>suppressed</b> (some attack does, by more than its margin), "
                      "<b>intact</b> (still top-1). Recovery: mean recovered score on the edited model (the "
                      "oracle's in brackets). Recall: top-1 on the forget targets and on the retain split. "
-                     "Δ perplexity: held-out perplexity edited − base. NS: CounterFact neighbourhood "
+                     "Δ perplexity %: held-out perplexity change, (edited − base) / base. NS: CounterFact neighbourhood "
                      "specificity on the targets' neighbours.</p>")
         margins = {a: m for r in rows for a, m in r["margins"].items()}
         if margins:

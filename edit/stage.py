@@ -66,7 +66,9 @@ def _memit(handle, targets, retain, edit, layers, seed) -> EditResult:
     from edit.memit import MemitConfig, memit_edit
 
     cfg = _params(MemitConfig, edit)
-    result = memit_edit(handle, targets, layers if len(layers) > 1 else None, cfg, goal=edit.goal)
+    # the edit's own layers, else MEMIT's params, else locate's proposal (one layer is a valid one-block range)
+    chosen = edit.layers or cfg.layers or layers
+    result = memit_edit(handle, targets, chosen, cfg, goal=edit.goal)
     if not result.changed:
         result.changed = changed_tensors(handle, result.deltas)
     return result

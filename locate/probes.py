@@ -201,12 +201,14 @@ def probe_accuracy_per_layer(
     inner_splits: int = 3,
     depths: Sequence[int] | None = None,
     show_progress: bool = False,
+    n_jobs: int = 1,
 ) -> ProbeCurve:
     """Probe accuracy at each depth with GroupKFold over `groups` (subjects): no group in train and test.
 
     `labels` may have any number of classes (multiclass logistic regression for attribute decoding).
     `depths` names the rows of `acts` (default 0..depth−1). With `nested_cv`, C is chosen from `C_grid` by an
-    inner GroupKFold on each outer training fold.
+    inner GroupKFold on each outer training fold. `n_jobs` > 1 fits the depths in that many worker processes
+    (joblib; -1 = all cores): the result is the same.
     """
     X_all = _numpy(acts)
     y = np.asarray(labels)
@@ -223,20 +225,31 @@ def probe_accuracy_per_layer(
         rows = tqdm(rows, desc="probe per depth")
     accuracy, accuracy_std, chance, chosen = [], [], [], []
     chance_hits = sum(int(np.sum(y[test] == _majority(y[train]))) for train, test in folds)
-    with threadpool_limits(limits=1):  # many small fits: BLAS threads only add contention
-        for depth in rows:
-            acc, std, used_C = _depth_accuracy(X_all[depth], y, g, folds, nested_cv=nested_cv, seed=seed, C=C,
-                                               max_iter=max_iter, C_grid=C_grid, inner_splits=inner_splits)
-            accuracy.append(acc)
-            accuracy_std.append(std)
-            chosen.append(used_C)
-            chance.append(chance_hits / len(y))
+    kwargs = dict(nested_cv=nested_cv, seed=seed, C=C, max_iter=max_iter, C_grid=C_grid, inner_splits=inner_splits)
+    if n_jobs == 1 or len(rows) == 1:
+        with threadpool_limits(limits=1):  # many small fits: BLAS threads only add contention
+            per_depth = [_depth_accuracy(X_all[depth], y, g, folds, **kwargs) for depth in rows]
+    else:  # depths are independent: one worker process each (single-threaded BLAS there too)
+        from joblib import Parallel, delayed
+
+        per_depth = Parallel(n_jobs=n_jobs)(delayed(_depth_accuracy_1thread)(X_all[depth], y, g, folds, **kwargs)
+                                            for depth in rows)
+    for acc, std, used_C in per_depth:
+        accuracy.append(acc)
+        accuracy_std.append(std)
+        chosen.append(used_C)
+        chance.append(chance_hits / len(y))
     above = [a - c for a, c in zip(accuracy, chance)]
     above = [a - c for a, c in zip(accuracy, chance)]
     return ProbeCurve(depths=names, accuracy=accuracy, accuracy_std=accuracy_std, chance=chance,
                       above_chance=above, abs_above_chance=[abs(v) for v in above], chosen_C=chosen,
                       n_samples=len(y), n_groups=len(np.unique(g)), n_classes=len(np.unique(y)),
                       n_splits=len(folds), nested_cv=nested_cv, seed=seed)
+
+
+def _depth_accuracy_1thread(*args, **kwargs) -> tuple[float, float, float]:
+    with threadpool_limits(limits=1):
+        return _depth_accuracy(*args, **kwargs)
 
 
 def _depth_accuracy(X: np.ndarray, y: np.ndarray, g: np.ndarray, folds: list, *, nested_cv: bool, seed: int,

@@ -20,6 +20,13 @@ from obliviate.targets import resolve_facts
 STAGE = "locate"
 
 
+def _close(figure) -> None:
+    """The plots return their figure (notebooks show it); a stage only keeps the PNG, so free the figure."""
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+
+
 def _trace(handle: ModelHandle, facts, all_facts, config: RunConfig, run_dir: RunDir, record: StageRecord,
            per_target: dict[int, dict[str, Any]]) -> Any:
     from locate.causal_trace import trace_facts
@@ -43,7 +50,8 @@ def _trace(handle: ModelHandle, facts, all_facts, config: RunConfig, run_dir: Ru
                 "last_subject": result.last_subject, "clean_p": result.high, "corrupted_p": result.low,
                 "last_subject_profile": result.layer_profile(),
             }
-            path = plot_trace(result, out / f"trace_{kind}_{case_id}.png")
+            path = out / f"trace_{kind}_{case_id}.png"
+            _close(plot_trace(result, path))
             record.artefacts.append(run_dir.relative(path))
     record.metrics["trace"] = {kind: report.summary(kind) for kind in cfg.trace_kinds}
     record.metrics["trace_noise_std"] = report.noise_std
@@ -96,7 +104,8 @@ def _logit_lens(handle, facts, config: RunConfig, run_dir: RunDir, record: Stage
         per_target.setdefault(result.case_id, {"case_id": result.case_id})["logit_lens"] = {
             "prob": result.probs, "rank": result.ranks, "first_top1_depth": result.first_top1_depth()}
     if results:
-        path = plot_logit_lens(results, run_dir.artefact_dir(STAGE) / "logit_lens.png")
+        path = run_dir.artefact_dir(STAGE) / "logit_lens.png"
+        _close(plot_logit_lens(results, path))
         record.artefacts.append(run_dir.relative(path))
 
 

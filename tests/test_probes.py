@@ -128,6 +128,8 @@ def test_held_out_subjects_curve_decodes_only_where_the_attribute_is():
     assert curve.best_depth == 1
     nested = probe_accuracy_per_layer(acts, labels, groups, n_splits=4, nested_cv=True)
     assert nested.accuracy[1] > 0.9 and nested.nested_cv
+    in_workers = probe_accuracy_per_layer(acts, labels, groups, n_splits=4, nested_cv=True, n_jobs=2)
+    assert (in_workers.accuracy, in_workers.chosen_C) == (nested.accuracy, nested.chosen_C)
     assert to_jsonable(curve)["accuracy"] == curve.accuracy
 
 

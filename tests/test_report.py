@@ -104,7 +104,7 @@ def test_markdown_table_has_a_line_per_method_and_the_figures(tmp_path):
     cells = [c.strip() for c in memit_a.strip("|").split("|")]
     assert cells[2:5] == ["3", "0", "1"]
     assert cells[header.index("probe recovery")] == "0.12 (0.10)"
-    assert cells[header.index("Δ perplexity")] == "+0.40"
+    assert cells[header.index("Δ perplexity %")] == "+3.3"  # 0.40 on a base of 12.0
 
 
 def test_empty_runs_still_write_a_page(tmp_path):

@@ -1,0 +1,66 @@
+"""The whole pipeline through the CLI, as a user runs it: `obliviate run` (locate → edit → audit) on the world, then
+`obliviate compare`. Every stage writes its record and plots, the edits are measured and audited, an output-only
+suppression comes out suppressed, a re-run skips finished stages, and the report names every method."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from obliviate.cli import main
+
+CONFIG = """\
+model: world
+facts: world
+split: forget
+limit: 6
+seed: 0
+locate:
+  methods: [trace, logit_lens]
+  max_targets: 2
+edits:
+  - {method: suppress, goal: erase}
+  - {method: memit, goal: erase}
+audit:
+  attacks: [keyword, logit_lens]
+  reference: world-retain
+"""
+
+
+@pytest.mark.slow
+def test_run_then_compare_writes_every_stage_and_a_report(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(CONFIG)
+    run = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(run)]) in (0, None)
+
+    located = json.loads((run / "locate.json").read_text())
+    assert {"trace", "logit_lens"} <= set(located["timings"])
+    assert located["artefacts"] and all((run / a).exists() for a in located["artefacts"])  # trace and lens PNGs
+    assert any(a.endswith(".png") for a in located["artefacts"])
+
+    for method in ("suppress", "memit"):
+        edited = json.loads((run / f"edit-{method}.json").read_text())
+        assert edited["metrics"]["n_targets"] == 6
+        assert (run / edited["artefacts"][0] / "manifest.json").exists()
+        audited = json.loads((run / f"audit-{method}.json").read_text())
+        assert sum(audited["metrics"]["verdict_counts"].values()) == 6
+        assert all(t["reason"] for t in audited["targets"])  # every verdict names its evidence
+
+    hidden = json.loads((run / "edit-suppress.json").read_text())["metrics"]
+    assert hidden["target_recall_edited"] == 0.0 < hidden["target_recall_base"]
+    counts = json.loads((run / "audit-suppress.json").read_text())["metrics"]["verdict_counts"]
+    assert counts["suppressed"] >= 5, counts  # the logit lens reads what the output penalty hides
+
+    finished = json.loads((run / "audit-memit.json").read_text())["finished_at"]
+    capsys.readouterr()
+    assert main(["run", str(config), "--out", str(run)]) in (0, None)
+    assert "already finished" in capsys.readouterr().out
+    assert json.loads((run / "audit-memit.json").read_text())["finished_at"] == finished
+
+    report = tmp_path / "report"
+    assert main(["compare", str(run), "--out", str(report)]) in (0, None)
+    html = (report / "report.html").read_text()
+    assert "memit" in html and "suppress" in html
+    assert list((report / "plots").glob("*.png"))
