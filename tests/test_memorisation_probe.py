@@ -97,3 +97,25 @@ def test_random_init_control_leaves_the_model_alone():
     result = random_init_control(handle, secrets, config)
     assert result.kept_keys == [0, 1, 2] and len(result.gap) == handle.n_layers + 1
     assert all(torch.equal(before[k], v) for k, v in handle.tl.state_dict().items())
+
+
+@pytest.mark.smollm2
+@pytest.mark.slow
+def test_smollm2_carries_a_memorisation_signature_on_texts_it_memorised(smollm2_handle):
+    """obliviate/data/smollm2_memorised.jsonl: 20 public texts a web-trained model has seen many times (MIT / Apache
+    / GPL / BSD / CC licence lines, lorem ipsum, famous openings), each with a term-swapped control C and a plain
+    paraphrase B. The reference thresholds (−2.0 / −3.0 nats per token) keep the ones SmolLM2 reproduces; on those a
+    probe trained on other keys tells M from C at every depth, well beyond C from B, while shuffled labels stay at
+    chance. Measured: 6 keys kept, gap +0.01…+0.42 (mean ≈ 0.2), shuffled True-LOO 0.36–0.56."""
+    from pathlib import Path
+
+    import obliviate
+    from locate.memorisation_probe import load_secrets
+
+    secrets = load_secrets(Path(obliviate.__file__).parent / "data" / "smollm2_memorised.jsonl")
+    result = memorisation_probe(smollm2_handle, secrets, MemorisationProbeConfig(n_shuffle_seeds=2))
+    kept = [row for row in result.screening if row.kept]
+    assert len(kept) >= 5, [(r.key_id, round(r.logp_m, 2)) for r in result.screening]
+    assert float(np.mean(result.gap)) > 0.1, result.gap
+    assert max(result.true_loo) > 0.8
+    assert abs(float(np.mean(result.shuffled_loo_mean)) - 0.5) < 0.1, result.shuffled_loo_mean
