@@ -227,9 +227,8 @@ def probe_accuracy_per_layer(
     chance_hits = sum(int(np.sum(y[test] == _majority(y[train]))) for train, test in folds)
     kwargs = dict(nested_cv=nested_cv, seed=seed, C=C, max_iter=max_iter, C_grid=C_grid, inner_splits=inner_splits)
     if n_jobs == 1 or len(rows) == 1:
-        with threadpool_limits(limits=1):  # many small fits: BLAS threads only add contention
-            per_depth = [_depth_accuracy(X_all[depth], y, g, folds, **kwargs) for depth in rows]
-    else:  # depths are independent: one worker process each (single-threaded BLAS there too)
+        per_depth = [_depth_accuracy_1thread(X_all[depth], y, g, folds, **kwargs) for depth in rows]
+    else:  # depths are independent: one worker process each
         from joblib import Parallel, delayed
 
         per_depth = Parallel(n_jobs=n_jobs)(delayed(_depth_accuracy_1thread)(X_all[depth], y, g, folds, **kwargs)
@@ -240,7 +239,6 @@ def probe_accuracy_per_layer(
         chosen.append(used_C)
         chance.append(chance_hits / len(y))
     above = [a - c for a, c in zip(accuracy, chance)]
-    above = [a - c for a, c in zip(accuracy, chance)]
     return ProbeCurve(depths=names, accuracy=accuracy, accuracy_std=accuracy_std, chance=chance,
                       above_chance=above, abs_above_chance=[abs(v) for v in above], chosen_C=chosen,
                       n_samples=len(y), n_groups=len(np.unique(g)), n_classes=len(np.unique(y)),
@@ -248,7 +246,7 @@ def probe_accuracy_per_layer(
 
 
 def _depth_accuracy_1thread(*args, **kwargs) -> tuple[float, float, float]:
-    with threadpool_limits(limits=1):
+    with threadpool_limits(limits=1):  # many small fits: BLAS threads only add contention
         return _depth_accuracy(*args, **kwargs)
 
 
