@@ -327,8 +327,8 @@ def write_report(runs: Sequence[Mapping[str, Any]], out_dir: str | Path, *, titl
                      "under the same attack), <b>suppressed</b> (some attack does, by more than its margin), "
                      "<b>intact</b> (still top-1). Recovery: mean recovered score on the edited model (the "
                      "oracle's in brackets). Recall: top-1 on the forget targets and on the retain split. "
-                     "Δ perplexity %: held-out perplexity change, (edited − base) / base. NS: CounterFact neighbourhood "
-                     "specificity on the targets' neighbours.</p>")
+                     "Δ perplexity %: held-out perplexity change, (edited − base) / base. NS: CounterFact "
+                     "neighbourhood specificity on the targets' neighbours.</p>")
         margins = {a: m for r in rows for a, m in r["margins"].items()}
         if margins:
             parts.append("<p class='note'>Margins: " + ", ".join(f"{html.escape(a)} {m:.3f}"

@@ -137,6 +137,7 @@ def memit_edit(handle, facts: Sequence[Fact], layers: Sequence[int] | None = Non
 
     tick = time.perf_counter()
     moments = second_moments(handle, layers, cfg.covariance, show_progress=show_progress)
+    lam = mom2_weight(cfg, int(handle.tl.cfg.d_mlp))
     timings["covariance_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
@@ -158,7 +159,7 @@ def memit_edit(handle, facts: Sequence[Fact], layers: Sequence[int] | None = Non
             current = bare_prompt_activations(handle, z_site.resid_hook, facts)
         residual = (z - current) / (len(layers) - i)
         k = keys.double().T  # [d_mlp, n]
-        lhs = mom2_weight(cfg, k.shape[0]) * regularised(moments[layer], cfg.covariance.ridge) + k @ k.T
+        lhs = lam * regularised(moments[layer], cfg.covariance.ridge) + k @ k.T
         adjusted = torch.linalg.solve(lhs, k)  # [d_mlp, n]
         deltas[site.weight] = (adjusted @ residual.double()).float()  # [d_mlp, d_model]
         vectors[f"keys_L{layer}"], vectors[f"residual_L{layer}"] = keys, residual
@@ -174,4 +175,4 @@ def memit_edit(handle, facts: Sequence[Fact], layers: Sequence[int] | None = Non
         metrics={"n_facts": len(facts), "mean_final_loss": sum(final_losses) / max(len(final_losses), 1),
                  "mean_goal_prob": sum(values.goal_prob) / len(values.goal_prob), **per_layer},
         config={**asdict(cfg), "layers": list(layers), "goal": goal,
-                "mom2_weight_used": mom2_weight(cfg, int(handle.tl.cfg.d_mlp))})
+                "mom2_weight_used": lam})

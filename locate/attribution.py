@@ -27,7 +27,8 @@ from typing import Literal
 import torch
 from jaxtyping import Float
 
-from locate.causal_trace import KINDS, SITE_HOOKS, TraceResult, noise_hook, subject_corruption, upcast, window_layers
+from locate.causal_trace import (KINDS, SITE_HOOKS, TraceResult, corruption_label, noise_hook, subject_corruption,
+                                 upcast, window_layers)
 from locate.tokens import fact_subject_tokens
 from obliviate.facts import Fact
 
@@ -86,7 +87,7 @@ def attribution_patch_fact(handle, fact: Fact, *, noise_std: float, kinds: Seque
     noise = subject_corruption(handle, fact, subject, noise_std=noise_std, n_samples=n_samples, seed=seed,
                                replacements=replacements)
     n_samples = noise.shape[0]
-    noise_std, corruption = (0.0, "replace") if replacements is not None else (noise_std, "noise")
+    noise_std, corruption = corruption_label(noise_std, replacements)
     answer = handle.answer_token(fact.target_true)
     batch = tokens[None].repeat(1 + n_samples, 1)
     acts: dict[str, torch.Tensor] = {}

@@ -238,6 +238,11 @@ def replacement_subjects(handle, fact: Fact, pool: Sequence[Fact], n: int, *, se
     return candidates[:n]
 
 
+def corruption_label(noise_std: float, replacements: Sequence[Sequence[int]] | None) -> tuple[float, str]:
+    """The (noise_std, corruption) a trace records: STR has no noise std."""
+    return (0.0, "replace") if replacements is not None else (noise_std, "noise")
+
+
 @torch.no_grad()
 def subject_corruption(handle, fact: Fact, subject: SubjectTokens, *, noise_std: float, n_samples: int, seed: int,
                        replacements: Sequence[Sequence[int]] | None = None) -> Float[torch.Tensor,
@@ -468,7 +473,7 @@ def trace_fact(handle, fact: Fact, *, noise_std: float, kinds: Sequence[str] = K
         runs = corrupted_runs(handle, fact, noise_std=noise_std, n_samples=n_samples, seed=seed, kinds=kinds,
                               replacements=replacements)
     n_samples = runs.noise.shape[0]
-    noise_std, corruption = (0.0, "replace") if replacements is not None else (noise_std, "noise")
+    noise_std, corruption = corruption_label(noise_std, replacements)
     n_layers, n_pos = model.cfg.n_layers, len(runs.tokens)
     positions = list(range(n_pos)) if positions is None else [p % n_pos for p in positions]
     layers = list(range(n_layers)) if layers is None else [l % n_layers for l in layers]

@@ -22,7 +22,7 @@ import nnsight
 import torch
 from jaxtyping import Float
 
-from locate.causal_trace import KINDS, TraceResult, subject_corruption, window_layers
+from locate.causal_trace import KINDS, TraceResult, corruption_label, subject_corruption, window_layers
 from locate.tokens import fact_subject_tokens
 from obliviate.facts import Fact
 
@@ -178,7 +178,7 @@ def nnsight_trace_fact(handle, fact: Fact, *, noise_std: float, kinds: Sequence[
     noise = subject_corruption(handle, fact, subject, noise_std=noise_std, n_samples=n_samples, seed=seed,
                                replacements=replacements).to(handle.hf.device)
     n_samples = noise.shape[0]
-    noise_std, corruption = (0.0, "replace") if replacements is not None else (noise_std, "noise")
+    noise_std, corruption = corruption_label(noise_std, replacements)
     answer = handle.answer_token(fact.target_true)
     span = (subject.start, subject.end)
     wanted = [(layer, _KIND_SITE[k]) for k in kinds for layer in range(n_layers)]

@@ -76,8 +76,6 @@ def shipped_model(variant: str, seed: int = 0) -> Path | None:
 
 def _install_shipped(shipped: Path, variant: str, world_dir: Path, out_dir: Path) -> None:
     """Copy a shipped model into the cache (sha256-checked) with the tokenizer rebuilt from the world."""
-    import shutil
-
     from obliviate.world.tokenizer import build_tokenizer
 
     expected = shipped_manifest()["files"]
@@ -88,7 +86,7 @@ def _install_shipped(shipped: Path, variant: str, world_dir: Path, out_dir: Path
             if digest != expected[f"{variant}/{name}"]:
                 raise RuntimeError(f"shipped {variant}/{name} does not match its manifest (sha256 {digest}); "
                                    f"the package is damaged: reinstall it or run `obliviate world train --retrain`.")
-            shutil.copyfile(shipped / name, tmp / name)
+            (tmp / name).write_bytes(data)
         n_positions = json.loads((shipped / "config.json").read_text())["n_positions"]
         build_tokenizer(world_dir, model_max_length=n_positions).save_pretrained(tmp)
 
