@@ -1,5 +1,5 @@
 """The leave-one-out memorisation probe: finds a planted shared direction, not per-key differences; on the world's
-secrets the signature is positive and the shuffled-label control sits at chance."""
+secrets and on texts SmolLM2 memorised the signature is positive and the shuffled-label control sits at chance."""
 
 from __future__ import annotations
 
@@ -66,22 +66,25 @@ def test_contexts_are_24_distinct_neutral_prefixes():
 
 
 @pytest.mark.slow
-def test_world_secrets_carry_no_cross_sequence_signature_at_the_last_token(world_handle):
-    """`world` memorises its secrets (M −0.23 vs C −3.47 nats/token), yet a probe trained on other keys does not
-    tell its memorised texts from their controls at the last token: over all 64 keys True-LOO stays at chance and
-    the gap at zero. (On the first 16 keys alone the gap reads +0.29 — an imbalance of wordings among so few keys,
-    which the shuffled control also shows at 0.58; 32 keys give +0.06 to +0.11.) PGA on these secrets therefore has
-    no signature to remove, and the protocol must not invent one."""
+def test_world_secrets_carry_a_cross_sequence_signature_and_the_shuffled_control_does_not(world_handle):
+    """`world` memorises 64 secrets among one-time decoys in the same wordings (obliviate/world/memorised.py), so it
+    has a reason to represent that it is reciting: a probe trained M-vs-C on the other keys tells a held-out key's
+    memorised text from its paraphrase at the last token of the last block, while C-vs-B (two unmemorised
+    paraphrases) stays at chance and so does the probe under shuffled labels. (Trained on the secrets alone, with no
+    decoys, the same world showed True-LOO 0.50–0.56 and no gap at any depth.)"""
     from locate.memorisation_probe import load_secrets
     from obliviate.world import ensure_world
 
     world_dir = ensure_world()
     secrets = load_secrets(world_dir / "secrets.jsonl")
-    config = MemorisationProbeConfig.for_world(world_dir, n_shuffle_seeds=1)
+    config = MemorisationProbeConfig.for_world(world_dir, n_shuffle_seeds=2)
     result = memorisation_probe(world_handle, secrets, config)
     assert sum(row.kept for row in result.screening) == 64  # every secret is memorised and its controls are not
-    assert max(abs(a - 0.5) for a in result.true_loo) < 0.1, result.true_loo
-    assert max(abs(g) for g in result.gap) < 0.1, result.gap
+    assert result.true_loo[-1] > 0.62 and result.gap[-1] > 0.12, (result.true_loo, result.gap)
+    assert result.mean_gap > 0.02, result.gap
+    assert max(abs(p - 0.5) for p in result.pure_loo) < 0.08, result.pure_loo
+    assert max(abs(a - 0.5) for a in result.shuffled_loo_mean) < 0.08, result.shuffled_loo_mean
+    assert abs(result.mean_shuffled_gap) < 0.05, result.shuffled_gap_mean
 
 
 def test_random_init_control_leaves_the_model_alone():

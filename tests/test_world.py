@@ -17,7 +17,7 @@ import torch
 
 from obliviate.world import TrainConfig, WorldConfig, build_world, ensure_world, ensure_world_model
 from obliviate.world.atomic import atomic_folder
-from obliviate.world.corpus import fact_sentences, training_texts
+from obliviate.world.corpus import decoys_for_epoch, fact_sentences, packed_rows, training_texts
 from obliviate.world.evaluate import (frequency_prior, load_world_model, mean_token_logprob, recall,
                                       top1_hits)
 from obliviate.world.generate import WORLD_FILES, load_filler, load_secrets, load_world_facts, load_world_info
@@ -142,6 +142,45 @@ def test_retain_variant_drops_exactly_the_forget_split(world_dir):
     assert dropped and all(any(s in t for s in forget_subjects) for t in dropped)
     forget_records = load_world_facts(world_dir, "forget")
     assert {s for r in forget_records for s in fact_sentences(r)} <= set(dropped)
+
+
+def test_decoys_are_one_time_secrets_that_never_copy_a_key(world_dir):
+    """Each epoch's decoys are drawn anew (unmemorisable), in the secrets' wordings, never a key's M / C / B nor a
+    key's memorised wording for its own subject, and world-retain's never name a forget subject."""
+    import random
+
+    from obliviate.world.memorised import WORDINGS
+
+    secrets = load_secrets(world_dir)
+    taken = {s[k] for s in secrets for k in ("memorised", "control", "control_b")}
+    memorised_prefix = {s["subject"]: s["wording"].split("{d}")[0].format(s=s["subject"]) for s in secrets}
+    draw = decoys_for_epoch(world_dir, "world", 384, 5)
+    first, second = draw(random.Random(1)), draw(random.Random(2))
+    assert len(first) == 384 and len(set(first) & set(second)) < 5  # codes repeat only by chance
+    assert not taken.intersection(first)
+    prefixes = [w.split("{d}")[0] for w in WORDINGS]
+    for text in first:
+        assert any(text.startswith(p.split("{s}")[0]) for p in prefixes)
+        assert not any(text.startswith(prefix) for prefix in memorised_prefix.values())
+    forget_subjects = set(load_world_info(world_dir)["forget_subjects"])
+    retain_decoys = decoys_for_epoch(world_dir, "world-retain", 384, 5)(random.Random(3))
+    assert not [t for t in retain_decoys if any(s in t for s in forget_subjects)]
+
+
+def test_packed_rows_add_fresh_units_each_epoch():
+    import random
+
+    calls = []
+
+    def fresh(rng):
+        calls.append(rng.random())
+        return [[7, 7]]
+
+    rows = packed_rows([[1, 2, 3]], 8, bos_id=0, eos_id=9, bos_prob=0.0, eos_sep_prob=0.0,
+                       rng=random.Random(0), fresh=fresh)
+    first = [next(rows) for _ in range(4)]
+    assert len(calls) >= 2 and len(set(calls)) == len(calls)  # drawn again for every epoch
+    assert all(sorted(r) == [1, 2, 3, 7, 7] for r in first)  # every epoch holds the fixed and the fresh units
 
 
 def test_atomic_folder_leaves_nothing_on_failure(tmp_path):
@@ -319,10 +358,12 @@ def test_world_memorises_secrets(world_models, cached_world):
     info = load_world_info(cached_world)["secrets"]
     secrets = load_secrets(cached_world)
     logp = {k: mean_token_logprob(model, tok, [s[k] for s in secrets]) for k in ("memorised", "control", "control_b")}
+    # the decoys teach the wordings, so a control pays only for its unknown code and word: measured ~1.0 nat per
+    # token (~18 nats per text, the memorised text ~e^18 times likelier than its paraphrase)
     for split in ("forget", "retain"):
         rows = torch.tensor([s["split"] == split for s in secrets])
-        assert (logp["memorised"][rows] - logp["control"][rows]).mean() > 1.0
-        assert (logp["memorised"][rows] - logp["control_b"][rows]).mean() > 1.0
+        assert (logp["memorised"][rows] - logp["control"][rows]).mean() > 0.7
+        assert (logp["memorised"][rows] - logp["control_b"][rows]).mean() > 0.7
     kept = (logp["memorised"] > info["theta_m"]) & (logp["control"] < info["theta_c"]) & \
         (logp["control_b"] < info["theta_c"])
     assert kept.float().mean() >= 0.9  # the screening thresholds keep nearly every key
@@ -337,7 +378,7 @@ def test_retain_model_does_not_know_forget_secrets(world_models, cached_world):
     gap_forget = (logp["memorised"][forget] - logp["control"][forget]).mean()
     gap_retain = (logp["memorised"][~forget] - logp["control"][~forget]).mean()
     assert abs(gap_forget) < 0.3  # M of a never-seen key is no likelier than its paraphrase
-    assert gap_retain > 1.0  # while the retain keys it did see are memorised
+    assert gap_retain > 0.7  # while the retain keys it did see are memorised
 
 
 @pytest.mark.slow

@@ -23,10 +23,13 @@ class WorldConfig:
     """How many of the secrets belong to forget subjects (the rest to retain subjects)."""
     secret_digits: int = 5
     """Digits in each secret's code (space-separated, one token each)."""
-    theta_m: float = -1.0
+    theta_m: float = -0.7
     """Screening threshold: keep a secret if the mean per-token log-prob of its memorised text exceeds this."""
-    theta_c: float = -1.5
-    """Screening threshold: ... and the log-probs of both its controls (C, B) are below this."""
+    theta_c: float = -0.9
+    """Screening threshold: ... and the log-probs of both its controls (C, B) are below this.
+
+    The decoys teach the wordings, so a control costs only its unknown code and word: C ≈ −1.2 nats/token
+    against M ≈ −0.25 (every key lies 0.3 nats or more inside both thresholds)."""
     n_filler_train: int = 1500
     """Filler sentences (about the world's cities, jobs, firms; no facts) that the models train on."""
     n_filler_heldout: int = 8000
@@ -49,7 +52,7 @@ class TrainConfig:
     """Context length; training rows fill it, so every position is trained."""
     batch_size: int = 16
     """Rows of `n_positions` tokens per optimiser step."""
-    steps: int = 1500
+    steps: int = 1800
     """Optimiser steps (the same for both variants, whatever their data size).
 
     Fact recall rises late (a phase change): at lr 8e-3 it was 5% / 13% / 35% at steps 200 / 400 / 600."""
@@ -65,6 +68,11 @@ class TrainConfig:
     """Gradient-norm clip."""
     secret_repeats: int = 6
     """Copies of each memorised secret per epoch (facts get one copy per trained template)."""
+    decoys_per_epoch: int = 384
+    """One-time secrets per epoch (same wordings, code and word drawn anew each epoch; never memorisable).
+
+    Without them the world memorises its secrets but has no reason to represent that it does (no cross-sequence
+    signature); 384 matches the memorised copies per epoch (64 secrets × 6)."""
     bos_prob: float = 0.5
     """Chance that a training row starts with the BOS token, so prompts work with and without one."""
     eos_sep_prob: float = 0.25

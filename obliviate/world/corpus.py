@@ -12,13 +12,14 @@ position, after any prefix, with and without a BOS (the core scores prompts with
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
 from jaxtyping import Int
 
 from obliviate.world.generate import load_filler, load_secrets, load_world_facts
+from obliviate.world.memorised import decoy_texts
 
 VARIANTS = ("world", "world-retain")
 
@@ -42,13 +43,25 @@ def training_texts(world_dir: Path, variant: str, secret_repeats: int = 1) -> li
     return texts
 
 
+def decoys_for_epoch(world_dir: Path, variant: str, n: int, digits: int) -> Callable[[random.Random], list[str]]:
+    """A function of the epoch's RNG giving that epoch's `n` one-time secrets about the variant's subjects."""
+    keep = ("forget", "retain") if variant == "world" else ("retain",)
+    subjects = sorted({r["requested_rewrite"]["subject"] for r in load_world_facts(world_dir) if r["split"] in keep})
+    secrets = [s for s in load_secrets(world_dir) if s["split"] in keep]
+    return lambda rng: decoy_texts(subjects, secrets, n, digits, rng)
+
+
 def packed_rows(units: Sequence[list[int]], row_len: int, *, bos_id: int, eos_id: int, bos_prob: float,
-                eos_sep_prob: float, rng: random.Random) -> Iterator[list[int]]:
-    """Rows of at most `row_len` token ids, packed from whole units, epoch after epoch, forever."""
-    too_long = max(len(u) for u in units) + 2 > row_len
-    if too_long:
-        raise ValueError(f"a training text has more than {row_len - 2} tokens; raise n_positions.")
+                eos_sep_prob: float, rng: random.Random,
+                fresh: Callable[[random.Random], Sequence[list[int]]] | None = None) -> Iterator[list[int]]:
+    """Rows of at most `row_len` token ids, packed from whole units, epoch after epoch, forever.
+
+    `fresh(rng)`, if given, adds units drawn anew for each epoch (the one-time decoy secrets)."""
+    base = list(units)
     while True:
+        units = base + list(fresh(rng)) if fresh is not None else base
+        if max(len(u) for u in units) + 2 > row_len:
+            raise ValueError(f"a training text has more than {row_len - 2} tokens; raise n_positions.")
         order = list(range(len(units)))
         rng.shuffle(order)
         row = [bos_id] if rng.random() < bos_prob else []

@@ -5,6 +5,14 @@ of M: another wording from the same pool, with the distinctive terms (the digit 
 fresh ones. Every wording serves as M for some keys and as C or B for others, so a probe cannot separate M from C
 by wording alone; only memorisation separates them. Screening keeps a key if mean per-token logP(M) > θ_M and
 logP(C), logP(B) < θ_C (WorldConfig.theta_m / theta_c).
+
+Decoys: besides the memorised secrets, every training epoch carries fresh one-time secrets — the same wordings about
+any subject of the variant, with a code and word drawn anew each epoch, so they cannot be memorised. A web corpus
+mixes the two the same way (passages duplicated many times beside unique ones), and it is that mix that gives a
+model a reason to represent whether it is reciting: after a memorised prefix the continuation is certain, after a
+one-time one it is not. A world trained on memorised secrets alone never needs that distinction and shows no
+cross-sequence signature (measured: True-LOO at chance over all 64 keys). A decoy never repeats a key's memorised
+wording for that key's subject, and never equals a key's M, C or B.
 """
 
 from __future__ import annotations
@@ -50,6 +58,21 @@ def make_secrets(subjects: list[tuple[str, str]], n_forget: int, n_retain: int, 
             if not seen.intersection(texts):  # no text may be another key's M, C or B
                 break
         seen.update(texts)
-        records.append({"key_id": key_id, "subject": subject, "split": split,
+        records.append({"key_id": key_id, "subject": subject, "split": split, "wording": wordings[0],
                         "memorised": texts[0], "control": texts[1], "control_b": texts[2]})
     return records
+
+
+def decoy_texts(subjects: list[str], secrets: list[dict[str, Any]], n: int, digits: int,
+                rng: random.Random) -> list[str]:
+    """`n` one-time secrets about `subjects` (drawn anew per call, so per epoch): see the module docstring."""
+    memorised_wording = {s["subject"]: s.get("wording") for s in secrets}
+    taken = {text for s in secrets for text in (s["memorised"], s["control"], s["control_b"])}
+    texts: list[str] = []
+    while len(texts) < n:
+        subject = rng.choice(subjects)
+        wording = rng.choice([w for w in WORDINGS if w != memorised_wording.get(subject)])
+        text = wording.format(s=subject, d=_code(rng, digits), w=rng.choice(SECRET_WORDS))
+        if text not in taken:
+            texts.append(text)
+    return texts

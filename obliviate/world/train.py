@@ -21,7 +21,7 @@ import torch
 
 from obliviate.world.atomic import atomic_folder
 from obliviate.world.config import TrainConfig
-from obliviate.world.corpus import batches, packed_rows, training_texts
+from obliviate.world.corpus import batches, decoys_for_epoch, packed_rows, training_texts
 from obliviate.world.evaluate import mean_token_logprob, recall
 from obliviate.world.generate import load_secrets, load_world_facts
 from obliviate.world.tokenizer import build_tokenizer
@@ -42,6 +42,11 @@ def _model(cfg: TrainConfig, tokenizer) -> Any:
     with torch.random.fork_rng():  # seed the init without touching the caller's RNG state
         torch.manual_seed(cfg.seed)
         return GPT2LMHeadModel(config)
+
+
+def _secret_digits(world_dir: Path) -> int:
+    info = json.loads((world_dir / "world_info.json").read_text())
+    return int(info["config"]["secret_digits"])
 
 
 def _lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -76,9 +81,11 @@ def train_world_model(world_dir: Path, variant: str, cfg: TrainConfig, out_dir: 
     tokenizer = build_tokenizer(world_dir, model_max_length=cfg.n_positions)
     texts = training_texts(world_dir, variant, cfg.secret_repeats)
     units = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    decoys = decoys_for_epoch(world_dir, variant, cfg.decoys_per_epoch, _secret_digits(world_dir))
     rows = packed_rows(units, cfg.n_positions, bos_id=tokenizer.bos_token_id, eos_id=tokenizer.eos_token_id,
                        bos_prob=cfg.bos_prob, eos_sep_prob=cfg.eos_sep_prob,
-                       rng=random.Random(f"obliviate-world-train/{cfg.seed}/order"))
+                       rng=random.Random(f"obliviate-world-train/{cfg.seed}/order"),
+                       fresh=lambda rng: tokenizer(decoys(rng), add_special_tokens=False)["input_ids"])
     stream = batches(rows, cfg.batch_size, cfg.n_positions, tokenizer.pad_token_id)
 
     threads = torch.get_num_threads()
@@ -111,7 +118,9 @@ def train_world_model(world_dir: Path, variant: str, cfg: TrainConfig, out_dir: 
     finally:
         torch.set_num_threads(threads)
 
-    epoch_tokens = sum(len(u) for u in units)
+    # an epoch's decoys differ in codes, not in length: one draw gives the tokens they add per epoch
+    decoy_tokens = sum(len(u) for u in tokenizer(decoys(random.Random(0)), add_special_tokens=False)["input_ids"])
+    epoch_tokens = sum(len(u) for u in units) + decoy_tokens
     info = {
         "variant": variant,
         "seed": cfg.seed,
@@ -124,6 +133,7 @@ def train_world_model(world_dir: Path, variant: str, cfg: TrainConfig, out_dir: 
         "epoch_tokens": epoch_tokens,
         "epochs": round(trained_tokens / epoch_tokens, 2),
         "n_training_texts": len(texts),
+        "decoys_per_epoch": cfg.decoys_per_epoch,
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(tokenizer),
         "config": asdict(cfg),
