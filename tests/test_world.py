@@ -1,7 +1,7 @@
 """The fact world: generation, tokenizer, training data, and the acceptance figures of the two trained models.
 
 Fast tests build worlds into tmp folders (a fraction of a second each). Slow tests use the cached models
-(copied from the shipped ones, or trained once per machine by `ensure_world_model`, ~3 min each on 2 cores) and
+(copied from the shipped ones, or trained once per machine by `ensure_world_model`, ~5 min each on 2 cores) and
 assert measured figures.
 """
 

@@ -7,7 +7,7 @@ a file lock and write atomically, so concurrent callers (two test sessions, say)
 half-written folder.
 
 The default recipe's two models (seed 0) ship with the package (obliviate/data/world_models, 7 MB of safetensors
-with their training_info.json): training both takes about 7 minutes on 2 cores, so a clean machine copies them
+with their training_info.json): training both takes about 11 minutes on 2 cores, so a clean machine copies them
 into the cache instead, after checking each file's sha256 against the manifest. The manifest names the recipe they
 were trained with; a changed recipe (or another seed) finds no shipped match and trains, and
 tests/test_world.py fails until the shipped models are retrained (``obliviate world train --retrain``) and copied
