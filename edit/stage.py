@@ -101,6 +101,9 @@ def _pga(handle, targets, retain, edit, layers, seed) -> EditResult:
 
     cfg = _params(PGAConfig, edit)
     chosen = layers if cfg.depths is None or edit.layers else None
+    if cfg.depths is None and not chosen:
+        print("edit: pga: the locate stage found no memorisation signature (add memorisation_probe to "
+              "locate.methods); projecting at every depth")
     return pga_edit(handle, _secrets_of(targets, seed), retain, cfg, layers=chosen or None)
 
 
