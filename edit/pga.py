@@ -21,8 +21,10 @@ standardised weights lie in span(U) sees a constant.
   max probe 0.79 → 0.48, capability change +0.19 pp.
 
 Held-out accuracy in the rounds is measured on unseen keys (GroupKFold over keys, `n_folds`), which is cheaper
-than the full leave-one-out and just as honest; the audit's LOO probe (`locate.memorisation_probe`) gives the final
-figure. Caution from the paper: "below chance" on paired folds means a flipped probe (an attacker who flips the sign
+than the full leave-one-out and just as honest; `n_folds=None` uses the leave-one-out itself, and the audit's LOO
+probe (`locate.memorisation_probe`) gives the final figure. In a run, the edit stage projects only at the depths
+where the locate stage's memorisation probe found the signature (`MemorisationProbeResult.signature_depths`): on a
+small model, projecting at every depth — embedding included — costs facts that no signature lives in. Caution from the paper: "below chance" on paired folds means a flipped probe (an attacker who flips the sign
 gets 1 − acc), so |acc − 0.5| is reported as well, and `criterion="abs"` makes the stop rule use it.
 
 The projectors act at every position of the hooked residual (the paper's hook edits the whole block output); μ and
@@ -128,10 +130,17 @@ def md_projector(depth: int, m: Float[torch.Tensor, "n d"], c: Float[torch.Tenso
 
 
 def heldout_key_accuracy(m: Float[torch.Tensor, "key context d"], c: Float[torch.Tensor, "key context d"], *,
-                         n_folds: int = 5, seed: int = 42, C: float = 1.0, max_iter: int = 2000) -> float:
-    """Accuracy of a fresh M-vs-C probe on keys it never saw (GroupKFold over keys, every sample tested once)."""
+                         n_folds: int | None = 5, seed: int = 42, C: float = 1.0, max_iter: int = 2000) -> float:
+    """Accuracy of a fresh M-vs-C probe on keys it never saw (GroupKFold over keys, every sample tested once).
+
+    `n_folds=None` holds out one key at a time: the locate stage's True-LOO (`loo_accuracy`), K fits instead of 5.
+    """
     from sklearn.model_selection import GroupKFold
 
+    if n_folds is None:
+        from locate.memorisation_probe import loo_accuracy
+
+        return float(loo_accuracy(m.numpy(), c.numpy(), C=C, max_iter=max_iter, seed=seed).mean())
     n_keys, n_ctx, d = m.shape
     X = torch.cat([_flat(m), _flat(c)]).double().numpy()
     y = np.r_[np.ones(n_keys * n_ctx, dtype=int), np.zeros(n_keys * n_ctx, dtype=int)]
@@ -161,8 +170,8 @@ class PGAConfig:
     """Adversarial stop: at most this many re-fit rounds."""
     criterion: Literal["accuracy", "abs"] = "accuracy"
     """Stop on max accuracy (the reference) or on max 0.5 + |accuracy − 0.5| (a flipped probe counts as leaking)."""
-    n_folds: int = 5
-    """Key folds of the held-out accuracy measured each round."""
+    n_folds: int | None = 5
+    """Key folds of the held-out accuracy measured each round; None = leave one key out (the locate probe's)."""
     max_tokens: int = 96
     """Context + text truncation (the memorisation probe's)."""
     C: float = 1.0

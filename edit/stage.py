@@ -83,24 +83,35 @@ def _secrets_of(targets: Sequence[Fact], seed: int) -> list[Any]:
     return load_secrets(ensure_world(seed=seed) / "secrets.jsonl", split=split)
 
 
-def _generic(module: str, function: str, config_class: str, *, targets_are_secrets: bool = False) -> Callable:
+def _generic(module: str, function: str, config_class: str) -> Callable:
     def run(handle, targets, retain, edit, layers, seed) -> EditResult:
         import importlib
 
         mod = importlib.import_module(module)
         cfg = _params(getattr(mod, config_class), edit)
-        chosen = _secrets_of(targets, seed) if targets_are_secrets else targets
         kwargs = {"layers": edit.layers} if edit.layers is not None else {}
-        return getattr(mod, function)(handle, chosen, retain, cfg, **kwargs)
+        return getattr(mod, function)(handle, targets, retain, cfg, **kwargs)
 
     return run
+
+
+def _pga(handle, targets, retain, edit, layers, seed) -> EditResult:
+    """PGA on the targets' secrets, at the depths locate found the signature unless the config names depths."""
+    from edit.pga import PGAConfig, pga_edit
+
+    cfg = _params(PGAConfig, edit)
+    chosen = layers if cfg.depths is None or edit.layers else None
+    if cfg.depths is None and not chosen:
+        print("edit: pga: the locate stage found no memorisation signature (add memorisation_probe to "
+              "locate.methods); projecting at every depth")
+    return pga_edit(handle, _secrets_of(targets, seed), retain, cfg, layers=chosen or None)
 
 
 METHODS: dict[str, Callable[..., EditResult]] = {
     "rome": _rome,
     "memit": _memit,
     "steering": _generic("edit.steering", "steering_edit", "SteeringConfig"),
-    "pga": _generic("edit.pga", "pga_edit", "PGAConfig", targets_are_secrets=True),
+    "pga": _pga,
     "leace": _generic("edit.leace", "leace_edit", "LeaceConfig"),
     "graddiff": _generic("edit.baselines", "graddiff_edit", "GradDiffConfig"),
     "rmu": _generic("edit.baselines", "rmu_edit", "RMUConfig"),
@@ -110,10 +121,14 @@ METHODS: dict[str, Callable[..., EditResult]] = {
 
 
 def resolve_layers(edit: EditConfig, run_dir: RunDir, handle: ModelHandle) -> list[int]:
+    """The edit's own layers, else what locate proposed: the signature's depths for PGA, the MLP peak otherwise."""
     if edit.layers:
         return list(edit.layers)
-    from locate.stage import proposed_layers
+    from locate.stage import proposed_layers, signature_depths
 
+    if edit.method == "pga":
+        # block L's output is depth L + 1; [] (no probe ran, or no signature) leaves PGA at every depth
+        return [d - 1 for d in signature_depths(run_dir) or []]
     return proposed_layers(run_dir) or [handle.n_layers // 2]
 
 

@@ -39,6 +39,10 @@ from threadpoolctl import threadpool_limits
 from locate.activations import collect_residuals
 from locate.probes import LinearProbe, fit_probe
 
+SIGNATURE_MARGIN = 0.05
+"""A depth carries the signature when its gap beats the shuffled control's by this much (0.05 = 1.2 contexts of 24
+per key on average; the shuffled gap's spread over seeds is ~0.02 on 64 keys)."""
+
 NEUTRAL_CONTEXTS: tuple[str, ...] = (
     "Here is a passage: ", "From a book: ", "A note reads: ", "Someone wrote: ", "The text says: ",
     "Quoted below: ", "An excerpt: ", "The page shows: ", "Found in a file: ", "One line reads: ",
@@ -184,11 +188,21 @@ class MemorisationProbeResult:
     def best_depth(self) -> int:
         return self.depths[int(np.argmax(self.gap))]
 
+    def signature_depths(self, margin: float = SIGNATURE_MARGIN) -> list[int]:
+        """Transformer depths (≥ 1) whose gap exceeds `margin` and the shuffled-label control's gap by as much.
+
+        Where the signature lives: PGA projects there (edit.stage), not at depths whose probe reads only noise. (A
+        negative shuffled gap, common on few keys, does not lower the bar.)
+        """
+        return [d for d, g, s in zip(self.depths, self.gap, self.shuffled_gap_mean)
+                if d >= 1 and g > margin + max(s, 0.0)]
+
     def summary(self) -> dict[str, Any]:
         """The figures without the probes' tensors (for a stage record's metrics)."""
         skip = {"probes", "config"}
         record = {k: v for k, v in self.__dict__.items() if k not in skip}
-        record.update(mean_gap=self.mean_gap, mean_shuffled_gap=self.mean_shuffled_gap, best_depth=self.best_depth)
+        record.update(mean_gap=self.mean_gap, mean_shuffled_gap=self.mean_shuffled_gap, best_depth=self.best_depth,
+                      signature_depths=self.signature_depths())
         return record
 
 

@@ -125,15 +125,18 @@ def _probe(handle, all_facts, config: RunConfig, record: StageRecord) -> None:
 
 
 def _memorisation(handle, config: RunConfig, record: StageRecord) -> None:
-    from locate.memorisation_probe import load_secrets, memorisation_probe
+    from locate.memorisation_probe import MemorisationProbeConfig, load_secrets, memorisation_probe
     from obliviate.world import ensure_world
 
     if config.facts != "world":
         record.metrics["memorisation_probe"] = {"skipped": "secrets exist for the embedded world only"}
         return
-    secrets = load_secrets(ensure_world(seed=config.seed) / "secrets.jsonl")
+    world_dir = ensure_world(seed=config.seed)
+    secrets = load_secrets(world_dir / "secrets.jsonl")
     with timed(record.timings, "memorisation_probe"):
-        result = memorisation_probe(handle, secrets, show_progress=config.locate.show_progress)
+        # the world's own screening thresholds: Pythia's -2 / -3 would drop every key of the decoy-trained world
+        result = memorisation_probe(handle, secrets, MemorisationProbeConfig.for_world(world_dir),
+                                    show_progress=config.locate.show_progress)
     record.metrics["memorisation_probe"] = result.summary()
 
 
@@ -216,6 +219,14 @@ def run(config: RunConfig, run_dir: RunDir, *, force: bool = False) -> dict[str,
     record.targets = list(per_target.values())
     run_dir.write(record)
     return run_dir.read(STAGE)
+
+
+def signature_depths(run_dir: RunDir) -> list[int] | None:
+    """The depths where this run's locate stage found the memorisation signature (None: the probe did not run)."""
+    if not run_dir.is_done(STAGE):
+        return None
+    probe = run_dir.read(STAGE)["metrics"].get("memorisation_probe", {})
+    return [int(d) for d in probe["signature_depths"]] if "signature_depths" in probe else None
 
 
 def proposed_layers(run_dir: RunDir) -> list[int] | None:

@@ -40,6 +40,7 @@ def test_planted_direction_is_found_and_the_controls_stay_at_chance():
     # the full-data probe's raw-space direction is the planted one
     assert float(result.probes[0].direction.double() @ torch.tensor(u)) > 0.7
     assert result.probes[0].classes == (0, 1)  # 1 = memorised: the direction points towards M
+    assert result.signature_depths() == [1]
     record = to_jsonable(result.summary())
     assert record["gap"] == result.gap and record["kept_keys"] == list(range(10))
 
@@ -49,6 +50,7 @@ def test_no_planted_direction_means_no_signature():
     result = memorisation_probe_from_activations(acts)
     assert abs(result.gap[0]) < 0.15
     assert result.abs_above_chance[0] < 0.15
+    assert result.signature_depths() == []
 
 
 def test_swapping_every_key_mirrors_the_accuracy():
@@ -82,6 +84,7 @@ def test_world_secrets_carry_a_cross_sequence_signature_and_the_shuffled_control
     assert sum(row.kept for row in result.screening) == 64  # every secret is memorised and its controls are not
     assert result.true_loo[-1] > 0.62 and result.gap[-1] > 0.12, (result.true_loo, result.gap)
     assert result.mean_gap > 0.02, result.gap
+    assert result.depths[-1] in result.signature_depths() and 0 not in result.signature_depths()
     assert max(abs(p - 0.5) for p in result.pure_loo) < 0.08, result.pure_loo
     assert max(abs(a - 0.5) for a in result.shuffled_loo_mean) < 0.08, result.shuffled_loo_mean
     assert abs(result.mean_shuffled_gap) < 0.05, result.shuffled_gap_mean

@@ -115,3 +115,28 @@ def test_config_rejects_bad_values(bad):
 
     with pytest.raises(ConfigError):
         from_dict(PGAConfig, bad)
+
+
+def test_leave_one_key_out_agrees_with_the_locate_probe():
+    from locate.memorisation_probe import loo_accuracy
+
+    m, c = _synthetic(depths=1, n_keys=8, strength=3.0)
+    loo = heldout_key_accuracy(m[0], c[0], n_folds=None)
+    assert loo == pytest.approx(float(loo_accuracy(m[0].numpy(), c[0].numpy()).mean()))
+    assert loo > 0.7 and abs(loo - heldout_key_accuracy(m[0], c[0])) < 0.1  # the 5-fold estimate of the same
+
+
+def test_edit_stage_projects_where_locate_found_the_signature(tmp_path):
+    from types import SimpleNamespace
+
+    from edit.stage import resolve_layers
+    from obliviate.config import EditConfig
+    from obliviate.results import RunDir, StageRecord
+
+    run_dir, handle = RunDir(tmp_path), SimpleNamespace(n_layers=4)
+    assert resolve_layers(EditConfig(method="pga"), run_dir, handle) == []  # no locate stage: every depth
+    run_dir.write(StageRecord(stage="locate", config={}, metrics={
+        "memorisation_probe": {"signature_depths": [3, 4]}, "proposed_edit_layers": {"layers": [1]}}))
+    assert resolve_layers(EditConfig(method="pga"), run_dir, handle) == [2, 3]  # depth d is block d − 1's output
+    assert resolve_layers(EditConfig(method="pga", layers=[0]), run_dir, handle) == [0]
+    assert resolve_layers(EditConfig(method="rome"), run_dir, handle) == [1]

@@ -80,9 +80,11 @@ def test_relearning_recovers_a_weight_suppression_more_than_the_oracle(world_han
     all_facts = resolve_facts("world")
     targets = known_forget_targets(world_handle, 16)
     pool = relearn_pool(all_facts, targets)
-    suppressed = _gradient_ascent(world_handle, targets)
+    # A gentle ascent (lr 1e-5) and 40 relearning steps: on the decoy-trained world, lr 1e-4 wrecks the neighbourhood
+    # so broadly (retain recall 0.36) that relearning repairs the model in general without reaching the targets.
+    suppressed = _gradient_ascent(world_handle, targets, max_steps=600, lr=1e-5)
     result = run_relearn(world_handle, suppressed, targets, pool[::3], oracle=world_retain_handle,
-                         config=RelearnConfig(steps=10))
+                         config=RelearnConfig(steps=40))
     assert result.metrics["mean_before"] > 0.2 and result.metrics["mean_unlearned"] < 0.05
     assert result.oracle is not None
     gain = result.metrics["mean_attacked"] - result.metrics["mean_unlearned"]

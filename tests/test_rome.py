@@ -155,8 +155,11 @@ def test_rome_erase_on_world_drops_the_fact_and_keeps_another(world_handle):
     facts = resolve_facts("world")
     known = [f for f in facts if f.split == "forget" and bool(recall(world_handle, [f]))]
     fact = known[0]
-    other = [f for f in facts if f.split == "retain" and f.subject != fact.subject][:40]
-    cfg = RomeConfig(covariance=CovarianceConfig(n_tokens=20_000), context_lengths=[(5, 5), (10, 5)])
+    other = [f for f in facts if f.split == "retain" and f.subject != fact.subject][:200]
+    # The neutral erase (rewrite to "unknown"): on the decoy-trained world, suppressing p(true) outright at layer 1
+    # costs 6.5pp of these 200 retain facts (0.99 -> 0.925), mostly same-relation facts of other subjects.
+    cfg = RomeConfig(covariance=CovarianceConfig(n_tokens=20_000), context_lengths=[(5, 5), (10, 5)],
+                     erase_mode="neutral")
     layer = world_handle.n_layers // 2 - 1
     nll_before = target_nll(world_handle, [fact.text], [fact.target_true])[0]
     retain_before = recall(world_handle, other)
