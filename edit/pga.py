@@ -22,10 +22,13 @@ standardised weights lie in span(U) sees a constant.
 
 Held-out accuracy in the rounds is measured on unseen keys (GroupKFold over keys, `n_folds`), which is cheaper
 than the full leave-one-out and just as honest; `n_folds=None` uses the leave-one-out itself, and the audit's LOO
-probe (`locate.memorisation_probe`) gives the final figure. In a run, the edit stage projects only at the depths
-where the locate stage's memorisation probe found the signature (`MemorisationProbeResult.signature_depths`): on a
-small model, projecting at every depth — embedding included — costs facts that no signature lives in. Caution from the paper: "below chance" on paired folds means a flipped probe (an attacker who flips the sign
-gets 1 − acc), so |acc − 0.5| is reported as well, and `criterion="abs"` makes the stop rule use it.
+probe (`locate.memorisation_probe`) gives the final figure. Caution from the paper: "below chance" on paired folds
+means a flipped probe (an attacker who flips the sign gets 1 − acc), so |acc − 0.5| is reported as well, and
+`criterion="abs"` makes the stop rule use it.
+
+In a run, the edit stage projects only at the depths where the locate stage's memorisation probe found the
+signature (`MemorisationProbeResult.signature_depths`): on a small model, projecting at every depth — embedding
+included — costs facts that no signature lives in.
 
 The projectors act at every position of the hooked residual (the paper's hook edits the whole block output); μ and
 σ are last-token statistics, as the probe's. The LoRA training variant of the paper is not implemented.

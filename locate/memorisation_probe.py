@@ -40,8 +40,8 @@ from locate.activations import collect_residuals
 from locate.probes import LinearProbe, fit_probe
 
 SIGNATURE_MARGIN = 0.05
-"""A depth carries the signature when its gap beats the shuffled control's by this much (0.05 = 1.2 contexts of 24
-per key on average; the shuffled gap's spread over seeds is ~0.02 on 64 keys)."""
+"""A depth carries the signature when its gap exceeds this, and the shuffled control's gap by as much (0.05 = 2.4 of
+a held-out key's 48 test samples; the shuffled gap's spread over seeds is 0.01–0.04 on the world's 64 keys)."""
 
 NEUTRAL_CONTEXTS: tuple[str, ...] = (
     "Here is a passage: ", "From a book: ", "A note reads: ", "Someone wrote: ", "The text says: ",
