@@ -23,7 +23,7 @@ from obliviate.world.atomic import atomic_folder
 from obliviate.world.config import TrainConfig
 from obliviate.world.corpus import batches, decoys_for_epoch, packed_rows, training_texts
 from obliviate.world.evaluate import mean_token_logprob, recall
-from obliviate.world.generate import load_secrets, load_world_facts
+from obliviate.world.generate import load_secrets, load_world_facts, load_world_info
 from obliviate.world.tokenizer import build_tokenizer
 
 TRAINING_INFO = "training_info.json"
@@ -42,11 +42,6 @@ def _model(cfg: TrainConfig, tokenizer) -> Any:
     with torch.random.fork_rng():  # seed the init without touching the caller's RNG state
         torch.manual_seed(cfg.seed)
         return GPT2LMHeadModel(config)
-
-
-def _secret_digits(world_dir: Path) -> int:
-    info = json.loads((world_dir / "world_info.json").read_text())
-    return int(info["config"]["secret_digits"])
 
 
 def _lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -81,7 +76,8 @@ def train_world_model(world_dir: Path, variant: str, cfg: TrainConfig, out_dir: 
     tokenizer = build_tokenizer(world_dir, model_max_length=cfg.n_positions)
     texts = training_texts(world_dir, variant, cfg.secret_repeats)
     units = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    decoys = decoys_for_epoch(world_dir, variant, cfg.decoys_per_epoch, _secret_digits(world_dir))
+    digits = int(load_world_info(world_dir)["config"]["secret_digits"])
+    decoys = decoys_for_epoch(world_dir, variant, cfg.decoys_per_epoch, digits)
     rows = packed_rows(units, cfg.n_positions, bos_id=tokenizer.bos_token_id, eos_id=tokenizer.eos_token_id,
                        bos_prob=cfg.bos_prob, eos_sep_prob=cfg.eos_sep_prob,
                        rng=random.Random(f"obliviate-world-train/{cfg.seed}/order"),
