@@ -192,9 +192,10 @@ def run(config: RunConfig, run_dir: RunDir, *, force: bool = False) -> dict[str,
                                               "limit": config.limit, "locate": config.locate},
                          seeds={"seed": config.seed})
     with timed(record.timings, "load"):
-        handle = load(config.model, device=config.device, show_progress=config.locate.show_progress)
+        # facts first: a bad fact file fails in a second instead of after the model has loaded
         all_facts = resolve_facts(config.facts, seed=config.seed)
         targets = resolve_facts(config.facts, split=config.split, limit=config.limit, seed=config.seed)
+        handle = load(config.model, device=config.device, show_progress=config.locate.show_progress)
     known = top1_correct(handle, [f.text for f in targets], [f.target_true for f in targets])
     record.metrics["n_targets"] = len(targets)
     record.metrics["n_known"] = int(known.sum())

@@ -6,6 +6,11 @@
     obliviate compare RUN …
     obliviate audit --calibrate           the auditor on three known cases (a confusion matrix)
 
+    --debug (anywhere)                    show the full traceback of an error
+
+An error the user fixes (a config value, a fact record, a model name, a busy run folder) is printed as one line on
+stderr and exits 2; `--debug` shows its traceback too.
+
 Options' help comes from the config dataclasses' attribute docstrings (simple-parsing). A YAML config is validated
 strictly first (an unknown key is an error naming it), then command-line flags override its values.
 
@@ -123,7 +128,7 @@ def _models(argv: Sequence[str]) -> int:
 
 
 def _stage(command: str, argv: Sequence[str]) -> int:
-    from obliviate.config import RunConfig, load_yaml
+    from obliviate.config import RunConfig, from_dict, load_yaml
     from obliviate.results import RunDir
 
     pre = argparse.ArgumentParser(add_help=False)
@@ -140,7 +145,11 @@ def _stage(command: str, argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     config = args.config
     config.edits = defaults.edits  # YAML-only field (not a flag), so it is carried over by hand
-    config.validate()
+    # flags bypass the YAML checks: rebuild through the loader so every nested range is checked with its path
+    config = from_dict(RunConfig, asdict(config))
+    from obliviate.preflight import check_run
+
+    check_run(config)  # before the run folder or any model exists: bad targets fail in seconds, not mid-run
     out = args.out or Path("runs") / (Path(config_path).stem if config_path else "default")
     run_dir = RunDir(out)
     run_dir.write_config(asdict(config))
@@ -161,7 +170,21 @@ def _compare(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from obliviate.errors import UserError
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        return _dispatch(argv)
+    except UserError as error:
+        if debug:
+            raise
+        print(f"obliviate: {error}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2

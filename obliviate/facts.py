@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from obliviate.errors import UserError
 
-class FactSetError(ValueError):
+
+class FactSetError(UserError, ValueError):
     """A fact record is malformed; the message names the record index, the field and the fix."""
 
 
@@ -120,6 +122,10 @@ def fact_from_counterfact(record: dict[str, Any], index: int) -> Fact:
     if prompt.count("{}") != 1:
         raise FactSetError(f"fact record {index}: 'requested_rewrite.prompt' = {prompt!r} must contain '{{}}' "
                            f"exactly once, where the subject goes.")
+    if "{" in prompt.replace("{}", "", 1) or "}" in prompt.replace("{}", "", 1):
+        # any other brace would be read by str.format when the subject is filled in (a crash or a wrong text)
+        raise FactSetError(f"fact record {index}: 'requested_rewrite.prompt' = {prompt!r} has a brace besides "
+                           f"the one '{{}}'; remove it.")
     if not subject.strip():
         raise FactSetError(f"fact record {index}: 'requested_rewrite.subject' is empty.")
     target_true = _target(rewrite, "target_true", index)
@@ -131,7 +137,7 @@ def fact_from_counterfact(record: dict[str, Any], index: int) -> Fact:
     if split not in (None, "forget", "retain"):
         raise FactSetError(f"fact record {index}: 'split' = {split!r}; use 'forget', 'retain' or leave it out.")
     case_id = record.get("case_id", index)
-    if not isinstance(case_id, int):
+    if not isinstance(case_id, int) or isinstance(case_id, bool):  # JSON true is a Python int; never an id
         raise FactSetError(f"fact record {index}: 'case_id' must be an integer, got {case_id!r}.")
     extra = {k: v for k, v in record.items() if k not in _COUNTERFACT_KEYS}
     return Fact(
@@ -197,8 +203,11 @@ def load_facts(source: str | Path, *, split: str | None = None, limit: int | Non
         if path.suffix == ".json":
             import json
 
-            with path.open() as handle:
-                loaded = json.load(handle)
+            try:
+                loaded = json.loads(_read_text(path))
+            except (json.JSONDecodeError, RecursionError) as error:
+                raise FactSetError(f"fact set {path}: not valid JSON ({getattr(error, 'msg', 'nested too deeply')}"
+                                   f"{f', line {error.lineno}' if hasattr(error, 'lineno') else ''}).") from None
             if not isinstance(loaded, list):
                 raise FactSetError(f"fact set {path}: a .json fact file must hold a list of records.")
             records: Sequence[dict[str, Any]] = loaded
@@ -212,23 +221,40 @@ def load_facts(source: str | Path, *, split: str | None = None, limit: int | Non
                                f"({type(error).__name__}). Offline, use a local .jsonl such as the world's "
                                f"facts.jsonl or obliviate/data/smollm2_facts.jsonl.") from error
     facts = facts_from_records(records)
+    if not facts:
+        raise FactSetError(f"fact set {str(source)!r} holds no fact records; give a file with at least one.")
     if split is not None:
+        splits = sorted({str(f.split) for f in facts})
         facts = [f for f in facts if f.split == split]
+        if not facts:
+            raise FactSetError(f"fact set {str(source)!r} has no facts of split {split!r} (its splits: "
+                               f"{', '.join(splits)}); set split to one of them, or null for all facts.")
+    if limit is not None and limit < 1:
+        # a negative slice bound would silently drop the last facts instead
+        raise FactSetError(f"fact set {str(source)!r}: limit {limit} must be ≥ 1 (None takes every fact).")
     return facts[:limit] if limit is not None else facts
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise FactSetError(f"fact set {path}: not UTF-8 text (byte {error.start}); save it as UTF-8.") from None
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     import json
 
     records = []
-    with path.open() as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise FactSetError(f"fact set {path}, line {line_number}: not valid JSON ({error.msg}).") from error
+    # split on "\n" only: JSON strings may hold U+2028 and other breaks that str.splitlines would cut at
+    for line_number, line in enumerate(_read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except (json.JSONDecodeError, RecursionError) as error:
+            raise FactSetError(f"fact set {path}, line {line_number}: not valid JSON "
+                               f"({getattr(error, 'msg', 'nested too deeply')}).") from None
     return records
 
 

@@ -28,12 +28,13 @@ from typing import Any
 import torch
 from jaxtyping import Int
 
+from obliviate.errors import UserError
 from obliviate.paths import cache_dir
 
 EMBEDDED_MODELS = ("world", "world-retain", "smollm2-135m")
 
 
-class ModelNotAvailableError(RuntimeError):
+class ModelNotAvailableError(UserError, RuntimeError):
     """A model name could not be resolved; the message lists what was tried and the local alternatives."""
 
 
@@ -79,6 +80,10 @@ class ModelHandle:
         ids = self.tokenizer(" " + target, add_special_tokens=False)["input_ids"]
         if not ids:
             raise ValueError(f"target {target!r} tokenises to nothing under {self.name}'s tokenizer.")
+        if ids[0] == getattr(self.tokenizer, "unk_token_id", None):
+            # scoring against <unk> would call any fact whose answer is out of vocabulary "known" or "forgotten"
+            raise ValueError(f"target {target!r} tokenises to the unknown token under {self.name}'s tokenizer; "
+                             f"use an answer its vocabulary spells.")
         return int(ids[0])
 
 

@@ -34,11 +34,28 @@ def test_world_train_refuses_options_the_cache_does_not_hold(capsys):
 def test_unknown_config_key_fails_naming_it(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text("locate:\n  windw: 10\n")
+    assert main(["locate", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'locate.windw'" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, "a user error is one line"
+    assert not (tmp_path / "run").exists(), "a failed config must not leave a run folder behind"
+
+
+def test_debug_shows_the_traceback_of_a_user_error(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("locate:\n  windw: 10\n")
     from obliviate.config import ConfigError
 
     with pytest.raises(ConfigError, match="unknown key 'locate.windw'"):
-        main(["locate", str(path), "--out", str(tmp_path / "run")])
-    assert not (tmp_path / "run").exists(), "a failed config must not leave a run folder behind"
+        main(["locate", str(path), "--debug", "--out", str(tmp_path / "run")])
+
+
+def test_a_missing_fact_file_is_one_line_and_exit_2(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"facts: {tmp_path / 'absent.jsonl'}\n")
+    assert main(["locate", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "absent.jsonl" in err and len(err.strip().splitlines()) == 1
 
 
 def test_unknown_command_and_models_list(capsys):
@@ -51,3 +68,9 @@ def test_unknown_command_and_models_list(capsys):
 def test_every_stage_command_has_an_entry_point():
     names = {entry.name for entry in metadata.entry_points(group="obliviate.stages")}
     assert {"locate", "edit", "audit", "run", "compare", "calibrate"} <= names
+
+
+def test_flags_are_range_checked_like_yaml(tmp_path, capsys):
+    assert main(["locate", "--max-targets", "-1", "--out", str(tmp_path / "run")]) == 2
+    assert "'locate.max_targets'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

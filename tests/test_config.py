@@ -45,3 +45,33 @@ def test_values_land_in_nested_dataclasses(tmp_path):
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_configs_load(path):
     assert isinstance(load_yaml(RunConfig, path), RunConfig)
+
+
+@pytest.mark.parametrize(("text", "path"), [
+    ("limit: -1\n", "'limit'"), ("limit: 0\n", "'limit'"),
+    ("locate: {max_targets: -1}\n", "'locate.max_targets'"), ("locate: {window: -2}\n", "'locate.window'"),
+    ("locate: {noise_multiplier: -3.0}\n", "'locate.noise_multiplier'"),
+    ("locate: {noise_multiplier: .nan}\n", "'locate.noise_multiplier'"),
+    ("audit: {relearn_steps: -5}\n", "'audit.relearn_steps'"), ("audit: {margin: -0.1}\n", "'audit.margin'"),
+    ("audit: {margin: 1.5}\n", "'audit.margin'"), ("device: quantum\n", "'device'"), ("seed: -1\n", "'seed'"),
+    ("edits: [{method: rome, layers: [-1]}]\n", r"'edits\[0\].layers\[0\]'"),
+    ("edits: [{method: rome, layers: []}]\n", r"'edits\[0\].layers'"),
+])
+def test_out_of_range_values_are_errors_naming_the_key_path(tmp_path, text, path):
+    with pytest.raises(ConfigError, match=path):
+        load_yaml(RunConfig, _write(tmp_path, text))
+
+
+def test_valid_devices_and_bounds_load(tmp_path):
+    config = load_yaml(RunConfig, _write(tmp_path, "device: cuda:1\nlimit: 1\nlocate: {max_targets: null}\n"
+                                                   "audit: {margin: 0.0, relearn_steps: 1}\n"))
+    assert config.device == "cuda:1" and config.limit == 1 and config.locate.max_targets is None
+
+
+def test_non_utf8_config_and_non_string_keys_are_config_errors(tmp_path):
+    path = tmp_path / "latin.yaml"
+    path.write_bytes("model: w\xf6rld\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_yaml(RunConfig, path)
+    with pytest.raises(ConfigError, match="unknown key '1'"):
+        load_yaml(RunConfig, _write(tmp_path, "1: 2\nmodel: world\nnull: 3\n"))

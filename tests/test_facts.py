@@ -99,3 +99,45 @@ def test_fact_is_hashable_and_frozen():
     assert isinstance(fact, Fact) and hash(fact) == hash(facts_from_records([_record()])[0])
     with pytest.raises(AttributeError):
         fact.subject = "x"  # type: ignore[misc]
+
+
+def test_bool_case_id_is_an_error_not_the_id_one():
+    record = _record()
+    record["case_id"] = True
+    with pytest.raises(FactSetError, match="record 0: 'case_id' must be an integer"):
+        facts_from_records([record])
+
+
+def test_prompt_with_a_stray_brace_is_an_error_naming_the_record():
+    with pytest.raises(FactSetError, match=r"record 0.*brace"):
+        facts_from_records([_record(prompt="{} lives at {0}")])
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_empty_fact_file_is_an_error(tmp_path, suffix):
+    path = tmp_path / f"empty{suffix}"
+    path.write_text("[]" if suffix == ".json" else "\n")
+    with pytest.raises(FactSetError, match="holds no fact records"):
+        load_facts(path)
+
+
+def test_a_split_with_no_facts_and_a_bad_limit_are_errors(tmp_path):
+    path = tmp_path / "f.jsonl"
+    path.write_text(json.dumps(_record()) + "\n")
+    with pytest.raises(FactSetError, match="no facts of split 'retain'.*forget"):
+        load_facts(path, split="retain")
+    with pytest.raises(FactSetError, match="limit -1 must be ≥ 1"):
+        load_facts(path, limit=-1)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_invalid_json_and_non_utf8_files_raise_fact_set_errors(tmp_path, suffix):
+    broken = tmp_path / f"broken{suffix}"
+    broken.write_text("{not json")
+    with pytest.raises(FactSetError, match="not valid JSON"):
+        load_facts(broken)
+    latin = tmp_path / f"latin{suffix}"
+    latin.write_bytes(json.dumps([_record()] if suffix == ".json" else _record()).replace("Vorlak", "V\xf6rlak")
+                      .encode("latin-1"))
+    with pytest.raises(FactSetError, match="not UTF-8"):
+        load_facts(latin)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from obliviate.config.loader import InvalidField
+from obliviate.config.loader import InvalidField, check_range
 
 AUDIT_ATTACKS = ("keyword", "quantization", "probe", "logit_lens", "relearn", "sae_restore", "uds")
 
@@ -27,3 +27,6 @@ class AuditConfig:
             if name not in AUDIT_ATTACKS:
                 raise InvalidField("attacks", f"unknown attack {name!r}; "
                                   f"choose from {', '.join(AUDIT_ATTACKS)}.")
+        # a margin is a difference of recovery rates in [0, 1]; 1 or more could never call a target suppressed
+        check_range("margin", self.margin, minimum=0, below=1)
+        check_range("relearn_steps", self.relearn_steps, minimum=1)

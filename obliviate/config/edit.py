@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from obliviate.config.loader import InvalidField
+from obliviate.config.loader import InvalidField, check_range
 
 EDIT_METHODS = ("rome", "memit", "steering", "pga", "leace", "graddiff", "rmu", "suppress", "none")
 
@@ -27,6 +27,10 @@ class EditConfig:
         if self.method not in EDIT_METHODS:
             raise InvalidField("method", f"unknown method {self.method!r}; "
                               f"choose from {', '.join(EDIT_METHODS)}.")
+        for i, layer in enumerate(self.layers or []):
+            check_range(f"layers[{i}]", layer, minimum=0, fix="layers count from 0")
+        if self.layers is not None and not self.layers:
+            raise InvalidField("layers", "is empty; give layer numbers, or null to take locate's proposal.")
 
     @property
     def label(self) -> str:

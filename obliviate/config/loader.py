@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -10,10 +11,12 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
+from obliviate.errors import UserError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config value is wrong; the message names the dotted field path and what is allowed."""
 
 
@@ -23,6 +26,19 @@ class InvalidField(ConfigError):
     def __init__(self, field: str, problem: str):
         self.field, self.problem = field, problem
         super().__init__(f"config field '{field}': {problem}")
+
+
+def check_range(field: str, value: float | None, *, minimum: float | None = None, maximum: float | None = None,
+                below: float | None = None, fix: str = "") -> None:
+    """Raise InvalidField unless `value` is None or a finite number in [minimum, maximum] (and < `below`)."""
+    if value is None:
+        return
+    bounds = [f"≥ {minimum}" if minimum is not None else "", f"≤ {maximum}" if maximum is not None else "",
+              f"< {below}" if below is not None else ""]
+    wanted = " and ".join(b for b in bounds if b) or "finite"
+    if not math.isfinite(value) or (minimum is not None and value < minimum) or \
+            (maximum is not None and value > maximum) or (below is not None and value >= below):
+        raise InvalidField(field, f"{value!r} is out of range; use a number {wanted}{'. ' + fix if fix else '.'}")
 
 
 def _type_name(kind: Any) -> str:
@@ -81,7 +97,8 @@ def from_dict(cls: type[T], data: dict[str, Any], *, where: str = "") -> T:
         raise ConfigError(f"config{' ' + where if where else ''}: expected a mapping, got {type(data).__name__}.")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    # YAML keys may be numbers, booleans or null (`1: x`, `yes: x`); name them as written, never compare them
+    unknown = sorted((str(key) for key in set(data) - set(fields)), key=str)
     if unknown:
         prefix = f"{where}." if where else ""
         raise ConfigError(f"config: unknown key '{prefix}{unknown[0]}'. Known keys of {cls.__name__}: "
@@ -103,9 +120,13 @@ def load_yaml(cls: type[T], path: str | Path) -> T:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found; see configs/ for examples.")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path}: not valid YAML ({error}).") from error
+        data = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path}: not UTF-8 text (byte {error.start}); save it as UTF-8.") from None
+    except (yaml.YAMLError, RecursionError) as error:
+        # one line: the CLI prints user errors without a traceback, and YAML's own message spans several
+        detail = " ".join(str(error).split()) or type(error).__name__
+        raise ConfigError(f"config file {path}: not valid YAML ({detail}).") from None
     return from_dict(cls, data)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from obliviate.config.loader import InvalidField
+from obliviate.config.loader import InvalidField, check_range
 
 LOCATE_METHODS = ("trace", "atp", "logit_lens", "probe", "memorisation_probe", "sae")
 
@@ -44,5 +44,7 @@ class LocateConfig:
                 raise InvalidField("trace_kinds", f"{kind!r} is not resid, mlp or attn.")
         if self.corruption not in ("noise", "replace"):
             raise InvalidField("corruption", f"{self.corruption!r}; use noise or replace.")
-        if self.n_noise_samples < 1:
-            raise InvalidField("n_noise_samples", "must be ≥ 1.")
+        check_range("n_noise_samples", self.n_noise_samples, minimum=1)
+        check_range("max_targets", self.max_targets, minimum=1, fix="null traces every target")
+        check_range("noise_multiplier", self.noise_multiplier, minimum=0, fix="0 corrupts nothing; ROME uses 3")
+        check_range("window", self.window, minimum=1)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from simple_parsing.helpers import field as cli_field
 
 from obliviate.config.audit import AuditConfig
 from obliviate.config.edit import EditConfig
-from obliviate.config.loader import InvalidField
+from obliviate.config.loader import InvalidField, check_range
 from obliviate.config.locate import LocateConfig
+
+DEVICE = re.compile(r"cpu|mps|(cuda|xpu)(:\d+)?")
 
 
 @dataclass
@@ -25,7 +28,7 @@ class RunConfig:
     seed: int = 0
     """Seed for every random choice of the run (noise, probes, training, sampling)."""
     device: str = "cpu"
-    """Torch device."""
+    """Torch device: cpu, cuda, cuda:N, mps or xpu[:N]."""
     locate: LocateConfig = field(default_factory=LocateConfig)
     # A list of dataclasses cannot be spelled as flags; edits are set in the YAML config only.
     edits: list[EditConfig] = cli_field(default_factory=lambda: [EditConfig()], cmd=False)
@@ -35,6 +38,10 @@ class RunConfig:
     def validate(self) -> None:
         if self.split not in (None, "forget", "retain"):
             raise InvalidField("split", f"{self.split!r}; use forget, retain or null.")
+        check_range("limit", self.limit, minimum=1, fix="null takes every target")
+        check_range("seed", self.seed, minimum=0, maximum=2**32 - 1)
+        if not DEVICE.fullmatch(self.device):
+            raise InvalidField("device", f"{self.device!r} is not a torch device; use cpu, cuda, cuda:N, mps or xpu.")
         labels = [e.label for e in self.edits]
         if len(set(labels)) != len(labels):
             raise InvalidField("edits", f"two edits share the name {labels}; give each a 'name'.")
