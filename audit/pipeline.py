@@ -13,6 +13,7 @@ def run(config: RunConfig, run_dir: RunDir, *, force: bool = False) -> dict[str,
     import edit.stage
     import locate.stage
 
+    edit.stage.check_params(config)
     located = locate.stage.run(config, run_dir, force=force)
     edited = edit.stage.run(config, run_dir, force=force) if config.edits else []
     audited = audit.stage.run(config, run_dir, force=force) if config.edits else []

@@ -34,18 +34,36 @@ def stage_name(edit: EditConfig) -> str:
     return f"edit-{edit.label}"
 
 
-def _params(cls: type, edit: EditConfig, **overrides: Any) -> Any:
+# each method's own config dataclass, "module:Class"; read by the methods and by check_params before any work
+PARAMS = {
+    "rome": "edit.rome:RomeConfig", "memit": "edit.memit:MemitConfig", "steering": "edit.steering:SteeringConfig",
+    "pga": "edit.pga:PGAConfig", "leace": "edit.leace:LeaceConfig", "graddiff": "edit.baselines:GradDiffConfig",
+    "rmu": "edit.baselines:RMUConfig", "suppress": "edit.suppress:SuppressConfig",
+}
+
+
+def _params(edit: EditConfig) -> Any:
     """The method's own config dataclass from `edit.params` (unknown keys are errors naming them)."""
-    params = {**overrides, **edit.params}
-    return from_dict(cls, params, where=f"edits[{edit.label}].params")
+    import importlib
+
+    module, name = PARAMS[edit.method].split(":")
+    return from_dict(getattr(importlib.import_module(module), name), dict(edit.params),
+                     where=f"edits[{edit.label}].params")
+
+
+def check_params(config: RunConfig) -> None:
+    """Every edit's params, checked before locate runs: a typo must not cost a whole locate stage first."""
+    for edit in config.edits:
+        if edit.method in PARAMS:
+            _params(edit)
 
 
 def _rome(handle, targets, retain, edit, layers, seed) -> EditResult:
     """Sequential ROME: one rank-one edit per target, each on top of the previous ones (as users chain them)."""
     from edit.deltas import apply_deltas, changed_tensors
-    from edit.rome import RomeConfig, rome_edit, rome_templates
+    from edit.rome import rome_edit, rome_templates
 
-    cfg = _params(RomeConfig, edit)
+    cfg = _params(edit)
     templates = rome_templates(handle, cfg)
     total: dict[str, torch.Tensor] = {}
     losses = []
@@ -63,9 +81,9 @@ def _rome(handle, targets, retain, edit, layers, seed) -> EditResult:
 
 def _memit(handle, targets, retain, edit, layers, seed) -> EditResult:
     from edit.deltas import changed_tensors
-    from edit.memit import MemitConfig, memit_edit
+    from edit.memit import memit_edit
 
-    cfg = _params(MemitConfig, edit)
+    cfg = _params(edit)
     # the edit's own layers, else MEMIT's params, else locate's proposal (one layer is a valid one-block range)
     chosen = edit.layers or cfg.layers or layers
     result = memit_edit(handle, targets, chosen, cfg, goal=edit.goal)
@@ -83,12 +101,12 @@ def _secrets_of(targets: Sequence[Fact], seed: int) -> list[Any]:
     return load_secrets(ensure_world(seed=seed) / "secrets.jsonl", split=split)
 
 
-def _generic(module: str, function: str, config_class: str) -> Callable:
+def _generic(module: str, function: str) -> Callable:
     def run(handle, targets, retain, edit, layers, seed) -> EditResult:
         import importlib
 
         mod = importlib.import_module(module)
-        cfg = _params(getattr(mod, config_class), edit)
+        cfg = _params(edit)
         kwargs = {"layers": edit.layers} if edit.layers is not None else {}
         return getattr(mod, function)(handle, targets, retain, cfg, **kwargs)
 
@@ -97,9 +115,9 @@ def _generic(module: str, function: str, config_class: str) -> Callable:
 
 def _pga(handle, targets, retain, edit, layers, seed) -> EditResult:
     """PGA on the targets' secrets, at the depths locate found the signature unless the config names depths."""
-    from edit.pga import PGAConfig, pga_edit
+    from edit.pga import pga_edit
 
-    cfg = _params(PGAConfig, edit)
+    cfg = _params(edit)
     chosen = layers if cfg.depths is None or edit.layers else None
     if cfg.depths is None and not chosen:
         print("edit: pga: the locate stage found no memorisation signature (add memorisation_probe to "
@@ -110,12 +128,12 @@ def _pga(handle, targets, retain, edit, layers, seed) -> EditResult:
 METHODS: dict[str, Callable[..., EditResult]] = {
     "rome": _rome,
     "memit": _memit,
-    "steering": _generic("edit.steering", "steering_edit", "SteeringConfig"),
+    "steering": _generic("edit.steering", "steering_edit"),
     "pga": _pga,
-    "leace": _generic("edit.leace", "leace_edit", "LeaceConfig"),
-    "graddiff": _generic("edit.baselines", "graddiff_edit", "GradDiffConfig"),
-    "rmu": _generic("edit.baselines", "rmu_edit", "RMUConfig"),
-    "suppress": _generic("edit.suppress", "suppress_edit", "SuppressConfig"),
+    "leace": _generic("edit.leace", "leace_edit"),
+    "graddiff": _generic("edit.baselines", "graddiff_edit"),
+    "rmu": _generic("edit.baselines", "rmu_edit"),
+    "suppress": _generic("edit.suppress", "suppress_edit"),
     "none": lambda handle, targets, retain, edit, layers, seed: EditResult(method="none"),
 }
 
@@ -197,5 +215,6 @@ def run_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mode
 
 def run(config: RunConfig, run_dir: RunDir, *, force: bool = False) -> list[dict[str, Any]]:
     """Make every configured edit (the base model is loaded once and never modified)."""
+    check_params(config)
     base = load(config.model, device=config.device)
     return [run_edit(config, edit, run_dir, base=base, force=force) for edit in config.edits]

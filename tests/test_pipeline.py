@@ -64,3 +64,18 @@ def test_run_then_compare_writes_every_stage_and_a_report(tmp_path, capsys):
     html = (report / "report.html").read_text()
     assert "memit" in html and "suppress" in html
     assert list((report / "plots").glob("*.png"))
+
+
+def test_a_bad_edit_param_fails_before_locate_runs(tmp_path, monkeypatch):
+    import audit.pipeline
+    import locate.stage
+    from obliviate.config import ConfigError, RunConfig, from_dict
+    from obliviate.results import RunDir
+
+    def locate_must_not_run(*args, **kwargs):
+        raise AssertionError("locate ran before the edit params were checked")
+
+    monkeypatch.setattr(locate.stage, "run", locate_must_not_run)
+    config = from_dict(RunConfig, {"edits": [{"method": "memit"}, {"method": "rome", "params": {"lamda": 1}}]})
+    with pytest.raises(ConfigError, match=r"unknown key 'edits\[rome\].params.lamda'"):
+        audit.pipeline.run(config, RunDir(tmp_path / "run"))
