@@ -184,6 +184,15 @@ def _label(row: Mapping[str, Any], multi_run: bool) -> str:
     return f"{row['run']}/{row['method']}" if multi_run else row["method"]
 
 
+def _save_png(fig, path: Path) -> Path:
+    """Through the atomic writer (a crash never leaves half a plot), then free the figure."""
+    from obliviate.results import atomic_save_figure
+
+    atomic_save_figure(fig, path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_recovery(rows: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
     """Grouped bars: mean recovered score per attack (groups) and method (bars); the oracle's level as a tick."""
     attacks = _attacks(rows)
@@ -210,9 +219,7 @@ def plot_recovery(rows: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
     ax.set_title("Recovery by attack and method")
     ax.legend(fontsize=7, ncols=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_png(fig, path)
 
 
 def plot_verdicts(rows: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
@@ -234,9 +241,7 @@ def plot_verdicts(rows: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
     ax.legend(fontsize=8)
     ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_png(fig, path)
 
 
 def plot_by_depth(rows: Sequence[Mapping[str, Any]], key: str, path: Path, *, ylabel: str, title: str,
@@ -269,9 +274,7 @@ def plot_by_depth(rows: Sequence[Mapping[str, Any]], key: str, path: Path, *, yl
     ax.set_title(title)
     ax.legend(fontsize=7, ncols=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_png(fig, path)
 
 
 # --------------------------------------------------------------------------------------------------- the page

@@ -28,6 +28,7 @@ import torch
 from jaxtyping import Float
 
 from obliviate.facts import Fact
+from obliviate.results import atomic_save_figure
 
 
 def linear_cka(x: Float[torch.Tensor, "n d1"], y: Float[torch.Tensor, "n d2"]) -> float:
@@ -203,7 +204,6 @@ def plot_representation(comparison: RepresentationComparison, path: str | Path, 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    atomic_save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

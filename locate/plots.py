@@ -104,11 +104,7 @@ def plot_logit_lens(results: Sequence[LogitLensResult], path: str | Path | None 
 
 def _save(fig, path: str | Path) -> None:
     """Write the PNG via a temp file + rename (a crash never leaves half a figure)."""
-    import io
+    from obliviate.results import atomic_save_figure
 
-    from obliviate.results import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    atomic_save_figure(fig, Path(path))
     _pyplot().close(fig)

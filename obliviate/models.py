@@ -101,8 +101,9 @@ def weights_file_hash(folder: Path) -> str:
         with path.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 22), b""):
                 digest.update(chunk)
-    sidecar.parent.mkdir(parents=True, exist_ok=True)
-    sidecar.write_text(digest.hexdigest())
+    from obliviate.results import atomic_write_text
+
+    atomic_write_text(sidecar, digest.hexdigest())  # a half-written hash would be trusted on the next load
     return digest.hexdigest()
 
 

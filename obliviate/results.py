@@ -15,7 +15,8 @@ import json
 import math
 import os
 import platform
-import tempfile
+import secrets
+import struct
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -32,10 +33,15 @@ TRACKED_PACKAGES = ("obliviate", "torch", "transformers", "transformer-lens", "s
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temp file + rename in the same folder."""
+    """Write `data` to `path` via a temp file + rename in the same folder.
+
+    The temp file is created with mode 0666 filtered by the user's umask, as `open()` would create it
+    (tempfile.mkstemp makes 0600, which would leave results and the shared cache unreadable to others).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temp_name = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    handle = os.open(temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(handle, "wb") as temp:
             temp.write(data)
@@ -75,11 +81,37 @@ def atomic_write_json(path: Path, payload: Any) -> None:
 
 
 def atomic_save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> None:
-    """Save tensors as safetensors, atomically (never pickles)."""
+    """Save tensors as safetensors, atomically (never pickles), with the same bytes for the same input."""
     from safetensors.torch import save
 
     contiguous = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
-    atomic_write_bytes(path, save(contiguous, metadata=dict(metadata or {})))
+    atomic_write_bytes(path, _sorted_metadata(save(contiguous, metadata=dict(metadata or {}))))
+
+
+def _sorted_metadata(blob: bytes) -> bytes:
+    """Rewrite a safetensors header with its metadata keys sorted.
+
+    safetensors serialises metadata from a Rust HashMap, so its key order (and the file's bytes) change from one
+    save to the next although the tensors are equal. Offsets count from the end of the header, so only the header
+    (padded with spaces to 8 bytes, as safetensors pads it) is rewritten.
+    """
+    size = struct.unpack("<Q", blob[:8])[0]
+    header = json.loads(blob[8:8 + size])
+    metadata = header.pop("__metadata__", None)
+    ordered = ({"__metadata__": dict(sorted(metadata.items()))} if metadata else {}) | header
+    text = json.dumps(ordered, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + blob[8 + size:]
+
+
+def atomic_save_figure(figure: Any, path: Path, **savefig: Any) -> Path:
+    """Save a matplotlib figure as PNG through the atomic writer (a crash never leaves half a figure)."""
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", **savefig)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+    return Path(path)
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -129,7 +129,9 @@ def _convert(gguf: Path, out: Path, show_progress: bool) -> None:
         "converted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "conversion_seconds": round(time.perf_counter() - start, 2),
     }
-    (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    from obliviate.results import atomic_write_text
+
+    atomic_write_text(out / INFO_FILE, json.dumps(info, indent=2) + "\n")
 
 
 def smollm2_hf_dir(show_progress: bool = False) -> Path:
