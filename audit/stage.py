@@ -24,7 +24,7 @@ from audit.verdict import VerdictConfig, judge, recalled_targets
 from obliviate.config import EditConfig, RunConfig
 from obliviate.facts import Fact
 from obliviate.models import ModelHandle, load
-from obliviate.results import RunDir, StageRecord, timed
+from obliviate.results import RunDir, StageRecord, stage_inputs, timed
 
 
 def stage_name(edit: EditConfig) -> str:
@@ -70,6 +70,14 @@ def _attack(name: str, all_facts: Sequence[Fact], targets: Sequence[Fact], confi
     raise ValueError(f"audit: unknown attack {name!r}.")
 
 
+def audit_inputs(config: RunConfig, edit: EditConfig, run_dir: RunDir) -> dict[str, Any]:
+    """What an audit depends on: it reads the edit's artefact (and, for sae_restore, locate's SAE)."""
+    from edit.stage import stage_name as edit_stage
+
+    return stage_inputs(config, audit=config.audit, edit=run_dir.inputs(edit_stage(edit)),
+                        locate=run_dir.inputs("locate") if "sae_restore" in config.audit.attacks else None)
+
+
 def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: ModelHandle,
                oracle: ModelHandle | None, force: bool = False) -> dict[str, Any]:
     from audit.collateral import heldout_texts, measure_collateral
@@ -79,8 +87,8 @@ def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mo
     from obliviate.targets import resolve_facts
 
     stage = stage_name(edit)
-    if run_dir.is_done(stage) and not force:
-        print(f"audit: {stage} already finished in {run_dir.root} (use --force to re-run)")
+    inputs = audit_inputs(config, edit, run_dir)
+    if run_dir.should_skip(stage, inputs, force=force):
         return run_dir.read(stage)
     artefact = run_dir.root / edit_stage(edit) / "artefact"
     if not (artefact / "manifest.json").is_file():
@@ -90,7 +98,8 @@ def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mo
     targets, retain = split_targets(config)
     all_facts = resolve_facts(config.facts, seed=config.seed)
     record = StageRecord(stage=stage, config={"model": config.model, "edit": edit.label, "audit": config.audit,
-                                              "reference": config.audit.reference}, seeds={"seed": config.seed})
+                                              "reference": config.audit.reference}, seeds={"seed": config.seed},
+                         inputs=inputs)
     results: list[AttackResult] = []
     for name in config.audit.attacks:
         with timed(record.timings, f"attack:{name}"):

@@ -24,7 +24,7 @@ from obliviate.config import EditConfig, RunConfig, from_dict
 from obliviate.facts import Fact
 from obliviate.metrics import counterfact_scores, perplexity, recall
 from obliviate.models import ModelHandle, edited_copy, load
-from obliviate.results import RunDir, StageRecord
+from obliviate.results import RunDir, StageRecord, stage_inputs
 from obliviate.targets import resolve_facts
 
 PERPLEXITY_TEXTS = 200
@@ -183,11 +183,16 @@ def measure(base: ModelHandle, edited: ModelHandle, targets: Sequence[Fact], ret
     }
 
 
+def edit_inputs(config: RunConfig, edit: EditConfig, run_dir: RunDir) -> dict[str, Any]:
+    """What an edit depends on; layers taken from locate's proposal make it depend on locate's inputs too."""
+    return stage_inputs(config, edit=edit, locate=None if edit.layers else run_dir.inputs("locate"))
+
+
 def run_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: ModelHandle | None = None,
              force: bool = False) -> dict[str, Any]:
     stage = stage_name(edit)
-    if run_dir.is_done(stage) and not force:
-        print(f"edit: {stage} already finished in {run_dir.root} (use --force to re-run)")
+    inputs = edit_inputs(config, edit, run_dir)
+    if run_dir.should_skip(stage, inputs, force=force):
         return run_dir.read(stage)
     torch.manual_seed(config.seed)
     base = base or load(config.model, device=config.device)
@@ -204,7 +209,7 @@ def run_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mode
     edited = edited_copy(base, result.changed, result.interventions, name=f"{config.model}+{edit.label}")
     record = StageRecord(stage=stage, config={"model": config.model, "facts": config.facts, "split": config.split,
                                               "edit": asdict(edit), "layers": layers},
-                         seeds={"seed": config.seed}, timings={"edit": wall, **result.timings})
+                         seeds={"seed": config.seed}, timings={"edit": wall, **result.timings}, inputs=inputs)
     record.metrics = {"method": edit.method, "goal": edit.goal, **measure(base, edited, targets, retain,
                                                                          heldout_texts(config)),
                       "method_metrics": result.metrics, "n_targets": len(targets), "n_retain": len(retain)}

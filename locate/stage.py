@@ -14,7 +14,7 @@ import torch
 from obliviate.config import RunConfig
 from obliviate.metrics import top1_correct
 from obliviate.models import ModelHandle, load
-from obliviate.results import RunDir, StageRecord, timed
+from obliviate.results import RunDir, StageRecord, stage_inputs, timed
 from obliviate.targets import resolve_facts
 
 STAGE = "locate"
@@ -184,13 +184,13 @@ def load_run_sae(run_dir: RunDir) -> Any:
 
 def run(config: RunConfig, run_dir: RunDir, *, force: bool = False) -> dict[str, Any]:
     """Run the locate stage into `run_dir` (skipped when already finished, unless `force`)."""
-    if run_dir.is_done(STAGE) and not force:
-        print(f"locate: already finished in {run_dir.root} (use --force to re-run)")
+    inputs = stage_inputs(config, locate=config.locate)
+    if run_dir.should_skip(STAGE, inputs, force=force):
         return run_dir.read(STAGE)
     torch.manual_seed(config.seed)
     record = StageRecord(stage=STAGE, config={"model": config.model, "facts": config.facts, "split": config.split,
                                               "limit": config.limit, "locate": config.locate},
-                         seeds={"seed": config.seed})
+                         seeds={"seed": config.seed}, inputs=inputs)
     with timed(record.timings, "load"):
         # facts first: a bad fact file fails in a second instead of after the model has loaded
         all_facts = resolve_facts(config.facts, seed=config.seed)

@@ -39,8 +39,14 @@ def _stage_entry(name: str):
                      f"{name!r}); reinstall the project with `pip install -e .`.")
 
 
+RESUME = ("A re-run into the same --out folder resumes: a stage whose record exists and was made with the same "
+          "inputs (its config section, the run-wide fields, and the inputs of the stages it reads) is skipped; a "
+          "stage whose inputs changed is re-run, with every stage after it, and the run prints what changed. "
+          "A stage killed midway left no record, so it runs again. --force re-runs every stage.")
+
+
 def _dataclass_parser(prog: str, cls: type, dest: str, defaults: object | None = None,
-                      positional: Sequence[tuple[str, dict]] = ()):
+                      positional: Sequence[tuple[str, dict]] = (), description: str | None = None):
     import simple_parsing
 
     class Formatter(simple_parsing.SimpleHelpFormatter):
@@ -52,7 +58,8 @@ def _dataclass_parser(prog: str, cls: type, dest: str, defaults: object | None =
                 return self._get_help_string(action)
 
     parser = simple_parsing.ArgumentParser(prog=prog, add_option_string_dash_variants=simple_parsing.DashVariant.DASH,
-                                           add_config_path_arg=False, formatter_class=Formatter)
+                                           add_config_path_arg=False, formatter_class=Formatter,
+                                           description=description)
     for name, kwargs in positional:
         parser.add_argument(name, **kwargs)
     parser.add_arguments(cls, dest=dest, default=defaults)
@@ -141,7 +148,9 @@ def _stage(command: str, argv: Sequence[str]) -> int:
         positional=[("config_file", {"nargs": "?", "metavar": "CONFIG", "help": "YAML run config (configs/)."}),
                     ("--out", {"type": Path, "default": None,
                                "help": "Run folder (default: runs/<config name>)."}),
-                    ("--force", {"action": "store_true", "help": "Re-run stages that already finished."})])
+                    ("--force", {"action": "store_true",
+                                 "help": "Re-run every stage, even those finished with the same inputs."})],
+        description=RESUME)
     args = parser.parse_args(argv)
     config = args.config
     config.edits = defaults.edits  # YAML-only field (not a flag), so it is carried over by hand

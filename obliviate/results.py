@@ -147,8 +147,44 @@ class StageRecord:
     """Wall-clock seconds per named step."""
     seeds: dict[str, int] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=package_versions)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    """What the result depends on (see `stage_inputs`); a re-run whose inputs differ re-runs the stage."""
     schema_version: int = SCHEMA_VERSION
     finished_at: str = ""
+
+
+# settings that change how a run looks, never what it computes: a change to them re-runs nothing
+COSMETIC_KEYS = ("show_progress",)
+
+
+def stage_inputs(config: Any, **sections: Any) -> dict[str, Any]:
+    """A stage's inputs: the run-wide fields of `config` (a RunConfig) plus the named sections, as plain JSON.
+
+    A downstream stage passes the inputs of the record it reads (e.g. edit passes locate's), so a change upstream
+    re-runs every stage after it.
+    """
+    shared = {name: getattr(config, name) for name in ("model", "facts", "split", "limit", "seed", "device")}
+    return _plain({**shared, **sections})
+
+
+def _plain(value: Any) -> Any:
+    """JSON-normal form (tuples → lists, as a record read back has them) without the cosmetic keys."""
+    value = to_jsonable(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if k not in COSMETIC_KEYS}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _differences(old: Any, new: Any, where: str = "") -> list[str]:
+    """Dotted paths where two inputs differ, as 'path: old → new'."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [line for key in sorted(set(old) | set(new), key=str)
+                for line in _differences(old.get(key), new.get(key), f"{where}.{key}" if where else str(key))]
+    if old == new:
+        return []
+    return [f"{where or 'inputs'}: {json.dumps(old)} → {json.dumps(new)}"]
 
 
 class RunDir:
@@ -174,6 +210,23 @@ class RunDir:
             return bool(json.loads(path.read_text()).get("finished_at"))
         except json.JSONDecodeError:
             return False
+
+    def should_skip(self, stage: str, inputs: dict[str, Any], *, force: bool = False) -> bool:
+        """True when `stage` finished with these inputs; says why it runs again when its inputs changed."""
+        if force or not self.is_done(stage):
+            return False
+        stored = self.read(stage).get("inputs")
+        if stored == inputs:
+            print(f"{stage}: already finished in {self.root} (use --force to re-run)")
+            return True
+        changes = _differences(stored, inputs) if stored else ["its record predates input tracking"]
+        shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
+        print(f"{stage}: the config changed since it finished ({shown}); re-running it")
+        return False
+
+    def inputs(self, stage: str) -> dict[str, Any] | None:
+        """The inputs a finished stage ran with (None when it has not finished)."""
+        return self.read(stage).get("inputs") if self.is_done(stage) else None
 
     def write_config(self, config: Any) -> None:
         atomic_write_json(self.root / "config.json", {"config": config, "versions": package_versions()})

@@ -74,3 +74,10 @@ def test_flags_are_range_checked_like_yaml(tmp_path, capsys):
     assert main(["locate", "--max-targets", "-1", "--out", str(tmp_path / "run")]) == 2
     assert "'locate.max_targets'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_stage_help_documents_resume_semantics(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "resumes" in out and "inputs changed is re-run, with every stage after it" in out
