@@ -29,20 +29,25 @@ def save_artefact(folder: Path, *, method: str, base_model: str, base_model_hash
                   interventions: Sequence[Intervention] = (), config: Mapping[str, Any] | None = None,
                   targets: Sequence[int] = (), wall_time_s: float | None = None,
                   extra: Mapping[str, Any] | None = None) -> Path:
-    """Write an edit artefact; the manifest is written last, so a folder without one is unfinished."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / MANIFEST).unlink(missing_ok=True)
-    if changed:
-        atomic_save_tensors(folder / CHANGED, dict(changed), {"method": method, "base_model_hash": base_model_hash})
-    if interventions:
-        save_interventions(folder / HOOKS, interventions)
-    manifest = {
-        "method": method, "base_model": base_model, "base_model_hash": base_model_hash,
-        "changed_tensors": CHANGED if changed else None, "hooks_dir": HOOKS if interventions else None,
-        "changed_tensor_names": sorted(changed or {}), "n_interventions": len(interventions),
-        "config": dict(config or {}), "targets": list(targets), "wall_time_s": wall_time_s,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": package_versions(), **dict(extra or {}),
-    }
-    atomic_write_json(folder / MANIFEST, manifest)
-    return folder
+    """Write an edit artefact as a whole folder: built beside `folder`, then renamed over it.
+
+    A reader (an audit overlapping a re-run edit) sees the old artefact or the new one, never a mix or a folder
+    without its manifest; a crash leaves the old one in place.
+    """
+    from obliviate.world.atomic import atomic_folder
+
+    final = Path(folder)
+    with atomic_folder(final) as folder:
+        if changed:
+            atomic_save_tensors(folder / CHANGED, dict(changed), {"method": method, "base_model_hash": base_model_hash})
+        if interventions:
+            save_interventions(folder / HOOKS, interventions)
+        manifest = {
+            "method": method, "base_model": base_model, "base_model_hash": base_model_hash,
+            "changed_tensors": CHANGED if changed else None, "hooks_dir": HOOKS if interventions else None,
+            "changed_tensor_names": sorted(changed or {}), "n_interventions": len(interventions),
+            "config": dict(config or {}), "targets": list(targets), "wall_time_s": wall_time_s,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": package_versions(), **dict(extra or {}),
+        }
+        atomic_write_json(folder / MANIFEST, manifest)
+    return final

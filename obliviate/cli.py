@@ -140,6 +140,7 @@ def _stage(command: str, argv: Sequence[str]) -> int:
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("config", nargs="?")
+    pre.add_argument("--out")  # so that `--out RUN` without a config is not read as the config path
     known, _ = pre.parse_known_args(argv)
     config_path = known.config if known.config and not known.config.startswith("-") else None
     defaults = load_yaml(RunConfig, config_path) if config_path else RunConfig()
@@ -161,8 +162,9 @@ def _stage(command: str, argv: Sequence[str]) -> int:
     check_run(config)  # before the run folder or any model exists: bad targets fail in seconds, not mid-run
     out = args.out or Path("runs") / (Path(config_path).stem if config_path else "default")
     run_dir = RunDir(out)
-    run_dir.write_config(asdict(config))
-    _stage_entry(command)(config, run_dir, force=args.force)
+    with run_dir.lock():  # two runs in one folder would both do all the work and overwrite each other
+        run_dir.write_config(asdict(config))
+        _stage_entry(command)(config, run_dir, force=args.force)
     print(f"obliviate {command}: results in {run_dir.root}")
     return 0
 

@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from obliviate.errors import UserError
+
 SCHEMA_VERSION = 1
 TRACKED_PACKAGES = ("obliviate", "torch", "transformers", "transformer-lens", "sae-lens", "nnsight",
                     "concept-erasure", "datasets", "scikit-learn", "numpy", "safetensors")
@@ -187,6 +189,13 @@ def _differences(old: Any, new: Any, where: str = "") -> list[str]:
     return [f"{where or 'inputs'}: {json.dumps(old)} → {json.dumps(new)}"]
 
 
+class RunLockedError(UserError, RuntimeError):
+    """Another live process is writing this run folder."""
+
+
+LOCK_FILE = ".lock"
+
+
 class RunDir:
     """A run folder: the config beside the results, one record per stage, skip-if-done unless forced."""
 
@@ -227,6 +236,39 @@ class RunDir:
     def inputs(self, stage: str) -> dict[str, Any] | None:
         """The inputs a finished stage ran with (None when it has not finished)."""
         return self.read(stage).get("inputs") if self.is_done(stage) else None
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder for one run: a second run refuses, naming the pid that holds it.
+
+        The lock is an flock on ``.lock``, which holds the owner's pid. The kernel drops an flock when its process
+        dies, so the lock of a killed run (kill -9 included) is taken over by the next run, which says so; a pid
+        left in the file is only ever read for messages, never trusted.
+        """
+        import fcntl
+
+        handle = open(self.root / LOCK_FILE, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise RunLockedError(f"run folder {self.root} is in use by pid {holder}; wait for that run to end or "
+                                 f"stop it, or give another --out.") from None
+        handle.seek(0)
+        previous = handle.read().strip()
+        if previous:
+            print(f"run folder {self.root}: taking over the lock of pid {previous}, which is no longer running")
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)  # an empty file: the run ended normally, nothing to take over
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
 
     def write_config(self, config: Any) -> None:
         atomic_write_json(self.root / "config.json", {"config": config, "versions": package_versions()})
