@@ -85,6 +85,19 @@ def heldout_texts(path: str | Path | None = None, *, seed: int = 0, limit: int |
     return lines[:limit] if limit is not None else lines
 
 
+def sample_facts(facts: Sequence[Fact], n: int | None, seed: int) -> list[Fact]:
+    """A seeded sample of `n` facts in their original order (all of them when n is None or ≥ len(facts)).
+
+    Random rather than the first n: fact files are grouped by relation, so a prefix would cover few relations.
+    """
+    import random
+
+    if n is None or n >= len(facts):
+        return list(facts)
+    keep = set(random.Random(seed).sample(range(len(facts)), n))
+    return [fact for i, fact in enumerate(facts) if i in keep]
+
+
 def neighbourhood_only(facts: Sequence[Fact]) -> list[Fact]:
     """The facts with their rewrite/paraphrase prompts emptied, so scoring runs the neighbourhood prompts only."""
     from dataclasses import replace

@@ -51,8 +51,8 @@ figcaption{font-size:.85em;color:#555}
 
 # --------------------------------------------------------------------------------------------------- the schema
 def audit_metrics(method: str, verdicts=None, edited_attacks: Sequence[Any] = (),
-                  oracle_attacks: Sequence[Any] | None = None, collateral=None, representation=None
-                  ) -> dict[str, Any]:
+                  oracle_attacks: Sequence[Any] | None = None, collateral=None, representation=None,
+                  sampled: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The audit record's metrics in the form the report reads (see the module docstring)."""
     metrics: dict[str, Any] = {"method": method}
     if verdicts is not None:
@@ -67,7 +67,16 @@ def audit_metrics(method: str, verdicts=None, edited_attacks: Sequence[Any] = ()
         metrics["collateral"] = collateral.to_metrics()
     if representation is not None:
         metrics["representation"] = representation.to_metrics()
+    if sampled is not None:
+        metrics["sampled"] = dict(sampled)
     return metrics
+
+
+def sampling_note(n_retain: int, of_retain: int, n_texts: int, of_texts: int, *, seed: int) -> dict[str, Any]:
+    """What the collateral and representation figures read, when audit.max_retain / max_heldout_texts bound them."""
+    return {"retain": n_retain, "retain_of": of_retain, "retain_how": f"seeded random sample (seed {seed})"
+            if n_retain < of_retain else "all", "heldout_texts": n_texts, "heldout_texts_of": of_texts,
+            "heldout_texts_how": "the first lines of the file" if n_texts < of_texts else "all"}
 
 
 def load_run(folder: str | Path) -> dict[str, Any]:
@@ -332,6 +341,7 @@ def write_report(runs: Sequence[Mapping[str, Any]], out_dir: str | Path, *, titl
                      "oracle's in brackets). Recall: top-1 on the forget targets and on the retain split. "
                      "Δ perplexity %: held-out perplexity change, (edited − base) / base. NS: CounterFact "
                      "neighbourhood specificity on the targets' neighbours.</p>")
+        parts += [_sampling_line(row) for row in rows if row["record"].get("metrics", {}).get("sampled")]
         margins = {a: m for r in rows for a, m in r["margins"].items()}
         if margins:
             parts.append("<p class='note'>Margins: " + ", ".join(f"{html.escape(a)} {m:.3f}"
@@ -361,6 +371,14 @@ def write_report(runs: Sequence[Mapping[str, Any]], out_dir: str | Path, *, titl
 
     atomic_write_text(path, "\n".join(parts))
     return path
+
+
+def _sampling_line(row: Mapping[str, Any]) -> str:
+    sampled = row["record"]["metrics"]["sampled"]
+    return (f"<p class='note'>{html.escape(row['run'])} / {html.escape(row['method'])}: collateral and "
+            f"representation read {sampled['retain']} of {sampled['retain_of']} retain facts "
+            f"({html.escape(sampled['retain_how'])}) and {sampled['heldout_texts']} of {sampled['heldout_texts_of']} "
+            f"held-out texts ({html.escape(sampled['heldout_texts_how'])}).</p>")
 
 
 def _figure(caption: str, path: Path, out_dir: Path) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from audit.attack_result import AttackResult
-from audit.report import audit_metrics
+from audit.report import audit_metrics, sampling_note
 from audit.verdict import VerdictConfig, judge, recalled_targets
 from obliviate.config import EditConfig, RunConfig
 from obliviate.facts import Fact
@@ -80,7 +80,7 @@ def audit_inputs(config: RunConfig, edit: EditConfig, run_dir: RunDir) -> dict[s
 
 def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: ModelHandle,
                oracle: ModelHandle | None, force: bool = False) -> dict[str, Any]:
-    from audit.collateral import heldout_texts, measure_collateral
+    from audit.collateral import CollateralConfig, heldout_texts, measure_collateral, sample_facts
     from audit.representation import compare_representations, plot_representation
     from edit.stage import split_targets
     from edit.stage import stage_name as edit_stage
@@ -109,14 +109,19 @@ def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mo
     oracle_results = [r.oracle for r in results] if oracle is not None else None
     verdicts = judge(case_ids, recalled, results, oracle_results,
                      config=VerdictConfig(margin=config.audit.margin))
+    sampled_retain = sample_facts(retain, config.audit.max_retain, config.seed)
+    texts = heldout_texts(seed=config.seed)
     with timed(record.timings, "collateral"):
-        collateral = measure_collateral(base, edited, targets, retain, heldout_texts(seed=config.seed))
+        collateral = measure_collateral(base, edited, targets, sampled_retain, texts,
+                                        CollateralConfig(max_heldout_texts=config.audit.max_heldout_texts))
     with timed(record.timings, "representation"):
-        representation = compare_representations(base, edited, targets, retain)
+        representation = compare_representations(base, edited, targets, sampled_retain)
     plot = plot_representation(representation, run_dir.artefact_dir(stage) / "representation.png",
                                title=f"{edit.label}: probe accuracy and CKA by depth")
     record.artefacts.append(run_dir.relative(plot))
-    record.metrics = audit_metrics(edit.label, verdicts, results, oracle_results, collateral, representation)
+    record.metrics = audit_metrics(edit.label, verdicts, results, oracle_results, collateral, representation,
+                                   sampled=sampling_note(len(sampled_retain), len(retain),
+                                                         collateral.n_heldout_texts, len(texts), seed=config.seed))
     record.metrics["attacks"] = {r.attack: {"score": r.score_name, **r.metrics} for r in results}
     by_case = verdicts.by_case()
     per_attack = {r.attack: {t["case_id"]: t for t in r.target_records()} for r in results}

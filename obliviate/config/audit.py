@@ -19,6 +19,11 @@ class AuditConfig:
     """A target is 'suppressed' when an attack recovers it this much beyond the oracle under the same attack."""
     relearn_steps: int = 10
     """Fine-tuning steps of the relearning attack (on other facts, never the targets)."""
+    max_retain: int | None = None
+    """Retain facts scored by the collateral and representation measurements: a seeded sample of this many (None =
+    all). Both score every retain fact otherwise, the largest cost of a run with few targets."""
+    max_heldout_texts: int = 400
+    """Held-out texts for the perplexity change (the first ones of the file)."""
     show_progress: bool = True
     """Show progress bars on long loops."""
 
@@ -30,3 +35,5 @@ class AuditConfig:
         # a margin is a difference of recovery rates in [0, 1]; 1 or more could never call a target suppressed
         check_range("margin", self.margin, minimum=0, below=1)
         check_range("relearn_steps", self.relearn_steps, minimum=1)
+        check_range("max_retain", self.max_retain, minimum=1, fix="null scores every retain fact")
+        check_range("max_heldout_texts", self.max_heldout_texts, minimum=1)
