@@ -38,6 +38,7 @@ import torch
 from jaxtyping import Float
 
 from edit.sites import edit_site
+from obliviate.integrity import CacheIntegrityError, seal, verify
 from obliviate.paths import cache_subdir
 from obliviate.results import atomic_save_tensors, load_tensors
 
@@ -225,8 +226,9 @@ def second_moments(handle, layers: Sequence[int], cfg: CovarianceConfig | None =
     paths = {layer: cache_path(handle, layer, cfg) for layer in layers}
     missing = []
     for layer in layers:
-        if cfg.cache and paths[layer].is_file():
-            out[layer] = load_tensors(paths[layer])["moment"]
+        cached = _read_cached(paths[layer]) if cfg.cache and paths[layer].is_file() else None
+        if cached is not None:
+            out[layer] = cached
         else:
             missing.append(layer)
     if missing:
@@ -240,7 +242,20 @@ def second_moments(handle, layers: Sequence[int], cfg: CovarianceConfig | None =
                 meta.update(model=str(handle.name), layer=str(layer), tokens=str(count),
                             corpus_resolved=resolve_corpus(handle, cfg.corpus), seconds=f"{seconds:.2f}")
                 atomic_save_tensors(paths[layer], {"moment": moment}, meta)
+                seal(paths[layer])
     return {layer: out[layer] for layer in layers}
+
+
+def _read_cached(path: Path) -> torch.Tensor | None:
+    """The cached moment, or None (it is then recomputed) when the file is corrupted or unreadable, saying so."""
+    from safetensors import SafetensorError
+
+    try:
+        verify(path, rebuild="a recomputation (automatic)")
+        return load_tensors(path)["moment"]
+    except (CacheIntegrityError, SafetensorError, KeyError) as error:
+        print(f"covariance: {path.name} is unusable ({type(error).__name__}: {error}); recomputing it")
+        return None
 
 
 def second_moment(handle, layer: int, cfg: CovarianceConfig | None = None,

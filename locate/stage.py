@@ -154,6 +154,10 @@ def _sae(handle, facts, all_facts, config: RunConfig, run_dir: RunDir, record: S
         trained = train_sae(handle, texts, SaeTrainConfig(hook_name=hook, seed=config.seed),
                             output_path=run_dir.artefact_dir(STAGE) / SAE_DIR,
                             show_progress=config.locate.show_progress)
+    from obliviate.integrity import seal
+
+    for weights in sorted(trained.path.glob("*.safetensors")):
+        seal(weights)  # the audit's sae_restore attack reads it back, checked against this digest
     record.metrics["sae"] = {"hook_name": hook, "quality": getattr(trained, "quality", None)}
     chosen = facts if config.locate.max_targets is None else facts[: config.locate.max_targets]
     with timed(record.timings, "sae_features"):
@@ -176,9 +180,13 @@ def load_run_sae(run_dir: RunDir) -> Any:
     """The SAE the locate stage trained in this run folder (sae-lens format)."""
     from locate.sae_features import load_sae
 
+    from obliviate.integrity import verify
+
     path = run_dir.root / STAGE / SAE_DIR
     if not path.exists():
         raise FileNotFoundError(f"no SAE in {path}; add 'sae' to locate.methods and run `obliviate locate` first.")
+    for weights in sorted(path.glob("*.safetensors")):
+        verify(weights, rebuild="`obliviate locate --force` on this run's config")
     return load_sae(path)
 
 

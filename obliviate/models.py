@@ -146,15 +146,20 @@ def default_prepend_bos(name: str, tokenizer: Any) -> bool:
 def load(name: str, *, artefact: str | Path | None = None, device: str = "cpu",
          prepend_bos: bool | None = None, show_progress: bool = False) -> ModelHandle:
     """Load a model by name (see the module docstring), optionally with an edit artefact applied in memory."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from obliviate.tl_wrap import hooked_from_hf
 
     hf_dir = resolve_hf_dir(name, show_progress=show_progress)
     if hf_dir is None:
         return _load_from_hub(name, device=device, prepend_bos=prepend_bos, artefact=artefact)
+    if name in EMBEDDED_MODELS:  # built into the cache by obliviate: checked against the sha256 recorded then
+        from obliviate.integrity import verify
+
+        for weights in sorted(hf_dir.glob("*.safetensors")):
+            verify(weights, rebuild=rebuild_command(name, hf_dir))
     tokenizer = AutoTokenizer.from_pretrained(hf_dir)
-    hf = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32, use_safetensors=True).to(device).eval()
+    hf = _read_weights(name, hf_dir).to(device).eval()
     bos = default_prepend_bos(name, tokenizer) if prepend_bos is None else prepend_bos
     handle_artefact, interventions = None, []
     if artefact is not None:
@@ -168,6 +173,30 @@ def load(name: str, *, artefact: str | Path | None = None, device: str = "cpu",
         attach_permanently(tl, interventions)
     return ModelHandle(name=name, hf_dir=hf_dir, hf=hf, tokenizer=tokenizer, tl=tl, prepend_bos=bos,
                        artefact=handle_artefact, interventions=interventions)
+
+
+def rebuild_command(name: str, hf_dir: Path) -> str:
+    """How the user remakes an embedded model's cached folder."""
+    if name in ("world", "world-retain"):
+        return f"`obliviate world train --variant {name} --retrain`"
+    if name == "smollm2-135m":
+        return f"`rm -r {hf_dir}` (it is converted again from the GGUF on the next load)"
+    return f"a fresh copy of {hf_dir}"
+
+
+def _read_weights(name: str, hf_dir: Path) -> Any:
+    """The HF model from safetensors; an unreadable file (truncated, not safetensors) is named with its fix."""
+    from safetensors import SafetensorError
+    from transformers import AutoModelForCausalLM
+
+    from obliviate.integrity import CacheIntegrityError
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32, use_safetensors=True)
+    except (SafetensorError, OSError) as error:
+        detail = " ".join(str(error).split())[:160]
+        raise CacheIntegrityError(f"model {name}: the weights in {hf_dir} cannot be read ({type(error).__name__}: "
+                                  f"{detail}); rebuild them with {rebuild_command(name, hf_dir)}.") from error
 
 
 def _load_from_hub(name: str, *, device: str, prepend_bos: bool | None, artefact: Any) -> ModelHandle:

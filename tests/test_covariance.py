@@ -93,3 +93,22 @@ def test_too_small_corpus_is_an_error(tmp_path):
     small.write_text("The city of Paris")
     with pytest.raises(ValueError, match="only"):
         second_moment(handle, 0, CovarianceConfig(corpus=str(small), n_tokens=10_000, seq_len=4, cache=False))
+
+
+@pytest.mark.parametrize("damage", ["same_size_garbage", "truncated"])
+def test_corrupted_cached_statistics_are_recomputed_and_the_run_says_so(corpus, cache_root, capsys, damage):
+    handle = tiny_hf_handle("gpt2")
+    cfg = CovarianceConfig(corpus=str(corpus), n_tokens=400, seq_len=20)
+    first = second_moments(handle, [1], cfg)[1]
+    path = cache_path(handle, 1, cfg)
+    data = path.read_bytes()
+    path.write_bytes(bytes(len(data)) if damage == "same_size_garbage" else data[: len(data) // 2])
+    again = second_moments(handle, [1], cfg)[1]
+    assert torch.equal(again, first), "the garbage must not be used"
+    out = capsys.readouterr().out
+    assert f"{path.name} is unusable" in out and "recomputing it" in out
+    from obliviate.integrity import verify
+    from obliviate.results import load_tensors
+
+    verify(path, rebuild="x")  # rewritten and sealed again
+    assert torch.equal(load_tensors(path)["moment"], first)

@@ -78,3 +78,41 @@ def test_unknown_model_offline_names_what_was_tried(monkeypatch):
     message = str(caught.value)
     assert "not an embedded model" in message and "world" in message and "smollm2-135m" in message
     assert "\n" not in message
+
+
+@pytest.fixture
+def world_from_tiny(tiny_folder, tmp_path, monkeypatch):
+    """The tiny folder standing in for the cached world model (so no world is built)."""
+    import shutil
+
+    import obliviate.models
+
+    folder = tmp_path / "world"
+    shutil.copytree(tiny_folder, folder)
+    monkeypatch.setattr(obliviate.models, "resolve_hf_dir", lambda name, show_progress=False: folder)
+    return folder
+
+
+def test_a_corrupted_cached_model_is_an_error_naming_the_file_and_the_command(world_from_tiny):
+    from obliviate.integrity import CacheIntegrityError
+
+    load("world", prepend_bos=False)
+    weights = world_from_tiny / "model.safetensors"
+    weights.write_bytes(bytes(weights.stat().st_size))  # garbage of the same size
+    with pytest.raises(CacheIntegrityError, match=f"{weights}.*obliviate world train --variant world --retrain"):
+        load("world", prepend_bos=False)
+
+
+def test_a_truncated_model_names_the_folder_and_the_fix(world_from_tiny):
+    from obliviate.integrity import CacheIntegrityError
+
+    weights = world_from_tiny / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CacheIntegrityError, match=f"{world_from_tiny}.*cannot be read.*--retrain"):
+        load("world", prepend_bos=False)
+
+
+def test_an_answer_spelled_by_the_unknown_token_is_refused(tiny_folder):
+    handle = load(str(tiny_folder), prepend_bos=False)
+    with pytest.raises(ValueError, match="'Zyzzyva' tokenises to the unknown token"):
+        handle.answer_token("Zyzzyva")
