@@ -22,6 +22,7 @@ from audit.attack_result import AttackResult
 from audit.report import audit_metrics, sampling_note
 from audit.verdict import VerdictConfig, judge, recalled_targets
 from obliviate.config import EditConfig, RunConfig
+from obliviate.errors import MissingInputError
 from obliviate.facts import Fact
 from obliviate.models import ModelHandle, load
 from obliviate.results import RunDir, StageRecord, stage_inputs, timed
@@ -92,7 +93,7 @@ def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mo
         return run_dir.read(stage)
     artefact = run_dir.root / edit_stage(edit) / "artefact"
     if not (artefact / "manifest.json").is_file():
-        raise FileNotFoundError(f"audit: no edit artefact at {artefact}; run `obliviate edit` on this config first.")
+        raise MissingInputError(f"audit: no edit artefact at {artefact}; run `obliviate edit` on this config first.")
     torch.manual_seed(config.seed)
     edited = load(config.model, artefact=artefact, device=config.device)
     targets, retain = split_targets(config)

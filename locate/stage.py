@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from obliviate.config import RunConfig
+from obliviate.errors import MissingInputError
 from obliviate.metrics import top1_correct
 from obliviate.models import ModelHandle, load
 from obliviate.results import RunDir, StageRecord, stage_inputs, timed
@@ -184,7 +185,7 @@ def load_run_sae(run_dir: RunDir) -> Any:
 
     path = run_dir.root / STAGE / SAE_DIR
     if not path.exists():
-        raise FileNotFoundError(f"no SAE in {path}; add 'sae' to locate.methods and run `obliviate locate` first.")
+        raise MissingInputError(f"no SAE in {path}; add 'sae' to locate.methods and run `obliviate locate` first.")
     for weights in sorted(path.glob("*.safetensors")):
         verify(weights, rebuild="`obliviate locate --force` on this run's config")
     return load_sae(path)

@@ -9,3 +9,7 @@ from __future__ import annotations
 
 class UserError(Exception):
     """An error whose message names what is wrong and the fix; printed without a traceback by the CLI."""
+
+
+class MissingInputError(UserError, FileNotFoundError):
+    """A file a command needs is not there yet; the message names the command or install step that makes it."""

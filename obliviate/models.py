@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from jaxtyping import Int
 
-from obliviate.errors import UserError
+from obliviate.errors import MissingInputError, UserError
 from obliviate.paths import cache_dir
 
 EMBEDDED_MODELS = ("world", "world-retain", "smollm2-135m")
@@ -229,7 +229,7 @@ def _apply_artefact(hf: Any, artefact: Path, hf_dir: Path) -> list[Any]:
 
     manifest_path = artefact / MANIFEST
     if not manifest_path.is_file():
-        raise FileNotFoundError(f"edit artefact {artefact}: no manifest.json; pass the folder `obliviate edit` wrote.")
+        raise MissingInputError(f"edit artefact {artefact}: no manifest.json; pass the folder `obliviate edit` wrote.")
     manifest = json.loads(manifest_path.read_text())
     base_hash = manifest.get("base_model_hash")
     if base_hash and base_hash != weights_file_hash(hf_dir):

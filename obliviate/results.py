@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from obliviate.errors import UserError
+from obliviate.errors import MissingInputError, UserError
 
 SCHEMA_VERSION = 1
 TRACKED_PACKAGES = ("obliviate", "torch", "transformers", "transformer-lens", "sae-lens", "nnsight",
@@ -282,7 +282,7 @@ class RunDir:
     def read(self, stage: str) -> dict[str, Any]:
         path = self.record_path(stage)
         if not path.is_file():
-            raise FileNotFoundError(f"run {self.root}: no {stage}.json yet; run `obliviate {stage}` first.")
+            raise MissingInputError(f"run {self.root}: no {stage}.json yet; run `obliviate {stage}` first.")
         return json.loads(path.read_text())
 
     def relative(self, path: Path) -> str:

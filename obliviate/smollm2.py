@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from obliviate.errors import MissingInputError
 from obliviate.paths import cache_subdir
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ def smollm2_gguf_path() -> Path:
     for path in candidates:
         if path.is_file():
             return path.resolve()
-    raise FileNotFoundError(_INSTALL_HINT)
+    raise MissingInputError(_INSTALL_HINT)
 
 
 def _sha256(path: Path) -> str:

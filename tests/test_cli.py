@@ -81,3 +81,16 @@ def test_stage_help_documents_resume_semantics(capsys):
         main(["run", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "resumes" in out and "inputs changed is re-run, with every stage after it" in out
+
+
+def test_a_stage_run_out_of_order_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    from obliviate import cli
+    from obliviate.results import RunDir
+
+    monkeypatch.setattr("obliviate.preflight.check_run", lambda config: [])
+    # a stage that reads an earlier stage's record, as audit reads edit's
+    monkeypatch.setattr(cli, "_stage_entry",
+                        lambda name: lambda config, run_dir, force: RunDir(run_dir.root).read("edit"))
+    assert main(["audit", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "no edit.json yet; run `obliviate edit` first" in err and "Traceback" not in err
