@@ -1,12 +1,4 @@
-"""The `obliviate` command line.
-
-    obliviate world build|train|info     the embedded fact world and its two models
-    obliviate models list                 what `obliviate.models.load` accepts offline
-    obliviate locate|edit|audit|run CONFIG [--out RUN] [--force] [--<field> value …]
-    obliviate compare RUN …
-    obliviate audit --calibrate           the auditor on three known cases (a confusion matrix)
-
-    --debug (anywhere)                    show the full traceback of an error
+"""The `obliviate` command line (what a user reads is `USAGE` and each command's `--help`; this is for maintainers).
 
 An error the user fixes (a config value, a fact record, a model name, a busy run folder) is printed as one line on
 stderr and exits 2; `--debug` shows its traceback too.
@@ -23,12 +15,45 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from collections.abc import Sequence
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
 STAGE_COMMANDS = ("locate", "edit", "audit", "run")
+
+# The user's path, first thing on every --help: a newcomer needs the demo, a config to copy and where the report
+# lands before any option list.
+USER_PATH = """Try it:  make demo   (sets up .venv, runs the two commands below on the embedded fact world)
+By hand:
+  obliviate run configs/world-demo.yaml --out runs/world-demo
+  obliviate compare runs/world-demo --out runs/world-demo/report
+      -> runs/world-demo/report/report.html and table.md, and one line per method on the terminal"""
+
+SUMMARY = ("obliviate: locate where a language model stores a fact, edit it out, then audit whether it is really "
+           "gone or only hidden.")
+
+# one line per command, shown under the user's path in `obliviate --help` and atop the command's own --help
+COMMANDS = {
+    "run": "locate, edit and audit in one go, into one run folder (configs/*.yaml)",
+    "locate": "where the model stores the facts: causal traces, logit lens, probes",
+    "edit": "make each configured edit and measure it (CounterFact ES / PS / NS, recall, perplexity)",
+    "audit": "attack each edit and judge every target erased / suppressed / intact (--calibrate: known cases)",
+    "compare": "report.html + table.md over finished runs; prints the report's path and one line per method",
+    "world": "build|train|info: the embedded fact world and its two models",
+    "models": "list: the model names that load offline",
+}
+
+USAGE = "\n".join([
+    SUMMARY, "", USER_PATH, "", "Commands (each takes --help):",
+    *(f"  {name:<9}{line}" for name, line in COMMANDS.items()),
+    "", "--debug (anywhere) shows the full traceback of an error."])
+
+
+def _description(command: str) -> str:
+    line = COMMANDS[command]
+    return f"{line[0].upper()}{line[1:]}.\n\n{USER_PATH}"
 
 
 def _stage_entry(name: str):
@@ -46,7 +71,8 @@ RESUME = ("A re-run into the same --out folder resumes: a stage whose record exi
 
 
 def _dataclass_parser(prog: str, cls: type, dest: str, defaults: object | None = None,
-                      positional: Sequence[tuple[str, dict]] = (), description: str | None = None):
+                      positional: Sequence[tuple[str, dict]] = (), description: str | None = None,
+                      epilog: str | None = None, usage: str | None = None):
     import simple_parsing
 
     class Formatter(simple_parsing.SimpleHelpFormatter):
@@ -59,7 +85,7 @@ def _dataclass_parser(prog: str, cls: type, dest: str, defaults: object | None =
 
     parser = simple_parsing.ArgumentParser(prog=prog, add_option_string_dash_variants=simple_parsing.DashVariant.DASH,
                                            add_config_path_arg=False, formatter_class=Formatter,
-                                           description=description)
+                                           description=description, epilog=epilog, usage=usage)
     for name, kwargs in positional:
         parser.add_argument(name, **kwargs)
     parser.add_arguments(cls, dest=dest, default=defaults)
@@ -70,11 +96,12 @@ def _world(argv: Sequence[str]) -> int:
     from obliviate.world import config as world_config
 
     if not argv or argv[0] not in ("build", "train", "info") or argv[0] in ("-h", "--help"):
-        print("usage: obliviate world build|train|info [options]  (each takes --help)")
+        print(f"usage: obliviate world build|train|info [options]  (each takes --help)\n\n{_description('world')}")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     action, rest = argv[0], list(argv[1:])
     if action == "build":
         parser = _dataclass_parser("obliviate world build", world_config.WorldConfig, "world",
+                                   description=_description("world"),
                                    positional=[("--out", {"type": Path, "default": None,
                                                           "help": "Folder to write (default: the cache)."})])
         args = parser.parse_args(rest)
@@ -85,7 +112,7 @@ def _world(argv: Sequence[str]) -> int:
         return 0
     if action == "train":
         parser = _dataclass_parser(
-            "obliviate world train", world_config.TrainConfig, "train",
+            "obliviate world train", world_config.TrainConfig, "train", description=_description("world"),
             positional=[("--variant", {"choices": ["world", "world-retain", "both"], "default": "both",
                                        "help": "Which model to train."}),
                         ("--retrain", {"action": "store_true",
@@ -113,7 +140,8 @@ def _world(argv: Sequence[str]) -> int:
             print(ensure_world_model(variant=variant, seed=args.train.seed, show_progress=True,
                                      retrain=args.retrain))
         return 0
-    parser = argparse.ArgumentParser(prog="obliviate world info")
+    parser = argparse.ArgumentParser(prog="obliviate world info", description=_description("world"),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0, help="World seed.")
     args = parser.parse_args(rest)
     from obliviate.world import ensure_world
@@ -126,8 +154,8 @@ def _models(argv: Sequence[str]) -> int:
     from obliviate.models import available_models
 
     if list(argv[:1]) != ["list"]:
-        print("usage: obliviate models list")
-        return 2
+        print(f"usage: obliviate models list\n\n{_description('models')}")
+        return 0 if list(argv[:1]) in (["-h"], ["--help"]) else 2
     for row in available_models():
         print(f"{row['name']:<14} {row['kind']}")
     print("also: a local Hugging Face folder, or a TransformerLens official name when online (e.g. gpt2)")
@@ -151,7 +179,9 @@ def _stage(command: str, argv: Sequence[str]) -> int:
                                "help": "Run folder (default: runs/<config name>)."}),
                     ("--force", {"action": "store_true",
                                  "help": "Re-run every stage, even those finished with the same inputs."})],
-        description=RESUME)
+        description=_description(command), epilog=textwrap.fill(RESUME, 100),
+        # argparse's usage would list every config field before the user's path; the fields follow under options
+        usage=f"obliviate {command} [CONFIG] [--out RUN] [--force] [--<field> value ...]")
     args = parser.parse_args(argv)
     config = args.config
     config.edits = defaults.edits  # YAML-only field (not a flag), so it is carried over by hand
@@ -170,10 +200,11 @@ def _stage(command: str, argv: Sequence[str]) -> int:
 
 
 def _compare(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="obliviate compare",
-                                     description="Compare finished runs side by side in report.html.")
+    parser = argparse.ArgumentParser(prog="obliviate compare", description=_description("compare"),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="Run folders.")
-    parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="Where report.html goes.")
+    parser.add_argument("--out", type=Path, default=Path("runs/compare"),
+                        help="Where report.html, table.md and plots/ go.")
     args = parser.parse_args(argv)
     report = _stage_entry("compare")(args.runs, args.out)
     print(json.dumps({"report": str(report)}))
@@ -197,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
+        print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "world":

@@ -94,3 +94,35 @@ def test_a_stage_run_out_of_order_is_a_one_line_error(tmp_path, capsys, monkeypa
     assert main(["audit", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "no edit.json yet; run `obliviate edit` first" in err and "Traceback" not in err
+
+
+HELP_COMMANDS = [["locate"], ["edit"], ["audit"], ["run"], ["compare"], ["world"], ["world", "build"],
+                 ["world", "train"], ["world", "info"], ["models"]]
+
+
+def _help(capsys, argv: list[str]) -> str:
+    try:
+        code = main([*argv, "--help"])
+    except SystemExit as exit_info:
+        code = exit_info.code
+    assert code == 0, f"{argv} --help exits {code}"
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [[], *HELP_COMMANDS], ids=lambda argv: " ".join(argv) or "obliviate")
+def test_every_help_opens_with_the_users_path(capsys, argv):
+    out = _help(capsys, argv)
+    head = out.split("options:")[0]  # the path comes before any option list, in usage too
+    assert "--max" not in head and "--window" not in head
+    for step in ("make demo", "obliviate run configs/world-demo.yaml --out runs/world-demo",
+                 "obliviate compare runs/world-demo --out runs/world-demo/report", "report.html", "table.md"):
+        assert step in head, f"{argv} --help lacks {step!r}"
+
+
+def test_top_level_help_names_every_command_and_no_internals(capsys):
+    out = _help(capsys, [])
+    assert out.startswith("obliviate: locate where")
+    for command in ("run", "locate", "edit", "audit", "compare", "world", "models"):
+        assert f"\n  {command} " in out, command
+    assert "entry-point" not in out and "entry_points" not in out and "simple-parsing" not in out
+
