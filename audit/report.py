@@ -124,6 +124,22 @@ def method_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def summary_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per method for the terminal: its verdict counts, and forget / retain recall where recorded.
+
+    From the same rows as the table, so the terminal and report.html cannot disagree."""
+    rows = method_rows(runs)
+    multi = len({r["run"] for r in rows}) > 1
+    lines = []
+    for row in rows:
+        parts = [", ".join(f"{row[v]} {v}" for v in VERDICTS)] if any(row[v] is not None for v in VERDICTS) else []
+        for name in ("forget_recall", "retain_recall"):
+            if row[name] is not None:
+                parts.append(f"{name.replace('_', ' ')} {_fmt(row[name])}")
+        lines.append(f"{_label(row, multi)}: {'; '.join(parts) or 'no verdicts or recall recorded'}")
+    return lines
+
+
 # --------------------------------------------------------------------------------------------------- the tables
 def _attacks(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     seen: dict[str, None] = {}

@@ -13,7 +13,6 @@ stage package: each stage registers ``run(config, run_dir, force=...)`` in pypro
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -206,8 +205,7 @@ def _compare(argv: Sequence[str]) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/compare"),
                         help="Where report.html, table.md and plots/ go.")
     args = parser.parse_args(argv)
-    report = _stage_entry("compare")(args.runs, args.out)
-    print(json.dumps({"report": str(report)}))
+    _stage_entry("compare")(args.runs, args.out)  # prints the report's path and one line per method
     return 0
 
 

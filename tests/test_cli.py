@@ -126,3 +126,30 @@ def test_top_level_help_names_every_command_and_no_internals(capsys):
         assert f"\n  {command} " in out, command
     assert "entry-point" not in out and "entry_points" not in out and "simple-parsing" not in out
 
+
+def _audit_record(method: str, counts: dict[str, int], collateral: dict | None):
+    from obliviate.results import StageRecord
+
+    metrics = {"method": method, "verdict_counts": counts}
+    if collateral is not None:
+        metrics["collateral"] = collateral
+    return StageRecord(stage=f"audit-{method}", config={}, metrics=metrics)
+
+
+def test_compare_prints_the_report_and_a_line_per_method(tmp_path, capsys):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from obliviate.results import RunDir
+
+    run_dir = RunDir(tmp_path / "world-demo")
+    run_dir.write(_audit_record("memit", {"erased": 8, "suppressed": 9, "intact": 111},
+                                {"forget_recall_edited": 0.87, "retain_recall_edited": 0.94}))
+    run_dir.write(_audit_record("suppress", {"erased": 6, "suppressed": 122, "intact": 0}, None))
+    out = tmp_path / "report"
+    assert main(["compare", str(run_dir.root), "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"report: {out / 'report.html'}" in lines and f"table:  {out / 'table.md'}" in lines
+    assert "  memit: 8 erased, 9 suppressed, 111 intact; forget recall 0.87; retain recall 0.94" in lines
+    assert "  suppress: 6 erased, 122 suppressed, 0 intact" in lines, "no recall recorded: counts only"
+    assert (out / "report.html").is_file() and (out / "table.md").is_file()
