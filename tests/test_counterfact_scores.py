@@ -85,3 +85,14 @@ def test_mixed_neighbourhoods_split_by_whether_the_answer_is_the_facts_own():
 def test_same_relation_neighbours_without_their_answers_are_refused(extra):
     with pytest.raises(FactSetError, match="fact 0: neighborhood"):
         metrics.counterfact_scores(None, [_fact(SAME_RELATION, **extra)])
+
+
+def test_the_edit_stage_reports_every_counterfact_figure_beside_its_pre_edit_value(monkeypatch):
+    import edit.stage
+
+    # each handle scores differently, so a figure taken on the wrong model shows
+    monkeypatch.setattr(edit.stage, "counterfact_scores", lambda handle, facts: f"scores of {handle}")
+    monkeypatch.setattr(edit.stage, "perplexity", lambda handle, texts: {"base": 10.0, "edited": 12.0}[handle])
+    monkeypatch.setattr(edit.stage, "recall", lambda handle, facts: {"base": 1.0, "edited": 0.0}[handle])
+    measured = edit.stage.measure("base", "edited", [_fact([])], [], ["text"])
+    assert measured["counterfact"] == "scores of edited" and measured["counterfact_base"] == "scores of base"
