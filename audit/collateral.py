@@ -6,7 +6,8 @@ Three measurements, each taken on the base and on the edited model with the chan
   ``experiments/py/eval_utils_counterfact.py``): on the targets' neighbourhood prompts — other subjects that share
   the target's true answer — the share where the true answer still beats the counterfactual one (NS) and the mean
   probability gap (NM). An edit that removes "Paris" for one subject and for its neighbours too has hit the
-  answer, not the fact.
+  answer, not the fact. Neighbours that are other subjects of the same relation (SmolLM2's fact set) are scored
+  against their own answers and reported apart (NS / NM same-relation; `obliviate.metrics.neighbours`).
 - Recall on retained facts (top-1 of the true answer on the retain split's prompts), and on the targets for
   reference.
 - Held-out perplexity on text neither model was trained on (the world's ``filler_heldout.txt``; for other models
@@ -63,11 +64,15 @@ class CollateralReport:
     n_retain: int
     n_heldout_texts: int
     extra: dict[str, Any] = field(default_factory=dict)
+    neighborhood_ns_same_relation: Change = field(default_factory=lambda: Change(float("nan"), float("nan")))
+    """NS on same-relation neighbours: their own answer against the new one (NaN without such neighbours)."""
+    neighborhood_nm_same_relation: Change = field(default_factory=lambda: Change(float("nan"), float("nan")))
 
     def to_metrics(self) -> dict[str, Any]:
         """Flat figures for a StageRecord's metrics (keys read by audit/report.py)."""
         out: dict[str, Any] = {}
-        for name in ("neighborhood_ns", "neighborhood_nm", "retain_recall", "forget_recall", "heldout_perplexity"):
+        for name in ("neighborhood_ns", "neighborhood_nm", "neighborhood_ns_same_relation",
+                     "neighborhood_nm_same_relation", "retain_recall", "forget_recall", "heldout_perplexity"):
             for part, value in getattr(self, name).as_dict().items():
                 out[f"{name}_{part}"] = value
         out.update(n_targets=self.n_targets, n_neighborhood_prompts=self.n_neighborhood_prompts,
@@ -112,11 +117,13 @@ def measure_collateral(base, edited, targets: Sequence[Fact], retain: Sequence[F
     scored = neighbourhood_only(targets)
     retain = list(retain)[: config.max_retain_facts] if config.max_retain_facts is not None else list(retain)
     texts = list(texts)[: config.max_heldout_texts]
-    figures: dict[str, list[float]] = {k: [] for k in ("ns", "nm", "retain", "forget", "ppl")}
+    figures: dict[str, list[float]] = {k: [] for k in ("ns", "nm", "ns_rel", "nm_rel", "retain", "forget", "ppl")}
     for handle in (base, edited):
         cf = counterfact_scores(handle, scored)
         figures["ns"].append(cf.ns)
         figures["nm"].append(cf.nm)
+        figures["ns_rel"].append(cf.ns_same_relation)
+        figures["nm_rel"].append(cf.nm_same_relation)
         figures["retain"].append(recall(handle, retain))
         figures["forget"].append(recall(handle, targets))
         figures["ppl"].append(perplexity(handle, texts) if texts else float("nan"))
@@ -125,4 +132,5 @@ def measure_collateral(base, edited, targets: Sequence[Fact], retain: Sequence[F
         retain_recall=Change(*figures["retain"]), forget_recall=Change(*figures["forget"]),
         heldout_perplexity=Change(*figures["ppl"]), n_targets=len(targets),
         n_neighborhood_prompts=sum(len(f.neighborhood_prompts) for f in targets), n_retain=len(retain),
-        n_heldout_texts=len(texts))
+        n_heldout_texts=len(texts), neighborhood_ns_same_relation=Change(*figures["ns_rel"]),
+        neighborhood_nm_same_relation=Change(*figures["nm_rel"]))

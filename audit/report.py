@@ -10,7 +10,8 @@ run folder. Every record whose ``stage`` starts with ``audit`` is one row of the
     recovery                     {attack: mean recovered score on the edited model}
     recovery_oracle              {attack: mean recovered score on the oracle} (absent without one)
     margins                      {attack: margin}
-    collateral                   CollateralReport.to_metrics() (forget/retain recall, NS, perplexity; base/edited/delta)
+    collateral                   CollateralReport.to_metrics() (forget/retain recall, NS, NS same-relation,
+                                 perplexity; base/edited/delta)
     representation               RepresentationComparison.to_metrics() (depths, probe accuracies, CKA per depth)
 
 Plots (matplotlib Agg, PNG files next to report.html, referenced relatively, so the folder opens offline): mean
@@ -118,6 +119,7 @@ def method_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "ppl_delta": collateral.get("heldout_perplexity_delta"),
                 "ns": collateral.get("neighborhood_ns_edited"),
                 "ns_delta": collateral.get("neighborhood_ns_delta"),
+                "ns_same_relation": collateral.get("neighborhood_ns_same_relation_edited"),
                 "representation": metrics.get("representation"),
                 "record": record, "run_dir": run.get("run_dir"),
             })
@@ -157,7 +159,12 @@ def _fmt(value: Any, digits: int = 2, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def _table_cells(row: Mapping[str, Any], attacks: Sequence[str]) -> list[str]:
+def _same_relation(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether any row has same-relation neighbours (the column is left out otherwise, as in the world's runs)."""
+    return any(row["ns_same_relation"] is not None for row in rows)
+
+
+def _table_cells(row: Mapping[str, Any], attacks: Sequence[str], same_relation: bool = False) -> list[str]:
     cells = [row["run"], row["method"], *(_fmt(row[v]) for v in VERDICTS)]
     for attack in attacks:
         value = row["recovery"].get(attack)
@@ -167,29 +174,31 @@ def _table_cells(row: Mapping[str, Any], attacks: Sequence[str]) -> list[str]:
     relative = 100 * delta / base if base and delta is not None else None  # the issues' targets are relative
     cells += [_fmt(row["forget_recall"]), _fmt(row["retain_recall"]), _fmt(relative, 1, signed=True),
               _fmt(row["ns"], 1)]
-    return cells
+    return cells + ([_fmt(row["ns_same_relation"], 1)] if same_relation else [])
 
 
-def _headers(attacks: Sequence[str]) -> list[str]:
+def _headers(attacks: Sequence[str], same_relation: bool = False) -> list[str]:
     return ["run", "method", *VERDICTS, *(f"{a} recovery" for a in attacks), "forget recall", "retain recall",
-            "Δ perplexity %", "NS %"]
+            "Δ perplexity %", "NS %", *(["NS same-relation %"] if same_relation else [])]
 
 
 def markdown_table(runs: Sequence[Mapping[str, Any]]) -> str:
     """The comparison table as GitHub markdown (for the README)."""
     rows = method_rows(runs)
-    attacks = _attacks(rows)
-    headers = _headers(attacks)
+    attacks, same_relation = _attacks(rows), _same_relation(rows)
+    headers = _headers(attacks, same_relation)
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(_table_cells(row, attacks)) + " |" for row in rows]
+    lines += ["| " + " | ".join(_table_cells(row, attacks, same_relation)) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
 def _html_table(rows: Sequence[Mapping[str, Any]], attacks: Sequence[str]) -> str:
-    head = "".join(f'<th class="{"l" if i < 2 else ""}">{html.escape(h)}</th>' for i, h in enumerate(_headers(attacks)))
+    same_relation = _same_relation(rows)
+    head = "".join(f'<th class="{"l" if i < 2 else ""}">{html.escape(h)}</th>'
+                   for i, h in enumerate(_headers(attacks, same_relation)))
     body = []
     for row in rows:
-        cells = _table_cells(row, attacks)
+        cells = _table_cells(row, attacks, same_relation)
         body.append("<tr>" + "".join(f'<td class="{"l" if i < 2 else ""}">{html.escape(c)}</td>'
                                      for i, c in enumerate(cells)) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -356,7 +365,9 @@ def write_report(runs: Sequence[Mapping[str, Any]], out_dir: str | Path, *, titl
                      "<b>intact</b> (still top-1). Recovery: mean recovered score on the edited model (the "
                      "oracle's in brackets). Recall: top-1 on the forget targets and on the retain split. "
                      "Δ perplexity %: held-out perplexity change, (edited − base) / base. NS: CounterFact "
-                     "neighbourhood specificity on the targets' neighbours.</p>")
+                     "neighbourhood specificity on the targets' neighbours that share their answer; NS "
+                     "same-relation (where present): on other subjects of the relation, their own answer "
+                     "against the new one.</p>")
         parts += [_sampling_line(row) for row in rows if row["record"].get("metrics", {}).get("sampled")]
         margins = {a: m for r in rows for a, m in r["margins"].items()}
         if margins:

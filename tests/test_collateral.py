@@ -79,3 +79,22 @@ def test_penalising_an_unused_token_leaves_facts_alone(world_handle, world_sets)
     assert report.forget_recall.delta == pytest.approx(0.0, abs=1e-9)
     assert report.neighborhood_ns.delta == pytest.approx(0.0, abs=1e-9)
     assert len(neighbourhood_only(targets)) == len(targets)
+
+
+def test_same_relation_ns_is_reported_base_and_edited_beside_ns(monkeypatch):
+    import audit.collateral
+    from obliviate.metrics import CounterFactScores
+
+    def scores(handle, facts):
+        ns_rel = {"base": 90.0, "edited": 40.0}[handle]
+        return CounterFactScores(es=0, ps=0, ns=float("nan"), s=0, em=0, pm=0, nm=float("nan"), n_facts=1,
+                                 ns_same_relation=ns_rel, nm_same_relation=ns_rel / 2)
+
+    monkeypatch.setattr(audit.collateral, "counterfact_scores", scores)
+    monkeypatch.setattr(audit.collateral, "recall", lambda handle, facts: 1.0)
+    monkeypatch.setattr(audit.collateral, "perplexity", lambda handle, texts: 10.0)
+    metrics = measure_collateral("base", "edited", [], [], ["text"]).to_metrics()
+    assert (metrics["neighborhood_ns_same_relation_base"], metrics["neighborhood_ns_same_relation_edited"],
+            metrics["neighborhood_ns_same_relation_delta"]) == (90.0, 40.0, -50.0)
+    assert metrics["neighborhood_nm_same_relation_delta"] == -25.0
+    assert "neighborhood_ns_edited" in metrics, "the key the report reads stays"
