@@ -7,13 +7,10 @@ from typing import Any, Literal
 
 from obliviate.config.loader import InvalidField, check_range
 
-EDIT_METHODS = ("rome", "memit", "steering", "pga", "leace", "graddiff", "rmu", "suppress", "none")
-
-
 @dataclass
 class EditConfig:
     method: str = "memit"
-    """Edit method: rome, memit, steering, pga, leace, graddiff, rmu, suppress (an output-only hook), none."""
+    """Edit method: a name registered in obliviate.registry.EDITS (`obliviate methods` lists them)."""
     name: str | None = None
     """Name of this edit in the run folder (default: the method name)."""
     goal: Literal["erase", "rewrite"] = "erase"
@@ -24,13 +21,22 @@ class EditConfig:
     """Method hyper-parameters, validated by the method's own config dataclass (unknown keys are errors)."""
 
     def validate(self) -> None:
-        if self.method not in EDIT_METHODS:
-            raise InvalidField("method", f"unknown method {self.method!r}; "
-                              f"choose from {', '.join(EDIT_METHODS)}.")
+        from obliviate.registry import EDITS
+
+        if self.method not in EDITS:
+            raise InvalidField("method", f"unknown method {self.method!r}; registered: {', '.join(EDITS.names())}.")
         for i, layer in enumerate(self.layers or []):
             check_range(f"layers[{i}]", layer, minimum=0, fix="layers count from 0")
         if self.layers is not None and not self.layers:
             raise InvalidField("layers", "is empty; give layer numbers, or null to take locate's proposal.")
+        try:
+            EDITS.get(self.method).check_request(None, self.layers)
+        except ValueError as error:
+            raise InvalidField("layers", str(error)) from None
+        try:
+            EDITS.get(self.method).check_request(self.goal, None)
+        except ValueError as error:
+            raise InvalidField("goal", str(error)) from None
 
     @property
     def label(self) -> str:

@@ -45,3 +45,12 @@ class RunConfig:
         labels = [e.label for e in self.edits]
         if len(set(labels)) != len(labels):
             raise InvalidField("edits", f"two edits share the name {labels}; give each a 'name'.")
+        self.check_params()
+
+    def check_params(self) -> None:
+        """Every edit's params built by its method's config dataclass, here at load time, so a bad value fails
+        before any stage runs; the error names the full key path (a ConfigError passes from_dict unchanged)."""
+        from obliviate.registry import EDITS
+
+        for i, edit in enumerate(self.edits):
+            EDITS.get(edit.method).params(edit.params, where=f"edits[{i}].params")
