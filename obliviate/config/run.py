@@ -48,9 +48,10 @@ class RunConfig:
         self.check_params()
 
     def check_params(self) -> None:
-        """Every edit's params built by its method's config dataclass, here at load time, so a bad value fails
+        """Every edit's and attack's params built by its config dataclass, here at load time, so a bad value fails
         before any stage runs; the error names the full key path (a ConfigError passes from_dict unchanged)."""
         from obliviate.registry import EDITS
 
         for i, edit in enumerate(self.edits):
             EDITS.get(edit.method).params(edit.params, where=f"edits[{i}].params")
+        self.audit.check_params("audit")
