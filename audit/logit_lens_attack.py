@@ -58,7 +58,7 @@ class LogitLensConfig:
     """Which layers to attack and how wide the top/bottom window is."""
 
     k: int = 5
-    """Top-k / bottom-k window (the reference's k; ALGORITHMS.md: 4–5)."""
+    """Top-k / bottom-k window (Patil, Hase & Bansal 2023 use k = 4–5; Vaidehi99/InfoDeletionAttacks)."""
     layers: tuple[int, ...] | None = None
     """Blocks whose output residual is attacked (None: all)."""
     decode_with_hooks: bool = False

@@ -2,7 +2,7 @@
 
 An edit that hides an answer at the output but leaves it in the residual stream is exposed by a probe fitted
 after the edit (never the editor's probe: a projector tuned against one probe leaves others; Ravfogel et al.
-2020, PGA's adversarial rounds). Protocol (ALGORITHMS.md, "Re-fit probe"):
+2020, PGA's adversarial rounds). Protocol (a fresh probe, nested cross-validation, a flipped probe counts):
 
 - Per relation, the probe learns subject → answer (target_true) from the residual at the last subject token (or
   the last prompt token) of the relation's OTHER facts: no target subject is in its training set (asserted).

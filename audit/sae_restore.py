@@ -12,7 +12,7 @@ still computes with the information and only the features' values were suppresse
 was deleted, restoring the features does not help.
 
 Expert features of a target: the top `n_features` by attribution z_f · ∂logit(answer)/∂z_f on the ORIGINAL model
-at the read position (`locate.sae_features.feature_attribution`, ALGORITHMS.md "SAE features"), or a ranking the
+at the read position (`locate.sae_features.feature_attribution`, activation × gradient), or a ranking the
 caller passes. The SAE is any sae-lens SAE with `cfg.metadata.hook_name` set (`locate.sae_features.train_sae`
 trains one offline on the base model).
 

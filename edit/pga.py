@@ -1,7 +1,7 @@
 """Probe-geometry alignment (PGA): erase the cross-sequence memorisation signature with per-depth projectors.
 
 Paper: "Probe-Geometry Alignment: Erasing the Cross-Sequence Memorization Signature Below Chance"; reference code
-Rupawheatly/MLDU2 (MLDU-E notebooks). Protocol numbers: /work/shared/ALGORITHMS.md (edit → PGA).
+Rupawheatly/MLDU2 (MLDU-E notebooks), whose protocol numbers (tolerance 0.55, at most 7 rounds) are below.
 
 At each depth d (0 = embedding, d ≥ 1 = block d − 1's output; `locate.activations.depth_hook_name`) an
 inference-time hook applies P = I − U Uᵀ in the STANDARDISED activation space of the memorisation probe
