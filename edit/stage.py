@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from edit.result import EditRequest, run_method
+from edit.result import EditRequest, EditResult, run_method
+from edit.search import REACHED, Point
 from obliviate.artefacts import save_artefact
 from obliviate.config import EditConfig, RunConfig
 from obliviate.facts import Fact
@@ -107,12 +108,67 @@ def measure(base: ModelHandle, edited: ModelHandle, targets: Sequence[Fact], ret
 
 
 def edit_inputs(config: RunConfig, edit: EditConfig, run_dir: RunDir) -> dict[str, Any]:
-    """What an edit depends on; layers taken from locate's proposal make it depend on locate's inputs too."""
-    return stage_inputs(config, edit=edit, locate=None if edit.layers else run_dir.inputs("locate"))
+    """What an edit depends on; layers taken from locate's proposal make it depend on locate's inputs too, and a
+    searched operating point on its settings (and the reference model whose recall it is relative to)."""
+    extra: dict[str, Any] = {}
+    if config.operating_point is not None:
+        extra["operating_point"] = config.operating_point
+        if config.operating_point.parsed()[0]:
+            extra["reference"] = config.audit.reference
+    return stage_inputs(config, edit=edit, locate=None if edit.layers else run_dir.inputs("locate"), **extra)
+
+
+def oracle_forget_recall(config: RunConfig, targets: Sequence[Fact]) -> float | None:
+    """The never-learned reference's recall of the targets (None when the operating point does not need it)."""
+    if config.operating_point is None or not config.operating_point.parsed()[0]:
+        return None
+    return recall(load(config.audit.reference, device=config.device), targets)
+
+
+def search_operating_point(config: RunConfig, edit: EditConfig, base: ModelHandle, request: EditRequest,
+                           cfg: Any, texts: Sequence[str], oracle_recall: float | None
+                           ) -> tuple[EditResult, dict[str, Any]]:
+    """Turn the method's knob to the weakest setting that reaches the operating point (edit/search.py); returns
+    the chosen (or best) point's result and the search record with every point tried."""
+    # the trajectory attacks are the audit's (lazily: the edit stage imports no audit module otherwise)
+    from audit.attack_result import AttackContext, run_attack
+    from edit.search import search_knob
+
+    op = config.operating_point
+    entry = EDITS.get(edit.method)
+    knob = entry.spec.knob
+    target = op.target(oracle_recall)
+    retain_base = recall(base, request.retain)
+    ppl_base = perplexity(base, texts)
+    results: dict[Any, EditResult] = {}
+    context = AttackContext(pool_facts=resolve_facts(config.facts, seed=config.seed))
+
+    def evaluate(value: Any) -> Point:
+        point_cfg = cfg if value is None else knob.apply(cfg, value)
+        result = run_method(edit.method, base, request, point_cfg)
+        results[value] = result
+        edited = edited_copy(base, result.changed, result.interventions)
+        forget_now, retain_now = recall(edited, request.targets), recall(edited, request.retain)
+        extra = {f"recovery_{name}": run_attack(name, base, edited, request.targets, context=context)
+                 .metrics.get("mean_attacked") for name in op.attacks}
+        print(f"edit: {edit.label}: {knob.field if knob else 'config'}={value} → forget recall {forget_now:.3f} "
+              f"(target {target:.3f}), retain drop {retain_base - retain_now:.3f}")
+        return Point(value, forget_now, retain_now, retain_base - retain_now, perplexity(edited, texts) / ppl_base,
+                     extra)
+
+    low, high = (edit.knob_range or [None, None])
+    found = search_knob(knob, evaluate, target=target, max_retain_drop=op.max_retain_drop, low=low, high=high,
+                        budget=op.max_evaluations)
+    if found.status != REACHED:
+        print(f"edit: {edit.label} does not reach the operating point ({found.reason}); kept its best point, "
+              f"{knob.field if knob else 'config'}={found.chosen.value}")
+    record = {**found.to_dict(), "oracle_forget_recall": oracle_recall, "retain_recall_base": retain_base,
+              "perplexity_base": ppl_base}
+    return results[found.chosen.value], record
 
 
 def run_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: ModelHandle | None = None,
-             force: bool = False) -> dict[str, Any]:
+             force: bool = False, oracle_recall: float | None = None) -> dict[str, Any]:
     stage = stage_name(edit)
     inputs = edit_inputs(config, edit, run_dir)
     if run_dir.should_skip(stage, inputs, force=force):
@@ -123,7 +179,14 @@ def run_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mode
     layers = resolve_layers(edit, run_dir, base)
     request = edit_request(config, edit, targets, retain, layers)
     start = time.perf_counter()
-    result = run_method(edit.method, base, request, _params(edit))
+    search = None
+    if config.operating_point is None:
+        result = run_method(edit.method, base, request, _params(edit))
+    else:
+        if oracle_recall is None:
+            oracle_recall = oracle_forget_recall(config, targets)
+        result, search = search_operating_point(config, edit, base, request, _params(edit), heldout_texts(config),
+                                                oracle_recall)
     wall = time.perf_counter() - start
     artefact = save_artefact(run_dir.artefact_dir(stage) / "artefact", method=edit.method, base_model=config.model,
                              base_model_hash=base.weights_hash, changed=result.changed,
@@ -139,6 +202,8 @@ def run_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mode
     record.metrics = {"method": edit.method, "goal": edit.goal, **measure(base, edited, targets, retain,
                                                                          heldout_texts(config)),
                       "method_metrics": result.metrics, "n_targets": len(targets), "n_retain": len(retain)}
+    if search is not None:
+        record.metrics["operating_point"] = search
     record.artefacts = [run_dir.relative(artefact)]
     run_dir.write(record)
     return run_dir.read(stage)
@@ -148,4 +213,6 @@ def run(config: RunConfig, run_dir: RunDir, *, force: bool = False) -> list[dict
     """Make every configured edit (the base model is loaded once and never modified)."""
     check_params(config)
     base = load(config.model, device=config.device)
-    return [run_edit(config, edit, run_dir, base=base, force=force) for edit in config.edits]
+    oracle_recall = oracle_forget_recall(config, split_targets(config)[0])  # measured once for every edit
+    return [run_edit(config, edit, run_dir, base=base, force=force, oracle_recall=oracle_recall)
+            for edit in config.edits]

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from obliviate.config.loader import ConfigError, from_dict
+from obliviate.config.loader import ConfigError, InvalidField, from_dict
 
 
 @dataclass(frozen=True)
@@ -46,15 +46,15 @@ class Knob:
         """(low, high) as floats, or a ConfigError naming `where` when the range cannot be searched."""
         for value in (low, high):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ConfigError(f"config field '{where}': {value!r} is not a finite number; give [low, high].")
+                raise InvalidField(where, f"{value!r} is not a finite number; give [low, high].")
         if low == high or (self.integer and math.floor(high) < math.ceil(low)):
-            raise ConfigError(f"config field '{where}': the range [{low}, {high}] is empty; give low < high.")
+            raise InvalidField(where, f"the range [{low}, {high}] is empty; give low < high.")
         if low > high:
-            raise ConfigError(f"config field '{where}': the range [{low}, {high}] is reversed; give low < high "
-                              f"(the knob {self.field!r} is stronger when {self.stronger}).")
+            raise InvalidField(where, f"the range [{low}, {high}] is reversed; give low < high (the knob "
+                                      f"{self.field!r} is stronger when {self.stronger}).")
         if self.scale == "log" and low * high <= 0:
-            raise ConfigError(f"config field '{where}': {self.field!r} is searched on a log scale; the range "
-                              f"[{low}, {high}] must not contain 0.")
+            raise InvalidField(where, f"{self.field!r} is searched on a log scale; the range [{low}, {high}] must "
+                                      f"not contain 0.")
         return float(low), float(high)
 
     def value(self, x: float) -> float | int:

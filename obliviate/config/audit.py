@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from simple_parsing.helpers import field as cli_field
+
 from obliviate.config.loader import InvalidField, check_range
 
 
@@ -20,10 +22,11 @@ class AttackChoice:
 
 @dataclass
 class AuditConfig:
-    attacks: list[str | AttackChoice] = field(
-        default_factory=lambda: ["keyword", "quantization", "probe", "logit_lens", "relearn"])
+    # names or {name, params} mappings cannot be spelled as one flag; attacks are set in the YAML config only
+    attacks: list[str | AttackChoice] = cli_field(
+        default_factory=lambda: ["keyword", "quantization", "probe", "logit_lens", "relearn"], cmd=False)
     """Recovery attacks, each a registered name (keyword, quantization, probe, logit_lens, relearn, sae_restore,
-    uds) or {name, params} with the attack's own settings."""
+    uds) or {name, params} with the attack's own settings (YAML only)."""
     reference: str | None = "world-retain"
     """The never-learned oracle the attacks are calibrated against (None when none exists)."""
     margin: float = 0.10
