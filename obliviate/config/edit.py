@@ -10,7 +10,7 @@ from obliviate.config.loader import InvalidField, check_range
 @dataclass
 class EditConfig:
     method: str = "memit"
-    """Edit method: a name registered in obliviate.registry.EDITS (`obliviate methods` lists them)."""
+    """Edit method: a name registered in obliviate.registry.EDITS (an unknown name lists them)."""
     name: str | None = None
     """Name of this edit in the run folder (default: the method name)."""
     goal: Literal["erase", "rewrite"] = "erase"
