@@ -19,9 +19,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float, Int
@@ -245,3 +245,60 @@ def plain_scores(handle: Any, facts: Sequence[Fact]) -> dict[int, TargetScore]:
     return {f.case_id: TargetScore(f.case_id, float(stats.p_true[i]), float(stats.p_true[i]),
                                    bool(stats.top1[i]), int(stats.rank[i]))
             for i, f in enumerate(facts)}
+
+
+One = Callable[[Any, "Mapping[int, float] | None", "Mapping[int, float] | None", "AttackResult | None"], AttackResult]
+"""(attacked handle, b per target, u per target, the oracle's result or None) → that handle's AttackResult."""
+
+
+def with_oracle(base: Any, edited: Any, oracle: Any | None, facts: Sequence[Fact], one: One,
+                plain: Literal["p_true", "top1"] | None = "p_true") -> AttackResult:
+    """The same attack on the oracle, then on the edited model with the oracle's result nested in it.
+
+    b (the base model's plain score) and u (each handle's plain score) are in the attack's units: p_true, the
+    plain top-1 hit (0/1) for attacks scored by hits, or none (attacks with their own reference, like UDS).
+    """
+    def plain_of(handle: Any) -> dict[int, float] | None:
+        if plain is None:
+            return None
+        return {c: (t.score if plain == "p_true" else float(t.top1)) for c, t in plain_scores(handle, facts).items()}
+
+    before = plain_of(base)
+    nested = one(oracle, before, plain_of(oracle), None) if oracle is not None else None
+    return one(edited, before, plain_of(edited), nested)
+
+
+@dataclass
+class AttackContext:
+    """What the stage binds for an attack beyond (base, edited, targets, config): read by the registered
+    functions of `obliviate.registry.ATTACKS`."""
+
+    oracle: Any | None = None
+    """The never-learned reference model, attacked the same way (None: verdicts fall back to absolute rules)."""
+    pool_facts: Sequence[Fact] = ()
+    """Facts an attacker may train on (the probe's and relearning's pools are drawn from these, never targets)."""
+    run_dir: Any | None = None
+    """The run folder (for the locate stage's SAE)."""
+    sae: Any | None = None
+    """An SAE given directly (else loaded from run_dir)."""
+
+    def load_sae(self) -> Any:
+        if self.sae is None:
+            from locate.stage import load_run_sae
+
+            if self.run_dir is None:
+                raise ValueError("sae_restore needs an SAE: the locate stage's (a run folder) or one given.")
+            self.sae = load_run_sae(self.run_dir)
+        return self.sae
+
+
+def run_attack(name: str, base: Any, edited: Any, facts: Sequence[Fact], cfg: Any = None,
+               context: AttackContext | None = None) -> AttackResult:
+    """Run the registered attack `name` (its config from defaults when `cfg` is None)."""
+    from obliviate.registry import ATTACKS
+
+    entry = ATTACKS.get(name)
+    context = context or AttackContext()
+    if "oracle" in entry.needs and context.oracle is None:
+        raise ValueError(f"attack {name} needs a never-learned reference model (audit.reference).")
+    return entry.function(base, edited, facts, cfg if cfg is not None else entry.params(), context)

@@ -39,7 +39,9 @@ class CalibrationConfig:
     """What the calibration runs and how it is judged."""
 
     attacks: tuple[str, ...] = ("logit_lens", "probe")
-    """Attacks to run (cheap ones: the calibration must stay within a minute or two on 2 cores)."""
+    """Registered attacks to run (cheap ones: the calibration must stay within a minute or two on 2 cores)."""
+    attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per attack name, its config fields (as `audit.attacks` params)."""
     verdict: VerdictConfig = field(default_factory=VerdictConfig)
     """The verdict rule under test (margin floor and spread factor)."""
     suppression: str = "logit"
@@ -136,28 +138,23 @@ AttackRunner = Callable[[Any, Any, Sequence[Fact]], AttackScores]
 """(base, attacked handle, targets) → scores on the attacked handle."""
 
 
-def attack_runner(name: str, probe_facts: Sequence[Fact] = ()) -> AttackRunner:
-    """The attack of that name, as (base, handle, targets) → AttackResult, from the audit's attack modules.
+def attack_runner(name: str, probe_facts: Sequence[Fact] = (), params: Mapping[str, Any] | None = None
+                  ) -> AttackRunner:
+    """The registered attack of that name (`obliviate.registry.ATTACKS`, as the audit stage runs it), as
+    (base, handle, targets) → AttackResult without an oracle.
 
-    `probe_facts`: the facts the re-fit probe may train on (other subjects of the targets' relations).
+    `probe_facts`: the facts the re-fit probe and relearning may train on (other subjects of the targets' relations).
     """
-    if name == "logit_lens":
-        from audit.logit_lens_attack import run_logit_lens
+    from audit.attack_result import AttackContext, run_attack
+    from obliviate.registry import ATTACKS
 
-        return lambda base, handle, facts: run_logit_lens(base, handle, facts)
-    if name == "probe":
-        from audit.refit_probe import probe_pool, run_refit_probe
-
-        return lambda base, handle, facts: run_refit_probe(base, handle, facts, probe_pool(probe_facts, facts))
-    if name == "keyword":
-        from audit.keyword import run_keyword
-
-        return lambda base, handle, facts: run_keyword(base, handle, facts)
-    if name == "quantization":
-        from audit.quantization import run_quantization
-
-        return lambda base, handle, facts: run_quantization(base, handle, facts)
-    raise ValueError(f"calibration attack {name!r}: choose logit_lens, probe, keyword or quantization.")
+    entry = ATTACKS.get(name)
+    if entry.needs:
+        raise ValueError(f"calibration attack {name!r} needs {', '.join(entry.needs)}; calibrate with one of "
+                         f"{', '.join(e.name for e in ATTACKS if not e.needs)}.")
+    cfg = entry.params(params, where=f"calibration.attacks.{name}")
+    context = AttackContext(pool_facts=probe_facts)
+    return lambda base, handle, facts: run_attack(name, base, handle, facts, cfg, context)
 
 
 def known_truth_facts(world, oracle, facts: Sequence[Fact]) -> list[Fact]:
@@ -240,7 +237,7 @@ def calibrate(world=None, oracle=None, facts: Sequence[Fact] | None = None,
     runners = dict(runners or {})
     scores: dict[str, list[AttackScores]] = {case: [] for case in CASES}
     for name in config.attacks:
-        run = runners.get(name) or attack_runner(name, probe_facts)
+        run = runners.get(name) or attack_runner(name, probe_facts, config.attack_params.get(name))
         for case, handle in handles.items():
             began = time.perf_counter()
             scores[case].append(run(world, handle, kept))
@@ -255,7 +252,7 @@ def calibrate(world=None, oracle=None, facts: Sequence[Fact] | None = None,
             null[case] = {}
             for name in config.attacks:
                 began = time.perf_counter()
-                run = runners.get(name) or attack_runner(name, probe_facts)
+                run = runners.get(name) or attack_runner(name, probe_facts, config.attack_params.get(name))
                 null[case][name] = list(run(world, handles[case], counterfactual).recovered.values())
                 timings[f"{name}:null:{case}"] = time.perf_counter() - began
         null["intact"] = null["suppressed"]

@@ -33,9 +33,10 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Float
 
-from audit.attack_result import AttackResult, TargetScore, assemble
+from audit.attack_result import AttackContext, AttackResult, TargetScore, assemble, with_oracle
 from obliviate.facts import Fact
 from obliviate.metrics import continuation_ids, encode
+from obliviate.registry import ATTACKS
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ def run_uds(base: Any, edited: Any, facts: Sequence[Fact], oracle: Any | None = 
     if oracle is None:
         raise ValueError("UDS needs a retain (never-learned) model as `oracle`: it is stage 1's source.")
 
-    def one(handle: Any, nested: AttackResult | None) -> AttackResult:
+    def one(handle: Any, before, unlearned, nested: AttackResult | None) -> AttackResult:
         start = time.perf_counter()
         depths = depth_scores(base, oracle, handle, facts, config)
         scores = {}
@@ -164,4 +165,10 @@ def run_uds(base: Any, edited: Any, facts: Sequence[Fact], oracle: Any | None = 
         result.metrics["n_without_knowledge_layers"] = float(sum(d.uds is None for d in depths.values()))
         return result
 
-    return one(edited, one(oracle, None))
+    return with_oracle(base, edited, oracle, facts, one, plain=None)
+
+
+@ATTACKS.register("uds", UDSConfig, needs=("oracle",))
+def uds_attack(base: Any, edited: Any, facts: Sequence[Fact], cfg: UDSConfig, ctx: AttackContext) -> AttackResult:
+    """UDS: patch the retain model's hidden states in and measure how much knowledge is still there."""
+    return run_uds(base, edited, facts, ctx.oracle, cfg)

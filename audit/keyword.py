@@ -28,10 +28,11 @@ from typing import Any, Literal
 
 import torch
 
-from audit.attack_result import (AttackResult, TargetScore, answer_stats, answer_stats_ids, assemble,
-                                 plain_scores)
+from audit.attack_result import (AttackContext, AttackResult, TargetScore, answer_stats, answer_stats_ids, assemble,
+                                 with_oracle)
 from obliviate.facts import Fact
 from obliviate.metrics import continuation_ids, encode
+from obliviate.registry import ATTACKS
 
 EMPHASES = ("repeat", "upper", "quote", "focus")
 _STRIP = ",.;:!?\"'()[]"
@@ -186,15 +187,19 @@ def keyword_scores(handle: Any, facts: Sequence[Fact], base: Any | None = None,
 def run_keyword(base: Any, edited: Any, facts: Sequence[Fact], oracle: Any | None = None,
                 config: KeywordConfig = KeywordConfig()) -> AttackResult:
     """Keyword-emphasis attack on `edited` (and the same on `oracle`), keywords from base and/or the handle."""
-    before = {c: t.score for c, t in plain_scores(base, facts).items()}
-
-    def one(handle: Any, nested: AttackResult | None) -> AttackResult:
+    def one(handle: Any, before, unlearned, nested: AttackResult | None) -> AttackResult:
         start = time.perf_counter()
-        unlearned = {c: t.score for c, t in plain_scores(handle, facts).items()}
         outcome = keyword_scores(handle, facts, base, config)
         return assemble("keyword", "p_true on the best keyword-emphasised prompt", asdict(config), facts,
                         attacked=outcome.scores, unlearned=unlearned, before=before, variants=outcome.variants,
                         oracle=nested, timings={"total": time.perf_counter() - start}, handle_name=handle.name,
                         min_gap=config.min_gap)
 
-    return one(edited, one(oracle, None) if oracle is not None else None)
+    return with_oracle(base, edited, oracle, facts, one)
+
+
+@ATTACKS.register("keyword", KeywordConfig)
+def keyword_attack(base: Any, edited: Any, facts: Sequence[Fact], cfg: KeywordConfig, ctx: AttackContext
+                   ) -> AttackResult:
+    """Keyword emphasis (unPact): re-prompt with the prompt's key words emphasised."""
+    return run_keyword(base, edited, facts, ctx.oracle, cfg)

@@ -45,9 +45,10 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 
-from audit.attack_result import AttackResult, TargetScore, assemble, plain_scores
+from audit.attack_result import AttackContext, AttackResult, TargetScore, assemble, with_oracle
 from obliviate.facts import Fact
 from obliviate.metrics import encode
+from obliviate.registry import ATTACKS
 
 VARIANTS = ("head_projection", "probability_delta", "head_topk", "head_bottomk", "delta_topk", "delta_bottomk")
 
@@ -57,7 +58,7 @@ class LogitLensConfig:
     """Which layers to attack and how wide the top/bottom window is."""
 
     k: int = 5
-    """Top-k / bottom-k window (the reference's k; ALGORITHMS.md: 4–5)."""
+    """Top-k / bottom-k window (Patil, Hase & Bansal 2023 use k = 4–5; Vaidehi99/InfoDeletionAttacks)."""
     layers: tuple[int, ...] | None = None
     """Blocks whose output residual is attacked (None: all)."""
     decode_with_hooks: bool = False
@@ -163,11 +164,8 @@ def logit_lens_scores(handle: Any, facts: Sequence[Fact], config: LogitLensConfi
 def run_logit_lens(base: Any, edited: Any, facts: Sequence[Fact], oracle: Any | None = None,
                    config: LogitLensConfig = LogitLensConfig()) -> AttackResult:
     """Logit-lens attacks on `edited` (and on `oracle`); b and u are the plain top-1 hits (0/1) of base and handle."""
-    before = {c: float(t.top1) for c, t in plain_scores(base, facts).items()}
-
-    def one(handle: Any, nested: AttackResult | None) -> AttackResult:
+    def one(handle: Any, before, unlearned, nested: AttackResult | None) -> AttackResult:
         start = time.perf_counter()
-        unlearned = {c: float(t.top1) for c, t in plain_scores(handle, facts).items()}
         outcome = logit_lens_scores(handle, facts, config)
         return assemble("logit_lens", "the logit lens's best p(answer) over the attacked layers, or 1 if the answer "
                         f"is in the lens's bottom-{config.k} at one of them",
@@ -176,4 +174,11 @@ def run_logit_lens(base: Any, edited: Any, facts: Sequence[Fact], oracle: Any | 
                         timings={"total": time.perf_counter() - start}, handle_name=handle.name,
                         min_gap=config.min_gap)
 
-    return one(edited, one(oracle, None) if oracle is not None else None)
+    return with_oracle(base, edited, oracle, facts, one, plain="top1")
+
+
+@ATTACKS.register("logit_lens", LogitLensConfig)
+def logit_lens_attack(base: Any, edited: Any, facts: Sequence[Fact], cfg: LogitLensConfig, ctx: AttackContext
+                      ) -> AttackResult:
+    """Logit lens: read the answer off intermediate layers (top-k and bottom-k windows)."""
+    return run_logit_lens(base, edited, facts, ctx.oracle, cfg)

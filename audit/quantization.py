@@ -42,9 +42,10 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Float
 
-from audit.attack_result import (AttackResult, TargetScore, answer_stats, assemble, clone_tl, plain_scores,
-                                 with_tl)
+from audit.attack_result import (AttackContext, AttackResult, TargetScore, answer_stats, assemble, clone_tl,
+                                 with_oracle, with_tl)
 from obliviate.facts import Fact
+from obliviate.registry import ATTACKS
 
 SCHEMES = ("int8", "int4", "nf4", "fp4")
 # bitsandbytes' FP4 (sign + 2-bit exponent + 1-bit mantissa, its own bias; subnormal 0.0625/12), normalised to 1
@@ -282,11 +283,8 @@ def _best(scores: QuantizationScores, facts: Sequence[Fact]) -> dict[int, Target
 def run_quantization(base: Any, edited: Any, facts: Sequence[Fact], oracle: Any | None = None,
                      config: QuantizationConfig = QuantizationConfig()) -> AttackResult:
     """Quantization attack on `edited` (and the same on `oracle`), with R against `base`."""
-    before = {c: t.score for c, t in plain_scores(base, facts).items()}
-
-    def one(handle: Any, nested: AttackResult | None) -> AttackResult:
+    def one(handle: Any, before, unlearned, nested: AttackResult | None) -> AttackResult:
         start = time.perf_counter()
-        unlearned = {c: t.score for c, t in plain_scores(handle, facts).items()}
         scores = quantization_scores(handle, facts, config)
         variants = {s: {c: t.score for c, t in per.items()} for s, per in scores.by_scheme.items()}
         timings = {**{f"quantize_{k}": v for k, v in scores.timings.items()}, "total": time.perf_counter() - start}
@@ -295,4 +293,11 @@ def run_quantization(base: Any, edited: Any, facts: Sequence[Fact], oracle: Any 
                         variants=variants, oracle=nested, timings=timings, handle_name=handle.name,
                         min_gap=config.min_gap)
 
-    return one(edited, one(oracle, None) if oracle is not None else None)
+    return with_oracle(base, edited, oracle, facts, one)
+
+
+@ATTACKS.register("quantization", QuantizationConfig)
+def quantization_attack(base: Any, edited: Any, facts: Sequence[Fact], cfg: QuantizationConfig,
+                        ctx: AttackContext) -> AttackResult:
+    """Weight quantization (int8 / 4-bit schemes): does rounding the weights bring the answer back?"""
+    return run_quantization(base, edited, facts, ctx.oracle, cfg)

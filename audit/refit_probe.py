@@ -2,7 +2,7 @@
 
 An edit that hides an answer at the output but leaves it in the residual stream is exposed by a probe fitted
 after the edit (never the editor's probe: a projector tuned against one probe leaves others; Ravfogel et al.
-2020, PGA's adversarial rounds). Protocol (ALGORITHMS.md, "Re-fit probe"):
+2020, PGA's adversarial rounds). Protocol (a fresh probe, nested cross-validation, a flipped probe counts):
 
 - Per relation, the probe learns subject → answer (target_true) from the residual at the last subject token (or
   the last prompt token) of the relation's OTHER facts: no target subject is in its training set (asserted).
@@ -32,8 +32,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from audit.attack_result import AttackResult, TargetScore, assemble, plain_scores
+from audit.attack_result import AttackContext, AttackResult, TargetScore, assemble, with_oracle
 from obliviate.facts import Fact
+from obliviate.registry import ATTACKS
 
 
 @dataclass(frozen=True)
@@ -241,11 +242,8 @@ def probe_pool(all_facts: Sequence[Fact], targets: Sequence[Fact], known_by: Any
 def run_refit_probe(base: Any, edited: Any, facts: Sequence[Fact], train_pool: Sequence[Fact],
                     oracle: Any | None = None, config: RefitProbeConfig = RefitProbeConfig()) -> AttackResult:
     """Re-fit-probe attack on `edited` (and the same on `oracle`); `train_pool`: other facts of the relations."""
-    before = {c: t.score for c, t in plain_scores(base, facts).items()}
-
-    def one(handle: Any, nested: AttackResult | None) -> AttackResult:
+    def one(handle: Any, before, unlearned, nested: AttackResult | None) -> AttackResult:
         start = time.perf_counter()
-        unlearned = {c: t.score for c, t in plain_scores(handle, facts).items()}
         outcome = refit_probe_scores(handle, facts, train_pool, config)
         result = assemble("probe", "a fresh held-out-subject probe's probability of the true answer",
                           asdict(config), facts, attacked=outcome.scores, unlearned=unlearned, before=before,
@@ -258,4 +256,11 @@ def run_refit_probe(base: Any, edited: Any, facts: Sequence[Fact], train_pool: S
         result.config["relation_probes"] = {r: asdict(p) for r, p in outcome.probes.items()}
         return result
 
-    return one(edited, one(oracle, None) if oracle is not None else None)
+    return with_oracle(base, edited, oracle, facts, one)
+
+
+@ATTACKS.register("probe", RefitProbeConfig)
+def refit_probe_attack(base: Any, edited: Any, facts: Sequence[Fact], cfg: RefitProbeConfig, ctx: AttackContext
+                       ) -> AttackResult:
+    """Re-fit probe: a fresh probe trained on other subjects reads the answer from the hidden states."""
+    return run_refit_probe(base, edited, facts, probe_pool(ctx.pool_facts, facts), ctx.oracle, cfg)

@@ -25,10 +25,11 @@ from typing import Any
 
 import torch
 
-from audit.attack_result import (AttackResult, TargetScore, answer_stats, assemble, clone_tl, plain_scores,
-                                 with_tl)
+from audit.attack_result import (AttackContext, AttackResult, TargetScore, answer_stats, assemble, clone_tl,
+                                 with_oracle, with_tl)
 from obliviate.facts import Fact
 from obliviate.metrics import continuation_ids, encode
+from obliviate.registry import ATTACKS
 
 
 @dataclass(frozen=True)
@@ -135,11 +136,8 @@ def run_relearn(base: Any, edited: Any, facts: Sequence[Fact], relearn_facts: Se
                 oracle: Any | None = None, config: RelearnConfig = RelearnConfig()) -> AttackResult:
     """Relearning attack on `edited` (and the same on `oracle`); never trains on a target's subject."""
     check_disjoint(facts, relearn_facts)
-    before = {c: t.score for c, t in plain_scores(base, facts).items()}
-
-    def one(handle: Any, nested: AttackResult | None) -> AttackResult:
+    def one(handle: Any, before, unlearned, nested: AttackResult | None) -> AttackResult:
         start = time.perf_counter()
-        unlearned = {c: t.score for c, t in plain_scores(handle, facts).items()}
         scores, losses = relearn_scores(handle, facts, relearn_facts, config)
         result = assemble("relearn", f"p_true after {config.steps} fine-tuning steps on other facts",
                           asdict(config), facts, attacked=scores, unlearned=unlearned, before=before, oracle=nested,
@@ -149,4 +147,11 @@ def run_relearn(base: Any, edited: Any, facts: Sequence[Fact], relearn_facts: Se
         result.config["n_relearn_facts"] = len(relearn_facts)
         return result
 
-    return one(edited, one(oracle, None) if oracle is not None else None)
+    return with_oracle(base, edited, oracle, facts, one)
+
+
+@ATTACKS.register("relearn", RelearnConfig)
+def relearn_attack(base: Any, edited: Any, facts: Sequence[Fact], cfg: RelearnConfig, ctx: AttackContext
+                   ) -> AttackResult:
+    """Relearning: fine-tune on other facts (never a target's subject) and see whether the targets come back."""
+    return run_relearn(base, edited, facts, relearn_pool(ctx.pool_facts, facts), ctx.oracle, cfg)

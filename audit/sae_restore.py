@@ -12,7 +12,7 @@ still computes with the information and only the features' values were suppresse
 was deleted, restoring the features does not help.
 
 Expert features of a target: the top `n_features` by attribution z_f · ∂logit(answer)/∂z_f on the ORIGINAL model
-at the read position (`locate.sae_features.feature_attribution`, ALGORITHMS.md "SAE features"), or a ranking the
+at the read position (`locate.sae_features.feature_attribution`, activation × gradient), or a ranking the
 caller passes. The SAE is any sae-lens SAE with `cfg.metadata.hook_name` set (`locate.sae_features.train_sae`
 trains one offline on the base model).
 
@@ -32,9 +32,11 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Float
 
-from audit.attack_result import AttackResult, TargetScore, assemble, plain_scores, stats_from_logprobs
+from audit.attack_result import (AttackContext, AttackResult, TargetScore, assemble, stats_from_logprobs,
+                                 with_oracle)
 from obliviate.facts import Fact
 from obliviate.metrics import continuation_ids, encode
+from obliviate.registry import ATTACKS
 
 
 @dataclass(frozen=True)
@@ -165,13 +167,11 @@ def run_sae_restore(base: Any, edited: Any, facts: Sequence[Fact], sae: Any, ora
                     config: SaeRestoreConfig = SaeRestoreConfig(),
                     features: Mapping[int, Sequence[int]] | None = None) -> AttackResult:
     """SAE-feature restoration on `edited` (and the same on `oracle`) towards the base model's feature values."""
-    before = {c: t.score for c, t in plain_scores(base, facts).items()}
     if features is None:
         features = expert_features(base, sae, facts, config.n_features, config.position)
 
-    def one(handle: Any, nested: AttackResult | None) -> AttackResult:
+    def one(handle: Any, before, unlearned, nested: AttackResult | None) -> AttackResult:
         start = time.perf_counter()
-        unlearned = {c: t.score for c, t in plain_scores(handle, facts).items()}
         outcome = sae_restore_scores(handle, base, sae, facts, config, features)
         result = assemble("sae_restore", "p_true with the target's expert SAE features restored (best α)",
                           asdict(config), facts, attacked=outcome.scores, unlearned=unlearned, before=before,
@@ -180,4 +180,11 @@ def run_sae_restore(base: Any, edited: Any, facts: Sequence[Fact], sae: Any, ora
         result.config["hook_name"] = _hook_name(sae)
         return result
 
-    return one(edited, one(oracle, None) if oracle is not None else None)
+    return with_oracle(base, edited, oracle, facts, one)
+
+
+@ATTACKS.register("sae_restore", SaeRestoreConfig, needs=("sae",))
+def sae_restore_attack(base: Any, edited: Any, facts: Sequence[Fact], cfg: SaeRestoreConfig, ctx: AttackContext
+                       ) -> AttackResult:
+    """SAE restoration: set the targets' expert SAE features back to the base model's values."""
+    return run_sae_restore(base, edited, facts, ctx.load_sae(), ctx.oracle, cfg)

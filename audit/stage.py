@@ -13,18 +13,18 @@ documented there, and the record says so.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from audit.attack_result import AttackResult
+from audit.attack_result import AttackContext, AttackResult, run_attack
 from audit.report import audit_metrics, sampling_note
 from audit.verdict import VerdictConfig, judge, recalled_targets
 from obliviate.config import EditConfig, RunConfig
 from obliviate.errors import MissingInputError
-from obliviate.facts import Fact
 from obliviate.models import ModelHandle, load
+from obliviate.registry import ATTACKS
 from obliviate.results import RunDir, StageRecord, stage_inputs, timed
 
 
@@ -32,51 +32,24 @@ def stage_name(edit: EditConfig) -> str:
     return f"audit-{edit.label}"
 
 
-def _attack(name: str, all_facts: Sequence[Fact], targets: Sequence[Fact], config: RunConfig,
-            run_dir: RunDir) -> Callable[[ModelHandle, ModelHandle, ModelHandle | None], AttackResult]:
-    """(base, edited, oracle) → AttackResult for a configured attack name, with its extra inputs bound."""
-    if name == "keyword":
-        from audit.keyword import run_keyword
+def attack_config(config: RunConfig, name: str, params: dict[str, Any], where: str = "audit") -> Any:
+    """The attack's config from its YAML params; a `seed` it does not set is the run's seed."""
+    import dataclasses
 
-        return lambda base, edited, oracle: run_keyword(base, edited, targets, oracle)
-    if name == "quantization":
-        from audit.quantization import run_quantization
-
-        return lambda base, edited, oracle: run_quantization(base, edited, targets, oracle)
-    if name == "logit_lens":
-        from audit.logit_lens_attack import run_logit_lens
-
-        return lambda base, edited, oracle: run_logit_lens(base, edited, targets, oracle)
-    if name == "probe":
-        from audit.refit_probe import probe_pool, run_refit_probe
-
-        pool = probe_pool(all_facts, targets)
-        return lambda base, edited, oracle: run_refit_probe(base, edited, targets, pool, oracle)
-    if name == "relearn":
-        from audit.relearn import RelearnConfig, relearn_pool, run_relearn
-
-        pool = relearn_pool(all_facts, targets)
-        settings = RelearnConfig(steps=config.audit.relearn_steps, seed=config.seed)
-        return lambda base, edited, oracle: run_relearn(base, edited, targets, pool, oracle, settings)
-    if name == "uds":
-        from audit.depth_score import run_uds
-
-        return lambda base, edited, oracle: run_uds(base, edited, targets, oracle)
-    if name == "sae_restore":
-        from audit.sae_restore import run_sae_restore
-        from locate.stage import load_run_sae
-
-        sae = load_run_sae(run_dir)
-        return lambda base, edited, oracle: run_sae_restore(base, edited, targets, sae, oracle)
-    raise ValueError(f"audit: unknown attack {name!r}.")
+    entry = ATTACKS.get(name)
+    params = dict(params)
+    if "seed" in {f.name for f in dataclasses.fields(entry.config)}:
+        params.setdefault("seed", config.seed)
+    return entry.params(params, where=f"{where}.params")
 
 
 def audit_inputs(config: RunConfig, edit: EditConfig, run_dir: RunDir) -> dict[str, Any]:
     """What an audit depends on: it reads the edit's artefact (and, for sae_restore, locate's SAE)."""
     from edit.stage import stage_name as edit_stage
 
+    needs_locate = any("sae" in ATTACKS.get(name).needs for name in config.audit.attack_names())
     return stage_inputs(config, audit=config.audit, edit=run_dir.inputs(edit_stage(edit)),
-                        locate=run_dir.inputs("locate") if "sae_restore" in config.audit.attacks else None)
+                        locate=run_dir.inputs("locate") if needs_locate else None)
 
 
 def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: ModelHandle,
@@ -102,9 +75,11 @@ def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mo
                                               "reference": config.audit.reference}, seeds={"seed": config.seed},
                          inputs=inputs)
     results: list[AttackResult] = []
-    for name in config.audit.attacks:
+    context = AttackContext(oracle=oracle, pool_facts=all_facts, run_dir=run_dir)
+    for i, (name, params) in enumerate(config.audit.attack_choices()):
         with timed(record.timings, f"attack:{name}"):
-            results.append(_attack(name, all_facts, targets, config, run_dir)(base, edited, oracle))
+            cfg = attack_config(config, name, params, where=f"audit.attacks[{i}]")
+            results.append(run_attack(name, base, edited, targets, cfg, context))
     case_ids = [f.case_id for f in targets]
     recalled = recalled_targets(edited, targets)
     oracle_results = [r.oracle for r in results] if oracle is not None else None

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -40,9 +40,10 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Float, Int
 
-from edit.result import EditResult
+from edit.result import EditRequest, EditResult
 from obliviate.facts import Fact
 from obliviate.metrics import continuation_ids, encode
+from obliviate.registry import EDITS, Knob, Spec
 
 # --------------------------------------------------------------------------------------------------------------
 # Shared helpers
@@ -191,15 +192,25 @@ def _cycle(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torc
             yield order[start:start + batch_size]
 
 
-def graddiff_edit(handle: Any, targets: Sequence[Fact], retain: Sequence[Fact],
-                  cfg: GradDiffConfig | None = None, *, layers: Sequence[int] | None = None) -> EditResult:
-    """GradDiff on a copy of `handle.hf`; returns the changed HF tensors (the handle is not modified).
+ForgetLoss = Callable[[Any, _Batch], tuple[torch.Tensor, torch.Tensor]]
+"""(trainable model, forget batch) → (the forget term to MINIMISE, the batch's mean answer NLL for the history)."""
 
-    `layers` (EditConfig.layers) restricts training to those blocks' weights (of the `cfg.params` kind).
+
+def graddiff_forget_loss(model: Any, batch: _Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient ascent: minimise −NLL(forget answers)."""
+    nll, _ = _answer_nll(model, batch)
+    return -nll, nll
+
+
+def finetune_unlearn(handle: Any, targets: Sequence[Fact], retain: Sequence[Fact], cfg: GradDiffConfig,
+                     forget_loss: ForgetLoss, *, method: str, layers: Sequence[int] | None = None) -> EditResult:
+    """The GradDiff loop with any forget term: loss = γ·forget_loss + α·NLL(retain), on a copy of `handle.hf`.
+
+    GradDiff, NPO and SimNPO differ only in `forget_loss` (open-unlearning's trainers share this shape too).
+    `layers` restricts training to those blocks' weights (of the `cfg.params` kind). The handle is not modified.
     """
-    cfg = cfg or GradDiffConfig()
     if not targets:
-        raise ValueError("GradDiff needs at least one forget fact.")
+        raise ValueError(f"{method} needs at least one forget fact.")
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -220,13 +231,13 @@ def graddiff_edit(handle: Any, targets: Sequence[Fact], retain: Sequence[Fact],
     if cfg.show_progress:
         from tqdm.auto import tqdm
 
-        steps = tqdm(steps, desc="GradDiff")
+        steps = tqdm(steps, desc=method)
     stopped_at = cfg.steps
     for step in steps:
         idx = next(forget_order)
         forget_batch = answer_batch(handle, [forget_prompts[i] for i in idx], [forget_answers[i] for i in idx])
-        forget_nll, _ = _answer_nll(model, forget_batch)
-        loss = -cfg.gamma * forget_nll
+        forget_term, forget_nll = forget_loss(model, forget_batch)
+        loss = cfg.gamma * forget_term
         retain_nll = torch.tensor(float("nan"))
         if retain_order is not None and cfg.alpha > 0:
             ridx = next(retain_order)
@@ -236,15 +247,37 @@ def graddiff_edit(handle: Any, targets: Sequence[Fact], retain: Sequence[Fact],
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        history.append({"forget_nll": forget_nll.item(), "retain_nll": retain_nll.item()})
+        history.append({"forget_loss": forget_term.item(), "forget_nll": forget_nll.item(),
+                        "retain_nll": retain_nll.item()})
         if cfg.stop_when_forgotten and _forget_recall(model, handle, forget_prompts, forget_answers) == 0.0:
             stopped_at = step + 1
             break
     changed = changed_tensors(before, model)
-    return EditResult(method="graddiff", changed=changed, targets=[f.case_id for f in targets],
+    return EditResult(method=method, changed=changed, targets=[f.case_id for f in targets],
+                      layers=sorted({i for n in changed if (i := _layer_index(n)) is not None}),
                       timings={"train": time.perf_counter() - start},
                       metrics={"steps": stopped_at, "history": history, "n_changed_tensors": len(changed)},
                       config=asdict(cfg))
+
+
+def graddiff_edit(handle: Any, targets: Sequence[Fact], retain: Sequence[Fact],
+                  cfg: GradDiffConfig | None = None, *, layers: Sequence[int] | None = None) -> EditResult:
+    """GradDiff on a copy of `handle.hf`; returns the changed HF tensors (the handle is not modified).
+
+    `layers` (EditConfig.layers) restricts training to those blocks' weights (of the `cfg.params` kind).
+    """
+    return finetune_unlearn(handle, targets, retain, cfg or GradDiffConfig(), graddiff_forget_loss,
+                            method="graddiff", layers=layers)
+
+
+# the knob of the fine-tuning methods: the step size, with the number of steps fixed
+LR_KNOB = Knob("lr", 1e-5, 1e-2, doc="AdamW learning rate (steps fixed)")
+
+
+@EDITS.register("graddiff", GradDiffConfig, spec=Spec(layers="any", knob=LR_KNOB))
+def graddiff_method(handle: Any, request: EditRequest, cfg: GradDiffConfig) -> EditResult:
+    """GradDiff: ascent on the targets' answers, descent on the retained ones (every block unless layers given)."""
+    return graddiff_edit(handle, request.targets, request.retain, cfg, layers=request.layers)
 
 
 @torch.no_grad()
@@ -406,3 +439,8 @@ def rmu_edit(handle: Any, targets: Sequence[Fact], retain: Sequence[Fact], cfg: 
                       config=asdict(cfg))
 
 
+@EDITS.register("rmu", RMUConfig, spec=Spec(layers="one", knob=Knob(
+    "norm_multiple", 0.25, 16.0, doc="the steering coefficient c in multiples of the mean residual norm at L")))
+def rmu_method(handle: Any, request: EditRequest, cfg: RMUConfig) -> EditResult:
+    """RMU: steer the targets' residual at layer L (the request's, else cfg.layer, else round(7/32 · n_layers))."""
+    return rmu_edit(handle, request.targets, request.retain, cfg, layers=request.layers)

@@ -32,9 +32,10 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Float
 
-from edit.result import EditResult
+from edit.result import EditRequest, EditResult
 from obliviate.facts import Fact
 from obliviate.hooks import AffineErasure, applied
+from obliviate.registry import EDITS, Spec
 
 
 def leace_erasure(x: Float[torch.Tensor, "n d"], z: Float[torch.Tensor, "n k"] | torch.Tensor, hook_name: str, *,
@@ -160,3 +161,10 @@ def leace_edit(handle: Any, targets: Sequence[Any], retain: Sequence[Fact] = (),
                       metrics={"depths": depths, "erasure_rank": ranks, "n_texts": len(texts),
                                "n_classes": int(len(torch.unique(labels)))},
                       config=asdict(cfg))
+
+
+@EDITS.register("leace", LeaceConfig, spec=Spec(layers="any"))
+def leace_method(handle: Any, request: EditRequest, cfg: LeaceConfig) -> EditResult:
+    """LEACE erasers of the configured concept; the memorisation concept reads the targets' secrets."""
+    targets = request.memorised() if cfg.concept == "memorisation" else request.targets
+    return leace_edit(handle, targets, request.retain, cfg, layers=request.layers)

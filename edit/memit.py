@@ -37,9 +37,11 @@ import torch
 from edit.context import activations_at_subject, averaged_keys, context_templates, fill
 from edit.covariance import CovarianceConfig, regularised, second_moments
 from edit.deltas import WeightEditResult, apply_deltas, changed_tensors, hf_name_map
+from edit.result import EditRequest
 from edit.sites import edit_site
 from edit.value_opt import Goal, ValueOptSettings, optimise_values
 from obliviate.facts import Fact
+from obliviate.registry import EDITS, Knob, Spec
 
 
 @dataclass
@@ -176,3 +178,14 @@ def memit_edit(handle, facts: Sequence[Fact], layers: Sequence[int] | None = Non
                  "mean_goal_prob": sum(values.goal_prob) / len(values.goal_prob), **per_layer},
         config={**asdict(cfg), "layers": list(layers), "goal": goal,
                 "mom2_weight_used": lam})
+
+
+@EDITS.register("memit", MemitConfig, spec=Spec(
+    goals=("erase", "rewrite"), layers="range", proposal="mlp_peak",
+    knob=Knob("mom2_per_d_mlp", 0.01, 100.0, stronger="lower",
+              doc="λ per MLP dimension (the covariance weight; smaller λ writes more of each fact)")))
+def memit_method(handle, request: EditRequest, cfg: MemitConfig) -> WeightEditResult:
+    """MEMIT on every target at once. Layers: the request's, else ``cfg.layers``, else locate's proposal (one layer
+    is a valid one-block range), else the middle block."""
+    layers = request.pick(cfg.layers, [handle.n_layers // 2])
+    return memit_edit(handle, request.targets, layers, cfg, goal=request.goal)

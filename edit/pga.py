@@ -1,7 +1,7 @@
 """Probe-geometry alignment (PGA): erase the cross-sequence memorisation signature with per-depth projectors.
 
 Paper: "Probe-Geometry Alignment: Erasing the Cross-Sequence Memorization Signature Below Chance"; reference code
-Rupawheatly/MLDU2 (MLDU-E notebooks). Protocol numbers: /work/shared/ALGORITHMS.md (edit → PGA).
+Rupawheatly/MLDU2 (MLDU-E notebooks), whose protocol numbers (tolerance 0.55, at most 7 rounds) are below.
 
 At each depth d (0 = embedding, d ≥ 1 = block d − 1's output; `locate.activations.depth_hook_name`) an
 inference-time hook applies P = I − U Uᵀ in the STANDARDISED activation space of the memorisation probe
@@ -45,8 +45,9 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
-from edit.result import EditResult
+from edit.result import EditRequest, EditResult
 from obliviate.hooks import AffineErasure, applied
+from obliviate.registry import EDITS, Knob, Spec
 
 Acts = Float[torch.Tensor, "depth key context d"]
 
@@ -304,3 +305,16 @@ def pga_edit(handle: Any, targets: Sequence[Any], retain: Sequence[Any] = (), cf
                       targets=[s.key_id for s in secrets], layers=[d - 1 for d in depths],
                       timings={"fit": fit_s, "total": time.perf_counter() - start}, metrics=metrics,
                       config=asdict(cfg))
+
+
+@EDITS.register("pga", PGAConfig, spec=Spec(layers="any", proposal="signature", knob=Knob(
+    "max_rounds", 0, 7, scale="linear", integer=True,
+    doc="adversarial rounds (each adds one direction per depth: rank ≤ 1 + rounds)")))
+def pga_method(handle: Any, request: EditRequest, cfg: PGAConfig) -> EditResult:
+    """PGA on the targets' secrets: at the request's layers, else cfg.depths, else the depths where locate found
+    the memorisation signature, else every depth."""
+    layers = request.layers or (None if cfg.depths is not None else request.proposed)
+    if not layers and cfg.depths is None:
+        print("edit: pga: the locate stage found no memorisation signature (add memorisation_probe to "
+              "locate.methods); projecting at every depth")
+    return pga_edit(handle, request.memorised(), request.retain, cfg, layers=layers or None)

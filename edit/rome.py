@@ -26,10 +26,12 @@ import torch
 
 from edit.context import averaged_keys, context_templates, fill, activations_at_subject
 from edit.covariance import CovarianceConfig, regularised, second_moment
-from edit.deltas import WeightEditResult, changed_tensors, hf_name_map
+from edit.deltas import WeightEditResult, apply_deltas, changed_tensors, hf_name_map
+from edit.result import EditRequest, EditResult
 from edit.sites import edit_site
 from edit.value_opt import Goal, ValueOptSettings, optimise_values
 from obliviate.facts import Fact
+from obliviate.registry import EDITS, Knob, Spec
 
 
 @dataclass
@@ -133,3 +135,28 @@ def rome_edit(handle, fact: Fact, layer: int | None = None, cfg: RomeConfig | No
                  "goal_prob": values.goal_prob[0], "delta_norm": float(delta.norm()),
                  "v_init_norm": float(values.init[0].norm()), "key_dot_u": float(torch.dot(key, u))},
         config={**asdict(cfg), "layer": layer, "goal": goal})
+
+
+@EDITS.register("rome", RomeConfig, spec=Spec(
+    goals=("erase", "rewrite"), layers="one", proposal="mlp_peak",
+    knob=Knob("clamp_norm_factor", 0.25, 16.0, doc="the bound on ‖δ‖ in multiples of ‖v_init‖")))
+def rome_method(handle, request: EditRequest, cfg: RomeConfig) -> EditResult:
+    """Sequential ROME: one rank-one edit per target, each on top of the previous ones (as users chain them).
+
+    Layer: the request's, else ``cfg.layer``, else locate's MLP peak, else the middle block.
+    """
+    layer = request.pick([cfg.layer] if cfg.layer is not None else None, [handle.n_layers // 2])[0]
+    templates = rome_templates(handle, cfg)
+    total: dict[str, torch.Tensor] = {}
+    losses = []
+    start = time.perf_counter()
+    for fact in request.targets:
+        with apply_deltas(handle, total):
+            result = rome_edit(handle, fact, layer, cfg, goal=request.goal, templates=templates)
+        for name, delta in result.deltas.items():
+            total[name] = total.get(name, 0) + delta
+        losses.append(result.losses[-1][-1] if result.losses and result.losses[-1] else float("nan"))
+    return EditResult(method="rome", changed=changed_tensors(handle, total),
+                      targets=[f.case_id for f in request.targets], layers=[layer],
+                      timings={"edit": time.perf_counter() - start}, metrics={"final_losses": losses},
+                      config={**asdict(cfg), "layer": layer})

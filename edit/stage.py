@@ -4,26 +4,30 @@ For each entry of `config.edits`, writes ``edit-<label>.json`` (a StageRecord) a
 (changed tensors + interventions + manifest; obliviate/artefacts.py). The base weights are never written: edits
 return tensors, and measurement runs on an in-memory copy (`obliviate.models.edited_copy`).
 
-Measured right after the edit: CounterFact ES / PS / NS and magnitudes on the targets, recall on the targets and
-on retained facts, held-out perplexity change. Layers come from the edit config, else from the locate stage's
-proposal in the same run folder, else the middle layer.
+Every method is reached through `obliviate.registry.EDITS` with one `edit.result.EditRequest`; this module lists
+no method. Measured right after the edit: CounterFact ES / PS / NS and magnitudes on the targets, recall on the
+targets and on retained facts, held-out perplexity change. Layers come from the edit config (honoured or refused
+by the method), else the method's own params, else the locate stage's proposal for that method; the record states
+the layers the edit really acted on.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
 import torch
 
-from edit.result import EditResult
+from edit.result import EditRequest, EditResult, run_method
+from edit.search import REACHED, Point
 from obliviate.artefacts import save_artefact
-from obliviate.config import EditConfig, RunConfig, from_dict
+from obliviate.config import EditConfig, RunConfig
 from obliviate.facts import Fact
 from obliviate.metrics import counterfact_scores, perplexity, recall
 from obliviate.models import ModelHandle, edited_copy, load
+from obliviate.registry import EDITS
 from obliviate.results import RunDir, StageRecord, stage_inputs
 from obliviate.targets import resolve_facts
 
@@ -34,120 +38,40 @@ def stage_name(edit: EditConfig) -> str:
     return f"edit-{edit.label}"
 
 
-# each method's own config dataclass, "module:Class"; read by the methods and by check_params before any work
-PARAMS = {
-    "rome": "edit.rome:RomeConfig", "memit": "edit.memit:MemitConfig", "steering": "edit.steering:SteeringConfig",
-    "pga": "edit.pga:PGAConfig", "leace": "edit.leace:LeaceConfig", "graddiff": "edit.baselines:GradDiffConfig",
-    "rmu": "edit.baselines:RMUConfig", "suppress": "edit.suppress:SuppressConfig",
-}
-
-
-def _params(edit: EditConfig) -> Any:
-    """The method's own config dataclass from `edit.params` (unknown keys are errors naming them)."""
-    import importlib
-
-    module, name = PARAMS[edit.method].split(":")
-    return from_dict(getattr(importlib.import_module(module), name), dict(edit.params),
-                     where=f"edits[{edit.label}].params")
+def _params(edit: EditConfig, where: str | None = None) -> Any:
+    """The method's own config dataclass from `edit.params` (unknown keys are errors naming their key path)."""
+    return EDITS.get(edit.method).params(edit.params, where=where or f"edits[{edit.label}].params")
 
 
 def check_params(config: RunConfig) -> None:
-    """Every edit's params, checked before locate runs: a typo must not cost a whole locate stage first."""
-    for edit in config.edits:
-        if edit.method in PARAMS:
-            _params(edit)
-
-
-def _rome(handle, targets, retain, edit, layers, seed) -> EditResult:
-    """Sequential ROME: one rank-one edit per target, each on top of the previous ones (as users chain them)."""
-    from edit.deltas import apply_deltas, changed_tensors
-    from edit.rome import rome_edit, rome_templates
-
-    cfg = _params(edit)
-    templates = rome_templates(handle, cfg)
-    total: dict[str, torch.Tensor] = {}
-    losses = []
-    start = time.perf_counter()
-    for fact in targets:
-        with apply_deltas(handle, total):
-            result = rome_edit(handle, fact, layers[0], cfg, goal=edit.goal, templates=templates)
-        for name, delta in result.deltas.items():
-            total[name] = total.get(name, 0) + delta
-        losses.append(result.losses[-1][-1] if result.losses and result.losses[-1] else float("nan"))
-    return EditResult(method="rome", changed=changed_tensors(handle, total), targets=[f.case_id for f in targets],
-                      layers=list(layers[:1]), timings={"edit": time.perf_counter() - start},
-                      metrics={"final_losses": losses}, config=asdict(cfg))
-
-
-def _memit(handle, targets, retain, edit, layers, seed) -> EditResult:
-    from edit.deltas import changed_tensors
-    from edit.memit import memit_edit
-
-    cfg = _params(edit)
-    # the edit's own layers, else MEMIT's params, else locate's proposal (one layer is a valid one-block range)
-    chosen = edit.layers or cfg.layers or layers
-    result = memit_edit(handle, targets, chosen, cfg, goal=edit.goal)
-    if not result.changed:
-        result.changed = changed_tensors(handle, result.deltas)
-    return result
-
-
-def _secrets_of(targets: Sequence[Fact], seed: int) -> list[Any]:
-    """PGA acts on memorised texts: the world's secrets of the targets' split."""
-    from locate.memorisation_probe import load_secrets
-    from obliviate.world import ensure_world
-
-    split = targets[0].split if targets else None
-    return load_secrets(ensure_world(seed=seed) / "secrets.jsonl", split=split)
-
-
-def _generic(module: str, function: str) -> Callable:
-    def run(handle, targets, retain, edit, layers, seed) -> EditResult:
-        import importlib
-
-        mod = importlib.import_module(module)
-        cfg = _params(edit)
-        kwargs = {"layers": edit.layers} if edit.layers is not None else {}
-        return getattr(mod, function)(handle, targets, retain, cfg, **kwargs)
-
-    return run
-
-
-def _pga(handle, targets, retain, edit, layers, seed) -> EditResult:
-    """PGA on the targets' secrets, at the depths locate found the signature unless the config names depths."""
-    from edit.pga import pga_edit
-
-    cfg = _params(edit)
-    chosen = layers if cfg.depths is None or edit.layers else None
-    if cfg.depths is None and not chosen:
-        print("edit: pga: the locate stage found no memorisation signature (add memorisation_probe to "
-              "locate.methods); projecting at every depth")
-    return pga_edit(handle, _secrets_of(targets, seed), retain, cfg, layers=chosen or None)
-
-
-METHODS: dict[str, Callable[..., EditResult]] = {
-    "rome": _rome,
-    "memit": _memit,
-    "steering": _generic("edit.steering", "steering_edit"),
-    "pga": _pga,
-    "leace": _generic("edit.leace", "leace_edit"),
-    "graddiff": _generic("edit.baselines", "graddiff_edit"),
-    "rmu": _generic("edit.baselines", "rmu_edit"),
-    "suppress": _generic("edit.suppress", "suppress_edit"),
-    "none": lambda handle, targets, retain, edit, layers, seed: EditResult(method="none"),
-}
+    """Every edit's params, checked before any stage runs (the YAML loader checks them too; a config built in code
+    may skip it): a typo must not cost a whole locate stage first."""
+    for i, edit in enumerate(config.edits):
+        _params(edit, f"edits[{i}].params")
 
 
 def resolve_layers(edit: EditConfig, run_dir: RunDir, handle: ModelHandle) -> list[int]:
-    """The edit's own layers, else what locate proposed: the signature's depths for PGA, the MLP peak otherwise."""
+    """The edit's own layers, else what locate proposed for the method (`Spec.proposal`): the signature's depths,
+    or the MLP peak (else the middle block); [] for a method that takes no proposal."""
     if edit.layers:
         return list(edit.layers)
     from locate.stage import proposed_layers, signature_depths
 
-    if edit.method == "pga":
+    proposal = EDITS.get(edit.method).spec.proposal
+    if proposal == "signature":
         # block L's output is depth L + 1; [] (no probe ran, or no signature) leaves PGA at every depth
         return [d - 1 for d in signature_depths(run_dir) or []]
-    return proposed_layers(run_dir) or [handle.n_layers // 2]
+    if proposal == "mlp_peak":
+        return proposed_layers(run_dir) or [handle.n_layers // 2]
+    return []
+
+
+def edit_request(config: RunConfig, edit: EditConfig, targets: Sequence[Fact], retain: Sequence[Fact],
+                 layers: Sequence[int]) -> EditRequest:
+    """The one request every method takes: explicit layers are honoured, locate's are a proposal."""
+    return EditRequest(targets=list(targets), retain=list(retain), goal=edit.goal,
+                       layers=list(edit.layers) if edit.layers else None,
+                       proposed=None if edit.layers else list(layers) or None, seed=config.seed)
 
 
 def split_targets(config: RunConfig) -> tuple[list[Fact], list[Fact]]:
@@ -185,12 +109,67 @@ def measure(base: ModelHandle, edited: ModelHandle, targets: Sequence[Fact], ret
 
 
 def edit_inputs(config: RunConfig, edit: EditConfig, run_dir: RunDir) -> dict[str, Any]:
-    """What an edit depends on; layers taken from locate's proposal make it depend on locate's inputs too."""
-    return stage_inputs(config, edit=edit, locate=None if edit.layers else run_dir.inputs("locate"))
+    """What an edit depends on; layers taken from locate's proposal make it depend on locate's inputs too, and a
+    searched operating point on its settings (and the reference model whose recall it is relative to)."""
+    extra: dict[str, Any] = {}
+    if config.operating_point is not None:
+        extra["operating_point"] = config.operating_point
+        if config.operating_point.parsed()[0]:
+            extra["reference"] = config.audit.reference
+    return stage_inputs(config, edit=edit, locate=None if edit.layers else run_dir.inputs("locate"), **extra)
+
+
+def oracle_forget_recall(config: RunConfig, targets: Sequence[Fact]) -> float | None:
+    """The never-learned reference's recall of the targets (None when the operating point does not need it)."""
+    if config.operating_point is None or not config.operating_point.parsed()[0]:
+        return None
+    return recall(load(config.audit.reference, device=config.device), targets)
+
+
+def search_operating_point(config: RunConfig, edit: EditConfig, base: ModelHandle, request: EditRequest,
+                           cfg: Any, texts: Sequence[str], oracle_recall: float | None
+                           ) -> tuple[EditResult, dict[str, Any]]:
+    """Turn the method's knob to the weakest setting that reaches the operating point (edit/search.py); returns
+    the chosen (or best) point's result and the search record with every point tried."""
+    # the trajectory attacks are the audit's (lazily: the edit stage imports no audit module otherwise)
+    from audit.attack_result import AttackContext, run_attack
+    from edit.search import search_knob
+
+    op = config.operating_point
+    entry = EDITS.get(edit.method)
+    knob = entry.spec.knob
+    target = op.target(oracle_recall)
+    retain_base = recall(base, request.retain)
+    ppl_base = perplexity(base, texts)
+    results: dict[Any, EditResult] = {}
+    context = AttackContext(pool_facts=resolve_facts(config.facts, seed=config.seed))
+
+    def evaluate(value: Any) -> Point:
+        point_cfg = cfg if value is None else knob.apply(cfg, value)
+        result = run_method(edit.method, base, request, point_cfg)
+        results[value] = result
+        edited = edited_copy(base, result.changed, result.interventions)
+        forget_now, retain_now = recall(edited, request.targets), recall(edited, request.retain)
+        extra = {f"recovery_{name}": run_attack(name, base, edited, request.targets, context=context)
+                 .metrics.get("mean_attacked") for name in op.attacks}
+        print(f"edit: {edit.label}: {knob.field if knob else 'config'}={value} → forget recall {forget_now:.3f} "
+              f"(target {target:.3f}), retain drop {retain_base - retain_now:.3f}")
+        return Point(value, forget_now, retain_now, retain_base - retain_now, perplexity(edited, texts) / ppl_base,
+                     extra)
+
+    low, high = (edit.knob_range or [None, None])
+    found = search_knob(knob, evaluate, target=target, max_retain_drop=op.max_retain_drop, low=low, high=high,
+                        budget=op.max_evaluations)
+    if found.status != REACHED:
+        print(f"edit: {edit.label} does not reach the operating point ({found.reason}); kept its best point, "
+              f"{knob.field if knob else 'config'}={found.chosen.value}")
+    record = {**found.to_dict(), "oracle_forget_recall": oracle_recall, "retain_recall_base": retain_base,
+              "perplexity_base": ppl_base}
+    return results[found.chosen.value], record
 
 
 def run_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: ModelHandle | None = None,
-             force: bool = False) -> dict[str, Any]:
+             force: bool = False, oracle_recall: float | None = None) -> dict[str, Any]:
     stage = stage_name(edit)
     inputs = edit_inputs(config, edit, run_dir)
     if run_dir.should_skip(stage, inputs, force=force):
@@ -199,21 +178,33 @@ def run_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mode
     base = base or load(config.model, device=config.device)
     targets, retain = split_targets(config)
     layers = resolve_layers(edit, run_dir, base)
+    request = edit_request(config, edit, targets, retain, layers)
     start = time.perf_counter()
-    result = METHODS[edit.method](base, targets, retain, edit, layers, config.seed)
+    search = None
+    if config.operating_point is None:
+        result = run_method(edit.method, base, request, _params(edit))
+    else:
+        if oracle_recall is None:
+            oracle_recall = oracle_forget_recall(config, targets)
+        result, search = search_operating_point(config, edit, base, request, _params(edit), heldout_texts(config),
+                                                oracle_recall)
     wall = time.perf_counter() - start
     artefact = save_artefact(run_dir.artefact_dir(stage) / "artefact", method=edit.method, base_model=config.model,
                              base_model_hash=base.weights_hash, changed=result.changed,
                              interventions=result.interventions, config={"edit": asdict(edit), **result.config},
                              targets=[int(t) if isinstance(t, int) else t for t in result.targets], wall_time_s=wall,
-                             extra={"goal": edit.goal, "layers": result.layers or layers})
+                             extra={"goal": edit.goal, "layers": result.layers})
     edited = edited_copy(base, result.changed, result.interventions, name=f"{config.model}+{edit.label}")
     record = StageRecord(stage=stage, config={"model": config.model, "facts": config.facts, "split": config.split,
-                                              "edit": asdict(edit), "layers": layers},
+                                              "edit": asdict(edit), "layers": result.layers,
+                                              "layers_requested": request.layers,
+                                              "layers_proposed": request.proposed},
                          seeds={"seed": config.seed}, timings={"edit": wall, **result.timings}, inputs=inputs)
     record.metrics = {"method": edit.method, "goal": edit.goal, **measure(base, edited, targets, retain,
                                                                          heldout_texts(config)),
                       "method_metrics": result.metrics, "n_targets": len(targets), "n_retain": len(retain)}
+    if search is not None:
+        record.metrics["operating_point"] = search
     record.artefacts = [run_dir.relative(artefact)]
     run_dir.write(record)
     return run_dir.read(stage)
@@ -223,4 +214,6 @@ def run(config: RunConfig, run_dir: RunDir, *, force: bool = False) -> list[dict
     """Make every configured edit (the base model is loaded once and never modified)."""
     check_params(config)
     base = load(config.model, device=config.device)
-    return [run_edit(config, edit, run_dir, base=base, force=force) for edit in config.edits]
+    oracle_recall = oracle_forget_recall(config, split_targets(config)[0])  # measured once for every edit
+    return [run_edit(config, edit, run_dir, base=base, force=force, oracle_recall=oracle_recall)
+            for edit in config.edits]

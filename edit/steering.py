@@ -28,8 +28,9 @@ import torch
 from jaxtyping import Float
 from transformer_lens import HookedTransformer
 
-from edit.result import EditResult
+from edit.result import EditRequest, EditResult
 from obliviate.facts import Fact
+from obliviate.registry import EDITS, Knob, Spec
 from obliviate.hooks import AddVector, applied
 
 Position = Literal["last", "all"]
@@ -222,3 +223,13 @@ def steering_edit(handle: Any, targets: Sequence[Fact], retain: Sequence[Fact], 
                                "hook_name": vector.hook_name,
                                **({"sae_features": features} if cfg.source == "sae" else {})},
                       config=asdict(cfg))
+
+
+@EDITS.register("steering", SteeringConfig, spec=Spec(layers="one", knob=Knob(
+    "multiplier", -32.0, -0.25, stronger="lower", doc="α, the scale of the added vector (more negative: stronger)")))
+def steering_method(handle: Any, request: EditRequest, cfg: SteeringConfig) -> EditResult:
+    """Steering away from the targets at one block (the request's layer, else cfg.layer, else the middle one)."""
+    if cfg.source == "sae" and request.layers:
+        raise ValueError("steering with source='sae' acts at its SAE's hook point; remove 'layers' or use "
+                         "source='mean_difference'.")
+    return steering_edit(handle, request.targets, request.retain, cfg, layers=request.layers)

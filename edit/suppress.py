@@ -23,9 +23,10 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Float
 
-from edit.result import EditResult
+from edit.result import EditRequest, EditResult
 from obliviate.facts import Fact
 from obliviate.hooks import AddVector, Intervention, LogitPenalty
+from obliviate.registry import EDITS, Knob, Spec
 
 
 @dataclass
@@ -109,3 +110,10 @@ def suppress_edit(handle: Any, targets: Sequence[Fact], retain: Sequence[Fact] =
                       metrics={"kind": cfg.kind, "n_answer_tokens": len(answer_tokens(handle, targets,
                                                                                         cfg.use_target_new))},
                       config=asdict(cfg))
+
+
+@EDITS.register("suppress", SuppressConfig, spec=Spec(layers="none", knob=Knob(
+    "penalty", 0.5, 64.0, doc="the answers' logit penalty in nats")))
+def suppress_method(handle: Any, request: EditRequest, cfg: SuppressConfig) -> EditResult:
+    """Output-only suppression of the targets' answers (a calibration case, not an erasure)."""
+    return suppress_edit(handle, request.targets, request.retain, cfg)

@@ -7,7 +7,7 @@ estimated:
 - ``direction="denoise"`` (default): base = the corrupted run, patch = the clean value, so the estimate is of
   p(corrupted with n restored) − p(corrupted) — exactly the causal trace's indirect effect. The gradient is taken
   per noise sample and the metric is the trace's (p(answer) averaged over samples).
-- ``direction="noise"``: base = the clean run (ALGORITHMS.md's form, AtP's usual setting); it estimates
+- ``direction="noise"``: base = the clean run (the form of Nanda 2023 and Kramár et al. 2024, AtP's usual setting); it estimates
   p(clean with n corrupted) − p(clean), which we negate so that larger still means "more important"; to first order
   it agrees with "denoise".
 

@@ -1,6 +1,6 @@
 """Causal tracing (Meng et al. 2022, "Locating and Editing Factual Associations in GPT"), batched.
 
-Protocol of kmeng01/rome `experiments/causal_trace.py` (numbers in /work/shared/ALGORITHMS.md):
+Protocol of kmeng01/rome `experiments/causal_trace.py` (its numbers below):
 
 - corrupt: Gaussian noise on the token embeddings (TL ``hook_embed``) of the subject tokens only, std =
   ``noise_multiplier`` (3, ROME's ``s3``) × the std of the subjects' embeddings over the fact set; or, with

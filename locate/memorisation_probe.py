@@ -1,6 +1,6 @@
 """The leave-one-out cross-sequence memorisation probe (PGA paper, "Probe-Geometry Alignment: Erasing the
 Cross-Sequence Memorization Signature Below Chance"; reference code Rupawheatly/MLDU2, ``probe_core`` in
-``notebooks/02_pythia.ipynb``; protocol in /work/shared/ALGORITHMS.md).
+``notebooks/02_pythia.ipynb``; its protocol numbers are below).
 
 Three pools per key: M (a memorised text), C (a paraphrase with the distinctive terms swapped, never trained) and
 B (a further paraphrase). Keys are screened by mean per-token log-prob: kept if logP(M) > θ_M and logP(C),

@@ -10,7 +10,7 @@ Accuracy per depth is measured on held-out subjects (scikit-learn's GroupKFold w
 no subject's activations are in both the training and the test fold: the probe must decode the attribute, not
 recognise the subject. The chance level is the majority-class baseline on the same folds; |acc − chance| is
 reported too, because a probe below chance on paired folds is flipped, and an attacker who flips it recovers the
-information (Caution in /work/shared/ALGORITHMS.md, PGA). `nested_cv=True` chooses C by an inner GroupKFold on
+information (the caution of the PGA paper, Rupawheatly/MLDU2). `nested_cv=True` chooses C by an inner GroupKFold on
 each outer training fold (the audit's re-fit attack: a fresh probe whose capacity is tuned without seeing the test
 subjects).
 """

@@ -1,5 +1,6 @@
 """Sparse-autoencoder features of a fact, with sae-lens: train (or load) an SAE at one hook, then rank its features
-for a target by attribution and by selectivity (/work/shared/ALGORITHMS.md, "SAE features").
+for a target by attribution (activation × gradient of the answer logit) and by selectivity (activation on the
+target prompts vs on other prompts).
 
 - Published SAEs (online): ``SAE.from_pretrained(release, sae_id)`` — `load_pretrained_sae`; releases are listed
   in sae-lens's ``pretrained_saes.yaml`` (e.g. ``gpt2-small-res-jb`` / ``blocks.8.hook_resid_pre``).

@@ -37,7 +37,7 @@ def test_wrong_types_and_choices_name_the_field(tmp_path):
 
 def test_values_land_in_nested_dataclasses(tmp_path):
     config = load_yaml(RunConfig, _write(tmp_path, "seed: 7\nlocate: {n_noise_samples: 3, noise_multiplier: 2}\n"
-                                                   "edits: [{method: rome, goal: rewrite, layers: [1, 2]}]\n"))
+                                                   "edits: [{method: memit, goal: rewrite, layers: [1, 2]}]\n"))
     assert config.seed == 7 and config.locate.n_noise_samples == 3 and config.locate.noise_multiplier == 2.0
     assert config.edits[0].layers == [1, 2] and config.edits[0].goal == "rewrite"
 

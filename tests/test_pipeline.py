@@ -76,6 +76,11 @@ def test_a_bad_edit_param_fails_before_locate_runs(tmp_path, monkeypatch):
         raise AssertionError("locate ran before the edit params were checked")
 
     monkeypatch.setattr(locate.stage, "run", locate_must_not_run)
-    config = from_dict(RunConfig, {"edits": [{"method": "memit"}, {"method": "rome", "params": {"lamda": 1}}]})
-    with pytest.raises(ConfigError, match=r"unknown key 'edits\[rome\].params.lamda'"):
+    # the config itself refuses it now, when it is loaded
+    with pytest.raises(ConfigError, match=r"unknown key 'edits\[1\].params.lamda'"):
+        from_dict(RunConfig, {"edits": [{"method": "memit"}, {"method": "rome", "params": {"lamda": 1}}]})
+    # and a config changed in code after loading is still checked before locate runs
+    config = from_dict(RunConfig, {"edits": [{"method": "memit"}, {"method": "rome"}]})
+    config.edits[1].params = {"lamda": 1}
+    with pytest.raises(ConfigError, match=r"unknown key 'edits\[1\].params.lamda'"):
         audit.pipeline.run(config, RunDir(tmp_path / "run"))

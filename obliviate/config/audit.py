@@ -3,22 +3,37 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from simple_parsing.helpers import field as cli_field
 
 from obliviate.config.loader import InvalidField, check_range
 
-AUDIT_ATTACKS = ("keyword", "quantization", "probe", "logit_lens", "relearn", "sae_restore", "uds")
+
+@dataclass
+class AttackChoice:
+    """An attack with its settings: `{name: relearn, params: {steps: 20, lr: 0.003}}`."""
+
+    name: str
+    """A name registered in obliviate.registry.ATTACKS."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """The attack's own config fields (validated by its config dataclass when the YAML is loaded)."""
 
 
 @dataclass
 class AuditConfig:
-    attacks: list[str] = field(default_factory=lambda: ["keyword", "quantization", "probe", "logit_lens", "relearn"])
-    """Recovery attacks: keyword, quantization, probe, logit_lens, relearn, sae_restore, uds."""
+    # names or {name, params} mappings cannot be spelled as one flag; attacks are set in the YAML config only
+    attacks: list[str | AttackChoice] = cli_field(
+        default_factory=lambda: ["keyword", "quantization", "probe", "logit_lens", "relearn"], cmd=False)
+    """Recovery attacks, each a registered name (keyword, quantization, probe, logit_lens, relearn, sae_restore,
+    uds) or {name, params} with the attack's own settings (YAML only)."""
     reference: str | None = "world-retain"
     """The never-learned oracle the attacks are calibrated against (None when none exists)."""
     margin: float = 0.10
     """A target is 'suppressed' when an attack recovers it this much beyond the oracle under the same attack."""
     relearn_steps: int = 10
-    """Fine-tuning steps of the relearning attack (on other facts, never the targets)."""
+    """Fine-tuning steps of the relearning attack (on other facts, never the targets), unless its params set
+    steps."""
     max_retain: int | None = None
     """Retain facts scored by the collateral and representation measurements: a seeded sample of this many (None =
     all). Both score every retain fact otherwise, the largest cost of a run with few targets."""
@@ -28,12 +43,37 @@ class AuditConfig:
     """Show progress bars on long loops."""
 
     def validate(self) -> None:
-        for name in self.attacks:
-            if name not in AUDIT_ATTACKS:
-                raise InvalidField("attacks", f"unknown attack {name!r}; "
-                                  f"choose from {', '.join(AUDIT_ATTACKS)}.")
+        from obliviate.registry import ATTACKS
+
+        seen = set()
+        for i, (name, _) in enumerate(self.attack_choices()):
+            if name not in ATTACKS:
+                raise InvalidField(f"attacks[{i}]", f"unknown attack {name!r}; registered: {', '.join(ATTACKS.names())}.")
+            if name in seen:
+                raise InvalidField(f"attacks[{i}]", f"attack {name!r} is listed twice; give it once with its params.")
+            seen.add(name)
         # a margin is a difference of recovery rates in [0, 1]; 1 or more could never call a target suppressed
         check_range("margin", self.margin, minimum=0, below=1)
         check_range("relearn_steps", self.relearn_steps, minimum=1)
         check_range("max_retain", self.max_retain, minimum=1, fix="null scores every retain fact")
         check_range("max_heldout_texts", self.max_heldout_texts, minimum=1)
+
+    def attack_choices(self) -> list[tuple[str, dict[str, Any]]]:
+        """(name, params) per attack; relearn's steps default to `relearn_steps`."""
+        choices = []
+        for item in self.attacks:
+            name, params = (item, {}) if isinstance(item, str) else (item.name, dict(item.params))
+            if name == "relearn":
+                params.setdefault("steps", self.relearn_steps)
+            choices.append((name, params))
+        return choices
+
+    def attack_names(self) -> list[str]:
+        return [name for name, _ in self.attack_choices()]
+
+    def check_params(self, where: str = "audit") -> None:
+        """Every attack's params built by its config dataclass; errors name the key path under `where`."""
+        from obliviate.registry import ATTACKS
+
+        for i, (name, params) in enumerate(self.attack_choices()):
+            ATTACKS.get(name).params(params, where=f"{where}.attacks[{i}].params")

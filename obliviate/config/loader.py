@@ -53,6 +53,9 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         options = get_args(kind)
         if value is None and type(None) in options:
             return None
+        present = [option for option in options if option is not type(None)]
+        if len(present) == 1:  # `X | None`: X's own error names the inner key path
+            return _coerce(value, present[0], where)
         errors = []
         for option in options:
             if option is type(None):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from simple_parsing.helpers import field as cli_field
 
 from obliviate.config.audit import AuditConfig
-from obliviate.config.edit import EditConfig
+from obliviate.config.edit import EditConfig, OperatingPoint
 from obliviate.config.loader import InvalidField, check_range
 from obliviate.config.locate import LocateConfig
 
@@ -34,6 +34,8 @@ class RunConfig:
     edits: list[EditConfig] = cli_field(default_factory=lambda: [EditConfig()], cmd=False)
     """Edits to make and audit, each in its own slot of the run folder (YAML only)."""
     audit: AuditConfig = field(default_factory=AuditConfig)
+    operating_point: OperatingPoint | None = cli_field(default=None, cmd=False)
+    """Search each edit's strength knob to this forgetting (None: every edit at its configured params; YAML only)."""
 
     def validate(self) -> None:
         if self.split not in (None, "forget", "retain"):
@@ -45,3 +47,16 @@ class RunConfig:
         labels = [e.label for e in self.edits]
         if len(set(labels)) != len(labels):
             raise InvalidField("edits", f"two edits share the name {labels}; give each a 'name'.")
+        self.check_params()
+        if self.operating_point is not None and self.operating_point.parsed()[0] and not self.audit.reference:
+            raise InvalidField("operating_point.forget_recall", "is relative to the oracle, but audit.reference is "
+                               "null; give a number or name a reference model.")
+
+    def check_params(self) -> None:
+        """Every edit's and attack's params built by its config dataclass, here at load time, so a bad value fails
+        before any stage runs; the error names the full key path (a ConfigError passes from_dict unchanged)."""
+        from obliviate.registry import EDITS
+
+        for i, edit in enumerate(self.edits):
+            EDITS.get(edit.method).params(edit.params, where=f"edits[{i}].params")
+        self.audit.check_params("audit")
