@@ -13,6 +13,8 @@ run folder. Every record whose ``stage`` starts with ``audit`` is one row of the
     collateral                   CollateralReport.to_metrics() (forget/retain recall, NS, NS same-relation,
                                  perplexity; base/edited/delta)
     representation               RepresentationComparison.to_metrics() (depths, probe accuracies, CKA per depth)
+    operating_point              the edit's operating-point search record (edit/search.py), copied by the audit
+                                 stage; absent when no search ran (then the run's edit record is read instead)
 
 Plots (matplotlib Agg, PNG files next to report.html, referenced relatively, so the folder opens offline): mean
 recovery by attack and method (grouped bars, the oracle's level marked), verdict counts per method, probe accuracy
@@ -53,7 +55,8 @@ figcaption{font-size:.85em;color:#555}
 # --------------------------------------------------------------------------------------------------- the schema
 def audit_metrics(method: str, verdicts=None, edited_attacks: Sequence[Any] = (),
                   oracle_attacks: Sequence[Any] | None = None, collateral=None, representation=None,
-                  sampled: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  sampled: Mapping[str, Any] | None = None,
+                  operating_point: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The audit record's metrics in the form the report reads (see the module docstring)."""
     metrics: dict[str, Any] = {"method": method}
     if verdicts is not None:
@@ -70,6 +73,8 @@ def audit_metrics(method: str, verdicts=None, edited_attacks: Sequence[Any] = ()
         metrics["representation"] = representation.to_metrics()
     if sampled is not None:
         metrics["sampled"] = dict(sampled)
+    if operating_point is not None:
+        metrics["operating_point"] = dict(operating_point)
     return metrics
 
 

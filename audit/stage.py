@@ -52,6 +52,19 @@ def audit_inputs(config: RunConfig, edit: EditConfig, run_dir: RunDir) -> dict[s
                         locate=run_dir.inputs("locate") if needs_locate else None)
 
 
+def edit_operating_point(run_dir: RunDir, edit: EditConfig) -> dict[str, Any] | None:
+    """The edit's operating-point search record (None when the edit ran at its configuration).
+
+    Copied into the audit record so that a reader of the audit alone (the report, a notebook) knows whether the
+    edit it audited reached the operating point or is only its best point."""
+    from edit.stage import stage_name as edit_stage
+
+    stage = edit_stage(edit)
+    if not run_dir.is_done(stage):  # an artefact without its record (a crash between the two) is audited as before
+        return None
+    return run_dir.read(stage).get("metrics", {}).get("operating_point")
+
+
 def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: ModelHandle,
                oracle: ModelHandle | None, force: bool = False) -> dict[str, Any]:
     from audit.collateral import CollateralConfig, heldout_texts, measure_collateral, sample_facts
@@ -97,7 +110,8 @@ def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mo
     record.artefacts.append(run_dir.relative(plot))
     record.metrics = audit_metrics(edit.label, verdicts, results, oracle_results, collateral, representation,
                                    sampled=sampling_note(len(sampled_retain), len(retain),
-                                                         collateral.n_heldout_texts, len(texts), seed=config.seed))
+                                                         collateral.n_heldout_texts, len(texts), seed=config.seed),
+                                   operating_point=edit_operating_point(run_dir, edit))
     record.metrics["attacks"] = {r.attack: {"score": r.score_name, **r.metrics} for r in results}
     by_case = verdicts.by_case()
     per_attack = {r.attack: {t["case_id"]: t for t in r.target_records()} for r in results}
