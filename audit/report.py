@@ -18,8 +18,11 @@ run folder. Every record whose ``stage`` starts with ``audit`` is one row of the
 
 Plots (matplotlib Agg, PNG files next to report.html, referenced relatively, so the folder opens offline): mean
 recovery by attack and method (grouped bars, the oracle's level marked), verdict counts per method, probe accuracy
-by depth (base vs each edit) and linear CKA by depth. Trace heatmaps that the runs' locate / audit stages saved
-(PNG artefacts with "trace" in the name) are copied in, before (locate, base model) and after (audit, edited).
+by depth (base vs each edit) and linear CKA by depth; where the edit stage searched an operating point, the
+trajectories (audit/trajectory.py: one figure per method against its knob, and utility against forgetting across
+methods), and the table gains the knob, the value reached and the search's status. Trace heatmaps that the runs'
+locate / audit stages saved (PNG artefacts with "trace" in the name) are copied in, before (locate, base model) and
+after (audit, edited).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from audit.trajectory import format_value, knob_name, operating_point, plot_overlay, plot_trajectory, slug, \
+    status_text
 from audit.verdict import VERDICTS
 
 REPORT_NAME = "report.html"
@@ -126,6 +131,7 @@ def method_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "ns_delta": collateral.get("neighborhood_ns_delta"),
                 "ns_same_relation": collateral.get("neighborhood_ns_same_relation_edited"),
                 "representation": metrics.get("representation"),
+                "operating_point": operating_point(run, record),
                 "record": record, "run_dir": run.get("run_dir"),
             })
     return rows
@@ -143,6 +149,9 @@ def summary_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
         for name in ("forget_recall", "retain_recall"):
             if row[name] is not None:
                 parts.append(f"{name.replace('_', ' ')} {_fmt(row[name])}")
+        if row["operating_point"]:
+            knob, value, status = _search_cells(row)
+            parts.append(f"operating point {status} at {knob}={value}")
         lines.append(f"{_label(row, multi)}: {'; '.join(parts) or 'no verdicts or recall recorded'}")
     return lines
 
@@ -169,8 +178,22 @@ def _same_relation(rows: Sequence[Mapping[str, Any]]) -> bool:
     return any(row["ns_same_relation"] is not None for row in rows)
 
 
-def _table_cells(row: Mapping[str, Any], attacks: Sequence[str], same_relation: bool = False) -> list[str]:
-    cells = [row["run"], row["method"], *(_fmt(row[v]) for v in VERDICTS)]
+def _searched(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether any row has an operating-point search (the knob / value / status columns are left out otherwise)."""
+    return any(row["operating_point"] for row in rows)
+
+
+def _search_cells(row: Mapping[str, Any]) -> list[str]:
+    """Knob, value reached (or the best point's) and status; dashes for a row without a search."""
+    found = row["operating_point"]
+    if not found:
+        return ["–"] * 3
+    return [knob_name(found) or "–", format_value((found.get("chosen") or {}).get("value")), status_text(found)]
+
+
+def _table_cells(row: Mapping[str, Any], attacks: Sequence[str], same_relation: bool = False,
+                 searched: bool = False) -> list[str]:
+    cells = [row["run"], row["method"], *(_search_cells(row) if searched else []), *(_fmt(row[v]) for v in VERDICTS)]
     for attack in attacks:
         value = row["recovery"].get(attack)
         oracle = row["recovery_oracle"].get(attack)
@@ -182,30 +205,32 @@ def _table_cells(row: Mapping[str, Any], attacks: Sequence[str], same_relation: 
     return cells + ([_fmt(row["ns_same_relation"], 1)] if same_relation else [])
 
 
-def _headers(attacks: Sequence[str], same_relation: bool = False) -> list[str]:
-    return ["run", "method", *VERDICTS, *(f"{a} recovery" for a in attacks), "forget recall", "retain recall",
-            "Δ perplexity %", "NS %", *(["NS same-relation %"] if same_relation else [])]
+def _headers(attacks: Sequence[str], same_relation: bool = False, searched: bool = False) -> list[str]:
+    return ["run", "method", *(["knob", "value", "status"] if searched else []), *VERDICTS,
+            *(f"{a} recovery" for a in attacks), "forget recall", "retain recall", "Δ perplexity %", "NS %",
+            *(["NS same-relation %"] if same_relation else [])]
 
 
 def markdown_table(runs: Sequence[Mapping[str, Any]]) -> str:
     """The comparison table as GitHub markdown (for the README)."""
     rows = method_rows(runs)
-    attacks, same_relation = _attacks(rows), _same_relation(rows)
-    headers = _headers(attacks, same_relation)
+    attacks, same_relation, searched = _attacks(rows), _same_relation(rows), _searched(rows)
+    headers = _headers(attacks, same_relation, searched)
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(_table_cells(row, attacks, same_relation)) + " |" for row in rows]
+    lines += ["| " + " | ".join(_table_cells(row, attacks, same_relation, searched)) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
 def _html_table(rows: Sequence[Mapping[str, Any]], attacks: Sequence[str]) -> str:
-    same_relation = _same_relation(rows)
-    head = "".join(f'<th class="{"l" if i < 2 else ""}">{html.escape(h)}</th>'
-                   for i, h in enumerate(_headers(attacks, same_relation)))
+    same_relation, searched = _same_relation(rows), _searched(rows)
+    headers = _headers(attacks, same_relation, searched)
+    text = {"run", "method", "knob", "status"}  # left-aligned: words, not figures
+    head = "".join(f'<th class="{"l" if h in text else ""}">{html.escape(h)}</th>' for h in headers)
     body = []
     for row in rows:
-        cells = _table_cells(row, attacks, same_relation)
-        body.append("<tr>" + "".join(f'<td class="{"l" if i < 2 else ""}">{html.escape(c)}</td>'
-                                     for i, c in enumerate(cells)) + "</tr>")
+        cells = _table_cells(row, attacks, same_relation, searched)
+        body.append("<tr>" + "".join(f'<td class="{"l" if h in text else ""}">{html.escape(c)}</td>'
+                                     for h, c in zip(headers, cells)) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
@@ -359,6 +384,7 @@ def write_report(runs: Sequence[Mapping[str, Any]], out_dir: str | Path, *, titl
         target = plots / f"trace_{i:02d}_{stage.replace('/', '_')}_{source.name}"
         shutil.copyfile(source, target)
         traces.append((f"{run_name} · {stage} ({'before' if stage.startswith('locate') else 'after'})", target))
+    trajectories = _trajectory_figures(rows, plots)
 
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
@@ -378,12 +404,27 @@ def write_report(runs: Sequence[Mapping[str, Any]], out_dir: str | Path, *, titl
         if margins:
             parts.append("<p class='note'>Margins: " + ", ".join(f"{html.escape(a)} {m:.3f}"
                                                                    for a, m in margins.items()) + "</p>")
+        if _searched(rows):
+            parts.append("<p class='note'>Knob, value, status: the edit stage searched each method's strength "
+                         "knob for the weakest value whose forget recall meets the target within the retain "
+                         "budget; value is the one it reached. A method that <b>does not reach</b> was edited and "
+                         "audited at its best point, so its verdicts and figures are that point's, not the "
+                         "operating point's.</p>")
     else:
         parts.append("<p>No audit records in these runs.</p>")
     drawn = [(caption, path) for caption, path in figures if path is not None]
     if drawn:
         parts.append("<h2>Plots</h2>")
         parts += [_figure(caption, path, out_dir) for caption, path in drawn]
+    if trajectories:
+        parts.append("<h2>Trajectories</h2>")
+        parts.append("<p class='note'>Each method's operating-point search: every knob value it evaluated, the "
+                     "weakest to the strongest setting. Star: the chosen point (or, for a method that does not "
+                     "reach the target, its best point, where its row of the table was audited); dashed: the "
+                     "target forget recall; dotted: the oracle's forget recall. Overlay: retain recall against "
+                     "forget recall, hollow circle at the weakest setting, the region that reaches the target "
+                     "shaded.</p>")
+        parts += [_figure(caption, path, out_dir) for caption, path in trajectories]
     if traces:
         parts.append("<h2>Causal traces</h2>")
         parts += [_figure(caption, path, out_dir) for caption, path in traces]
@@ -403,6 +444,24 @@ def write_report(runs: Sequence[Mapping[str, Any]], out_dir: str | Path, *, titl
 
     atomic_write_text(path, "\n".join(parts))
     return path
+
+
+def _trajectory_figures(rows: Sequence[Mapping[str, Any]], plots: Path) -> list[tuple[str, Path]]:
+    """(caption, path) of each searched method's trajectory, then the overlay across methods; [] without a search."""
+    searched = [row for row in rows if row["operating_point"]]
+    multi = len({r["run"] for r in rows}) > 1
+    drawn = []
+    for i, row in enumerate(searched):
+        label, found = _label(row, multi), row["operating_point"]
+        path = plot_trajectory(found, label, plots / f"trajectory_{i:02d}_{slug(label)}.png")
+        if path is not None:
+            drawn.append((f"{label}: recall, recovery and Δ perplexity against {knob_name(found)} "
+                          f"({status_text(found)}).", path))
+    overlay = plot_overlay([(_label(row, multi), row["operating_point"]) for row in searched],
+                           plots / "trajectories.png")
+    if overlay is not None:
+        drawn.append(("Retain recall (utility) against forget recall, one line per method in knob order.", overlay))
+    return drawn
 
 
 def _sampling_line(row: Mapping[str, Any]) -> str:

@@ -76,6 +76,20 @@ def test_report_figure_goes_through_the_atomic_writer(tmp_path, failing_rename):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_trajectory_figures_go_through_the_atomic_writer(tmp_path, failing_rename):
+    from audit.trajectory import plot_overlay, plot_trajectory
+
+    point = {"value": 1.0, "forget_recall": 0.1, "retain_recall": 0.9, "retain_drop": 0.0, "perplexity": 1.1,
+             "extra": {}}
+    found = {"status": "reached", "knob": {"field": "lr", "scale": "log", "stronger": "higher"},
+             "chosen": point, "points": [point], "target_forget_recall": 0.2}
+    with pytest.raises(OSError, match="disk full"):
+        plot_trajectory(found, "m", tmp_path / "trajectory.png")
+    with pytest.raises(OSError, match="disk full"):
+        plot_overlay([("m", found)], tmp_path / "trajectories.png")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_weights_hash_sidecar_goes_through_the_atomic_writer(tmp_path, monkeypatch):
     from obliviate.models import weights_file_hash
 
