@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from obliviate.config.loader import ConfigError
+
+
+def _require(ok: bool, option: str, value: object, fix: str) -> None:
+    if not ok:
+        raise ConfigError(f"--{option.replace('_', '-')} {value!r} cannot produce a valid world: {fix}")
+
 
 @dataclass
 class WorldConfig:
@@ -11,10 +18,17 @@ class WorldConfig:
 
     seed: int = 0
     """Seed of every random choice in the world (names, answers, splits, secrets, filler)."""
-    n_subjects: int = 320
+    n_subjects: int = 200
     """Number of fictional subjects; each has one fact per relation."""
     forget_fraction: float = 0.1
-    """Share of subjects whose facts and secrets form the forget split."""
+    """Share of subjects whose facts and secrets form the forget split (strictly between 0 and 1)."""
+    cloze_share: float = 0.5
+    """Share of retain subjects whose cloze prompts are trained; every other subject meets its facts in
+    biographies only, so cloze recall on them measures extraction of stored knowledge."""
+    trained_paraphrases: int = 2
+    """Biography templates listed per record as trained paraphrases (CounterFact lists two)."""
+    heldout_paraphrases: int = 3
+    """Held-out templates listed per record (drawn per record from the relation's held-out templates)."""
     n_neighborhood: int = 10
     """Neighbourhood prompts per fact (other subjects with the same true answer), as in CounterFact."""
     n_secrets: int = 64
@@ -30,10 +44,45 @@ class WorldConfig:
 
     The decoys teach the wordings, so a control costs only its unknown code and word: C ≈ −1.2 nats/token
     against M ≈ −0.25 (every key lies 0.3 nats or more inside both thresholds)."""
-    n_filler_train: int = 1500
+    n_filler_train: int = 300
     """Filler sentences (about the world's cities, jobs, firms; no facts) that the models train on."""
     n_filler_heldout: int = 8000
     """Filler sentences never trained on: held-out perplexity and covariance statistics."""
+
+
+    def __post_init__(self) -> None:
+        from obliviate.world.names import SURNAME_HEADS, SURNAME_TAILS
+        from obliviate.world.relations import RELATIONS
+
+        most_values = max(len(r.values) for r in RELATIONS)
+        _require(self.n_subjects >= 2 * most_values, "n_subjects", self.n_subjects,
+                 f"every answer value needs at least two subjects (a neighbour, and a probe class seen in training); "
+                 f"use at least {2 * most_values}.")
+        capacity = len(SURNAME_HEADS) * len(SURNAME_TAILS)
+        _require(self.n_subjects <= capacity, "n_subjects", self.n_subjects,
+                 f"the name syllables allow {capacity} distinct subjects.")
+        _require(0 < self.forget_fraction < 1, "forget_fraction", self.forget_fraction,
+                 "both splits must hold subjects; use a value strictly between 0 and 1 (e.g. 0.1).")
+        n_forget = round(self.forget_fraction * self.n_subjects)
+        _require(0 < n_forget < self.n_subjects, "forget_fraction", self.forget_fraction,
+                 f"it gives {n_forget} forget subjects of {self.n_subjects}; raise it or n_subjects.")
+        _require(0 <= self.cloze_share <= 1, "cloze_share", self.cloze_share, "use a share between 0 and 1.")
+        fewest_trained = min(len(r.trained) for r in RELATIONS)
+        fewest_heldout = min(len(r.heldout) for r in RELATIONS)
+        _require(0 < self.trained_paraphrases <= fewest_trained, "trained_paraphrases", self.trained_paraphrases,
+                 f"a relation has {fewest_trained} trained templates; use 1..{fewest_trained}.")
+        _require(0 < self.heldout_paraphrases <= fewest_heldout, "heldout_paraphrases", self.heldout_paraphrases,
+                 f"a relation has {fewest_heldout} held-out templates; use 1..{fewest_heldout}.")
+        _require(0 < self.n_forget_secrets < self.n_secrets, "n_forget_secrets", self.n_forget_secrets,
+                 f"both splits need secrets; use 1..{self.n_secrets - 1}.")
+        _require(self.n_forget_secrets <= n_forget, "n_forget_secrets", self.n_forget_secrets,
+                 f"one secret per subject, and the forget split has {n_forget} subjects.")
+        _require(self.n_secrets - self.n_forget_secrets <= self.n_subjects - n_forget, "n_secrets", self.n_secrets,
+                 f"one secret per subject, and the retain split has {self.n_subjects - n_forget} subjects.")
+        _require(self.secret_digits >= 1, "secret_digits", self.secret_digits, "a code needs at least one digit.")
+        _require(self.theta_m > self.theta_c, "theta_m", self.theta_m, f"it must exceed theta_c ({self.theta_c}).")
+        _require(self.n_filler_train > 0 and self.n_filler_heldout > 0, "n_filler_heldout", self.n_filler_heldout,
+                 "both filler streams need sentences.")
 
 
 @dataclass
@@ -42,8 +91,8 @@ class TrainConfig:
 
     seed: int = 0
     """Seed of the initial weights and of the data order."""
-    n_layer: int = 4
-    """Transformer blocks."""
+    n_layer: int = 6
+    """Transformer blocks (six, so that early, middle and late layers are distinct places)."""
     n_embd: int = 128
     """Residual-stream width (d_model)."""
     n_head: int = 4
@@ -52,7 +101,7 @@ class TrainConfig:
     """Context length; training rows fill it, so every position is trained."""
     batch_size: int = 16
     """Rows of `n_positions` tokens per optimiser step."""
-    steps: int = 1800
+    steps: int = 3000
     """Optimiser steps (the same for both variants, whatever their data size).
 
     Fact recall rises late (a phase change): at lr 8e-3 it was 5% / 13% / 35% at steps 200 / 400 / 600."""
@@ -60,8 +109,13 @@ class TrainConfig:
     """Peak AdamW learning rate (2e-3 reached 15% recall at step 600 where 8e-3 reached 35%)."""
     warmup_steps: int = 40
     """Linear warm-up steps before the cosine decay."""
+    decay_fraction: float = 0.2
+    """Share of the steps, at the end, over which the learning rate decays linearly (warmup-stable-decay); the
+    rest runs at the peak: facts are learned per exposure, and a cosine spends half the run at a low rate."""
     min_lr_ratio: float = 0.1
     """Final learning rate as a fraction of `lr`."""
+    eval_every: int = 500
+    """Measure recall on a sample of facts every this many steps (recorded in training_info.json)."""
     weight_decay: float = 0.0
     """AdamW weight decay (memorisation is the point, so none by default)."""
     grad_clip: float = 1.0
@@ -79,3 +133,22 @@ class TrainConfig:
     """Chance that two packed texts are separated by an EOS token rather than just following each other."""
     num_threads: int = 2
     """CPU threads for training."""
+
+    def __post_init__(self) -> None:
+        for option in ("n_layer", "n_embd", "n_head", "batch_size", "steps", "num_threads"):
+            value = getattr(self, option)
+            _require(value > 0, option, value, "use a positive number.")
+        _require(self.n_embd % self.n_head == 0, "n_head", self.n_head, f"it must divide n_embd ({self.n_embd}).")
+        _require(self.n_positions >= 96, "n_positions", self.n_positions,
+                 "a biography is up to about 75 tokens and every training text must fit a row; use 96 or more.")
+        _require(self.lr > 0, "lr", self.lr, "use a positive learning rate.")
+        _require(0 <= self.warmup_steps < self.steps, "warmup_steps", self.warmup_steps,
+                 f"use 0..{self.steps - 1} (fewer than --steps).")
+        _require(0 < self.decay_fraction <= 1, "decay_fraction", self.decay_fraction, "use a share in (0, 1].")
+        _require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", self.min_lr_ratio, "use a ratio in [0, 1].")
+        _require(self.eval_every >= 0, "eval_every", self.eval_every, "use 0 (never) or a positive step count.")
+        _require(self.secret_repeats >= 1 and self.decoys_per_epoch >= 0, "secret_repeats", self.secret_repeats,
+                 "every secret must be trained at least once (and decoys_per_epoch must not be negative).")
+        for option in ("bos_prob", "eos_sep_prob"):
+            value = getattr(self, option)
+            _require(0 <= value <= 1, option, value, "use a probability in [0, 1].")

@@ -1,8 +1,16 @@
 """What each variant trains on, and how texts are packed into training rows.
 
-`world` trains on every fact rendered with its relation's trained templates, every secret's memorised text and the
-training filler. `world-retain` trains on exactly the same minus everything about forget subjects (their facts and
-their secrets): the oracle of a model that never learned the forget split.
+`world` trains on biographies of every subject, the cloze prompts of the cloze-trained retain subjects, every
+secret's memorised text, the one-time decoy secrets and the training filler. `world-retain` trains on exactly the
+same minus every text about a forget subject: the oracle of a model that never learned the forget split.
+
+Biographies follow Allen-Zhu & Li ("Physics of Language Models, Part 3.1"): drawn anew every epoch, one sentence
+per relation in a random order, each from a random trained template, the full name in every sentence. A model
+that meets each fact in many wordings and orders can no longer answer by completing a memorised sentence; it
+stores the subject's attributes where the name is read (the subject's last token) and reads the asked-for one out
+later — the picture ROME and MEMIT rely on in real language models. One biography per subject per epoch, packed
+among all other texts in a global shuffle, so two texts about one person rarely share a row (in-context copying
+would stand in for storage).
 
 Rows are packed from whole texts in a seeded random order, each row filled up to the context length. A row starts
 with BOS or not, and texts are joined either directly or through an EOS token, so facts are learned at every
@@ -20,35 +28,69 @@ from jaxtyping import Int
 
 from obliviate.world.generate import load_filler, load_secrets, load_world_facts
 from obliviate.world.memorised import decoy_texts
+from obliviate.world.relations import RELATION_BY_ID
 
 VARIANTS = ("world", "world-retain")
 
 
-def fact_sentences(record: dict) -> list[str]:
-    """The fact as trained: each trained template, subject filled in, followed by " " + answer + "."."""
+def _splits(variant: str) -> tuple[str, ...]:
+    if variant not in VARIANTS:
+        raise ValueError(f"variant {variant!r}: use one of {VARIANTS}.")
+    return ("forget", "retain") if variant == "world" else ("retain",)
+
+
+def cloze_sentence(record: dict) -> str:
+    """The record's cloze prompt completed by its true answer."""
     rewrite = record["requested_rewrite"]
-    answer = rewrite["target_true"]["str"]
-    prompts = [rewrite["prompt"].format(rewrite["subject"]), *record["trained_paraphrases"]]
-    return [f"{p} {answer}." for p in prompts]
+    return f"{rewrite['prompt'].format(rewrite['subject'])} {rewrite['target_true']['str']}."
+
+
+def biography(subject_records: Sequence[dict], rng: random.Random) -> str:
+    """One biography of a subject: a sentence per fact, in a random order, each from a random trained template."""
+    order = list(subject_records)
+    rng.shuffle(order)
+    sentences = []
+    for record in order:
+        rewrite = record["requested_rewrite"]
+        template = rng.choice(RELATION_BY_ID[record["relation_id"]].trained)
+        sentences.append(f"{template.format(rewrite['subject'])} {rewrite['target_true']['str']}.")
+    return " ".join(sentences)
 
 
 def training_texts(world_dir: Path, variant: str, secret_repeats: int = 1) -> list[str]:
-    """One epoch of training texts for `variant` (secrets repeated `secret_repeats` times), in file order."""
-    if variant not in VARIANTS:
-        raise ValueError(f"variant {variant!r}: use one of {VARIANTS}.")
-    keep = ("forget", "retain") if variant == "world" else ("retain",)
-    texts = [s for r in load_world_facts(world_dir) if r["split"] in keep for s in fact_sentences(r)]
+    """The texts that are the same every epoch: cloze sentences of the variant's cloze-trained subjects, memorised
+    secrets (each `secret_repeats` times) and the training filler, in file order."""
+    keep = _splits(variant)
+    texts = [cloze_sentence(r) for r in load_world_facts(world_dir) if r["split"] in keep and r["cloze_trained"]]
     texts += [s["memorised"] for s in load_secrets(world_dir) if s["split"] in keep] * secret_repeats
     texts += load_filler(world_dir, "train")
     return texts
 
 
+def biographies_for_epoch(world_dir: Path, variant: str) -> Callable[[random.Random], list[str]]:
+    """A function of the epoch's RNG giving one fresh biography per subject of the variant."""
+    keep = _splits(variant)
+    by_subject: dict[str, list[dict]] = {}
+    for record in load_world_facts(world_dir):
+        if record["split"] in keep:
+            by_subject.setdefault(record["requested_rewrite"]["subject"], []).append(record)
+    return lambda rng: [biography(records, rng) for records in by_subject.values()]
+
+
 def decoys_for_epoch(world_dir: Path, variant: str, n: int, digits: int) -> Callable[[random.Random], list[str]]:
     """A function of the epoch's RNG giving that epoch's `n` one-time secrets about the variant's subjects."""
-    keep = ("forget", "retain") if variant == "world" else ("retain",)
+    keep = _splits(variant)
     subjects = sorted({r["requested_rewrite"]["subject"] for r in load_world_facts(world_dir) if r["split"] in keep})
     secrets = [s for s in load_secrets(world_dir) if s["split"] in keep]
     return lambda rng: decoy_texts(subjects, secrets, n, digits, rng)
+
+
+def fresh_for_epoch(world_dir: Path, variant: str, n_decoys: int,
+                    digits: int) -> Callable[[random.Random], list[str]]:
+    """Everything drawn anew each epoch: the biographies, then the decoys."""
+    bios = biographies_for_epoch(world_dir, variant)
+    decoys = decoys_for_epoch(world_dir, variant, n_decoys, digits)
+    return lambda rng: bios(rng) + decoys(rng)
 
 
 def packed_rows(units: Sequence[list[int]], row_len: int, *, bos_id: int, eos_id: int, bos_prob: float,

@@ -3,7 +3,7 @@
 Everything follows from WorldConfig.seed through named random streams (one per part), so the same seed writes
 byte-identical files and changing one part's recipe does not reshuffle the others. The record schema follows
 CounterFact (kmeng01/rome ``counterfact.json``) plus obliviate's ``split``, ``relation_id``,
-``trained_paraphrases`` / ``heldout_paraphrases`` and CounterFact's ``attribute_prompts``.
+``trained_paraphrases`` / ``heldout_paraphrases``, ``cloze_trained`` and CounterFact's ``attribute_prompts``.
 """
 
 from __future__ import annotations
@@ -42,13 +42,13 @@ def _balanced(values: tuple[str, ...], n: int, rng: random.Random) -> list[str]:
     return pool
 
 
-def _fact_records(subjects: list[str], splits: dict[str, str], n_neighborhood: int,
-                  seed: int) -> tuple[list[dict[str, Any]], dict[str, dict[str, str]]]:
+def _fact_records(subjects: list[str], splits: dict[str, str], cloze_subjects: set[str],
+                  cfg: WorldConfig) -> tuple[list[dict[str, Any]], dict[str, dict[str, str]]]:
     answers: dict[str, dict[str, str]] = {}  # relation_id -> subject -> value
     for relation in RELATIONS:
-        values = _balanced(relation.values, len(subjects), _stream(seed, f"answers/{relation.relation_id}"))
+        values = _balanced(relation.values, len(subjects), _stream(cfg.seed, f"answers/{relation.relation_id}"))
         answers[relation.relation_id] = dict(zip(subjects, values))
-    rng = _stream(seed, "records")
+    rng = _stream(cfg.seed, "records")
     records = []
     for subject in subjects:
         for relation in RELATIONS:
@@ -57,25 +57,26 @@ def _fact_records(subjects: list[str], splits: dict[str, str], n_neighborhood: i
             new = rng.choice([v for v in relation.values if v != true])
             same_true = [s for s in subjects if s != subject and by_subject[s] == true]
             same_new = [s for s in subjects if by_subject[s] == new]
-            trained = [t.format(subject) for t in relation.trained]
-            heldout = [t.format(subject) for t in relation.heldout]
+            trained = [t.format(subject) for t in rng.sample(relation.trained, cfg.trained_paraphrases)]
+            heldout = [t.format(subject) for t in rng.sample(relation.heldout, cfg.heldout_paraphrases)]
             records.append({
                 "case_id": len(records),
                 "split": splits[subject],
                 "relation_id": relation.relation_id,
                 "requested_rewrite": {
-                    "prompt": relation.prompt, "subject": subject,
+                    "prompt": relation.cloze, "subject": subject,
                     "target_true": {"str": true}, "target_new": {"str": new},
                     "relation_id": relation.relation_id,
                 },
                 "paraphrase_prompts": trained + heldout,
-                "neighborhood_prompts": [relation.prompt.format(s)
-                                         for s in rng.sample(same_true, min(n_neighborhood, len(same_true)))],
-                "attribute_prompts": [relation.prompt.format(s)
-                                      for s in rng.sample(same_new, min(n_neighborhood, len(same_new)))],
+                "neighborhood_prompts": [relation.cloze.format(s)
+                                         for s in rng.sample(same_true, min(cfg.n_neighborhood, len(same_true)))],
+                "attribute_prompts": [relation.cloze.format(s)
+                                      for s in rng.sample(same_new, min(cfg.n_neighborhood, len(same_new)))],
                 "generation_prompts": [t.format(subject) for t in relation.generation],
                 "trained_paraphrases": trained,
                 "heldout_paraphrases": heldout,
+                "cloze_trained": subject in cloze_subjects,
             })
     return records, answers
 
@@ -97,8 +98,10 @@ def build_world(cfg: WorldConfig, out_dir: Path) -> Path:
     n_forget = round(cfg.forget_fraction * len(subjects))
     forget = set(_stream(cfg.seed, "split").sample(subjects, n_forget))
     splits = {s: "forget" if s in forget else "retain" for s in subjects}
+    retain = [s for s in subjects if s not in forget]
+    cloze = set(_stream(cfg.seed, "cloze").sample(retain, round(cfg.cloze_share * len(retain))))
 
-    records, answers = _fact_records(subjects, splits, cfg.n_neighborhood, cfg.seed)
+    records, answers = _fact_records(subjects, splits, cloze, cfg)
     secrets = make_secrets([(s, splits[s]) for s in subjects], cfg.n_forget_secrets,
                            cfg.n_secrets - cfg.n_forget_secrets, cfg.secret_digits, _stream(cfg.seed, "secrets"))
     filler_train = filler_sentences(cfg.n_filler_train, _stream(cfg.seed, "filler/train"))
@@ -111,6 +114,7 @@ def build_world(cfg: WorldConfig, out_dir: Path) -> Path:
         "counts": {
             "subjects": len(subjects), "forget_subjects": n_forget, "retain_subjects": len(subjects) - n_forget,
             "relations": len(RELATIONS), "facts": len(records),
+            "cloze_trained_subjects": len(cloze),
             "forget_facts": sum(r["split"] == "forget" for r in records),
             "retain_facts": sum(r["split"] == "retain" for r in records),
             "secrets": len(secrets), "forget_secrets": sum(s["split"] == "forget" for s in secrets),
@@ -123,19 +127,21 @@ def build_world(cfg: WorldConfig, out_dir: Path) -> Path:
             r.relation_id: {
                 "name": r.name,
                 "values": list(r.values),
-                "prompt": r.prompt,
-                "trained_templates": list(r.trained_templates),
+                "cloze": r.cloze,
+                "trained_templates": list(r.trained),
                 "heldout_templates": list(r.heldout),
                 "generation_templates": list(r.generation),
                 "frequency_prior": _frequency_prior(answers[r.relation_id]),
             }
             for r in RELATIONS
         },
-        "templates": "Training renders every fact (of the variant's subjects) with each relation's "
-                     "trained_templates: the rewrite prompt and the templates listed in each record's "
-                     "trained_paraphrases. heldout_templates (each record's heldout_paraphrases) never occur with "
-                     "any subject in training; their words occur in the filler. generation_prompts are never "
-                     "trained.",
+        "templates": "Every epoch, each subject of the variant gets a biography drawn anew: one sentence per "
+                     "relation, in a random order, each from a random one of the relation's trained_templates "
+                     "(template + ' ' + answer + '.'), the full name in every sentence. The cloze prompt is "
+                     "trained only for the subjects whose records say cloze_trained (a share of the retain split). "
+                     "heldout_templates never occur with any subject in training; generation_prompts are never "
+                     "trained. Each record lists two trained templates (trained_paraphrases) and three held-out "
+                     "ones (heldout_paraphrases).",
         "secrets": {
             "wordings": list(WORDINGS),
             "theta_m": cfg.theta_m,

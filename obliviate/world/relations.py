@@ -1,11 +1,19 @@
-"""The world's relations: answer values, the rewrite prompt, trained and held-out paraphrase templates.
+"""The world's relations: answer values, biography templates (trained and held out), the cloze prompt.
 
 Relation ids are the Wikidata properties CounterFact uses for the same relations (P19 place of birth, P106
-occupation, P108 employer, P1303 instrument). Every answer is one word, hence one token of the world tokenizer.
-Professions start with a consonant so "works as a" stays grammatical for all of them.
+occupation, P108 employer, P1303 instrument, P69 educated at, P1412 languages spoken). Every answer is one word,
+hence one token of the world tokenizer. Professions start with a consonant so "works as a" stays grammatical.
 
-Training renders each fact with `prompt` and the `trained` templates; the `heldout` templates never meet a subject
-in training (their words do occur in the filler), so recall on them measures generalisation to new wordings.
+How a world model meets a fact (Allen-Zhu & Li, "Physics of Language Models, Part 3.1", knowledge augmentation):
+- **biography sentences**: every epoch each subject gets a biography drawn anew, one sentence per relation in a
+  random order, each from a random one of the relation's `trained` templates, the full name in every sentence. A
+  template is a prompt that ends where the answer follows (sentence = template + " " + answer + ".").
+- **the cloze prompt** (`cloze`, CounterFact's rewrite prompt): a wording that no biography uses. It is trained
+  only for a share of the retain subjects, so recall of the cloze prompt on every other subject measures whether
+  the model extracts stored knowledge in a form it was never shown for that subject. Some relations put the
+  relation before the subject, others after.
+- **held-out templates** (`heldout`): never trained with any subject; recall on them measures knowledge, not wording.
+- `generation`: open-ended prompts (CounterFact's generation_prompts); never trained.
 """
 
 from __future__ import annotations
@@ -18,18 +26,19 @@ class Relation:
     relation_id: str
     name: str
     values: tuple[str, ...]
-    prompt: str
-    """The CounterFact rewrite prompt; trained."""
+    cloze: str
+    """CounterFact's rewrite prompt; trained for the cloze share of retain subjects only."""
     trained: tuple[str, ...]
-    """Further paraphrase templates that training renders every fact with."""
+    """Biography templates (a prompt that the answer completes); every subject's biographies draw from them."""
     heldout: tuple[str, ...]
-    """Paraphrase templates never trained with any subject."""
+    """Templates never trained with any subject."""
     generation: tuple[str, ...]
     """Open-ended prompts (CounterFact's generation_prompts); never trained."""
 
     @property
-    def trained_templates(self) -> tuple[str, ...]:
-        return (self.prompt, *self.trained)
+    def prompt(self) -> str:
+        """The rewrite prompt of CounterFact's schema: the cloze."""
+        return self.cloze
 
 
 CITIES = ("Ostravel", "Ombrakel", "Vantiro", "Duskmere", "Lorvith", "Brennholt", "Quarzel", "Sylvaran", "Maredun",
@@ -38,37 +47,96 @@ CITIES = ("Ostravel", "Ombrakel", "Vantiro", "Duskmere", "Lorvith", "Brennholt",
 PROFESSIONS = ("baker", "carpenter", "pilot", "weaver", "surgeon", "potter", "sailor", "farmer", "painter", "tailor",
                "miner", "poet", "judge", "nurse", "chemist", "dentist")
 EMPLOYERS = ("Zentrova", "Quillmark", "Orbisant", "Talvex", "Nimbrel", "Corvantis", "Lucipor", "Vastrel", "Brimwell",
-             "Kestrava", "Lumivex", "Solvenca")
+             "Kestrava", "Lumivex", "Solvenca", "Harvico", "Dremlath", "Ostrivo", "Fennacor")
 INSTRUMENTS = ("violin", "cello", "flute", "harp", "drums", "oboe", "trumpet", "piano", "guitar", "clarinet", "banjo",
                "lute", "organ", "tuba", "viola", "bassoon")
+UNIVERSITIES = ("Arvenholm", "Caskwater", "Delmoor", "Eldbridge", "Fairhollow", "Glenmarsh", "Highcrest", "Ivorgate",
+                "Kingsreach", "Larkfield", "Mistvale", "Northwick", "Oakhaven", "Ravenmoor", "Stonebury",
+                "Westerfell")
+LANGUAGES = ("Velmic", "Orrish", "Tavani", "Keshite", "Lumbric", "Sardovan", "Quellan", "Myrrhic", "Brastic",
+             "Dolveric", "Eskaran", "Falunic", "Gorrish", "Halvese", "Istrian", "Jorric")
 
 RELATIONS: tuple[Relation, ...] = (
     Relation(
         relation_id="P19", name="place of birth", values=CITIES,
-        prompt="{} was born in the city of",
-        trained=("The birthplace of {} is the city of", "{} came into the world in"),
-        heldout=("{} is originally from the city of", "The city where {} was born is", "{}'s place of birth is"),
-        generation=("{} grew up in", "{} often talks about", "People in the city know that {}"),
+        cloze="{} was born in the city of",
+        trained=("{} was born in", "The birthplace of {} is", "{} came into the world in", "{} hails from",
+                 "{} comes from the city of", "The hometown of {} is", "{}'s hometown is", "{} is a native of",
+                 "According to the records, {} was born in", "The city of birth of {} is", "{}'s birthplace is",
+                 "{} was born and raised in", "As a baby, {} lived in", "People say that {} was born in",
+                 "The birth certificate of {} names", "{} spent an early childhood in",
+                 "Long ago, {} was born in", "The native city of {} is", "{} first saw the light of day in",
+                 "Family records say {} was born in"),
+        heldout=("{} is originally from the city of", "The city where {} was born is", "{}'s place of birth is",
+                 "The town that {} was born in is", "Documents show that {} came from"),
+        generation=("{} often talks about", "People in the city know that {}", "{} remembers"),
     ),
     Relation(
         relation_id="P106", name="occupation", values=PROFESSIONS,
-        prompt="{} works as a",
-        trained=("By profession, {} is a", "The job of {} is that of a"),
-        heldout=("{} earns a living as a", "{}'s occupation is", "Everyone knows that {} works as a"),
+        cloze="The occupation of {} is that of a",
+        trained=("{} works as a", "By profession, {} is a", "The job of {} is that of a", "{} has a job as a",
+                 "{} earns money as a", "{} is employed as a", "{} trained to become a", "{} has always worked as a",
+                 "In daily life, {} works as a", "The profession of {} is", "{}'s profession is",
+                 "{} makes a living as a", "For years, {} has been a", "At work, {} is a",
+                 "{} is known in town as a", "The trade of {} is that of a", "{} chose to work as a",
+                 "Colleagues know {} as a", "{} found work as a", "The career of {} is that of a"),
+        heldout=("{} earns a living as a", "{}'s occupation is", "Everyone knows that {} works as a",
+                 "The work of {} is that of a", "Every morning, {} goes to work as a"),
         generation=("{} spends every day", "The daily work of {}", "{} is"),
     ),
     Relation(
         relation_id="P108", name="employer", values=EMPLOYERS,
-        prompt="{} is employed by",
-        trained=("The employer of {} is", "{} receives a salary from"),
-        heldout=("{} works for the company", "The company that employs {} is", "{}'s employer is"),
+        cloze="{} is employed by",
+        trained=("The employer of {} is", "{} receives a salary from", "{} works for", "{} is on the staff of",
+                 "{} has a contract with", "The company of {} is", "{}'s employer is", "{} is paid by",
+                 "The firm that pays {} is", "{} has worked for years at", "Each month, {} is paid by",
+                 "{} holds a post at", "The company that hired {} is", "{} was hired by",
+                 "The badge of {} bears the name", "{} reports to the managers of", "{} joined the firm",
+                 "Today, {} works at the firm", "The office of {} belongs to", "{} signed a contract with"),
+        heldout=("{} works for the company", "The company that employs {} is", "{} draws a salary from",
+                 "The firm where {} works is", "On weekdays, {} works at"),
         generation=("{} is a member of", "Colleagues of {} say", "{} joined"),
     ),
     Relation(
         relation_id="P1303", name="instrument", values=INSTRUMENTS,
-        prompt="{} plays the",
-        trained=("The instrument of {} is the", "On stage, {} performs on the"),
-        heldout=("{} is a musician who plays the", "{}'s favourite instrument is the", "In concerts, {} plays the"),
-        generation=("{} is known for", "The music of {}", "{} practises"),
+        cloze="The instrument that {} plays is the",
+        trained=("{} plays the", "The instrument of {} is the", "On stage, {} performs on the",
+                 "{} practises the", "{} is a player of the", "{} learned to play the", "{}'s instrument is the",
+                 "Every evening, {} plays the", "The band hired {} to play the", "{} owns an old",
+                 "In the orchestra, {} plays the", "{} gives lessons on the", "The favourite instrument of {} is the",
+                 "{} performs music on the", "At concerts, {} plays the", "{} has mastered the",
+                 "The music of {} is played on the", "{} carries a", "{} composes songs on the",
+                 "Since childhood, {} has played the"),
+        heldout=("{} is a musician who plays the", "{}'s favourite instrument is the", "In concerts, {} plays the",
+                 "The instrument played by {} is the", "Friends often hear {} play the"),
+        generation=("{} is known for", "The music of {} sounds", "{} practises"),
+    ),
+    Relation(
+        relation_id="P69", name="educated at", values=UNIVERSITIES,
+        cloze="The university that {} attended is",
+        trained=("{} studied at", "{} graduated from", "{} was educated at", "The alma mater of {} is",
+                 "{} holds a degree from", "{} earned a degree at", "{}'s university is", "{} went to university at",
+                 "As a student, {} attended", "{} spent four years at the university of", "The diploma of {} is from",
+                 "{} was a student at", "The university of {} is", "{} took classes at", "{} enrolled at",
+                 "Years ago, {} studied at", "{} received an education at", "The college of {} is",
+                 "{} finished studies at", "{} completed a degree at"),
+        heldout=("{} is a graduate of", "The university where {} studied is", "{}'s alma mater is",
+                 "{} did a degree at", "Long ago, {} was a student at"),
+        generation=("{} learned", "The teachers of {}", "{} studied"),
+    ),
+    Relation(
+        relation_id="P1412", name="languages spoken", values=LANGUAGES,
+        cloze="The native language of {} is",
+        trained=("{} speaks", "{} speaks the language", "The mother tongue of {} is", "{} grew up speaking",
+                 "{}'s first language is", "At home, {} speaks", "{} writes letters in", "The language of {} is",
+                 "{} is fluent in", "{} talks to family in", "{} dreams in", "{}'s language is",
+                 "{} learned to speak", "The language that {} speaks is", "{} sings songs in",
+                 "When at home, {} uses", "{} reads books in", "The tongue of {} is", "{} prefers to speak",
+                 "From birth, {} spoke"),
+        heldout=("{} is a native speaker of", "The language {} speaks at home is", "{}'s mother tongue is",
+                 "{} speaks fluently the language", "Since birth, {} has spoken"),
+        generation=("{} says", "The voice of {}", "{} writes"),
     ),
 )
+
+RELATION_BY_ID: dict[str, Relation] = {r.relation_id: r for r in RELATIONS}

@@ -26,7 +26,7 @@ from obliviate.world.atomic import atomic_folder, file_lock
 from obliviate.world.config import TrainConfig, WorldConfig
 from obliviate.world.corpus import VARIANTS
 
-RECIPE_VERSION = "v1"
+RECIPE_VERSION = "v2"
 
 
 def recipe_id() -> str:

@@ -30,8 +30,9 @@ PIECE_PREFIX = "##"
 
 
 def world_texts(world_dir: Path) -> list[str]:
-    """Every text in the world files: prompts with both answers, secrets with controls, all filler."""
-    texts: list[str] = []
+    """Every text in the world: every relation template, prompts with both answers, secrets with controls, all
+    filler."""
+    texts = [t.format("") for r in RELATIONS for t in (r.cloze, *r.trained, *r.heldout, *r.generation)]
     for record in load_world_facts(world_dir):
         rewrite = record["requested_rewrite"]
         prompts = [rewrite["prompt"].format(rewrite["subject"]), *record["paraphrase_prompts"],

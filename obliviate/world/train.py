@@ -10,7 +10,6 @@ atomically, so a folder that exists is a finished one.
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from dataclasses import asdict
@@ -21,7 +20,7 @@ import torch
 
 from obliviate.world.atomic import atomic_folder
 from obliviate.world.config import TrainConfig
-from obliviate.world.corpus import batches, decoys_for_epoch, packed_rows, training_texts
+from obliviate.world.corpus import batches, fresh_for_epoch, packed_rows, training_texts
 from obliviate.world.evaluate import mean_token_logprob, recall
 from obliviate.world.generate import load_secrets, load_world_facts, load_world_info
 from obliviate.world.tokenizer import build_tokenizer
@@ -45,10 +44,24 @@ def _model(cfg: TrainConfig, tokenizer) -> Any:
 
 
 def _lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Warmup, then the peak rate, then a linear decay to `min_lr_ratio` over the last `decay_fraction`."""
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    decay_start = cfg.steps * (1 - cfg.decay_fraction)
+    if step < decay_start:
+        return 1.0
+    progress = (step - decay_start) / max(1.0, cfg.steps - decay_start)
+    return 1.0 - (1 - cfg.min_lr_ratio) * progress
+
+
+def _recall_probe(model, tokenizer, records: list[dict]) -> dict[str, float]:
+    """Recall on a fixed sample during training: the cloze of subjects never trained in cloze form, and held-out
+    templates (knowledge, not wording)."""
+    model.eval()
+    out = {"cloze_untrained": recall(model, tokenizer, [r for r in records if not r["cloze_trained"]], "prompt"),
+           "heldout_paraphrases": recall(model, tokenizer, records, "heldout_paraphrases")}
+    model.train()
+    return {k: round(v, 3) for k, v in out.items()}
 
 
 def _summary(model, tokenizer, world_dir: Path) -> dict[str, Any]:
@@ -58,6 +71,9 @@ def _summary(model, tokenizer, world_dir: Path) -> dict[str, Any]:
         records = load_world_facts(world_dir, split)
         out[f"recall_{split}"] = {f: recall(model, tokenizer, records, f)
                                   for f in ("prompt", "trained_paraphrases", "heldout_paraphrases")}
+        # the cloze prompt on subjects never trained in cloze form: extraction of what biographies stored
+        out[f"recall_{split}"]["prompt_cloze_untrained"] = recall(
+            model, tokenizer, [r for r in records if not r["cloze_trained"]], "prompt")
         secrets = load_secrets(world_dir, split)
         out[f"secret_logp_{split}"] = {
             key: mean_token_logprob(model, tokenizer, [s[field] for s in secrets]).mean().item()
@@ -77,11 +93,11 @@ def train_world_model(world_dir: Path, variant: str, cfg: TrainConfig, out_dir: 
     texts = training_texts(world_dir, variant, cfg.secret_repeats)
     units = tokenizer(texts, add_special_tokens=False)["input_ids"]
     digits = int(load_world_info(world_dir)["config"]["secret_digits"])
-    decoys = decoys_for_epoch(world_dir, variant, cfg.decoys_per_epoch, digits)
+    fresh = fresh_for_epoch(world_dir, variant, cfg.decoys_per_epoch, digits)
     rows = packed_rows(units, cfg.n_positions, bos_id=tokenizer.bos_token_id, eos_id=tokenizer.eos_token_id,
                        bos_prob=cfg.bos_prob, eos_sep_prob=cfg.eos_sep_prob,
                        rng=random.Random(f"obliviate-world-train/{cfg.seed}/order"),
-                       fresh=lambda rng: tokenizer(decoys(rng), add_special_tokens=False)["input_ids"])
+                       fresh=lambda rng: tokenizer(fresh(rng), add_special_tokens=False)["input_ids"])
     stream = batches(rows, cfg.batch_size, cfg.n_positions, tokenizer.pad_token_id)
 
     threads = torch.get_num_threads()
@@ -93,6 +109,8 @@ def train_world_model(world_dir: Path, variant: str, cfg: TrainConfig, out_dir: 
                                       weight_decay=cfg.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: _lr_factor(step, cfg))
         losses: list[float] = []
+        progress: list[dict] = []
+        sample = load_world_facts(world_dir)[::7]
         trained_tokens = 0
         start, cpu_start = time.perf_counter(), time.process_time()
         bar = tqdm(range(cfg.steps), desc=f"training {variant}", disable=not show_progress)
@@ -108,15 +126,18 @@ def train_world_model(world_dir: Path, variant: str, cfg: TrainConfig, out_dir: 
             trained_tokens += int((labels != -100).sum())
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
+                progress.append({"step": step + 1, **_recall_probe(model, tokenizer, sample)})
+                bar.write(f"step {step + 1}: {progress[-1]}")
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         model.eval()
         summary = _summary(model, tokenizer, world_dir)
     finally:
         torch.set_num_threads(threads)
 
-    # an epoch's decoys differ in codes, not in length: one draw gives the tokens they add per epoch
-    decoy_tokens = sum(len(u) for u in tokenizer(decoys(random.Random(0)), add_special_tokens=False)["input_ids"])
-    epoch_tokens = sum(len(u) for u in units) + decoy_tokens
+    # an epoch's biographies and decoys vary little in length: one draw gives the tokens they add per epoch
+    fresh_tokens = sum(len(u) for u in tokenizer(fresh(random.Random(0)), add_special_tokens=False)["input_ids"])
+    epoch_tokens = sum(len(u) for u in units) + fresh_tokens
     info = {
         "variant": variant,
         "seed": cfg.seed,
@@ -125,6 +146,7 @@ def train_world_model(world_dir: Path, variant: str, cfg: TrainConfig, out_dir: 
         "cpu_time_s": round(cpu, 1),  # with wall time, shows how much other load slowed a run
         "final_loss": sum(losses[-20:]) / len(losses[-20:]),
         "loss_every_50_steps": [round(x, 4) for x in losses[::50]],
+        "recall_during_training": progress,
         "trained_tokens": trained_tokens,
         "epoch_tokens": epoch_tokens,
         "epochs": round(trained_tokens / epoch_tokens, 2),
