@@ -339,8 +339,14 @@ def test_world_trace_matches_reference_and_restoring_helps(world_handle, corrupt
         assert batched[kind].high > batched[kind].low + 0.5  # the corruption removes the known answer
         assert torch.allclose(batched[kind].scores, reference[kind].scores, atol=1e-5, rtol=0), kind
     last = len(batched["resid"].tokens) - 1
-    # restoring the last position's attention output (every layer: the window spans the 4-layer model) brings the
+    # restoring the last position's attention output (every layer: the window spans the 6-layer model) brings the
     # answer back: the subject reaches the answer through attention at the last token
     attn = batched["attn"]
     assert attn.scores[last].max().item() > attn.low + 0.8 * (attn.high - attn.low)
-    assert attn.peak()[1] == last and batched["mlp"].peak()[1] == last
+    # world v2, STR: the MLP that matters sits inside the subject (on the surname head, where the name is first
+    # identified), never at its last token (README: where the world model keeps its facts); with 3σ noise, which
+    # pushes every later state off-distribution, the MLP effect shows only at the prompt's last token
+    start, end = batched["mlp"].subject_range
+    mlp_peak = batched["mlp"].peak()[1]
+    assert attn.peak()[1] == last
+    assert (start <= mlp_peak < end - 1) if corruption == "replace" else mlp_peak == last

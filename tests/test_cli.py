@@ -27,7 +27,7 @@ def test_world_train_help_prints_docstrings_with_percent_signs(capsys):
 
 
 def test_world_train_refuses_options_the_cache_does_not_hold(capsys):
-    assert main(["world", "train", "--steps", "5"]) == 2
+    assert main(["world", "train", "--steps", "50"]) == 2
     assert "--out" in capsys.readouterr().err
 
 

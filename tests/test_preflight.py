@@ -50,7 +50,7 @@ def test_an_unavailable_device_is_a_config_error():
 
 
 def test_a_layer_beyond_the_model_is_an_error_before_locate_runs():
-    config = from_dict(RunConfig, {"edits": [{"method": "rome", "layers": [2, 4]}]})
+    config = from_dict(RunConfig, {"edits": [{"method": "graddiff", "layers": [2, 4]}]})
     check_layers(from_dict(RunConfig, {"edits": [{"method": "rome", "layers": [3]}]}), n_layers=4)
     with pytest.raises(ConfigError, match=r"'edits\[0\].layers\[1\]'.*layers 0 to 3"):
         check_layers(config, n_layers=4)

