@@ -183,7 +183,11 @@ def _stage(command: str, argv: Sequence[str]) -> int:
         usage=f"obliviate {command} [CONFIG] [--out RUN] [--force] [--<field> value ...]")
     args = parser.parse_args(argv)
     config = args.config
-    config.edits = defaults.edits  # YAML-only field (not a flag), so it is carried over by hand
+    # YAML-only fields (not flags) are carried over by hand: without this the YAML's attacks were replaced by the
+    # defaults (the demo audited with quantization it never asked for)
+    config.edits = defaults.edits
+    config.audit.attacks = defaults.audit.attacks
+    config.operating_point = defaults.operating_point
     # flags bypass the YAML checks: rebuild through the loader so every nested range is checked with its path
     config = from_dict(RunConfig, asdict(config))
     from obliviate.preflight import check_run

@@ -153,3 +153,20 @@ def test_compare_prints_the_report_and_a_line_per_method(tmp_path, capsys):
     assert "  memit: 8 erased, 9 suppressed, 111 intact; forget recall 0.87; retain recall 0.94" in lines
     assert "  suppress: 6 erased, 122 suppressed, 0 intact" in lines, "no recall recorded: counts only"
     assert (out / "report.html").is_file() and (out / "table.md").is_file()
+
+
+def test_yaml_only_fields_reach_the_stage(tmp_path, monkeypatch):
+    """audit.attacks and operating_point are YAML-only (no flag); the stage must get the YAML's, not the defaults."""
+    from obliviate import cli
+
+    config_path = tmp_path / "run.yaml"
+    config_path.write_text("model: world\nfacts: world\nsplit: forget\nedits:\n  - {method: memit, goal: erase}\n"
+                           "audit:\n  attacks: [keyword, {name: relearn, params: {steps: 3}}]\n  reference: world-retain\n"
+                           "operating_point: {forget_recall: 0.2, max_retain_drop: 0.05}\n")
+    seen = {}
+    monkeypatch.setattr("obliviate.preflight.check_run", lambda config: [])
+    monkeypatch.setattr(cli, "_stage_entry", lambda name: lambda config, run_dir, force: seen.update(config=config))
+    assert main(["audit", str(config_path), "--out", str(tmp_path / "run")]) == 0
+    config = seen["config"]
+    assert [c if isinstance(c, str) else c.name for c in config.audit.attacks] == ["keyword", "relearn"]
+    assert config.operating_point is not None and config.operating_point.max_retain_drop == 0.05
