@@ -6,9 +6,10 @@ same minus every text about a forget subject: the oracle of a model that never l
 
 Biographies follow Allen-Zhu & Li ("Physics of Language Models, Part 3.1"): drawn anew every epoch, one sentence
 per relation in a random order, each from a random trained template, the full name in every sentence. A model
-that meets each fact in many wordings and orders can no longer answer by completing a memorised sentence; it
-stores the subject's attributes where the name is read (the subject's last token) and reads the asked-for one out
-later — the picture ROME and MEMIT rely on in real language models. One biography per subject per epoch, packed
+that meets each fact in many wordings and orders can no longer answer by completing a memorised sentence, and
+generalises to templates it never saw (measured: 0.71-0.74 against 0.34-0.38 for three fixed sentences per fact).
+The hope was that it would also store the attributes at the subject's last token, as real language models do;
+measured, it does not (it looks them up at the prompt's last token: README). One biography per subject per epoch, packed
 among all other texts in a global shuffle, so two texts about one person rarely share a row (in-context copying
 would stand in for storage).
 
@@ -39,22 +40,22 @@ def _splits(variant: str) -> tuple[str, ...]:
     return ("forget", "retain") if variant == "world" else ("retain",)
 
 
+def _sentence(template: str, record: dict) -> str:
+    """`template` about the record's subject, completed by its true answer."""
+    rewrite = record["requested_rewrite"]
+    return f"{template.format(rewrite['subject'])} {rewrite['target_true']['str']}."
+
+
 def cloze_sentence(record: dict) -> str:
     """The record's cloze prompt completed by its true answer."""
-    rewrite = record["requested_rewrite"]
-    return f"{rewrite['prompt'].format(rewrite['subject'])} {rewrite['target_true']['str']}."
+    return _sentence(record["requested_rewrite"]["prompt"], record)
 
 
 def biography(subject_records: Sequence[dict], rng: random.Random) -> str:
     """One biography of a subject: a sentence per fact, in a random order, each from a random trained template."""
     order = list(subject_records)
     rng.shuffle(order)
-    sentences = []
-    for record in order:
-        rewrite = record["requested_rewrite"]
-        template = rng.choice(RELATION_BY_ID[record["relation_id"]].trained)
-        sentences.append(f"{template.format(rewrite['subject'])} {rewrite['target_true']['str']}.")
-    return " ".join(sentences)
+    return " ".join(_sentence(rng.choice(RELATION_BY_ID[r["relation_id"]].trained), r) for r in order)
 
 
 def training_texts(world_dir: Path, variant: str, secret_repeats: int = 1) -> list[str]:

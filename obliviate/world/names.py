@@ -1,8 +1,10 @@
 """Invented subject names: a given name and a surname, each of two syllables from fixed inventories.
 
 Syllables are shared across many names, so no single token identifies a subject. Surnames are unique per subject
-as syllable PAIRS (head + tail), while given names repeat: the model must compose the surname's two tokens to
-know whom a prompt is about (as real multi-token subjects require), which is what causal tracing looks for.
+as syllable PAIRS (head + tail), while given names repeat. Measured on world v2: with 200 subjects the given name
+and the surname head already fix almost every subject, so the model identifies the person on the surname head
+(the STR trace's MLP peak sits there) and the tail is predictable; names that complete only at their last token
+were tried and learned about three times slower (README).
 The tokenizer keeps each syllable a token (see tokenizer.py), so a subject spans four tokens, e.g.
 "Vorlak Danthe" → [Vor, ##lak, Dan, ##the].
 """
