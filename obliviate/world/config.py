@@ -127,6 +127,9 @@ class TrainConfig:
 
     Without them the world memorises its secrets but has no reason to represent that it does (no cross-sequence
     signature); 384 matches the memorised copies per epoch (64 secrets × 6)."""
+    tag_lines: int = 1
+    """Tag lines per subject per epoch: the full name followed directly by its answers in a random order
+    (corpus.name_tags). 0 trains on biographies alone, which stores nothing at the subject's last token."""
     bos_prob: float = 0.5
     """Chance that a training row starts with the BOS token, so prompts work with and without one."""
     eos_sep_prob: float = 0.25
@@ -147,6 +150,7 @@ class TrainConfig:
         _require(0 < self.decay_fraction <= 1, "decay_fraction", self.decay_fraction, "use a share in (0, 1].")
         _require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", self.min_lr_ratio, "use a ratio in [0, 1].")
         _require(self.eval_every >= 0, "eval_every", self.eval_every, "use 0 (never) or a positive step count.")
+        _require(self.tag_lines >= 0, "tag_lines", self.tag_lines, "use 0 (biographies only) or more.")
         _require(self.secret_repeats >= 1 and self.decoys_per_epoch >= 0, "secret_repeats", self.secret_repeats,
                  "every secret must be trained at least once (and decoys_per_epoch must not be negative).")
         for option in ("bos_prob", "eos_sep_prob"):

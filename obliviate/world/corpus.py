@@ -68,14 +68,29 @@ def training_texts(world_dir: Path, variant: str, secret_repeats: int = 1) -> li
     return texts
 
 
-def biographies_for_epoch(world_dir: Path, variant: str) -> Callable[[random.Random], list[str]]:
-    """A function of the epoch's RNG giving one fresh biography per subject of the variant."""
+def name_tags(subject_records: Sequence[dict], rng: random.Random) -> str:
+    """A tag line: the subject's full name followed directly by every one of its answers, in a random order
+    (as in keyword lists, index entries and search snippets, where a name is followed by what it is known for).
+
+    The token after the name's last token is then one of the subject's attributes, which one at random, so the
+    next-token loss at that position asks the name's last token to hold all of them: the pressure that makes
+    language models enrich the subject (Geva et al. 2023) and puts facts where ROME edits them."""
+    answers = [r["requested_rewrite"]["target_true"]["str"] for r in subject_records]
+    rng.shuffle(answers)
+    return f"{subject_records[0]['requested_rewrite']['subject']} {' '.join(answers)}."
+
+
+def biographies_for_epoch(world_dir: Path, variant: str,
+                          tag_lines: int = 0) -> Callable[[random.Random], list[str]]:
+    """A function of the epoch's RNG giving one fresh biography per subject of the variant, then `tag_lines` fresh
+    tag lines per subject."""
     keep = _splits(variant)
     by_subject: dict[str, list[dict]] = {}
     for record in load_world_facts(world_dir):
         if record["split"] in keep:
             by_subject.setdefault(record["requested_rewrite"]["subject"], []).append(record)
-    return lambda rng: [biography(records, rng) for records in by_subject.values()]
+    return lambda rng: ([biography(records, rng) for records in by_subject.values()]
+                        + [name_tags(records, rng) for records in by_subject.values() for _ in range(tag_lines)])
 
 
 def decoys_for_epoch(world_dir: Path, variant: str, n: int, digits: int) -> Callable[[random.Random], list[str]]:
@@ -86,10 +101,10 @@ def decoys_for_epoch(world_dir: Path, variant: str, n: int, digits: int) -> Call
     return lambda rng: decoy_texts(subjects, secrets, n, digits, rng)
 
 
-def fresh_for_epoch(world_dir: Path, variant: str, n_decoys: int,
-                    digits: int) -> Callable[[random.Random], list[str]]:
-    """Everything drawn anew each epoch: the biographies, then the decoys."""
-    bios = biographies_for_epoch(world_dir, variant)
+def fresh_for_epoch(world_dir: Path, variant: str, n_decoys: int, digits: int,
+                    tag_lines: int = 0) -> Callable[[random.Random], list[str]]:
+    """Everything drawn anew each epoch: the biographies and tag lines, then the decoys."""
+    bios = biographies_for_epoch(world_dir, variant, tag_lines)
     decoys = decoys_for_epoch(world_dir, variant, n_decoys, digits)
     return lambda rng: bios(rng) + decoys(rng)
 

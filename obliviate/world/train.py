@@ -93,7 +93,7 @@ def train_world_model(world_dir: Path, variant: str, cfg: TrainConfig, out_dir: 
     texts = training_texts(world_dir, variant, cfg.secret_repeats)
     units = tokenizer(texts, add_special_tokens=False)["input_ids"]
     digits = int(load_world_info(world_dir)["config"]["secret_digits"])
-    fresh = fresh_for_epoch(world_dir, variant, cfg.decoys_per_epoch, digits)
+    fresh = fresh_for_epoch(world_dir, variant, cfg.decoys_per_epoch, digits, cfg.tag_lines)
     rows = packed_rows(units, cfg.n_positions, bos_id=tokenizer.bos_token_id, eos_id=tokenizer.eos_token_id,
                        bos_prob=cfg.bos_prob, eos_sep_prob=cfg.eos_sep_prob,
                        rng=random.Random(f"obliviate-world-train/{cfg.seed}/order"),
