@@ -80,12 +80,16 @@ class CollateralReport:
         return out
 
 
+def heldout_path(seed: int = 0) -> Path:
+    """The default held-out text: the world's filler_heldout.txt (the audit certificate hashes it)."""
+    from obliviate.world import ensure_world
+
+    return ensure_world(seed=seed) / "filler_heldout.txt"
+
+
 def heldout_texts(path: str | Path | None = None, *, seed: int = 0, limit: int | None = None) -> list[str]:
     """Non-empty lines of a held-out text file; default: the world's filler_heldout.txt."""
-    if path is None:
-        from obliviate.world import ensure_world
-
-        path = ensure_world(seed=seed) / "filler_heldout.txt"
+    path = heldout_path(seed) if path is None else path
     lines = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
     return lines[:limit] if limit is not None else lines
 

@@ -3,7 +3,8 @@
 For each edit of the run (``edit-<label>/artefact``), writes ``audit-<label>.json``: per target the verdict
 (erased / suppressed / intact) with the attack and figure behind it, per attack the recovery on the edited model and
 on the oracle, collateral damage (neighbourhood NS, retained recall, held-out perplexity) and the representation
-comparison (fresh-probe accuracy and linear CKA per depth, with a PNG).
+comparison (fresh-probe accuracy and linear CKA per depth, with a PNG); and ``audit-<label>/certificate.json``, the
+sha256 of every file it read with its settings and verdicts, which `obliviate verify` checks (audit/certificate.py).
 
 Every attack runs unchanged on the edited model and on the oracle (``audit.reference``, e.g. ``world-retain``);
 audit/verdict.py judges the difference. Without an oracle (SmolLM2), verdicts fall back to the absolute threshold
@@ -43,13 +44,17 @@ def attack_config(config: RunConfig, name: str, params: dict[str, Any], where: s
     return entry.params(params, where=f"{where}.params")
 
 
+def needs_locate(config: RunConfig) -> bool:
+    """Whether an attack reads the locate stage's SAE (sae_restore)."""
+    return any("sae" in ATTACKS.get(name).needs for name in config.audit.attack_names())
+
+
 def audit_inputs(config: RunConfig, edit: EditConfig, run_dir: RunDir) -> dict[str, Any]:
     """What an audit depends on: it reads the edit's artefact (and, for sae_restore, locate's SAE)."""
     from edit.stage import stage_name as edit_stage
 
-    needs_locate = any("sae" in ATTACKS.get(name).needs for name in config.audit.attack_names())
     return stage_inputs(config, audit=config.audit, edit=run_dir.inputs(edit_stage(edit)),
-                        locate=run_dir.inputs("locate") if needs_locate else None)
+                        locate=run_dir.inputs("locate") if needs_locate(config) else None)
 
 
 def edit_operating_point(run_dir: RunDir, edit: EditConfig) -> dict[str, Any] | None:
@@ -67,6 +72,7 @@ def edit_operating_point(run_dir: RunDir, edit: EditConfig) -> dict[str, Any] | 
 
 def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: ModelHandle,
                oracle: ModelHandle | None, force: bool = False) -> dict[str, Any]:
+    from audit.certificate import write_certificate
     from audit.collateral import CollateralConfig, heldout_texts, measure_collateral, sample_facts
     from audit.representation import compare_representations, plot_representation
     from edit.stage import split_targets
@@ -119,6 +125,9 @@ def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mo
                        **by_case[f.case_id].__dict__,
                        "attacks": {name: rows.get(f.case_id) for name, rows in per_attack.items()}}
                       for f in targets]
+    # before the record: a finished audit always has its certificate (a crash between the two re-runs the audit)
+    certificate = write_certificate(config, edit, run_dir, record.targets, base=base, oracle=oracle)
+    record.artefacts.append(run_dir.relative(certificate))
     run_dir.write(record)
     return run_dir.read(stage)
 

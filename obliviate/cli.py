@@ -40,6 +40,7 @@ COMMANDS = {
     "edit": "make each configured edit and measure it (CounterFact ES / PS / NS, recall, perplexity)",
     "audit": "attack each edit and judge every target erased / suppressed / intact (--calibrate: known cases)",
     "compare": "report.html + table.md over finished runs; prints the report's path and one line per method",
+    "verify": "re-hash an audit's certificate.json inputs, re-run the audit, diff the verdicts (exit 0: identical)",
     "world": "build|train|info: the embedded fact world and its two models",
     "models": "list: the model names that load offline",
 }
@@ -213,6 +214,24 @@ def _compare(argv: Sequence[str]) -> int:
     return 0
 
 
+def _verify(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="obliviate verify", description=_description("verify"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=textwrap.fill(
+            "Every audit writes RUN/audit-<edit>/certificate.json, e.g. obliviate verify "
+            "runs/world-demo/audit-memit/certificate.json. Exit 0: every hash matches and the re-run (in a temporary "
+            "folder) gives the same verdicts; 1: a verdict or input differs (a table names each target and field); "
+            "2: a certified file is missing or changed (the error names it and both sha256), or a bad certificate.",
+            100))
+    parser.add_argument("certificate", type=Path, help="An audit's certificate.json (RUN/audit-<edit>/).")
+    parser.add_argument("--tolerance", type=float, default=1e-6,
+                        help="Largest absolute difference of a verdict's figures counted as equal (0: bit-identical; "
+                             "a GPU re-run may need more).")
+    args = parser.parse_args(argv)
+    return int(_stage_entry("verify")(args.certificate, tolerance=args.tolerance))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from obliviate.errors import UserError
 
@@ -243,7 +262,10 @@ def _dispatch(argv: list[str]) -> int:
         return _stage(command, rest)
     if command == "compare":
         return _compare(rest)
-    print(f"obliviate: unknown command {command!r}. Commands: world, models, {', '.join(STAGE_COMMANDS)}, compare.",
+    if command == "verify":
+        return _verify(rest)
+    print(f"obliviate: unknown command {command!r}. Commands: world, models, {', '.join(STAGE_COMMANDS)}, compare, "
+          f"verify.",
           file=sys.stderr)
     return 2
 

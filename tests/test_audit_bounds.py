@@ -36,6 +36,7 @@ def test_bounds_are_range_checked():
 
 
 def test_the_audit_stage_scores_only_the_sample(tmp_path, monkeypatch):
+    import audit.certificate
     import audit.collateral
     import audit.representation
     import audit.stage
@@ -65,6 +66,8 @@ def test_the_audit_stage_scores_only_the_sample(tmp_path, monkeypatch):
     monkeypatch.setattr(audit.collateral, "measure_collateral", collateral)
     monkeypatch.setattr(audit.representation, "compare_representations", representation)
     monkeypatch.setattr(audit.representation, "plot_representation", lambda c, path, title: path)
+    # no model was loaded, so there is nothing to certify (tests/test_certificate.py covers the certificate)
+    monkeypatch.setattr(audit.certificate, "write_certificate", lambda *a, **k: tmp_path / "certificate.json")
 
     # no attack: this test is about the collateral and representation inputs
     config = from_dict(RunConfig, {"audit": {"attacks": [], "max_retain": 30, "max_heldout_texts": 50},

@@ -67,7 +67,7 @@ def test_unknown_command_and_models_list(capsys):
 
 def test_every_stage_command_has_an_entry_point():
     names = {entry.name for entry in metadata.entry_points(group="obliviate.stages")}
-    assert {"locate", "edit", "audit", "run", "compare", "calibrate"} <= names
+    assert {"locate", "edit", "audit", "run", "compare", "calibrate", "verify"} <= names
 
 
 def test_flags_are_range_checked_like_yaml(tmp_path, capsys):
@@ -96,7 +96,7 @@ def test_a_stage_run_out_of_order_is_a_one_line_error(tmp_path, capsys, monkeypa
     assert "no edit.json yet; run `obliviate edit` first" in err and "Traceback" not in err
 
 
-HELP_COMMANDS = [["locate"], ["edit"], ["audit"], ["run"], ["compare"], ["world"], ["world", "build"],
+HELP_COMMANDS = [["locate"], ["edit"], ["audit"], ["run"], ["compare"], ["verify"], ["world"], ["world", "build"],
                  ["world", "train"], ["world", "info"], ["models"]]
 
 
@@ -122,7 +122,7 @@ def test_every_help_opens_with_the_users_path(capsys, argv):
 def test_top_level_help_names_every_command_and_no_internals(capsys):
     out = _help(capsys, [])
     assert out.startswith("obliviate: locate where")
-    for command in ("run", "locate", "edit", "audit", "compare", "world", "models"):
+    for command in ("run", "locate", "edit", "audit", "compare", "verify", "world", "models"):
         assert f"\n  {command} " in out, command
     assert "entry-point" not in out and "entry_points" not in out and "simple-parsing" not in out
 
