@@ -12,8 +12,8 @@ Tasks (``python bench/bench_edit.py <task> --help``):
                    perplexity change, and seconds for the batch.
 
 Every CounterFact figure is printed and written beside its pre-edit value (``counterfact_base`` → ``counterfact``,
-as the edit stage records them): the base model's ES / PS are not 0 and its NS is not 100, so the change is what an
-edit did. NS / NM count the neighbours that share the fact's true answer (CounterFact's); SmolLM2's neighbours are
+as the edit stage records them): before any edit a figure is seldom at its ideal (3 world facts: PS 7, not 0),
+so only the change is what the edit did. NS / NM count the neighbours that share the fact's true answer (CounterFact's); SmolLM2's neighbours are
 other subjects of the relation, scored against their own answers and reported apart as NS / NM same-relation
 (`obliviate.metrics.neighbours`).
 
