@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench notebooks clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,11 @@ test: setup
 
 bench: setup
 	$(PY) bench/run_all.py
+
+# Re-executes notebooks/*.ipynb in place from an empty cache (OBLIVIATE_CACHE=... to reuse one) and records the
+# hash of their code; tests/test_notebooks_fresh.py fails when the code changes without this being re-run.
+notebooks: setup
+	HF_HUB_OFFLINE=1 $(PY) -m obliviate.notebooks notebooks/*.ipynb
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -11,7 +11,7 @@ run folder. Every record whose ``stage`` starts with ``audit`` is one row of the
     recovery_oracle              {attack: mean recovered score on the oracle} (absent without one)
     margins                      {attack: margin}
     collateral                   CollateralReport.to_metrics() (forget/retain recall, NS, NS same-relation,
-                                 perplexity; base/edited/delta)
+                                 perplexity; base/edited/delta; the table shows each NS as base → edited)
     representation               RepresentationComparison.to_metrics() (depths, probe accuracies, CKA per depth)
     operating_point              the edit's operating-point search record (edit/search.py), copied by the audit
                                  stage; absent when no search ran (then the run's edit record is read instead)
@@ -128,8 +128,10 @@ def method_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "ppl_base": collateral.get("heldout_perplexity_base"),
                 "ppl_delta": collateral.get("heldout_perplexity_delta"),
                 "ns": collateral.get("neighborhood_ns_edited"),
+                "ns_base": collateral.get("neighborhood_ns_base"),
                 "ns_delta": collateral.get("neighborhood_ns_delta"),
                 "ns_same_relation": collateral.get("neighborhood_ns_same_relation_edited"),
+                "ns_same_relation_base": collateral.get("neighborhood_ns_same_relation_base"),
                 "representation": metrics.get("representation"),
                 "operating_point": operating_point(run, record),
                 "record": record, "run_dir": run.get("run_dir"),
@@ -173,6 +175,13 @@ def _fmt(value: Any, digits: int = 2, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
+def _before_after(base: Any, edited: Any, digits: int = 1) -> str:
+    """'pre-edit → edited' (a CounterFact figure means little without the base model's own: its NS is not 100)."""
+    if base is None:
+        return _fmt(edited, digits)
+    return f"{_fmt(base, digits)} → {_fmt(edited, digits)}"
+
+
 def _same_relation(rows: Sequence[Mapping[str, Any]]) -> bool:
     """Whether any row has same-relation neighbours (the column is left out otherwise, as in the world's runs)."""
     return any(row["ns_same_relation"] is not None for row in rows)
@@ -201,14 +210,14 @@ def _table_cells(row: Mapping[str, Any], attacks: Sequence[str], same_relation: 
     base, delta = row["ppl_base"], row["ppl_delta"]
     relative = 100 * delta / base if base and delta is not None else None  # the issues' targets are relative
     cells += [_fmt(row["forget_recall"]), _fmt(row["retain_recall"]), _fmt(relative, 1, signed=True),
-              _fmt(row["ns"], 1)]
-    return cells + ([_fmt(row["ns_same_relation"], 1)] if same_relation else [])
+              _before_after(row["ns_base"], row["ns"])]
+    return cells + ([_before_after(row["ns_same_relation_base"], row["ns_same_relation"])] if same_relation else [])
 
 
 def _headers(attacks: Sequence[str], same_relation: bool = False, searched: bool = False) -> list[str]:
     return ["run", "method", *(["knob", "value", "status"] if searched else []), *VERDICTS,
-            *(f"{a} recovery" for a in attacks), "forget recall", "retain recall", "Δ perplexity %", "NS %",
-            *(["NS same-relation %"] if same_relation else [])]
+            *(f"{a} recovery" for a in attacks), "forget recall", "retain recall", "Δ perplexity %",
+            "NS % (base → edited)", *(["NS same-relation % (base → edited)"] if same_relation else [])]
 
 
 def markdown_table(runs: Sequence[Mapping[str, Any]]) -> str:
@@ -398,7 +407,8 @@ def write_report(runs: Sequence[Mapping[str, Any]], out_dir: str | Path, *, titl
                      "Δ perplexity %: held-out perplexity change, (edited − base) / base. NS: CounterFact "
                      "neighbourhood specificity on the targets' neighbours that share their answer; NS "
                      "same-relation (where present): on other subjects of the relation, their own answer "
-                     "against the new one.</p>")
+                     "against the new one. Both are shown as the base model's value → the edited model's: "
+                     "the base's is rarely 100.</p>")
         parts += [_sampling_line(row) for row in rows if row["record"].get("metrics", {}).get("sampled")]
         margins = {a: m for r in rows for a, m in r["margins"].items()}
         if margins:

@@ -6,9 +6,16 @@ Tasks (``python bench/bench_edit.py <task> --help``):
                    to choose the edit layer.
 - ``rome``         ROME rewrites of N SmolLM2 facts the model knows, one edit each, restored between edits:
                    CounterFact ES / PS / NS (mean of per-fact scores, as the reference) and seconds per edit.
+                   ``--model world`` runs the same on the fact world (a quick smoke check with ``--n-facts 3``).
 - ``memit-world``  MEMIT erase of the whole forget split of the `world` model in one batch: forget / retain recall
                    before and after (and the `world-retain` oracle's recall of the forget split), held-out
                    perplexity change, and seconds for the batch.
+
+Every CounterFact figure is printed and written beside its pre-edit value (``counterfact_base`` → ``counterfact``,
+as the edit stage records them): before any edit a figure is seldom at its ideal (3 world facts: PS 7, not 0),
+so only the change is what the edit did. NS / NM count the neighbours that share the fact's true answer (CounterFact's); SmolLM2's neighbours are
+other subjects of the relation, scored against their own answers and reported apart as NS / NM same-relation
+(`obliviate.metrics.neighbours`).
 
 The key statistics (C) are timed on their own (``covariance_s``; ``covariance_cached`` says whether the cache
 already held them), separately from the edits. Results are written as JSON (``--out``).
@@ -40,13 +47,33 @@ from obliviate.results import atomic_write_json, to_jsonable  # noqa: E402
 from obliviate.targets import resolve_facts  # noqa: E402
 
 
-def known_smollm2_facts(handle, n: int, seed: int) -> list:
-    """`n` SmolLM2 facts (seeded sample) whose bare prompt the model completes with the true answer."""
-    facts = resolve_facts("smollm2")
+FACT_SOURCES = {"smollm2-135m": "smollm2", "world": "world"}
+"""The fact set each benched model is asked about."""
+
+# the figures of obliviate.metrics.CounterFactScores (all in %), with the names they are printed under
+FIGURES = {"es": "ES", "ps": "PS", "ns": "NS", "ns_same_relation": "NS same-rel", "s": "S", "em": "EM", "pm": "PM",
+           "nm": "NM", "nm_same_relation": "NM same-rel"}
+
+
+def known_facts(handle, source: str, n: int, seed: int) -> list:
+    """`n` facts of `source` (seeded sample) whose bare prompt the model completes with the true answer."""
+    facts = resolve_facts(source)
     correct = top1_correct(handle, [f.text for f in facts], [f.target_true for f in facts])
     known = [f for f, ok in zip(facts, correct.tolist()) if ok]
     random.Random(seed).shuffle(known)
     return known[:n]
+
+
+def counterfact_figures(handle, fact) -> dict[str, float]:
+    """The CounterFact figures of one fact (NaN for a neighbour kind the fact has none of)."""
+    scores = counterfact_scores(handle, [fact])
+    return {name: getattr(scores, name) for name in FIGURES}
+
+
+def before_after(base: dict[str, float], edited: dict[str, float]) -> str:
+    """Every figure as 'pre-edit→edited', leaving out a neighbour kind the facts have none of (NaN on both)."""
+    shown = [k for k in FIGURES if base[k] == base[k] or edited[k] == edited[k]]
+    return " ".join(f"{FIGURES[k]} {base[k]:.0f}→{edited[k]:.0f}" for k in shown)
 
 
 def timed_covariance(handle, layers: list[int], cfg: CovarianceConfig) -> dict:
@@ -57,44 +84,56 @@ def timed_covariance(handle, layers: list[int], cfg: CovarianceConfig) -> dict:
             "n_tokens": cfg.n_tokens, "corpus": cfg.corpus}
 
 
-def rome_run(handle, facts: list, layer: int, cfg: RomeConfig, templates) -> dict:
+def rome_run(handle, facts: list, layer: int, cfg: RomeConfig, templates, base_scores: dict[int, dict]) -> dict:
+    """One ROME rewrite per fact at `layer`; `base_scores` holds each fact's pre-edit figures by case_id."""
     rows = []
     for i, fact in enumerate(facts):
         result = rome_edit(handle, fact, layer, cfg, goal="rewrite", templates=templates)
         with apply_deltas(handle, result.deltas):
-            scores = counterfact_scores(handle, [fact])
+            scores = counterfact_figures(handle, fact)
             top_new = bool(top1_correct(handle, [fact.text], [fact.target_new])[0])
+        base = base_scores[fact.case_id]
         rows.append({"case_id": fact.case_id, "subject": fact.subject, "target_new": fact.target_new,
-                     "es": scores.es, "ps": scores.ps, "ns": scores.ns, "top1_new": top_new,
+                     "counterfact": scores, "counterfact_base": base, "top1_new": top_new,
                      "edit_s": result.timings["total_s"], "optimise_s": result.timings["optimise_s"],
                      "steps": result.metrics["steps"], "final_loss": result.metrics["final_loss"]})
-        print(f"[{i + 1}/{len(facts)}] L{layer} {fact.text!r} -> {fact.target_new!r}: ES {scores.es:.0f} "
-              f"PS {scores.ps:.0f} NS {scores.ns:.0f} top1 {top_new} ({result.timings['total_s']:.1f}s)",
-              flush=True)
+        print(f"[{i + 1}/{len(facts)}] L{layer} {fact.text!r} -> {fact.target_new!r}: {before_after(base, scores)} "
+              f"top1 {top_new} ({result.timings['total_s']:.1f}s)", flush=True)
+    return {"layer": layer, "n_facts": len(rows), "summary": summarise(rows), "facts": rows}
 
-    def avg(key: str) -> float:
-        values = [r[key] for r in rows if r[key] == r[key]]
-        return float(mean(values)) if values else float("nan")
 
-    summary = {k: avg(k) for k in ("es", "ps", "ns", "edit_s", "optimise_s", "steps")}
+def _nanmean(values) -> float:
+    """Mean of the finite values (a fact without a neighbour kind has NaN there), NaN if none."""
+    finite = [float(v) for v in values if v == v]
+    return float(mean(finite)) if finite else float("nan")
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Means over the facts (CounterFact averages per-fact scores): each figure after the edit and before it."""
+    summary = {name: _nanmean(r["counterfact"][name] for r in rows) for name in FIGURES}
+    summary["base"] = {name: _nanmean(r["counterfact_base"][name] for r in rows) for name in FIGURES}
+    summary.update({k: _nanmean(r[k] for r in rows) for k in ("edit_s", "optimise_s", "steps")})
     summary["top1_new"] = float(mean(r["top1_new"] for r in rows)) * 100
-    return {"layer": layer, "n_facts": len(rows), "summary": summary, "facts": rows}
+    return summary
 
 
 def cmd_rome(args) -> dict:
-    handle = load("smollm2-135m")
-    facts = known_smollm2_facts(handle, args.n_facts, args.seed)
+    handle = load(args.model)
+    facts = known_facts(handle, FACT_SOURCES[args.model], args.n_facts, args.seed)
     layers = [int(x) for x in args.layers.split(",")]
     cov = CovarianceConfig(n_tokens=args.n_tokens)
-    out = {"task": args.task, "model": "smollm2-135m", "threads": torch.get_num_threads(),
+    out = {"task": args.task, "model": args.model, "threads": torch.get_num_threads(),
            "covariance": timed_covariance(handle, layers, cov), "runs": []}
     cfg = RomeConfig(covariance=cov, seed=args.seed)
     start = time.perf_counter()
     templates = rome_templates(handle, cfg)
     out["templates_s"] = time.perf_counter() - start
+    base_scores = {fact.case_id: counterfact_figures(handle, fact) for fact in facts}  # the same at every layer
     for layer in layers:
-        run = rome_run(handle, facts, layer, cfg, templates)
-        print(f"layer {layer}: {json.dumps(run['summary'])}", flush=True)
+        run = rome_run(handle, facts, layer, cfg, templates, base_scores)
+        summary = run["summary"]
+        print(f"layer {layer}: {before_after(summary['base'], summary)} top1_new {summary['top1_new']:.0f}% "
+              f"{summary['edit_s']:.1f} s/edit", flush=True)
         out["runs"].append(run)
     return out
 
@@ -143,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         p = sub.add_parser(name)
         p.add_argument("--layers", default="6", help="comma-separated edit layers")
         p.add_argument("--n-facts", type=int, default=50 if name == "rome" else 8)
+        p.add_argument("--model", default="smollm2-135m", choices=sorted(FACT_SOURCES))
     p = sub.add_parser("memit-world")
     p.add_argument("--first", type=int, default=0, help="first edited block")
     p.add_argument("--last", type=int, default=2, help="last edited block")

@@ -2,7 +2,8 @@
 
 - bench_trace.py: full causal trace of 10 known SmolLM2 facts, batched vs the one-cell-per-forward reference
   (timed on sampled cells, extrapolated), and AtP vs the exact trace (speed, Spearman);
-- bench_edit.py rome: ROME rewrites of 50 known SmolLM2 facts (CounterFact ES / PS / NS, seconds per edit);
+- bench_edit.py rome: ROME rewrites of 50 known SmolLM2 facts (every CounterFact figure beside its pre-edit value,
+  NS same-relation apart; seconds per edit);
 - bench_edit.py memit-world: MEMIT erase of the world's whole forget split in one batch, with the key statistics
   timed apart from the edit.
 

@@ -17,12 +17,15 @@ from locate.logit_lens import LogitLensResult
 
 CMAPS = {"resid": "Purples", "mlp": "Greens", "attn": "Reds"}
 TITLES = {"resid": "single restored layer", "mlp": "restored MLP", "attn": "restored attention"}
+SAVE_DPI = 150
+"""Resolution of the saved PNGs."""
 
 
 def _pyplot():
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "inline" not in matplotlib.get_backend():  # a notebook's kernel shows its figures; elsewhere, files only
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
@@ -40,7 +43,7 @@ def plot_trace(result: TraceResult, path: str | Path | None = None, *, ax=None, 
     plt = _pyplot()
     own = ax is None
     if own:
-        fig, ax = plt.subplots(figsize=(3.5, max(2.0, 0.25 * len(result.tokens) + 1.0)), dpi=150)
+        fig, ax = plt.subplots(figsize=(3.5, max(2.0, 0.25 * len(result.tokens) + 1.0)))
     else:
         fig = ax.figure
     scores = torch.nan_to_num(result.scores, nan=result.low).numpy()
@@ -72,8 +75,7 @@ def plot_fact_traces(results: Mapping[str, TraceResult], path: str | Path | None
     kinds = [k for k in ("resid", "mlp", "attn") if k in results] + \
         [k for k in results if k not in ("resid", "mlp", "attn")]
     n_tokens = len(next(iter(results.values())).tokens)
-    fig, axes = plt.subplots(1, len(kinds), figsize=(3.6 * len(kinds), max(2.2, 0.25 * n_tokens + 1.2)), dpi=150,
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(3.6 * len(kinds), max(2.2, 0.25 * n_tokens + 1.2)), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         plot_trace(results[kind], ax=ax)
     if suptitle:
@@ -87,7 +89,7 @@ def plot_fact_traces(results: Mapping[str, TraceResult], path: str | Path | None
 def plot_logit_lens(results: Sequence[LogitLensResult], path: str | Path | None = None):
     """p(target) per depth at the answer position, one line per prompt; saved as PNG when `path` is given."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3), dpi=150)
+    fig, ax = plt.subplots(figsize=(5, 3))
     for result in results:
         ax.plot(result.probs.numpy(), label=f"{result.target} ({result.case_id})", lw=1)
     ax.set_xlabel("depth (resid_pre of layer; last = final output)", fontsize=7)
@@ -103,8 +105,10 @@ def plot_logit_lens(results: Sequence[LogitLensResult], path: str | Path | None 
 
 
 def _save(fig, path: str | Path) -> None:
-    """Write the PNG via a temp file + rename (a crash never leaves half a figure)."""
+    """Write the PNG via a temp file + rename (a crash never leaves half a figure).
+
+    The file's dpi is fixed here, not on the figure, so that a notebook's inline figure follows its rc (figure.dpi)."""
     from obliviate.results import atomic_save_figure
 
-    atomic_save_figure(fig, Path(path))
+    atomic_save_figure(fig, Path(path), dpi=SAVE_DPI)
     _pyplot().close(fig)

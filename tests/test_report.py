@@ -123,11 +123,13 @@ def test_same_relation_ns_gets_its_own_column_only_where_recorded(tmp_path):
     world = _run(tmp_path, "world")
     assert "NS same-relation %" not in markdown_table([world]), "the world's table keeps its columns"
     run_dir = RunDir(tmp_path / "smollm2")
-    collateral = {"neighborhood_ns_edited": None, "neighborhood_ns_same_relation_edited": 83.0}
+    collateral = {"neighborhood_ns_edited": None, "neighborhood_ns_same_relation_base": 91.0,
+                  "neighborhood_ns_same_relation_edited": 83.0}
     run_dir.write(StageRecord(stage="audit.rome", config={}, metrics={"method": "rome", "collateral": collateral}))
     lines = markdown_table([world, load_run(run_dir.root)]).strip().splitlines()
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     rome = [c.strip() for c in next(line for line in lines if "| rome |" in line).strip("|").split("|")]
     memit = [c.strip() for c in next(line for line in lines if "| memit |" in line).strip("|").split("|")]
-    assert header[-2:] == ["NS %", "NS same-relation %"]
-    assert rome[-2:] == ["–", "83.0"] and memit[-2:] == ["70.0", "–"]
+    assert header[-2:] == ["NS % (base → edited)", "NS same-relation % (base → edited)"]
+    # every NS beside the base model's own (FakeCollateral: 90 → 70); a figure never recorded stays a dash
+    assert rome[-2:] == ["–", "91.0 → 83.0"] and memit[-2:] == ["90.0 → 70.0", "–"]

@@ -22,7 +22,7 @@ from obliviate.results import RunDir, StageRecord  # noqa: E402
 LAMBDA = Knob("mom2_per_d_mlp", 0.01, 100.0, stronger="lower")
 CLAMP = Knob("clamp_norm_factor", 0.25, 16.0)
 BASE_HEADER = ["run", "method", "erased", "suppressed", "intact", "probe recovery", "forget recall",
-               "retain recall", "Δ perplexity %", "NS %"]
+               "retain recall", "Δ perplexity %", "NS % (base → edited)"]
 
 
 def _search(knob: Knob, forget, *, target: float = 0.2, oracle: float | None = 0.1) -> dict:

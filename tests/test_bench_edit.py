@@ -1,0 +1,55 @@
+"""bench/bench_edit.py reports every CounterFact figure beside its pre-edit value, same-relation neighbours apart."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[1] / "bench" / "bench_edit.py"
+_SPEC = importlib.util.spec_from_file_location("bench_edit", _PATH)
+bench_edit = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(bench_edit)
+
+NAN = float("nan")
+
+
+def _figures(**values) -> dict[str, float]:
+    return {name: values.get(name, NAN) for name in bench_edit.FIGURES}
+
+
+def _row(base: dict, edited: dict) -> dict:
+    return {"counterfact_base": base, "counterfact": edited, "top1_new": True, "edit_s": 1.0, "optimise_s": 0.5,
+            "steps": 10}
+
+
+def test_each_figure_is_printed_after_its_pre_edit_value_and_absent_kinds_are_left_out():
+    base = _figures(es=0.0, ps=20.0, ns=100.0, s=0.0, em=-90.0, pm=-60.0, nm=80.0)
+    edited = _figures(es=100.0, ps=60.0, ns=50.0, s=66.7, em=70.0, pm=10.0, nm=5.0)
+    line = bench_edit.before_after(base, edited)
+    assert line == "ES 0→100 PS 20→60 NS 100→50 S 0→67 EM -90→70 PM -60→10 NM 80→5"
+    assert "same-rel" not in line, "a fact without same-relation neighbours has no such figure to print"
+
+
+def test_same_relation_neighbours_are_reported_apart_from_counterfacts_ns():
+    base = _figures(es=0.0, ps=0.0, ns_same_relation=80.0, nm_same_relation=40.0, s=0.0, em=-50.0, pm=-40.0)
+    edited = _figures(es=100.0, ps=100.0, ns_same_relation=60.0, nm_same_relation=20.0, s=85.7, em=50.0, pm=40.0)
+    line = bench_edit.before_after(base, edited)
+    assert "NS same-rel 80→60" in line and "NM same-rel 40→20" in line
+    assert not re.search(r"\bN[SM] -?\d", line), "no same-target neighbour: no CounterFact NS / NM"
+
+
+def test_summary_means_each_figure_before_and_after_over_the_facts_that_have_it():
+    rows = [_row(_figures(es=0.0, ns=100.0), _figures(es=100.0, ns=50.0)),
+            _row(_figures(es=50.0, ns_same_relation=80.0), _figures(es=100.0, ns_same_relation=40.0))]
+    summary = bench_edit.summarise(rows)
+    assert summary["es"] == pytest.approx(100.0) and summary["base"]["es"] == pytest.approx(25.0)
+    # NS reads the first fact only, NS same-relation the second: a NaN is no fact's score, not a zero
+    assert summary["ns"] == pytest.approx(50.0) and summary["base"]["ns"] == pytest.approx(100.0)
+    assert summary["ns_same_relation"] == pytest.approx(40.0)
+    assert summary["base"]["ns_same_relation"] == pytest.approx(80.0)
+    assert math.isnan(summary["nm"]) and math.isnan(summary["base"]["nm"])
+    assert summary["top1_new"] == pytest.approx(100.0)
