@@ -25,7 +25,8 @@ def fast(tmp_path_factory):
     short = {"steps": 2, "batch_size": 4}
     return {"rome": {"steps": 3, "context_lengths": [[3, 1]], "covariance": cov},
             "memit": {"steps": 3, "context_lengths": [[3, 1]], "covariance": cov},
-            "graddiff": short, "npo": short, "simnpo": short, "rmu": short,
+            "graddiff": short, "npo": short, "simnpo": short, "rmu": short, "dpo": short,
+            "idkdpo": {**short, "idk_answers": ["unknown"]},  # the tiny vocabulary spells no longer refusal
             "pga": {"variant": "probe", "max_iter": 200}}
 
 
