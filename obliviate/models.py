@@ -32,6 +32,9 @@ from obliviate.errors import MissingInputError, UserError
 from obliviate.paths import cache_dir
 
 EMBEDDED_MODELS = ("world", "world-retain", "smollm2-135m")
+DERIVED_MANIFEST = "derived_from.json"
+"""A model folder built from another model (e.g. a base plus a merged adapter) names its base here, and the BOS
+convention it inherits (`prepend_bos`), which its tokenizer alone cannot tell."""
 
 
 class ModelNotAvailableError(UserError, RuntimeError):
@@ -134,8 +137,14 @@ def resolve_hf_dir(name: str, *, show_progress: bool = False) -> Path | None:
     return None
 
 
-def default_prepend_bos(name: str, tokenizer: Any) -> bool:
-    """BOS convention per model: SmolLM2's tokenizer adds none, and its facts were checked without one."""
+def default_prepend_bos(name: str, tokenizer: Any, hf_dir: Path | None = None) -> bool:
+    """BOS convention per model: SmolLM2's tokenizer adds none, and its facts were checked without one; a derived
+    folder inherits its base's (`DERIVED_MANIFEST`)."""
+    derived = Path(hf_dir) / DERIVED_MANIFEST if hf_dir is not None else None
+    if derived is not None and derived.is_file():
+        recorded = json.loads(derived.read_text()).get("prepend_bos")
+        if isinstance(recorded, bool):
+            return recorded
     if name == "smollm2-135m":
         return False
     if name in ("world", "world-retain"):
@@ -160,7 +169,7 @@ def load(name: str, *, artefact: str | Path | None = None, device: str = "cpu",
             verify(weights, rebuild=rebuild_command(name, hf_dir))
     tokenizer = AutoTokenizer.from_pretrained(hf_dir)
     hf = _read_weights(name, hf_dir).to(device).eval()
-    bos = default_prepend_bos(name, tokenizer) if prepend_bos is None else prepend_bos
+    bos = default_prepend_bos(name, tokenizer, hf_dir) if prepend_bos is None else prepend_bos
     handle_artefact, interventions = None, []
     if artefact is not None:
         handle_artefact = Path(artefact)

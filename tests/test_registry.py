@@ -46,6 +46,8 @@ def test_every_registered_method_runs_through_the_one_interface(handle, fast):
             "none"} <= set(names)
     weights = {n: p.detach().clone() for n, p in handle.hf.named_parameters()}
     for entry in EDITS:
+        if entry.needs:  # a method that needs a special base (an adapted model, a SISA ensemble) has its own tests
+            continue
         cfg = entry.params(fast.get(entry.name, {}), where=f"{entry.name}.params")
         request = EditRequest(targets=facts[:2], retain=facts[2:], seed=0, secrets=_secrets())
         result = run_method(entry.name, handle, request, cfg)
