@@ -5,7 +5,8 @@ reference locuslab/tofu ``dataloader.py``, loss type ``dpo``) and licong-lin/neg
 (``TOFU/dataloader.py``, ``dpo`` / ``dpo_grad_diff``): the forget answer is the REJECTED response, another
 answer the CHOSEN one, against the frozen model before unlearning (π_ref = the base):
 
-    L_DPO = −(2/β) · mean_i log σ(β · [(log π_θ(c_i|x_i) − log π_θ(r_i|x_i)) − (log π_ref(c_i|x_i) − log π_ref(r_i|x_i))]),
+    L_DPO = −(2/β) · mean_i log σ(β · [(log π_θ(c_i|x_i) − log π_θ(r_i|x_i))
+                                      − (log π_ref(c_i|x_i) − log π_ref(r_i|x_i))]),
 
 log π the SUM of the answer's token log-probabilities. The factor 2/β is the NPO repository's and
 open-unlearning's (``compute_dpo_loss``); TOFU's ``dpo`` omits it (a rescaled learning rate). Plus α · NLL(retain)
@@ -81,7 +82,8 @@ class IdkDPOConfig(DPOConfig):
 def dpo_loss(chosen_nll: Float[torch.Tensor, " batch"], rejected_nll: Float[torch.Tensor, " batch"],
              ref_chosen_nll: Float[torch.Tensor, " batch"], ref_rejected_nll: Float[torch.Tensor, " batch"],
              beta: float) -> torch.Tensor:
-    """−(2/β) mean log σ(β [(log π_c − log π_r) − (log π_ref,c − log π_ref,r)]), log π = −(summed answer NLL)."""
+    """−(2/β) mean log σ(β [(log π_c − log π_r) − (log π_ref,c − log π_ref,r)]), log π = −(summed answer NLL).
+    """
     policy = rejected_nll - chosen_nll
     reference = ref_rejected_nll - ref_chosen_nll
     return -(2.0 / beta) * F.logsigmoid(beta * (policy - reference)).mean()

@@ -186,7 +186,8 @@ def build_adapted_model(base: Any, facts: Sequence[Fact], out_dir: str | Path,
     base_state = base.hf.state_dict()
     with atomic_folder(Path(out_dir)) as tmp:
         peft_model.save_pretrained(tmp / ADAPTER_DIR)  # before the merge, which unwraps the adapter's modules
-        save_file({k: base_state[k].detach().cpu().contiguous() for k in adapted}, str(tmp / ADAPTER_DIR / BASE_WEIGHTS))
+        originals = {k: base_state[k].detach().cpu().contiguous() for k in adapted}
+        save_file(originals, str(tmp / ADAPTER_DIR / BASE_WEIGHTS))
         peft_model.merge_and_unload().save_pretrained(tmp)
         base.tokenizer.save_pretrained(tmp)
         manifest = {"kind": "lora_adapter", "base_model": base_name or base.name, "base_model_hash": base.weights_hash,
