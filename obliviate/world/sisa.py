@@ -33,7 +33,8 @@ import json
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -262,19 +263,15 @@ def _train_shard(out: Path, world_dir: Path, tokenizer: Any, cfg: SISAConfig, pl
         _save_checkpoint(out / f"slice-{r}", model, optimiser, record)
 
 
-def _threads(n: int) -> Any:
-    from contextlib import contextmanager
-
-    @contextmanager
-    def scope():
-        before = torch.get_num_threads()
-        torch.set_num_threads(n)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
-
-    return scope()
+@contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """Train on `n` CPU threads, restoring the caller's setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def train_sisa(out_dir: str | Path, cfg: SISAConfig | None = None) -> Path:
