@@ -32,6 +32,9 @@ from obliviate.errors import MissingInputError, UserError
 from obliviate.paths import cache_dir
 
 EMBEDDED_MODELS = ("world", "world-retain", "smollm2-135m")
+DERIVED_MANIFEST = "derived_from.json"
+"""A model folder built from another model (e.g. a base plus a merged adapter) names its base here, and the BOS
+convention it inherits (`prepend_bos`), which its tokenizer alone cannot tell."""
 
 
 class ModelNotAvailableError(UserError, RuntimeError):
@@ -134,8 +137,14 @@ def resolve_hf_dir(name: str, *, show_progress: bool = False) -> Path | None:
     return None
 
 
-def default_prepend_bos(name: str, tokenizer: Any) -> bool:
-    """BOS convention per model: SmolLM2's tokenizer adds none, and its facts were checked without one."""
+def default_prepend_bos(name: str, tokenizer: Any, hf_dir: Path | None = None) -> bool:
+    """BOS convention per model: SmolLM2's tokenizer adds none, and its facts were checked without one; a derived
+    folder inherits its base's (`DERIVED_MANIFEST`)."""
+    derived = Path(hf_dir) / DERIVED_MANIFEST if hf_dir is not None else None
+    if derived is not None and derived.is_file():
+        recorded = json.loads(derived.read_text()).get("prepend_bos")
+        if isinstance(recorded, bool):
+            return recorded
     if name == "smollm2-135m":
         return False
     if name in ("world", "world-retain"):
@@ -148,8 +157,11 @@ def load(name: str, *, artefact: str | Path | None = None, device: str = "cpu",
     """Load a model by name (see the module docstring), optionally with an edit artefact applied in memory."""
     from transformers import AutoTokenizer
 
+    from obliviate.ensemble import is_sisa_folder, load_ensemble
     from obliviate.tl_wrap import hooked_from_hf
 
+    if is_sisa_folder(name):  # an ensemble (SISA): scored through its averaged probabilities
+        return load_ensemble(name, artefact=artefact, device=device, prepend_bos=prepend_bos)
     hf_dir = resolve_hf_dir(name, show_progress=show_progress)
     if hf_dir is None:
         return _load_from_hub(name, device=device, prepend_bos=prepend_bos, artefact=artefact)
@@ -160,11 +172,11 @@ def load(name: str, *, artefact: str | Path | None = None, device: str = "cpu",
             verify(weights, rebuild=rebuild_command(name, hf_dir))
     tokenizer = AutoTokenizer.from_pretrained(hf_dir)
     hf = _read_weights(name, hf_dir).to(device).eval()
-    bos = default_prepend_bos(name, tokenizer) if prepend_bos is None else prepend_bos
+    bos = default_prepend_bos(name, tokenizer, hf_dir) if prepend_bos is None else prepend_bos
     handle_artefact, interventions = None, []
     if artefact is not None:
         handle_artefact = Path(artefact)
-        interventions = _apply_artefact(hf, handle_artefact, hf_dir)
+        interventions = _apply_artefact(hf, handle_artefact, weights_file_hash(hf_dir))
     tl = hooked_from_hf(hf_dir, hf, tokenizer, prepend_bos=bos, device=device)
     tl.eval()
     if interventions:
@@ -220,8 +232,9 @@ def _load_from_hub(name: str, *, device: str, prepend_bos: bool | None, artefact
     return ModelHandle(name=name, hf_dir=None, hf=hf, tokenizer=tl.tokenizer, tl=tl, prepend_bos=bos)
 
 
-def _apply_artefact(hf: Any, artefact: Path, hf_dir: Path) -> list[Any]:
-    """Replace changed tensors in memory and read saved interventions; checks the artefact's base hash."""
+def _apply_artefact(hf: Any, artefact: Path, base_hash: str) -> list[Any]:
+    """Replace changed tensors in memory and read saved interventions; checks the artefact's base hash against
+    `base_hash` (the weights it is applied to)."""
     from obliviate.hooks import load_interventions
     from obliviate.results import load_tensors
 
@@ -231,10 +244,10 @@ def _apply_artefact(hf: Any, artefact: Path, hf_dir: Path) -> list[Any]:
     if not manifest_path.is_file():
         raise MissingInputError(f"edit artefact {artefact}: no manifest.json; pass the folder `obliviate edit` wrote.")
     manifest = json.loads(manifest_path.read_text())
-    base_hash = manifest.get("base_model_hash")
-    if base_hash and base_hash != weights_file_hash(hf_dir):
-        raise ValueError(f"edit artefact {artefact} was made for base weights {base_hash[:12]}…, but {hf_dir} "
-                         f"hashes to {weights_file_hash(hf_dir)[:12]}…; load the base model it was made for.")
+    made_for = manifest.get("base_model_hash")
+    if made_for and made_for != base_hash:
+        raise ValueError(f"edit artefact {artefact} was made for base weights {made_for[:12]}…, but these weights "
+                         f"hash to {base_hash[:12]}…; load the base model it was made for.")
     tensor_file = manifest.get("changed_tensors")
     if tensor_file:
         state = hf.state_dict()
@@ -257,6 +270,10 @@ def edited_copy(handle: ModelHandle, changed: dict[str, torch.Tensor] | None = N
     The in-memory twin of `load(name, artefact=...)`; the given handle is left exactly as it was.
     """
     import copy
+
+    rebuilt = getattr(handle, "rebuilt", None)
+    if rebuilt is not None:  # an ensemble (obliviate/ensemble.py) rebuilds its own wrappers
+        return rebuilt(changed, interventions, name=name)
 
     from obliviate.hooks import attach_permanently
     from obliviate.tl_wrap import hooked_from_hf

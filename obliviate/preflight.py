@@ -81,7 +81,8 @@ def check_run(config: Any) -> list[Fact]:
     if hf_dir is None:  # a hub name: its tokenizer arrives with the model
         return targets
     tokenizer = AutoTokenizer.from_pretrained(hf_dir)
-    check_facts_fit(every, tokenizer, context_length(hf_dir), prepend_bos=default_prepend_bos(config.model, tokenizer))
+    check_facts_fit(every, tokenizer, context_length(hf_dir),
+                    prepend_bos=default_prepend_bos(config.model, tokenizer, hf_dir))
     model_config = json.loads((Path(hf_dir) / "config.json").read_text())
     n_layers = model_config.get("n_layer", model_config.get("num_hidden_layers"))
     if isinstance(n_layers, int):

@@ -104,7 +104,8 @@ class Entry:
     function: Callable[..., Any]
     spec: Spec = field(default_factory=Spec)
     needs: tuple[str, ...] = ()
-    """Attacks: extra inputs the stage must bind (e.g. "sae", "oracle")."""
+    """Attacks: extra inputs the stage must bind (e.g. "sae", "oracle"). Edits: the kind of base the method needs
+    beyond an ordinary model (e.g. "adapted_model": a folder with a removable adapter)."""
 
     @property
     def doc(self) -> str:

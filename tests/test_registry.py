@@ -25,7 +25,8 @@ def fast(tmp_path_factory):
     short = {"steps": 2, "batch_size": 4}
     return {"rome": {"steps": 3, "context_lengths": [[3, 1]], "covariance": cov},
             "memit": {"steps": 3, "context_lengths": [[3, 1]], "covariance": cov},
-            "graddiff": short, "npo": short, "simnpo": short, "rmu": short,
+            "graddiff": short, "npo": short, "simnpo": short, "rmu": short, "dpo": short,
+            "idkdpo": {**short, "idk_answers": ["unknown"]},  # the tiny vocabulary spells no longer refusal
             "pga": {"variant": "probe", "max_iter": 200}}
 
 
@@ -45,6 +46,8 @@ def test_every_registered_method_runs_through_the_one_interface(handle, fast):
             "none"} <= set(names)
     weights = {n: p.detach().clone() for n, p in handle.hf.named_parameters()}
     for entry in EDITS:
+        if entry.needs:  # a method that needs a special base (an adapted model, a SISA ensemble) has its own tests
+            continue
         cfg = entry.params(fast.get(entry.name, {}), where=f"{entry.name}.params")
         request = EditRequest(targets=facts[:2], retain=facts[2:], seed=0, secrets=_secrets())
         result = run_method(entry.name, handle, request, cfg)

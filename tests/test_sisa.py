@@ -1,0 +1,162 @@
+"""SISA on a tiny config (4 shards × 2 slices, 3 steps a slice, 1-block width-16 constituents) over the fact world:
+the aggregate's logits are the log of the averaged probabilities; unlearning leaves untouched shards bit-identical,
+never shows the retrained shard a forgotten text, and equals training that shard from scratch without the subject;
+an interrupted retrain leaves the old model usable and names the shard to rerun; too many shards is an error
+naming the key."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from obliviate.config import ConfigError, from_dict
+from obliviate.world import sisa
+from obliviate.world.sisa import SISAConfig, UnlearningInterrupted, deal, read_manifest, train_sisa, unlearn
+
+TINY = dict(shards=4, slices=2, steps_per_slice=3, n_layer=1, n_embd=16, n_head=2, batch_size=2, n_positions=96,
+            warmup_steps=1, num_threads=1)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    return train_sisa(tmp_path_factory.mktemp("sisa") / "tiny", SISAConfig(**TINY))
+
+
+def _subject_in(folder: Path, shard: int, slice_index: int) -> str:
+    return read_manifest(folder)["plan"]["subjects"][shard][slice_index][0]
+
+
+def _same_files(a: Path, b: Path) -> bool:
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    return files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) and \
+        all(filecmp.cmp(a / f, b / f, shallow=False) for f in files)
+
+
+def test_the_aggregate_logits_are_the_log_of_the_averaged_probabilities(trained):
+    from transformers import AutoModelForCausalLM
+
+    from obliviate.metrics import recall
+    from obliviate.models import load
+    from obliviate.targets import resolve_facts
+    from obliviate.world.sisa import constituent_dirs
+
+    handle = load(str(trained))
+    tokens = handle.to_tokens(["Belith Jassander was born in the city of", "The city of"])
+    with torch.no_grad():
+        probs = torch.stack([AutoModelForCausalLM.from_pretrained(d)(input_ids=tokens).logits.softmax(-1)
+                             for d in constituent_dirs(trained)]).mean(0)
+        assert torch.allclose(handle.tl(tokens), probs.log(), atol=1e-5)
+        assert torch.allclose(handle.hf(input_ids=tokens).logits, probs.log(), atol=1e-5)
+    assert 0.0 <= recall(handle, resolve_facts("world", split="forget")[:12]) <= 1.0  # scoreable like any model
+
+
+def test_unlearning_retrains_only_the_shard_that_held_the_subject(trained, tmp_path, monkeypatch):
+    forgotten = _subject_in(trained, 1, 1)  # shard 1, slice 1: restart from the slice-0 checkpoint
+    seen: list[str] = []
+    real = sisa.slice_texts
+
+    def recording(world_dir, subjects, filler, repeats):
+        fixed, fresh = real(world_dir, subjects, filler, repeats)
+        seen.extend(fixed + fresh(random.Random(0)))
+        return fixed, fresh
+
+    monkeypatch.setattr(sisa, "slice_texts", recording)
+    record = unlearn(trained, [forgotten], tmp_path / "out")
+    assert record["retrained_shards"] == [1] and record["restart_slice"] == {"1": 1}
+    assert record["retrained_steps"] == 3 and record["full_retrain_steps"] == 24
+    for shard in (0, 2, 3):  # untouched shards: every checkpoint byte for byte
+        for r in (0, 1):
+            part = Path(f"shard-{shard}") / f"slice-{r}"
+            assert _same_files(trained / part, tmp_path / "out" / part)
+    assert _same_files(trained / "shard-1" / "slice-0", tmp_path / "out" / "shard-1" / "slice-0")
+    assert not _same_files(trained / "shard-1" / "slice-1", tmp_path / "out" / "shard-1" / "slice-1")
+    # the retrained slice saw texts, none about the forgotten subject (the same call on the old plan shows it)
+    assert seen and not any(forgotten in text for text in seen)
+    old = read_manifest(trained)["plan"]
+    fixed, fresh = real(_world(), old["subjects"][1][0] + old["subjects"][1][1], [], 1)
+    assert any(forgotten in text for text in fixed + fresh(random.Random(0)))
+    assert forgotten not in sum(read_manifest(tmp_path / "out")["plan"]["subjects"][1], [])
+
+
+def _world() -> Path:
+    from obliviate.world import ensure_world
+
+    return ensure_world(seed=0)
+
+
+def test_retraining_from_the_checkpoint_equals_training_the_reduced_shard_from_scratch(trained, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    forgotten = _subject_in(trained, 2, 1)
+    unlearn(trained, [forgotten], tmp_path / "out")
+    plan = read_manifest(tmp_path / "out")["plan"]
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    tokenizer = AutoTokenizer.from_pretrained(trained / "tokenizer")
+    sisa._train_shard(scratch, _world(), tokenizer, SISAConfig(**TINY), plan, 2, 0, None)
+    got = load_file(str(tmp_path / "out" / "shard-2" / "slice-1" / "model.safetensors"))
+    want = load_file(str(scratch / "slice-1" / "model.safetensors"))
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_an_interrupted_retrain_keeps_the_old_model_and_names_the_shard(trained, tmp_path, monkeypatch):
+    from obliviate.models import load
+
+    first, second = _subject_in(trained, 0, 0), _subject_in(trained, 3, 1)
+    before = load(str(trained))
+    tokens = before.to_tokens(["The city of"])
+    calls: list[int] = []
+    real = sisa.train_slice
+
+    def failing(model, optimiser, tokenizer, world_dir, cfg, shard, slice_index, subjects, filler):
+        calls.append(shard)
+        if shard == 3:
+            raise MemoryError("out of memory")
+        return real(model, optimiser, tokenizer, world_dir, cfg, shard, slice_index, subjects, filler)
+
+    monkeypatch.setattr(sisa, "train_slice", failing)
+    with pytest.raises(UnlearningInterrupted, match=r"stopped in shard 3 .*unchanged and still usable.*resumes at "
+                                                    r"shard 3"):
+        unlearn(trained, [first, second], tmp_path / "out")
+    with torch.no_grad():  # the previous constituents load and predict as before
+        assert torch.equal(load(str(trained)).tl(tokens), before.tl(tokens))
+    with pytest.raises(FileNotFoundError, match="not a finished SISA model.*shard-0"):
+        read_manifest(tmp_path / "out")
+    calls.clear()
+    monkeypatch.setattr(sisa, "train_slice", lambda *a: (calls.append(a[5]), real(*a))[1])
+    record = unlearn(trained, [first, second], tmp_path / "out")
+    assert calls == [3] and record["retrained_now"] == [3]  # shard 0 was finished: the rerun resumed at shard 3
+    assert record["retrained_shards"] == [0, 3]
+
+
+def test_the_sisa_edit_gives_the_unlearned_aggregate(trained, tmp_path):
+    from edit.result import EditRequest, run_method
+    from obliviate.facts import Fact
+    from obliviate.models import edited_copy, load
+    from obliviate.registry import EDITS
+
+    subject = _subject_in(trained, 0, 1)
+    fact = Fact(case_id=0, prompt="{} was born in the city of", subject=subject, target_true="x", target_new="y")
+    handle = load(str(trained))
+    cfg = EDITS.get("sisa").params({"work_dir": str(tmp_path / "u")})
+    result = run_method("sisa", handle, EditRequest(targets=[fact]), cfg)
+    assert result.changed and all(k.startswith("constituents.0.") for k in result.changed)
+    tokens = handle.to_tokens([f"{subject} was born in the city of"])
+    with torch.no_grad():
+        assert torch.allclose(edited_copy(handle, result.changed).tl(tokens), load(str(tmp_path / "u")).tl(tokens),
+                              atol=1e-6)
+        assert not torch.allclose(handle.tl(tokens), load(str(tmp_path / "u")).tl(tokens))
+
+
+def test_more_shards_than_subjects_is_an_error_naming_the_key():
+    with pytest.raises(ConfigError, match=r"'shards'.*201 shards for 200 subjects"):
+        deal(_world(), SISAConfig(**{**TINY, "shards": 201}))
+    with pytest.raises(ConfigError, match=r"'sisa.shards'"):
+        from_dict(SISAConfig, {"shards": 1}, where="sisa")
+    assert json.loads((_world() / "world_info.json").read_text())["config"]["n_subjects"] == 200
