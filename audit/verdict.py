@@ -20,6 +20,14 @@ bounded by that spread, so an excess of several σ is evidence the edited model 
 not; `margin` is a floor for attacks whose oracle scores are (near) constant. audit/calibrate.py measures how the
 verdicts' accuracy on known cases varies with both numbers.
 
+An attack that looks at several *sites* (the re-fit probe: every depth × token position) reports a score per site
+(`AttackResult.sites`), and the verdict takes each target's largest excess over the oracle across the sites the
+edited model and the oracle share, naming the site. Picking the best of S sites inflates the excess by chance, so
+the margin is a max-statistic over the oracle (the Westfall–Young idea): the excesses one never-learned target
+shows over another, max over the sites, ``max_s (o_s(t') − o_s(t))`` for every ordered pair of targets t ≠ t',
+and the margin is their quantile at Φ(spread_k / √2) (floored at `margin`). With one site and normal scores that
+quantile is exactly spread_k × σ, the single-site rule; it can only grow as sites are added.
+
 Without an oracle (e.g. SmolLM2, whose training data cannot be re-run without the facts) the reference is one of:
 a null distribution per attack, with the threshold at its `null_quantile` plus `margin`; or, with no null either,
 the stated absolute threshold `absolute_threshold` (a score above it means "more than that share of the answer came
@@ -89,6 +97,8 @@ class TargetVerdict:
     """oracle, null (quantile of a null distribution) or absolute."""
     excess_by_attack: dict[str, float] = field(default_factory=dict)
     """Every attack's excess on this target (for the report)."""
+    site: str | None = None
+    """Where the attack found the excess (e.g. the probe's depth and position), for attacks that report sites."""
     reason: str = ""
     """The verdict in words (filled in from the figures when not given)."""
 
@@ -98,7 +108,8 @@ class TargetVerdict:
         if self.verdict == "intact":
             self.reason = "still top-1 on its prompt (no attack needed)"
         else:
-            self.reason = (f"{self.attack}: recovered {self.recovered:.3f} vs {self.reference_kind} "
+            where = f" at {self.site}" if self.site else ""
+            self.reason = (f"{self.attack}{where}: recovered {self.recovered:.3f} vs {self.reference_kind} "
                            f"{self.reference:.3f} (excess {self.excess:+.3f}, margin {self.margin:.3f})")
 
 
@@ -122,7 +133,7 @@ class VerdictSet:
     def to_records(self) -> list[dict]:
         return [{"case_id": t.case_id, "verdict": t.verdict, "attack": t.attack, "recovered": t.recovered,
                  "reference": t.reference, "excess": t.excess, "margin": t.margin,
-                 "reference_kind": t.reference_kind, "reason": t.reason, "excess_by_attack": t.excess_by_attack}
+                 "reference_kind": t.reference_kind, "site": t.site, "reason": t.reason, "excess_by_attack": t.excess_by_attack}
                 for t in self.targets]
 
 
@@ -170,26 +181,37 @@ def judge(case_ids: Sequence[int], recalled: Mapping[int, bool], edited: Sequenc
     model does not know, used only when `oracle` is None.
     """
     reference, margins, kind = _references(case_ids, edited, oracle, null, config)
+    sites: dict[str, dict[str, Mapping[int, float]]] = {}
+    if kind == "oracle":
+        by_name = {r.attack: r for r in oracle}
+        for result in edited:
+            shared = shared_sites(result, by_name[result.attack])
+            if shared:
+                sites[result.attack] = {"edited": {s: _sites(result)[s] for s in shared},
+                                        "oracle": {s: _sites(by_name[result.attack])[s] for s in shared}}
+                margins[result.attack] = max(config.margin, site_margin(sites[result.attack]["oracle"], case_ids,
+                                                                        config))
     verdicts = []
     for case_id in case_ids:
         if recalled.get(case_id, False):
             verdicts.append(TargetVerdict(case_id, "intact", None, 1.0, None, None, None, kind))
             continue
-        rows = []  # (excess − margin, attack, score, reference, excess)
+        rows = []  # (excess − margin, attack, score, reference, excess, site)
         for result in edited:
-            score = result.recovered.get(case_id)
-            base = reference[result.attack].get(case_id)
-            if not (_finite(score) and _finite(base)):
-                continue
-            excess = float(score) - float(base)
-            rows.append((excess - margins[result.attack], result.attack, float(score), float(base), excess))
+            for site, score, base in _site_scores(result, reference[result.attack], sites.get(result.attack),
+                                                  case_id):
+                excess = score - base
+                rows.append((excess - margins[result.attack], result.attack, score, base, excess, site))
         if not rows:
             raise ValueError(f"judge: target {case_id} is not recalled and no attack scored it (attacks "
                              f"{[r.attack for r in edited]}); run at least one attack on every target.")
-        best = max(rows)
+        best = max(rows, key=lambda row: row[:5])  # ties broken as before sites existed
         verdict: Verdict = "suppressed" if best[0] > 0 else "erased"
+        by_attack: dict[str, float] = {}
+        for row in rows:
+            by_attack[row[1]] = max(by_attack.get(row[1], -math.inf), row[4])
         verdicts.append(TargetVerdict(case_id, verdict, best[1], best[2], best[3], best[4], margins[best[1]], kind,
-                                      excess_by_attack={r[1]: r[4] for r in rows}))
+                                      excess_by_attack=by_attack, site=best[5]))
     return VerdictSet(verdicts, margins, kind, config)
 
 
@@ -220,6 +242,46 @@ def _references(case_ids: Sequence[int], edited: Sequence[AttackScores], oracle:
     # absolute: "score > absolute_threshold" written as excess over 0 beating a margin of the threshold
     return ({n: {c: 0.0 for c in case_ids} for n in names}, {n: config.absolute_threshold for n in names},
             "absolute")
+
+
+def _sites(result: AttackScores) -> Mapping[str, Mapping[int, float]]:
+    return getattr(result, "sites", None) or {}
+
+
+def shared_sites(edited: AttackScores, oracle: AttackScores) -> list[str]:
+    """The sites both runs of an attack report (in the edited run's order); empty for single-site attacks."""
+    theirs = _sites(oracle)
+    return [site for site in _sites(edited) if site in theirs]
+
+
+def site_margin(oracle_sites: Mapping[str, Mapping[int, float]], case_ids: Sequence[int], config: VerdictConfig
+                ) -> float:
+    """The max-statistic margin of a several-site attack (module docstring): the Φ(spread_k / √2) quantile over
+    ordered target pairs t ≠ t' of max over sites of o_s(t') − o_s(t), from the oracle's per-site scores."""
+    names = list(oracle_sites)
+    kept = [c for c in case_ids if all(_finite(oracle_sites[s].get(c)) for s in names)]
+    if len(kept) < 2 or not names:
+        return 0.0
+    scores = np.array([[float(oracle_sites[s][c]) for s in names] for c in kept])  # target site
+    excess = (scores[None, :, :] - scores[:, None, :]).max(-1)  # [t, t'] = max_s o_s(t') − o_s(t)
+    pairs = excess[~np.eye(len(kept), dtype=bool)]
+    quantile = 0.5 * (1.0 + math.erf(config.spread_k / 2.0))  # Φ(k / √2)
+    return float(np.quantile(pairs, quantile))
+
+
+def _site_scores(result: AttackScores, reference: Mapping[int, float],
+                 sites: Mapping[str, Mapping[str, Mapping[int, float]]] | None, case_id: int
+                 ) -> list[tuple[str | None, float, float]]:
+    """(site, score, reference) pairs of one target under one attack: per shared site, else the headline."""
+    if sites is None:
+        score, base = result.recovered.get(case_id), reference.get(case_id)
+        return [(None, float(score), float(base))] if _finite(score) and _finite(base) else []
+    pairs = []
+    for site, scores in sites["edited"].items():
+        score, base = scores.get(case_id), sites["oracle"][site].get(case_id)
+        if _finite(score) and _finite(base):
+            pairs.append((site, float(score), float(base)))
+    return pairs
 
 
 def _finite(value: float | None) -> bool:
