@@ -300,6 +300,11 @@ class AttackContext:
         return self.sae
 
 
+def fact_sentence(fact: Fact) -> str:
+    """The fact as the world states it: its prompt completed by its answer and a full stop."""
+    return f"{fact.text} {fact.target_true}."
+
+
 def retain_texts(context: AttackContext, targets: Sequence[Fact]) -> list[Fact]:
     """The retained facts of `context` (or the pool's facts about other subjects), never a target's subject."""
     subjects = {f.subject for f in targets}

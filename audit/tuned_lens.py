@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from jaxtyping import Float
 
-from audit.attack_result import AttackContext, AttackResult, retain_texts
+from audit.attack_result import AttackContext, AttackResult, fact_sentence, retain_texts
 from audit.base_lens import check_same_width
 from audit.logit_lens_attack import Decoder, LogitLensConfig, head_logits, run_logit_lens
 from obliviate.facts import Fact
@@ -101,7 +101,7 @@ class TunedLens:
 
 def lens_texts(facts: Sequence[Fact], max_texts: int, seed: int) -> list[str]:
     """Each fact's prompt completed by its answer (the world's cloze sentence), a seeded sample of `max_texts`."""
-    texts = [f"{fact.text} {fact.target_true}." for fact in facts]
+    texts = [fact_sentence(fact) for fact in facts]
     if len(texts) > max_texts:
         texts = random.Random(seed).sample(texts, max_texts)
     return texts

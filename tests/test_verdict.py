@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from audit.verdict import VerdictConfig, attack_margins, judge
+from audit.verdict import VerdictConfig, attack_margins, judge, site_margin
 
 
 @dataclass
@@ -87,3 +87,50 @@ def test_without_an_oracle_the_null_or_the_absolute_threshold_decides():
 def test_missing_oracle_attack_is_an_error():
     with pytest.raises(ValueError, match="oracle was not attacked"):
         judge([0], {}, [Scores("probe", {0: 0.5})], [Scores("keyword", {0: 0.1})])
+
+
+@dataclass
+class SiteScores:
+    attack: str
+    recovered: dict[int, float]
+    sites: dict[str, dict[int, float]]
+
+
+def _site_oracle(rng: np.random.Generator, n_sites: int, n: int = 40) -> dict[str, dict[int, float]]:
+    return {f"depth {d}": {c: float(np.clip(0.1 + 0.05 * rng.standard_normal(), 0, 1)) for c in range(n)}
+            for d in range(n_sites)}
+
+
+def test_several_sites_take_the_largest_excess_and_name_its_site():
+    rng = np.random.default_rng(3)
+    cases = list(range(40))
+    oracle_sites = _site_oracle(rng, 7)
+    edited_sites = {s: dict(v) for s, v in oracle_sites.items()}
+    edited_sites["depth 5"][3] = 0.9  # one depth holds target 3; the headline (another depth) does not
+    edited_sites["depth 2"][3] = oracle_sites["depth 2"][3] + 0.3
+    headline = dict(oracle_sites["depth 6"])
+    edited = [SiteScores("probe", headline, edited_sites)]
+    oracle = [SiteScores("probe", dict(oracle_sites["depth 6"]), oracle_sites)]
+    verdicts = judge(cases, {}, edited, oracle).by_case()
+    assert verdicts[3].verdict == "suppressed" and verdicts[3].site == "depth 5"
+    assert verdicts[3].excess == pytest.approx(0.9 - oracle_sites["depth 5"][3])
+    assert "at depth 5" in verdicts[3].reason
+    assert all(verdicts[c].verdict == "erased" for c in cases if c != 3)
+    # the headline alone (no sites) misses it
+    plain = judge(cases, {}, [Scores("probe", headline)], [Scores("probe", dict(oracle_sites["depth 6"]))])
+    assert plain.by_case()[3].verdict == "erased"
+
+
+def test_the_site_margin_grows_with_the_number_of_sites():
+    rng = np.random.default_rng(4)
+    cases = list(range(40))
+    sites = _site_oracle(rng, 12)
+    config = VerdictConfig()
+    margins = [site_margin({s: sites[s] for s in list(sites)[:k]}, cases, config) for k in (1, 2, 4, 12)]
+    assert all(a <= b for a, b in zip(margins, margins[1:])) and margins[-1] > 1.2 * margins[0]
+    # with one site it is the single-site rule's spread_k × σ (normal scores; σ = 0.05)
+    assert margins[0] == pytest.approx(config.spread_k * 0.05, rel=0.25)
+    # and it is the margin the verdict uses
+    edited = [SiteScores("probe", sites["depth 0"], sites)]
+    assert judge(cases, {}, edited, [SiteScores("probe", sites["depth 0"], sites)]).margins["probe"] == \
+        pytest.approx(max(config.margin, margins[-1]))
