@@ -22,11 +22,14 @@ verdicts' accuracy on known cases varies with both numbers.
 
 An attack that looks at several *sites* (the re-fit probe: every depth × token position) reports a score per site
 (`AttackResult.sites`), and the verdict takes each target's largest excess over the oracle across the sites the
-edited model and the oracle share, naming the site. Picking the best of S sites inflates the excess by chance, so
-the margin is a max-statistic over the oracle (the Westfall–Young idea): the excesses one never-learned target
-shows over another, max over the sites, ``max_s (o_s(t') − o_s(t))`` for every ordered pair of targets t ≠ t',
-and the margin is their quantile at Φ(spread_k / √2) (floored at `margin`). With one site and normal scores that
-quantile is exactly spread_k × σ, the single-site rule; it can only grow as sites are added.
+edited model and the oracle share, less that site's margin, and names the site. Picking the best of S sites
+inflates the excess by chance, so each site's margin is the single-site rule with the spread factor corrected for
+S sites (Šidák): ``max(margin, k_S × σ_s)``, σ_s the oracle's spread at that site, and k_S such that the
+largest of S independent normal paired differences passes with the probability one difference passes spread_k σ:
+``k_S = √2 · Φ⁻¹(1 − (1 − Φ(spread_k / √2)) / S)`` — k_1 = spread_k, and k_S grows with S (k_14 ≈ 4.3 for
+spread_k = 3). Why not the empirical max-statistic over the oracle's target pairs: the oracle's per-site scores
+are heavy-tailed (a few targets decoded by chance at some depth), and on the world that max-statistic put the
+margin at 0.69 where the oracle's mean is 0.02, blind to the suppression it is meant to find.
 
 Without an oracle (e.g. SmolLM2, whose training data cannot be re-run without the facts) the reference is one of:
 a null distribution per attack, with the threshold at its `null_quantile` plus `margin`; or, with no null either,
@@ -92,7 +95,7 @@ class TargetVerdict:
     excess: float | None
     """recovered − reference."""
     margin: float | None
-    """The attack's margin the excess had to beat."""
+    """The attack's margin the excess had to beat (its site's, for an attack with several sites)."""
     reference_kind: str = "oracle"
     """oracle, null (quantile of a null distribution) or absolute."""
     excess_by_attack: dict[str, float] = field(default_factory=dict)
@@ -119,9 +122,11 @@ class VerdictSet:
 
     targets: list[TargetVerdict]
     margins: dict[str, float]
-    """Margin per attack."""
+    """Margin per attack (a several-site attack: the smallest of its sites' margins)."""
     reference_kind: str
     config: VerdictConfig
+    site_margins: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per several-site attack, each site's margin."""
 
     def counts(self) -> dict[str, int]:
         counted = Counter(t.verdict for t in self.targets)
@@ -182,6 +187,7 @@ def judge(case_ids: Sequence[int], recalled: Mapping[int, bool], edited: Sequenc
     """
     reference, margins, kind = _references(case_ids, edited, oracle, null, config)
     sites: dict[str, dict[str, Mapping[int, float]]] = {}
+    per_site: dict[str, dict[str, float]] = {}
     if kind == "oracle":
         by_name = {r.attack: r for r in oracle}
         for result in edited:
@@ -189,8 +195,8 @@ def judge(case_ids: Sequence[int], recalled: Mapping[int, bool], edited: Sequenc
             if shared:
                 sites[result.attack] = {"edited": {s: _sites(result)[s] for s in shared},
                                         "oracle": {s: _sites(by_name[result.attack])[s] for s in shared}}
-                margins[result.attack] = max(config.margin, site_margin(sites[result.attack]["oracle"], case_ids,
-                                                                        config))
+                per_site[result.attack] = site_margins(sites[result.attack]["oracle"], case_ids, config)
+                margins[result.attack] = min(per_site[result.attack].values())
     verdicts = []
     for case_id in case_ids:
         if recalled.get(case_id, False):
@@ -201,7 +207,8 @@ def judge(case_ids: Sequence[int], recalled: Mapping[int, bool], edited: Sequenc
             for site, score, base in _site_scores(result, reference[result.attack], sites.get(result.attack),
                                                   case_id):
                 excess = score - base
-                rows.append((excess - margins[result.attack], result.attack, score, base, excess, site))
+                margin = per_site[result.attack][site] if site is not None else margins[result.attack]
+                rows.append((excess - margin, result.attack, score, base, excess, site, margin))
         if not rows:
             raise ValueError(f"judge: target {case_id} is not recalled and no attack scored it (attacks "
                              f"{[r.attack for r in edited]}); run at least one attack on every target.")
@@ -210,9 +217,9 @@ def judge(case_ids: Sequence[int], recalled: Mapping[int, bool], edited: Sequenc
         by_attack: dict[str, float] = {}
         for row in rows:
             by_attack[row[1]] = max(by_attack.get(row[1], -math.inf), row[4])
-        verdicts.append(TargetVerdict(case_id, verdict, best[1], best[2], best[3], best[4], margins[best[1]], kind,
+        verdicts.append(TargetVerdict(case_id, verdict, best[1], best[2], best[3], best[4], best[6], kind,
                                       excess_by_attack=by_attack, site=best[5]))
-    return VerdictSet(verdicts, margins, kind, config)
+    return VerdictSet(verdicts, margins, kind, config, per_site)
 
 
 def _references(case_ids: Sequence[int], edited: Sequence[AttackScores], oracle: Sequence[AttackScores] | None,
@@ -254,19 +261,27 @@ def shared_sites(edited: AttackScores, oracle: AttackScores) -> list[str]:
     return [site for site in _sites(edited) if site in theirs]
 
 
-def site_margin(oracle_sites: Mapping[str, Mapping[int, float]], case_ids: Sequence[int], config: VerdictConfig
-                ) -> float:
-    """The max-statistic margin of a several-site attack (module docstring): the Φ(spread_k / √2) quantile over
-    ordered target pairs t ≠ t' of max over sites of o_s(t') − o_s(t), from the oracle's per-site scores."""
-    names = list(oracle_sites)
-    kept = [c for c in case_ids if all(_finite(oracle_sites[s].get(c)) for s in names)]
-    if len(kept) < 2 or not names:
-        return 0.0
-    scores = np.array([[float(oracle_sites[s][c]) for s in names] for c in kept])  # target site
-    excess = (scores[None, :, :] - scores[:, None, :]).max(-1)  # [t, t'] = max_s o_s(t') − o_s(t)
-    pairs = excess[~np.eye(len(kept), dtype=bool)]
-    quantile = 0.5 * (1.0 + math.erf(config.spread_k / 2.0))  # Φ(k / √2)
-    return float(np.quantile(pairs, quantile))
+def spread_factor(spread_k: float, n_sites: int) -> float:
+    """k_S: the spread factor that keeps the single-site false-alarm rate when the best of `n_sites` is taken."""
+    if n_sites <= 1 or spread_k <= 0:
+        return spread_k
+    from statistics import NormalDist
+
+    normal = NormalDist()
+    alarm = 1.0 - normal.cdf(spread_k / math.sqrt(2.0))
+    return math.sqrt(2.0) * normal.inv_cdf(1.0 - alarm / n_sites)
+
+
+def site_margins(oracle_sites: Mapping[str, Mapping[int, float]], case_ids: Sequence[int], config: VerdictConfig
+                 ) -> dict[str, float]:
+    """Per site: max(margin, k_S × σ_s) with S = the number of sites (module docstring)."""
+    factor = spread_factor(config.spread_k, len(oracle_sites))
+    margins = {}
+    for site, by_case in oracle_sites.items():
+        scores = np.array([by_case[c] for c in case_ids if _finite(by_case.get(c))])
+        spread = float(scores.std(ddof=1)) if len(scores) > 1 else 0.0
+        margins[site] = max(config.margin, factor * spread)
+    return margins
 
 
 def _site_scores(result: AttackScores, reference: Mapping[int, float],

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from audit.verdict import VerdictConfig, attack_margins, judge, site_margin
+from audit.verdict import VerdictConfig, attack_margins, judge, site_margins, spread_factor
 
 
 @dataclass
@@ -125,12 +125,25 @@ def test_the_site_margin_grows_with_the_number_of_sites():
     rng = np.random.default_rng(4)
     cases = list(range(40))
     sites = _site_oracle(rng, 12)
-    config = VerdictConfig()
-    margins = [site_margin({s: sites[s] for s in list(sites)[:k]}, cases, config) for k in (1, 2, 4, 12)]
-    assert all(a <= b for a, b in zip(margins, margins[1:])) and margins[-1] > 1.2 * margins[0]
-    # with one site it is the single-site rule's spread_k × σ (normal scores; σ = 0.05)
-    assert margins[0] == pytest.approx(config.spread_k * 0.05, rel=0.25)
-    # and it is the margin the verdict uses
-    edited = [SiteScores("probe", sites["depth 0"], sites)]
-    assert judge(cases, {}, edited, [SiteScores("probe", sites["depth 0"], sites)]).margins["probe"] == \
-        pytest.approx(max(config.margin, margins[-1]))
+    config = VerdictConfig(margin=0.0)
+    first = [site_margins({s: sites[s] for s in list(sites)[:k]}, cases, config)["depth 0"] for k in (1, 2, 4, 12)]
+    assert all(a < b for a, b in zip(first, first[1:]))
+    # one site: the single-site rule, spread_k × σ
+    sigma = np.std([sites["depth 0"][c] for c in cases], ddof=1)
+    assert first[0] == pytest.approx(config.spread_k * sigma)
+    assert spread_factor(3.0, 1) == 3.0 and 4.0 < spread_factor(3.0, 14) < 4.6
+    # the same largest-of-S false-alarm rate: Φ(k_S / √2)^S = Φ(k / √2) on independent normal differences
+    from statistics import NormalDist
+
+    phi = NormalDist().cdf
+    assert 1 - phi(spread_factor(3.0, 12) / np.sqrt(2)) == pytest.approx((1 - phi(3.0 / np.sqrt(2))) / 12)
+    # the verdict uses each site's margin and names it
+    edited_sites = {s: dict(v) for s, v in sites.items()}
+    margins = site_margins(sites, cases, config)
+    edited_sites["depth 7"][0] += 0.99 * margins["depth 7"]  # below its 12-site margin: not recovery
+    edited_sites["depth 3"][1] += 1.01 * margins["depth 3"]
+    verdicts = judge(cases, {}, [SiteScores("probe", sites["depth 0"], edited_sites)],
+                     [SiteScores("probe", sites["depth 0"], sites)], config=config)
+    assert verdicts.by_case()[0].verdict == "erased" and verdicts.by_case()[1].verdict == "suppressed"
+    assert verdicts.by_case()[1].margin == pytest.approx(verdicts.site_margins["probe"]["depth 3"])
+    assert verdicts.margins["probe"] == pytest.approx(min(verdicts.site_margins["probe"].values()))
