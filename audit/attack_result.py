@@ -337,8 +337,8 @@ def check_oracle_tokenizer(audited: Any, oracle: Any) -> None:
     mine, theirs = audited.tokenizer.get_vocab(), oracle.tokenizer.get_vocab()
     if mine != theirs or audited.prepend_bos != oracle.prepend_bos:
         differ = sum(1 for token, i in mine.items() if theirs.get(token) != i) + len(set(theirs) - set(mine))
-        raise ReferenceMismatchError(f"the reference model {oracle.name!r} does not share the audited model {audited.name!r}'s "
-                         f"tokenizer ({len(theirs)} vs {len(mine)} tokens, {differ} differ; BOS "
+        raise ReferenceMismatchError(f"the reference model {oracle.name!r} does not share the audited model "
+                         f"{audited.name!r}'s tokenizer ({len(theirs)} vs {len(mine)} tokens, {differ} differ; BOS "
                          f"{oracle.prepend_bos} vs {audited.prepend_bos}); give an audit.reference trained with "
                          f"the audited model's tokenizer, or none.")
 

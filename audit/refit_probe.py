@@ -15,8 +15,8 @@ after the edit (never the editor's probe: a projector tuned against one probe le
   (audit/verdict.py) then takes each target's depth with the largest excess over the oracle under the same
   probe, with each site's margin corrected for the number of sites looked at, and names the depth. Why: the
   CV-chosen depth is where the *training* subjects' answers are most decodable, which misses an edit confined to
-  a few blocks. On the world, an edit of the last block alone removes the forget answers at the last depth while the depths before it
-  still hold them as the base does. All depths and positions come from one forward pass per
+  a few blocks. On the world, an edit of the last block alone removes the forget answers at the last depth while
+  the depths before it still hold them as the base does. All depths and positions come from one forward pass per
   position (`locate.activations.collect_residuals` hooks every depth at once); the extra cost is one fit per
   depth beside the nested CV's dozens.
 - A binary probe whose held-out accuracy is below chance is flipped (an attacker who sees it reads 1 − p): its

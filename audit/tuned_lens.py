@@ -83,7 +83,8 @@ class TunedLens:
         """Zero translators: the logit lens (the reference's initialisation)."""
         return cls(torch.zeros(n_layers, d_model, d_model), torch.zeros(n_layers, d_model))
 
-    def translate(self, resid: Float[torch.Tensor, "depth *batch d_model"]) -> Float[torch.Tensor, "depth *batch d_model"]:
+    def translate(self, resid: Float[torch.Tensor, "depth *batch d_model"]
+                  ) -> Float[torch.Tensor, "depth *batch d_model"]:
         """h + A_d h + b_d at depths 0 … L − 1 (depth on the first axis); the last depth unchanged."""
         n = self.weight.shape[0]
         if resid.shape[0] != n + 1:

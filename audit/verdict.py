@@ -138,7 +138,8 @@ class VerdictSet:
     def to_records(self) -> list[dict]:
         return [{"case_id": t.case_id, "verdict": t.verdict, "attack": t.attack, "recovered": t.recovered,
                  "reference": t.reference, "excess": t.excess, "margin": t.margin,
-                 "reference_kind": t.reference_kind, "site": t.site, "reason": t.reason, "excess_by_attack": t.excess_by_attack}
+                 "reference_kind": t.reference_kind, "site": t.site, "reason": t.reason,
+                 "excess_by_attack": t.excess_by_attack}
                 for t in self.targets]
 
 

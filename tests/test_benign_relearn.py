@@ -37,7 +37,8 @@ def test_never_trains_on_a_text_about_a_target(monkeypatch):
         check_unrelated([*texts, "The Eiffel Tower is a famous Tower."], targets)
     seen = []
     fine_tune = benign.fine_tuned_copy
-    monkeypatch.setattr(benign, "fine_tuned_copy", lambda h, examples, c: seen.extend(examples) or fine_tune(h, examples, c))
+    monkeypatch.setattr(benign, "fine_tuned_copy",
+                        lambda h, examples, c: seen.extend(examples) or fine_tune(h, examples, c))
     run_benign_relearn(handle, handle, targets, texts, config=BenignRelearnConfig(steps=2))
     eiffel = set(handle.tokenizer("Eiffel", add_special_tokens=False)["input_ids"])
     assert seen and not any(eiffel & set(prompt + rest) for prompt, rest in seen)
