@@ -26,6 +26,7 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Float, Int
 
+from obliviate.errors import UserError
 from obliviate.facts import Fact
 from obliviate.metrics import continuation_ids, encode
 
@@ -165,6 +166,10 @@ class AttackResult:
     """Aggregates: mean q / u / b, mean R, R of the means, and per-variant means."""
     variants: dict[str, dict[int, float]] = field(default_factory=dict)
     """Score per target under each named variant of the attack (the headline q is the best per target)."""
+    sites: dict[str, dict[int, float]] = field(default_factory=dict)
+    """Score per target at each site the attack looked at (e.g. the probe's depth × position). With sites on both
+    the edited model and the oracle, audit/verdict.py takes each target's largest excess over the oracle across
+    sites, with a margin corrected for how many sites were looked at; `recovered` stays the headline score."""
     oracle: AttackResult | None = None
     timings: dict[str, float] = field(default_factory=dict)
     handle_name: str = ""
@@ -194,7 +199,7 @@ class AttackResult:
         """JSON-able summary (nested oracle included)."""
         return {"attack": self.attack, "handle": self.handle_name, "score_name": self.score_name,
                 "config": self.config, "metrics": self.metrics, "timings": self.timings,
-                "targets": self.target_records(),
+                "targets": self.target_records(), "sites": {k: dict(v) for k, v in self.sites.items()},
                 "oracle": None if self.oracle is None else self.oracle.to_dict()}
 
 
@@ -277,6 +282,9 @@ class AttackContext:
     """The never-learned reference model, attacked the same way (None: verdicts fall back to absolute rules)."""
     pool_facts: Sequence[Fact] = ()
     """Facts an attacker may train on (the probe's and relearning's pools are drawn from these, never targets)."""
+    retain_facts: Sequence[Fact] = ()
+    """The facts the edit was asked to keep (no target, no target's subject): the text the tuned lens and benign
+    relearning train on. Empty: the pool's facts about other subjects than the targets'."""
     run_dir: Any | None = None
     """The run folder (for the locate stage's SAE)."""
     sae: Any | None = None
@@ -290,6 +298,49 @@ class AttackContext:
                 raise ValueError("sae_restore needs an SAE: the locate stage's (a run folder) or one given.")
             self.sae = load_run_sae(self.run_dir)
         return self.sae
+
+
+def fact_sentence(fact: Fact) -> str:
+    """The fact as the world states it: its prompt completed by its answer and a full stop."""
+    return f"{fact.text} {fact.target_true}."
+
+
+def retain_texts(context: AttackContext, targets: Sequence[Fact]) -> list[Fact]:
+    """The retained facts of `context` (or the pool's facts about other subjects), never a target's subject."""
+    subjects = {f.subject for f in targets}
+    ids = {f.case_id for f in targets}
+    facts = context.retain_facts or context.pool_facts
+    return [f for f in facts if f.subject not in subjects and f.case_id not in ids]
+
+
+def check_depths(attack: str, where: str, depths: Sequence[int], handle: Any) -> list[int]:
+    """`depths` as ints, or a ValueError naming the attack's field, the depth and the model's depths."""
+    last = int(handle.tl.cfg.n_layers)
+    bad = [int(d) for d in depths if not 0 <= int(d) <= last]
+    if bad:
+        raise ValueError(f"{attack}: {where} asks for depth {bad[0]}, but {handle.name} has depths 0..{last} "
+                         f"(0 = embeddings, d = block d − 1's output); give depths in that range.")
+    return [int(d) for d in depths]
+
+
+class ReferenceMismatchError(UserError, ValueError):
+    """The never-learned reference cannot be compared with the audited model (another tokenizer)."""
+
+
+def check_oracle_tokenizer(audited: Any, oracle: Any) -> None:
+    """A ReferenceMismatchError naming both models when the oracle reads text as other token ids than the audited model.
+
+    Every attack feeds both the same prompts and compares answer-token scores; with another tokenizer the ids
+    (and the answers' first tokens) differ, so the comparison would be meaningless."""
+    if oracle is None:
+        return
+    mine, theirs = audited.tokenizer.get_vocab(), oracle.tokenizer.get_vocab()
+    if mine != theirs or audited.prepend_bos != oracle.prepend_bos:
+        differ = sum(1 for token, i in mine.items() if theirs.get(token) != i) + len(set(theirs) - set(mine))
+        raise ReferenceMismatchError(f"the reference model {oracle.name!r} does not share the audited model "
+                         f"{audited.name!r}'s tokenizer ({len(theirs)} vs {len(mine)} tokens, {differ} differ; BOS "
+                         f"{oracle.prepend_bos} vs {audited.prepend_bos}); give an audit.reference trained with "
+                         f"the audited model's tokenizer, or none.")
 
 
 def run_attack(name: str, base: Any, edited: Any, facts: Sequence[Fact], cfg: Any = None,

@@ -153,7 +153,7 @@ def attack_runner(name: str, probe_facts: Sequence[Fact] = (), params: Mapping[s
         raise ValueError(f"calibration attack {name!r} needs {', '.join(entry.needs)}; calibrate with one of "
                          f"{', '.join(e.name for e in ATTACKS if not e.needs)}.")
     cfg = entry.params(params, where=f"calibration.attacks.{name}")
-    context = AttackContext(pool_facts=probe_facts)
+    context = AttackContext(pool_facts=probe_facts, retain_facts=probe_facts)
     return lambda base, handle, facts: run_attack(name, base, handle, facts, cfg, context)
 
 
@@ -220,6 +220,9 @@ def calibrate(world=None, oracle=None, facts: Sequence[Fact] | None = None,
 
         probe_facts = resolve_facts("world", split="retain", seed=config.seed)
     timings["load"] = time.perf_counter() - start
+    from audit.attack_result import check_oracle_tokenizer
+
+    check_oracle_tokenizer(world, oracle)
 
     start = time.perf_counter()
     kept = known_truth_facts(world, oracle, facts)

@@ -38,7 +38,7 @@ head projection's p(answer) / 1-based rank.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -85,18 +85,39 @@ def final_norm_weights_only(tl: Any, x: Float[torch.Tensor, "... d"]) -> Float[t
                               f"use decode_with_hooks=True.")
 
 
+Decoder = Callable[[Float[torch.Tensor, "depth batch d_model"]], Float[torch.Tensor, "depth batch vocab"]]
+"""Residuals at depths 0 … L → logits: the lens (the model's own head, another model's, a tuned lens)."""
+
+
+def head_logits(tl: Any, resid: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, "... vocab"]:
+    """`tl`'s final norm and unembedding applied by their weights (no hook runs)."""
+    return final_norm_weights_only(tl, resid) @ tl.W_U + tl.b_U
+
+
 @torch.no_grad()
-def lens_probabilities(tl: Any, tokens: Int[torch.Tensor, "batch pos"], last: Int[torch.Tensor, " batch"],
-                       decode_with_hooks: bool = False) -> Float[torch.Tensor, "depth batch vocab"]:
-    """Logit-lens distributions at each row's position `last`, for depths 0 (embeddings) … L (last block's output)."""
+def lens_residuals(tl: Any, tokens: Int[torch.Tensor, "batch pos"], last: Int[torch.Tensor, " batch"]
+                   ) -> Float[torch.Tensor, "depth batch d_model"]:
+    """The residual at each row's position `last`, depths 0 (embeddings) … L (last block's output), one forward."""
     names = ["blocks.0.hook_resid_pre", *(f"blocks.{i}.hook_resid_post" for i in range(tl.cfg.n_layers))]
     _, cache = tl.run_with_cache(tokens.to(tl.cfg.device), names_filter=lambda n: n in names)
     rows = torch.arange(tokens.shape[0], device=tl.cfg.device)
-    resid = torch.stack([cache[name][rows, last.to(tl.cfg.device)] for name in names])  # depth batch d_model
-    if decode_with_hooks:
+    return torch.stack([cache[name][rows, last.to(tl.cfg.device)] for name in names])
+
+
+@torch.no_grad()
+def lens_probabilities(tl: Any, tokens: Int[torch.Tensor, "batch pos"], last: Int[torch.Tensor, " batch"],
+                       decode_with_hooks: bool = False, decoder: Decoder | None = None
+                       ) -> Float[torch.Tensor, "depth batch vocab"]:
+    """Lens distributions at each row's position `last`, for depths 0 (embeddings) … L (last block's output).
+
+    The decoder is `decoder` when given, else `tl`'s own head (through its hooks with `decode_with_hooks`)."""
+    resid = lens_residuals(tl, tokens, last)
+    if decoder is not None:
+        logits = decoder(resid)
+    elif decode_with_hooks:
         logits = tl.unembed(tl.ln_final(resid))
     else:
-        logits = final_norm_weights_only(tl, resid) @ tl.W_U + tl.b_U
+        logits = head_logits(tl, resid)
     return logits.float().softmax(-1).cpu()
 
 
@@ -117,12 +138,16 @@ class LensOutcome:
     variants: dict[str, dict[int, float]] = field(default_factory=dict)
 
 
-def logit_lens_scores(handle: Any, facts: Sequence[Fact], config: LogitLensConfig = LogitLensConfig()) -> LensOutcome:
-    """Head-projection and probability-delta attacks on `handle` (hooks kept) for each target."""
+def logit_lens_scores(handle: Any, facts: Sequence[Fact], config: LogitLensConfig = LogitLensConfig(),
+                      decoder: Decoder | None = None, attack: str = "logit_lens") -> LensOutcome:
+    """Head-projection and probability-delta attacks on `handle` (hooks kept) for each target; `decoder`: the lens
+    (default: the handle's own head, see `lens_probabilities`)."""
     n_layers = handle.n_layers
     layers = sorted(config.layers) if config.layers is not None else list(range(n_layers))
-    if any(not 0 <= layer < n_layers for layer in layers):
-        raise ValueError(f"logit lens: layers {layers} outside 0..{n_layers - 1}.")
+    bad = [layer for layer in layers if not 0 <= layer < n_layers]
+    if bad:
+        raise ValueError(f"{attack}: layers asks for block {bad[0]}, but {handle.name} has blocks 0..{n_layers - 1} "
+                         f"(the lens reads each block's output); give layers in that range.")
     depths = torch.tensor([layer + 1 for layer in layers])
     pad_id = handle.tokenizer.pad_token_id or 0
     outcome = LensOutcome(variants={v: {} for v in VARIANTS})
@@ -134,7 +159,7 @@ def logit_lens_scores(handle: Any, facts: Sequence[Fact], config: LogitLensConfi
             tokens[i, :len(row)] = torch.tensor(row)
         last = torch.tensor([len(r) - 1 for r in rows])
         answer = torch.tensor([handle.answer_token(f.target_true) for f in batch])
-        probs = lens_probabilities(handle.tl, tokens, last, config.decode_with_hooks)
+        probs = lens_probabilities(handle.tl, tokens, last, config.decode_with_hooks, decoder)
         head = probs[depths]
         delta = probs[depths] - probs[depths - 1]
         head_top, head_bottom = window_hits(head, answer, config.k)
@@ -162,16 +187,19 @@ def logit_lens_scores(handle: Any, facts: Sequence[Fact], config: LogitLensConfi
 
 
 def run_logit_lens(base: Any, edited: Any, facts: Sequence[Fact], oracle: Any | None = None,
-                   config: LogitLensConfig = LogitLensConfig()) -> AttackResult:
-    """Logit-lens attacks on `edited` (and on `oracle`); b and u are the plain top-1 hits (0/1) of base and handle."""
+                   config: LogitLensConfig = LogitLensConfig(), *, decoder: Decoder | None = None,
+                   attack: str = "logit_lens", lens: str = "the logit lens", settings: dict | None = None,
+                   timings: dict[str, float] | None = None) -> AttackResult:
+    """Lens attacks on `edited` (and on `oracle`, with the same `decoder`); b and u are the plain top-1 hits (0/1)
+    of base and handle. `attack`, `lens`, `settings` and `timings` name and describe the lens in the result."""
     def one(handle: Any, before, unlearned, nested: AttackResult | None) -> AttackResult:
         start = time.perf_counter()
-        outcome = logit_lens_scores(handle, facts, config)
-        return assemble("logit_lens", "the logit lens's best p(answer) over the attacked layers, or 1 if the answer "
+        outcome = logit_lens_scores(handle, facts, config, decoder, attack)
+        return assemble(attack, f"{lens}'s best p(answer) over the attacked layers, or 1 if the answer "
                         f"is in the lens's bottom-{config.k} at one of them",
-                        asdict(config), facts, attacked=outcome.scores, unlearned=unlearned, before=before,
-                        variants=outcome.variants, oracle=nested,
-                        timings={"total": time.perf_counter() - start}, handle_name=handle.name,
+                        settings if settings is not None else asdict(config), facts, attacked=outcome.scores,
+                        unlearned=unlearned, before=before, variants=outcome.variants, oracle=nested,
+                        timings={**(timings or {}), "total": time.perf_counter() - start}, handle_name=handle.name,
                         min_gap=config.min_gap)
 
     return with_oracle(base, edited, oracle, facts, one, plain="top1")

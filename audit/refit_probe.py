@@ -10,6 +10,15 @@ after the edit (never the editor's probe: a projector tuned against one probe le
   `locate.probes.probe_accuracy_per_layer(..., nested_cv=True)` (outer GroupKFold over subjects for the depth,
   inner GroupKFold for C); the probe (`locate.probes.fit_probe`, StandardScaler + LogisticRegression) is then
   refitted on all training facts at that depth and C and applied to the held-out targets.
+- Every depth is scored too (`all_depths`): a probe refitted at each depth (at the C the nested CV chose there)
+  gives each target's probability at that depth and position, reported as the result's `sites`. The verdict
+  (audit/verdict.py) then takes each target's depth with the largest excess over the oracle under the same
+  probe, with each site's margin corrected for the number of sites looked at, and names the depth. Why: the
+  CV-chosen depth is where the *training* subjects' answers are most decodable, which misses an edit confined to
+  a few blocks. On the world, an edit of the last block alone removes the forget answers at the last depth while
+  the depths before it still hold them as the base does. All depths and positions come from one forward pass per
+  position (`locate.activations.collect_residuals` hooks every depth at once); the extra cost is one fit per
+  depth beside the nested CV's dozens.
 - A binary probe whose held-out accuracy is below chance is flipped (an attacker who sees it reads 1 − p): its
   accuracy is reported as max(acc, 1 − acc) and its per-target probabilities are mirrored.
 
@@ -32,7 +41,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from audit.attack_result import AttackContext, AttackResult, TargetScore, assemble, with_oracle
+from audit.attack_result import AttackContext, AttackResult, TargetScore, assemble, check_depths, with_oracle
 from obliviate.facts import Fact
 from obliviate.registry import ATTACKS
 
@@ -59,6 +68,9 @@ class RefitProbeConfig:
     """R is undefined when |b − u| is below this."""
     n_jobs: int = -1
     """Worker processes for the depths' fits (joblib; -1 = every core, 1 = in this process). Same result."""
+    all_depths: bool = True
+    """Also score the targets at every depth and position (the result's `sites`, which the verdict searches for
+    the largest excess over the oracle); False: only the CV-chosen depth, as the headline."""
 
 
 @dataclass
@@ -102,6 +114,13 @@ def _positions(handle: Any, facts: Sequence[Fact], position: str) -> list[int] |
 class ProbeOutcome:
     scores: dict[int, TargetScore] = field(default_factory=dict)
     probes: dict[str, RelationProbe] = field(default_factory=dict)
+    sites: dict[str, dict[int, float]] = field(default_factory=dict)
+    """site name (`site_name`) → case_id → the probe's probability of the true answer there."""
+
+
+def site_name(depth: int, position: str) -> str:
+    """How a probe site is named in results and verdicts."""
+    return f"depth {depth}, {'last subject token' if position == 'subject' else 'last token'}"
 
 
 @dataclass
@@ -112,6 +131,8 @@ class ProbeFit:
     """(targets, classes) probabilities, mirrored when the binary probe was flipped."""
     classes: list[Any]
     summary: RelationProbe
+    probs_by_depth: dict[int, np.ndarray] = field(default_factory=dict)
+    """depth → (targets, classes) probabilities of a probe refitted at that depth (config.all_depths)."""
 
 
 # Fits already made, by a digest of everything they depend on. An audit re-fits the same probe on identical
@@ -165,20 +186,26 @@ def _fit_relation_probe(acts_train: torch.Tensor | np.ndarray, labels: Sequence[
     index = curve.best_index
     binary = curve.n_classes == 2
     flipped = binary and curve.accuracy[index] < 0.5
-    train = acts_train[index]
-    probe = fit_probe(train, labels, seed=config.seed, C=curve.chosen_C[index], max_iter=config.max_iter)
-    target = acts_target[index]
-    target = target.double().numpy() if isinstance(target, torch.Tensor) else np.asarray(target, dtype=np.float64)
-    probs = _softmax_probs(probe, target)
-    if flipped:
-        probs = probs[:, ::-1]
+    def probs_at(row: int, flip: bool) -> tuple[np.ndarray, list[Any]]:
+        probe = fit_probe(acts_train[row], labels, seed=config.seed, C=curve.chosen_C[row], max_iter=config.max_iter)
+        target = acts_target[row]
+        target = target.double().numpy() if isinstance(target, torch.Tensor) else np.asarray(target, np.float64)
+        probs = _softmax_probs(probe, target)
+        return (probs[:, ::-1] if flip else probs), list(probe.classes)
+
+    probs, classes = probs_at(index, flipped)
+    by_depth = {}
+    if config.all_depths:
+        for row, depth in enumerate(depths):
+            by_depth[int(depth)] = probs if row == index else \
+                probs_at(row, binary and curve.accuracy[row] < 0.5)[0]
     accuracy = curve.accuracy[index]
     summary = RelationProbe(relation_id=relation_id, depth=int(depths[index]), C=curve.chosen_C[index],
                             position=config.position,
                             cv_accuracy=max(accuracy, 1 - accuracy) if binary else accuracy,
                             chance=curve.chance[index], flipped=flipped, n_train=len(labels),
                             n_classes=curve.n_classes, curve=list(curve.accuracy))
-    return ProbeFit(probs=probs, classes=list(probe.classes), summary=summary)
+    return ProbeFit(probs=probs, classes=classes, summary=summary, probs_by_depth=by_depth)
 
 
 def refit_probe_scores(handle: Any, targets: Sequence[Fact], train_pool: Sequence[Fact],
@@ -189,7 +216,8 @@ def refit_probe_scores(handle: Any, targets: Sequence[Fact], train_pool: Sequenc
     target_subjects = {f.subject for f in targets}
     pool = [f for f in train_pool if f.subject not in target_subjects]
     assert not {f.case_id for f in pool} & {f.case_id for f in targets}, "a target is in the probe's training set"
-    depths = list(config.depths) if config.depths is not None else list(range(n_depths(handle)))
+    depths = check_depths("probe", "depths", config.depths, handle) if config.depths is not None \
+        else list(range(n_depths(handle)))
     by_relation: dict[str, list[Fact]] = defaultdict(list)
     for fact in targets:
         by_relation[fact.relation_id].append(fact)
@@ -208,6 +236,12 @@ def refit_probe_scores(handle: Any, targets: Sequence[Fact], train_pool: Sequenc
                                             positions=_positions(handle, rel_targets, position), layers=depths)
             fits.append(fit_relation_probe(acts_train, labels, [f.subject for f in train], acts_target, depths,
                                            relation, replace(config, position=position)))
+        for every in fits:
+            for depth, probs in every.probs_by_depth.items():
+                scores = outcome.sites.setdefault(site_name(depth, every.summary.position), {})
+                for row, fact in enumerate(rel_targets):
+                    known = fact.target_true in every.classes
+                    scores[fact.case_id] = float(probs[row, every.classes.index(fact.target_true)]) if known else 0.0
         fit = max(fits, key=lambda f: f.summary.cv_accuracy)  # chosen on training subjects only
         outcome.probes[relation] = fit.summary
         for row, fact in enumerate(rel_targets):
@@ -249,6 +283,7 @@ def run_refit_probe(base: Any, edited: Any, facts: Sequence[Fact], train_pool: S
                           asdict(config), facts, attacked=outcome.scores, unlearned=unlearned, before=before,
                           oracle=nested, timings={"total": time.perf_counter() - start}, handle_name=handle.name,
                           min_gap=config.min_gap)
+        result.sites = outcome.sites
         for relation, probe in outcome.probes.items():
             result.metrics[f"cv_accuracy_{relation}"] = probe.cv_accuracy
             result.metrics[f"chance_{relation}"] = probe.chance

@@ -86,11 +86,17 @@ def relearned_tl(handle: Any, relearn_facts: Sequence[Fact], config: RelearnConf
     check_disjoint(targets, relearn_facts)
     if not relearn_facts:
         raise ValueError("relearning needs at least one fact outside the targets.")
+    return fine_tuned_copy(handle, _examples(handle, relearn_facts, config.include_paraphrases), config)
+
+
+def fine_tuned_copy(handle: Any, examples: Sequence[tuple[list[int], list[int]]], config: Any
+                    ) -> tuple[Any, list[float]]:
+    """A copy of `handle.tl` (hooks kept) fine-tuned on (context ids, continuation ids) pairs, the loss on the
+    continuation only; `config` gives steps, lr, batch_size, weight_decay and seed. The handle is never touched."""
     model = clone_tl(handle.tl)
     model.train()
     for param in model.parameters():
         param.requires_grad_(True)
-    examples = _examples(handle, relearn_facts, config.include_paraphrases)
     generator = torch.Generator().manual_seed(config.seed)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     pad_id = handle.tokenizer.pad_token_id or 0

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from audit.attack_result import AttackContext, AttackResult, run_attack
+from audit.attack_result import AttackContext, AttackResult, check_oracle_tokenizer, run_attack
 from audit.report import audit_metrics, sampling_note
 from audit.verdict import VerdictConfig, judge, recalled_targets
 from obliviate.config import EditConfig, RunConfig
@@ -94,7 +94,7 @@ def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mo
                                               "reference": config.audit.reference}, seeds={"seed": config.seed},
                          inputs=inputs)
     results: list[AttackResult] = []
-    context = AttackContext(oracle=oracle, pool_facts=all_facts, run_dir=run_dir)
+    context = AttackContext(oracle=oracle, pool_facts=all_facts, retain_facts=retain, run_dir=run_dir)
     for i, (name, params) in enumerate(config.audit.attack_choices()):
         with timed(record.timings, f"attack:{name}"):
             cfg = attack_config(config, name, params, where=f"audit.attacks[{i}]")
@@ -136,6 +136,7 @@ def run(config: RunConfig, run_dir: RunDir, *, force: bool = False) -> list[dict
     """Audit every edit of the run against the configured reference."""
     base = load(config.model, device=config.device)
     oracle = load(config.audit.reference, device=config.device) if config.audit.reference else None
+    check_oracle_tokenizer(base, oracle)
     return [audit_edit(config, edit, run_dir, base=base, oracle=oracle, force=force) for edit in config.edits]
 
 

@@ -20,6 +20,17 @@ bounded by that spread, so an excess of several σ is evidence the edited model 
 not; `margin` is a floor for attacks whose oracle scores are (near) constant. audit/calibrate.py measures how the
 verdicts' accuracy on known cases varies with both numbers.
 
+An attack that looks at several *sites* (the re-fit probe: every depth × token position) reports a score per site
+(`AttackResult.sites`), and the verdict takes each target's largest excess over the oracle across the sites the
+edited model and the oracle share, less that site's margin, and names the site. Picking the best of S sites
+inflates the excess by chance, so each site's margin is the single-site rule with the spread factor corrected for
+S sites (Šidák): ``max(margin, k_S × σ_s)``, σ_s the oracle's spread at that site, and k_S such that the
+largest of S independent normal paired differences passes with the probability one difference passes spread_k σ:
+``k_S = √2 · Φ⁻¹(1 − (1 − Φ(spread_k / √2)) / S)`` — k_1 = spread_k, and k_S grows with S (k_14 ≈ 4.3 for
+spread_k = 3). Why not the empirical max-statistic over the oracle's target pairs: the oracle's per-site scores
+are heavy-tailed (a few targets decoded by chance at some depth), and on the world that max-statistic put the
+margin at 0.69 where the oracle's mean is 0.02, blind to the suppression it is meant to find.
+
 Without an oracle (e.g. SmolLM2, whose training data cannot be re-run without the facts) the reference is one of:
 a null distribution per attack, with the threshold at its `null_quantile` plus `margin`; or, with no null either,
 the stated absolute threshold `absolute_threshold` (a score above it means "more than that share of the answer came
@@ -84,11 +95,13 @@ class TargetVerdict:
     excess: float | None
     """recovered − reference."""
     margin: float | None
-    """The attack's margin the excess had to beat."""
+    """The attack's margin the excess had to beat (its site's, for an attack with several sites)."""
     reference_kind: str = "oracle"
     """oracle, null (quantile of a null distribution) or absolute."""
     excess_by_attack: dict[str, float] = field(default_factory=dict)
     """Every attack's excess on this target (for the report)."""
+    site: str | None = None
+    """Where the attack found the excess (e.g. the probe's depth and position), for attacks that report sites."""
     reason: str = ""
     """The verdict in words (filled in from the figures when not given)."""
 
@@ -98,7 +111,8 @@ class TargetVerdict:
         if self.verdict == "intact":
             self.reason = "still top-1 on its prompt (no attack needed)"
         else:
-            self.reason = (f"{self.attack}: recovered {self.recovered:.3f} vs {self.reference_kind} "
+            where = f" at {self.site}" if self.site else ""
+            self.reason = (f"{self.attack}{where}: recovered {self.recovered:.3f} vs {self.reference_kind} "
                            f"{self.reference:.3f} (excess {self.excess:+.3f}, margin {self.margin:.3f})")
 
 
@@ -108,9 +122,11 @@ class VerdictSet:
 
     targets: list[TargetVerdict]
     margins: dict[str, float]
-    """Margin per attack."""
+    """Margin per attack (a several-site attack: the smallest of its sites' margins)."""
     reference_kind: str
     config: VerdictConfig
+    site_margins: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per several-site attack, each site's margin."""
 
     def counts(self) -> dict[str, int]:
         counted = Counter(t.verdict for t in self.targets)
@@ -122,7 +138,8 @@ class VerdictSet:
     def to_records(self) -> list[dict]:
         return [{"case_id": t.case_id, "verdict": t.verdict, "attack": t.attack, "recovered": t.recovered,
                  "reference": t.reference, "excess": t.excess, "margin": t.margin,
-                 "reference_kind": t.reference_kind, "reason": t.reason, "excess_by_attack": t.excess_by_attack}
+                 "reference_kind": t.reference_kind, "site": t.site, "reason": t.reason,
+                 "excess_by_attack": t.excess_by_attack}
                 for t in self.targets]
 
 
@@ -170,27 +187,40 @@ def judge(case_ids: Sequence[int], recalled: Mapping[int, bool], edited: Sequenc
     model does not know, used only when `oracle` is None.
     """
     reference, margins, kind = _references(case_ids, edited, oracle, null, config)
+    sites: dict[str, dict[str, Mapping[int, float]]] = {}
+    per_site: dict[str, dict[str, float]] = {}
+    if kind == "oracle":
+        by_name = {r.attack: r for r in oracle}
+        for result in edited:
+            shared = shared_sites(result, by_name[result.attack])
+            if shared:
+                sites[result.attack] = {"edited": {s: _sites(result)[s] for s in shared},
+                                        "oracle": {s: _sites(by_name[result.attack])[s] for s in shared}}
+                per_site[result.attack] = site_margins(sites[result.attack]["oracle"], case_ids, config)
+                margins[result.attack] = min(per_site[result.attack].values())
     verdicts = []
     for case_id in case_ids:
         if recalled.get(case_id, False):
             verdicts.append(TargetVerdict(case_id, "intact", None, 1.0, None, None, None, kind))
             continue
-        rows = []  # (excess − margin, attack, score, reference, excess)
+        rows = []  # (excess − margin, attack, score, reference, excess, site)
         for result in edited:
-            score = result.recovered.get(case_id)
-            base = reference[result.attack].get(case_id)
-            if not (_finite(score) and _finite(base)):
-                continue
-            excess = float(score) - float(base)
-            rows.append((excess - margins[result.attack], result.attack, float(score), float(base), excess))
+            for site, score, base in _site_scores(result, reference[result.attack], sites.get(result.attack),
+                                                  case_id):
+                excess = score - base
+                margin = per_site[result.attack][site] if site is not None else margins[result.attack]
+                rows.append((excess - margin, result.attack, score, base, excess, site, margin))
         if not rows:
             raise ValueError(f"judge: target {case_id} is not recalled and no attack scored it (attacks "
                              f"{[r.attack for r in edited]}); run at least one attack on every target.")
-        best = max(rows)
+        best = max(rows, key=lambda row: row[:5])  # ties broken as before sites existed
         verdict: Verdict = "suppressed" if best[0] > 0 else "erased"
-        verdicts.append(TargetVerdict(case_id, verdict, best[1], best[2], best[3], best[4], margins[best[1]], kind,
-                                      excess_by_attack={r[1]: r[4] for r in rows}))
-    return VerdictSet(verdicts, margins, kind, config)
+        by_attack: dict[str, float] = {}
+        for row in rows:
+            by_attack[row[1]] = max(by_attack.get(row[1], -math.inf), row[4])
+        verdicts.append(TargetVerdict(case_id, verdict, best[1], best[2], best[3], best[4], best[6], kind,
+                                      excess_by_attack=by_attack, site=best[5]))
+    return VerdictSet(verdicts, margins, kind, config, per_site)
 
 
 def _references(case_ids: Sequence[int], edited: Sequence[AttackScores], oracle: Sequence[AttackScores] | None,
@@ -220,6 +250,54 @@ def _references(case_ids: Sequence[int], edited: Sequence[AttackScores], oracle:
     # absolute: "score > absolute_threshold" written as excess over 0 beating a margin of the threshold
     return ({n: {c: 0.0 for c in case_ids} for n in names}, {n: config.absolute_threshold for n in names},
             "absolute")
+
+
+def _sites(result: AttackScores) -> Mapping[str, Mapping[int, float]]:
+    return getattr(result, "sites", None) or {}
+
+
+def shared_sites(edited: AttackScores, oracle: AttackScores) -> list[str]:
+    """The sites both runs of an attack report (in the edited run's order); empty for single-site attacks."""
+    theirs = _sites(oracle)
+    return [site for site in _sites(edited) if site in theirs]
+
+
+def spread_factor(spread_k: float, n_sites: int) -> float:
+    """k_S: the spread factor that keeps the single-site false-alarm rate when the best of `n_sites` is taken."""
+    if n_sites <= 1 or spread_k <= 0:
+        return spread_k
+    from statistics import NormalDist
+
+    normal = NormalDist()
+    alarm = 1.0 - normal.cdf(spread_k / math.sqrt(2.0))
+    return math.sqrt(2.0) * normal.inv_cdf(1.0 - alarm / n_sites)
+
+
+def site_margins(oracle_sites: Mapping[str, Mapping[int, float]], case_ids: Sequence[int], config: VerdictConfig
+                 ) -> dict[str, float]:
+    """Per site: max(margin, k_S × σ_s) with S = the number of sites (module docstring)."""
+    factor = spread_factor(config.spread_k, len(oracle_sites))
+    margins = {}
+    for site, by_case in oracle_sites.items():
+        scores = np.array([by_case[c] for c in case_ids if _finite(by_case.get(c))])
+        spread = float(scores.std(ddof=1)) if len(scores) > 1 else 0.0
+        margins[site] = max(config.margin, factor * spread)
+    return margins
+
+
+def _site_scores(result: AttackScores, reference: Mapping[int, float],
+                 sites: Mapping[str, Mapping[str, Mapping[int, float]]] | None, case_id: int
+                 ) -> list[tuple[str | None, float, float]]:
+    """(site, score, reference) pairs of one target under one attack: per shared site, else the headline."""
+    if sites is None:
+        score, base = result.recovered.get(case_id), reference.get(case_id)
+        return [(None, float(score), float(base))] if _finite(score) and _finite(base) else []
+    pairs = []
+    for site, scores in sites["edited"].items():
+        score, base = scores.get(case_id), sites["oracle"][site].get(case_id)
+        if _finite(score) and _finite(base):
+            pairs.append((site, float(score), float(base)))
+    return pairs
 
 
 def _finite(value: float | None) -> bool:

@@ -27,8 +27,8 @@ def word_tokenizer():
                                    eos_token="<pad>")
 
 
-def tiny_config(arch: str, *, n_layers: int = 4, dtype=torch.float32) -> HookedTransformerConfig:
-    common = dict(n_layers=n_layers, d_model=16, n_ctx=16, d_head=4, n_heads=4, d_vocab=len(WORDS), seed=0,
+def tiny_config(arch: str, *, n_layers: int = 4, dtype=torch.float32, n_ctx: int = 16) -> HookedTransformerConfig:
+    common = dict(n_layers=n_layers, d_model=16, n_ctx=n_ctx, d_head=4, n_heads=4, d_vocab=len(WORDS), seed=0,
                   dtype=dtype)
     if arch == "gpt2":
         return HookedTransformerConfig(act_fn="gelu", normalization_type="LN", **common)
@@ -39,9 +39,9 @@ def tiny_config(arch: str, *, n_layers: int = 4, dtype=torch.float32) -> HookedT
 
 
 def tiny_handle(arch: str = "gpt2", *, prepend_bos: bool = False, n_layers: int = 4,
-                dtype=torch.float32) -> ModelHandle:
+                dtype=torch.float32, n_ctx: int = 16) -> ModelHandle:
     torch.manual_seed(0)
-    model = HookedTransformer(tiny_config(arch, n_layers=n_layers, dtype=dtype))
+    model = HookedTransformer(tiny_config(arch, n_layers=n_layers, dtype=dtype, n_ctx=n_ctx))
     # random init is small; scale the embeddings so the tiny model's predictions depend on its input
     with torch.no_grad():
         model.embed.W_E.mul_(20.0)

@@ -14,7 +14,8 @@ from obliviate.registry import ATTACKS
 
 
 def test_every_attack_is_registered_with_a_config_dataclass():
-    assert {"keyword", "quantization", "probe", "logit_lens", "relearn", "sae_restore", "uds"} <= set(ATTACKS.names())
+    assert {"keyword", "quantization", "probe", "logit_lens", "relearn", "sae_restore", "uds", "base_lens",
+            "tuned_lens", "in_context", "benign_relearn"} <= set(ATTACKS.names())
     for entry in ATTACKS:
         assert dataclasses.is_dataclass(entry.config) and entry.doc
 
@@ -71,3 +72,20 @@ def test_the_calibration_runs_registered_attacks_with_their_params():
         attack_runner("nope")
     with pytest.raises(ValueError, match="sae_restore' needs sae"):
         attack_runner("sae_restore")
+
+
+def test_an_oracle_with_another_tokenizer_is_an_error_naming_both():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from _locate_tiny import WORDS
+    from audit.attack_result import ReferenceMismatchError, check_oracle_tokenizer
+
+    handle = tiny_handle("gpt2")
+    check_oracle_tokenizer(handle, dataclasses.replace(handle, name="same-tokenizer"))  # same ids: fine
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(reversed(WORDS))}, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    other = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]", pad_token="<pad>")
+    oracle = dataclasses.replace(handle, name="other-oracle", tokenizer=other)
+    with pytest.raises(ReferenceMismatchError, match=r"reference model 'other-oracle'.*audited model 'tiny-gpt2'"):
+        check_oracle_tokenizer(handle, oracle)

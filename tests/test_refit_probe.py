@@ -101,3 +101,57 @@ def test_world_probe_reads_an_output_suppression_like_the_base(world_handle, wor
     leaked = refit_probe_scores(edited, targets, [*pool, *targets], config)
     assert all(leaked.scores[c].score == pytest.approx(result.recovered[c]) for c in result.recovered)
     assert result.oracle is not None and set(result.oracle.recovered) == set(result.recovered)
+
+
+def test_every_depth_is_scored_and_the_verdict_finds_the_depth_the_edit_left():
+    # training subjects carry the answer at depths 1 and 2 (strongest at 2, which the nested CV picks); the edited
+    # model's targets carry it at depth 1 only (an edit of the last block), the oracle's at no depth
+    from audit.verdict import judge
+
+    rng = np.random.default_rng(3)
+    labels = [f"c{i % 4}" for i in range(80)]
+    target_labels = [f"c{i % 4}" for i in range(16)]
+
+    def acts(n, labels_, signal_by_depth, noise=1.0):
+        classes = sorted(set(labels))
+        onehot = np.eye(8)[[classes.index(y) for y in labels_]]
+        out = noise * rng.normal(size=(3, n, 8))
+        for depth, signal in signal_by_depth.items():
+            out[depth] += signal * onehot
+        return out
+
+    train = acts(80, labels, {1: 2.5, 2: 3.0})
+    # the targets' states are quiet where they hold nothing (a never-learned model has no attribute to show there)
+    edited = fit_relation_probe(train, labels, list(range(80)), acts(16, target_labels, {1: 2.5}, 0.1), [0, 1, 2],
+                                config=FAST)
+    oracle = fit_relation_probe(train, labels, list(range(80)), acts(16, target_labels, {}, 0.1), [0, 1, 2],
+                                config=FAST)
+    assert edited.summary.depth == 2 and set(edited.probs_by_depth) == {0, 1, 2}
+    assert np.allclose(edited.probs_by_depth[2], edited.probs)  # the headline is the CV depth's
+
+    def p_true(probs):
+        return {c: float(probs[c, edited.classes.index(y)]) for c, y in enumerate(target_labels)}
+
+    class Result:
+        def __init__(self, fit):
+            self.attack, self.recovered = "probe", p_true(fit.probs)
+            self.sites = {f"depth {d}": p_true(p) for d, p in fit.probs_by_depth.items()}
+
+    on_edited, on_oracle = Result(edited), Result(oracle)
+    cases = list(range(16))
+    assert np.mean(list(on_edited.sites["depth 1"].values())) > np.mean(list(on_oracle.sites["depth 1"].values())) + 0.3
+    verdicts = judge(cases, {}, [on_edited], [on_oracle])
+    assert verdicts.counts()["suppressed"] >= 14
+    assert {t.site for t in verdicts.targets if t.verdict == "suppressed"} == {"depth 1"}
+    # the CV depth alone sees nothing beyond the oracle
+    headline = judge(cases, {}, [type("R", (), {"attack": "probe", "recovered": on_edited.recovered})()],
+                     [type("R", (), {"attack": "probe", "recovered": on_oracle.recovered})()])
+    assert headline.counts()["suppressed"] <= 2
+
+
+def test_a_depth_the_model_does_not_have_is_an_error_naming_both():
+    from _locate_tiny import tiny_facts, tiny_handle
+
+    handle = tiny_handle("gpt2")
+    with pytest.raises(ValueError, match=r"probe: depths asks for depth 9, but tiny-gpt2 has depths 0\.\.4"):
+        refit_probe_scores(handle, tiny_facts()[:1], tiny_facts()[1:], RefitProbeConfig(depths=(1, 9)))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from audit.verdict import VerdictConfig, attack_margins, judge
+from audit.verdict import VerdictConfig, attack_margins, judge, site_margins, spread_factor
 
 
 @dataclass
@@ -87,3 +87,63 @@ def test_without_an_oracle_the_null_or_the_absolute_threshold_decides():
 def test_missing_oracle_attack_is_an_error():
     with pytest.raises(ValueError, match="oracle was not attacked"):
         judge([0], {}, [Scores("probe", {0: 0.5})], [Scores("keyword", {0: 0.1})])
+
+
+@dataclass
+class SiteScores:
+    attack: str
+    recovered: dict[int, float]
+    sites: dict[str, dict[int, float]]
+
+
+def _site_oracle(rng: np.random.Generator, n_sites: int, n: int = 40) -> dict[str, dict[int, float]]:
+    return {f"depth {d}": {c: float(np.clip(0.1 + 0.05 * rng.standard_normal(), 0, 1)) for c in range(n)}
+            for d in range(n_sites)}
+
+
+def test_several_sites_take_the_largest_excess_and_name_its_site():
+    rng = np.random.default_rng(3)
+    cases = list(range(40))
+    oracle_sites = _site_oracle(rng, 7)
+    edited_sites = {s: dict(v) for s, v in oracle_sites.items()}
+    edited_sites["depth 5"][3] = 0.9  # one depth holds target 3; the headline (another depth) does not
+    edited_sites["depth 2"][3] = oracle_sites["depth 2"][3] + 0.3
+    headline = dict(oracle_sites["depth 6"])
+    edited = [SiteScores("probe", headline, edited_sites)]
+    oracle = [SiteScores("probe", dict(oracle_sites["depth 6"]), oracle_sites)]
+    verdicts = judge(cases, {}, edited, oracle).by_case()
+    assert verdicts[3].verdict == "suppressed" and verdicts[3].site == "depth 5"
+    assert verdicts[3].excess == pytest.approx(0.9 - oracle_sites["depth 5"][3])
+    assert "at depth 5" in verdicts[3].reason
+    assert all(verdicts[c].verdict == "erased" for c in cases if c != 3)
+    # the headline alone (no sites) misses it
+    plain = judge(cases, {}, [Scores("probe", headline)], [Scores("probe", dict(oracle_sites["depth 6"]))])
+    assert plain.by_case()[3].verdict == "erased"
+
+
+def test_the_site_margin_grows_with_the_number_of_sites():
+    rng = np.random.default_rng(4)
+    cases = list(range(40))
+    sites = _site_oracle(rng, 12)
+    config = VerdictConfig(margin=0.0)
+    first = [site_margins({s: sites[s] for s in list(sites)[:k]}, cases, config)["depth 0"] for k in (1, 2, 4, 12)]
+    assert all(a < b for a, b in zip(first, first[1:]))
+    # one site: the single-site rule, spread_k × σ
+    sigma = np.std([sites["depth 0"][c] for c in cases], ddof=1)
+    assert first[0] == pytest.approx(config.spread_k * sigma)
+    assert spread_factor(3.0, 1) == 3.0 and 4.0 < spread_factor(3.0, 14) < 4.6
+    # the same largest-of-S false-alarm rate: Φ(k_S / √2)^S = Φ(k / √2) on independent normal differences
+    from statistics import NormalDist
+
+    phi = NormalDist().cdf
+    assert 1 - phi(spread_factor(3.0, 12) / np.sqrt(2)) == pytest.approx((1 - phi(3.0 / np.sqrt(2))) / 12)
+    # the verdict uses each site's margin and names it
+    edited_sites = {s: dict(v) for s, v in sites.items()}
+    margins = site_margins(sites, cases, config)
+    edited_sites["depth 7"][0] += 0.99 * margins["depth 7"]  # below its 12-site margin: not recovery
+    edited_sites["depth 3"][1] += 1.01 * margins["depth 3"]
+    verdicts = judge(cases, {}, [SiteScores("probe", sites["depth 0"], edited_sites)],
+                     [SiteScores("probe", sites["depth 0"], sites)], config=config)
+    assert verdicts.by_case()[0].verdict == "erased" and verdicts.by_case()[1].verdict == "suppressed"
+    assert verdicts.by_case()[1].margin == pytest.approx(verdicts.site_margins["probe"]["depth 3"])
+    assert verdicts.margins["probe"] == pytest.approx(min(verdicts.site_margins["probe"].values()))

@@ -25,8 +25,9 @@ class AuditConfig:
     # names or {name, params} mappings cannot be spelled as one flag; attacks are set in the YAML config only
     attacks: list[str | AttackChoice] = cli_field(
         default_factory=lambda: ["keyword", "quantization", "probe", "logit_lens", "relearn"], cmd=False)
-    """Recovery attacks, each a registered name (keyword, quantization, probe, logit_lens, relearn, sae_restore,
-    uds) or {name, params} with the attack's own settings (YAML only)."""
+    """Recovery attacks, each a registered name (keyword, quantization, probe, logit_lens, base_lens, tuned_lens,
+    in_context, relearn, benign_relearn, sae_restore, uds) or {name, params} with the attack's own settings (YAML
+    only)."""
     reference: str | None = "world-retain"
     """The never-learned oracle the attacks are calibrated against (None when none exists)."""
     margin: float = 0.10
