@@ -10,8 +10,12 @@ Dampening"; reference if-loops/selective-synaptic-dampening ``ssd.py`` (``Parame
    lower bound 1), every other parameter is left exactly as it was.
 Reference defaults α = 10 (``selection_weighting``) and λ = 1 (``dampening_constant``). The loss here is the mean
 NLL of the answer tokens after each fact's prompt (the classifier's cross-entropy in the reference); batches are
-taken in order (the importance is an average, the order does not change it). With λ = 1, α < 1 selects parameters
-whose β is 1: α below λ changes nothing more, so the knob's range starts at λ.
+taken in order (the importance is an average, the order does not change it), and both estimates use one batch
+size, at most the number of forget prompts: the expected squared batch gradient is the squared mean gradient plus
+the per-example variance over the batch size, so a forget set of 4 facts in one batch of 4 weighed against D in
+batches of 32 looks important everywhere (with that mismatch, α = 10 on 4 world facts took retain recall to
+0.03). With λ = 1, α < 1 selects parameters whose β is 1: α below λ changes nothing more, so the knob's range
+starts at λ.
 
 Measured on the world model (forget split, 120 facts; I_D on all 1,200 facts; recall on the forget facts and
 300 retain facts, 0.96 / 0.96 before; λ = 1): α = 20 selects 6 of 1.3 M weights and changes no recall; α = 10
@@ -31,7 +35,7 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Float
 
-from edit.baselines import _layer_index, _trainable, batch_gradients
+from edit.baselines import _fact_prompts, _layer_index, _trainable, batch_gradients
 from edit.result import EditRequest, EditResult
 from obliviate.facts import Fact
 from obliviate.registry import EDITS, Knob, Spec
@@ -51,7 +55,8 @@ class SSDConfig:
     data: Literal["full", "retain"] = "full"
     """D for I_D: the forget and retain facts together (the reference's full training set), or the retain facts."""
     batch_size: int = 32
-    """Prompts per batch of the importance estimate (the same for I_F and I_D: I is a squared batch gradient)."""
+    """Prompts per batch of the importance estimates, the same for I_F and I_D (I is a squared batch gradient);
+    a forget set with fewer prompts sets the batch size of both."""
     use_paraphrases: bool = False
     """Estimate the importances on the facts' paraphrase prompts too."""
     params: Literal["all", "mlp"] = "all"
@@ -110,9 +115,12 @@ def ssd_edit(handle: Any, targets: Sequence[Fact], retain: Sequence[Fact], cfg: 
     for p in model.parameters():
         p.requires_grad_(True)
     names = [name for name, _ in _trainable(model, cfg.params, layers)]
-    i_forget = importance(handle, model, names, targets, cfg.batch_size, cfg.use_paraphrases)
+    # one batch size for both: a squared batch gradient grows as the batch shrinks (its noise is not averaged
+    # away), so a forget set smaller than a batch must not be weighed against D in bigger batches
+    batch_size = min(cfg.batch_size, len(_fact_prompts(targets, cfg.use_paraphrases)[0]))
+    i_forget = importance(handle, model, names, targets, batch_size, cfg.use_paraphrases)
     data_facts = [*targets, *retain] if cfg.data == "full" else list(retain)
-    i_data = importance(handle, model, names, data_facts, cfg.batch_size, cfg.use_paraphrases)
+    i_data = importance(handle, model, names, data_facts, batch_size, cfg.use_paraphrases)
     importance_s = time.perf_counter() - start
     weights = {name: p.detach().cpu() for name, p in model.named_parameters() if name in set(names)}
     changed, selected = dampen(weights, i_forget, i_data, cfg.alpha, cfg.dampening)
@@ -122,7 +130,8 @@ def ssd_edit(handle: Any, targets: Sequence[Fact], retain: Sequence[Fact], cfg: 
                       layers=sorted({i for n in changed if (i := _layer_index(n)) is not None}),
                       timings={"importance": importance_s, "total": time.perf_counter() - start},
                       metrics={"n_selected": n_selected, "selected_share": n_selected / max(n_total, 1),
-                               "n_changed_tensors": len(changed), "n_data_facts": len(data_facts)},
+                               "n_changed_tensors": len(changed), "n_data_facts": len(data_facts),
+                               "batch_size": batch_size},
                       config=asdict(cfg))
 
 
