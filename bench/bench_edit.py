@@ -10,6 +10,10 @@ Tasks (``python bench/bench_edit.py <task> --help``):
 - ``memit-world``  MEMIT erase of the whole forget split of the `world` model in one batch: forget / retain recall
                    before and after (and the `world-retain` oracle's recall of the forget split), held-out
                    perplexity change, and seconds for the batch.
+- ``methods-world`` Registered edit methods (default: task_vector, ssd, salun, counterexample_ft) on the `world`
+                   forget split at their default configurations, through the registry as the edit stage runs them
+                   (retain = the retain split): forget / retain recall after each edit, and its seconds as a ratio
+                   to MEMIT's (layers --first..--last) in the same run and process.
 
 Every CounterFact figure is printed and written beside its pre-edit value (``counterfact_base`` → ``counterfact``,
 as the edit stage records them): before any edit a figure is seldom at its ideal (3 world facts: PS 7, not 0),
@@ -37,12 +41,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from edit.baselines import edited_handle  # noqa: E402
 from edit.covariance import CovarianceConfig, cache_path, second_moments  # noqa: E402
 from edit.deltas import apply_deltas  # noqa: E402
 from edit.memit import MemitConfig, memit_edit, memit_templates  # noqa: E402
+from edit.result import EditRequest, run_method  # noqa: E402
 from edit.rome import RomeConfig, rome_edit, rome_templates  # noqa: E402
 from obliviate.metrics import counterfact_scores, perplexity, recall, top1_correct  # noqa: E402
 from obliviate.models import load  # noqa: E402
+from obliviate.registry import EDITS  # noqa: E402
 from obliviate.results import atomic_write_json, to_jsonable  # noqa: E402
 from obliviate.targets import resolve_facts  # noqa: E402
 
@@ -175,6 +182,33 @@ def cmd_memit_world(args) -> dict:
     return out
 
 
+def cmd_methods_world(args) -> dict:
+    handle = load("world")
+    forget = resolve_facts("world", split="forget", limit=args.n_facts, seed=args.seed)
+    retain = resolve_facts("world", split="retain")
+    cov = CovarianceConfig(n_tokens=args.n_tokens)
+    layers = list(range(args.first, args.last + 1))
+    out = {"task": args.task, "model": "world", "threads": torch.get_num_threads(), "n_forget": len(forget),
+           "n_retain": len(retain), "covariance": timed_covariance(handle, layers, cov),
+           "base": {"forget_recall": recall(handle, forget), "retain_recall": recall(handle, retain)}, "runs": []}
+    print(json.dumps(out["base"]), flush=True)
+    names = ["memit", *[m for m in args.methods.split(",") if m and m != "memit"]]
+    for name in names:
+        cfg = MemitConfig(covariance=cov, seed=args.seed) if name == "memit" else EDITS.get(name).params()
+        request = EditRequest(targets=forget, retain=retain, layers=layers if name == "memit" else None,
+                              seed=args.seed)
+        start = time.perf_counter()
+        result = run_method(name, handle, request, cfg)
+        seconds = time.perf_counter() - start
+        edited = edited_handle(handle, result)
+        run = {"method": name, "edit_s": seconds, "forget_recall": recall(edited, forget),
+               "retain_recall": recall(edited, retain), "layers": result.layers}
+        run["time_vs_memit"] = seconds / out["runs"][0]["edit_s"] if out["runs"] else 1.0
+        print(json.dumps(run), flush=True)
+        out["runs"].append(run)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="task", required=True)
@@ -191,6 +225,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--erase-mode", default="suppress", choices=["suppress", "neutral"])
     p.add_argument("--neutral-target", default="unknown")
     p.add_argument("--ppl-texts", type=int, default=500)
+    p = sub.add_parser("methods-world")
+    p.add_argument("--methods", default="task_vector,ssd,salun,counterexample_ft",
+                   help="registered edit methods, comma-separated (MEMIT always runs first: the time unit)")
+    p.add_argument("--n-facts", type=int, default=None, help="forget facts (default: the whole forget split)")
+    p.add_argument("--first", type=int, default=0, help="MEMIT's first edited block")
+    p.add_argument("--last", type=int, default=2, help="MEMIT's last edited block")
     for p in sub.choices.values():
         p.add_argument("--n-tokens", type=int, default=50_000, help="corpus tokens for C")
         p.add_argument("--seed", type=int, default=0)
@@ -198,7 +238,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    result = cmd_memit_world(args) if args.task == "memit-world" else cmd_rome(args)
+    commands = {"memit-world": cmd_memit_world, "methods-world": cmd_methods_world}
+    result = commands.get(args.task, cmd_rome)(args)
     if args.out:
         atomic_write_json(args.out, result)
         print(f"wrote {args.out}")

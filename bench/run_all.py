@@ -5,7 +5,9 @@
 - bench_edit.py rome: ROME rewrites of 50 known SmolLM2 facts (every CounterFact figure beside its pre-edit value,
   NS same-relation apart; seconds per edit);
 - bench_edit.py memit-world: MEMIT erase of the world's whole forget split in one batch, with the key statistics
-  timed apart from the edit.
+  timed apart from the edit;
+- bench_edit.py methods-world: task vector, SSD, SalUn and counter-example fine-tuning on the world's whole forget
+  split at their defaults, each edit's seconds as a ratio to MEMIT's in the same run.
 
 Each benchmark prints ratios measured in its own run; nothing here asserts a time.
 
@@ -33,6 +35,7 @@ def main() -> int:
         "trace": [HERE / "bench_trace.py", "--facts", "10", "--ref-facts", "2", "--ref-cells", "30"],
         "rome": [HERE / "bench_edit.py", "rome", "--n-facts", "50"],
         "memit-world": [HERE / "bench_edit.py", "memit-world"],
+        "methods-world": [HERE / "bench_edit.py", "methods-world"],
     }
     failed = []
     for name, command in runs.items():

@@ -129,13 +129,30 @@ def _answer_nll(hf: Any, batch: _Batch) -> tuple[torch.Tensor, torch.Tensor]:
     return nll, (first.cpu() == batch.answer_token)
 
 
+def _fact_rows(facts: Sequence[Fact], paraphrases: bool) -> list[tuple[str, Fact]]:
+    """(prompt, its fact) for each fact's prompt and, with `paraphrases`, its paraphrase prompts."""
+    return [(text, fact) for fact in facts
+            for text in ([fact.text, *fact.paraphrase_prompts] if paraphrases else [fact.text])]
+
+
 def _fact_prompts(facts: Sequence[Fact], paraphrases: bool) -> tuple[list[str], list[str]]:
-    prompts, answers = [], []
-    for fact in facts:
-        texts = [fact.text, *fact.paraphrase_prompts] if paraphrases else [fact.text]
-        prompts += texts
-        answers += [fact.target_true] * len(texts)
-    return prompts, answers
+    rows = _fact_rows(facts, paraphrases)
+    return [text for text, _ in rows], [fact.target_true for _, fact in rows]
+
+
+def batch_gradients(handle: Any, model: torch.nn.Module, names: Sequence[str], facts: Sequence[Fact],
+                    batch_size: int, paraphrases: bool = False) -> Iterator[list[torch.Tensor | None]]:
+    """Per batch of the facts' prompts (in order), ∂ mean answer NLL / ∂θ for the parameters `names` of `model`
+    (None for one the loss does not reach). autograd.grad: nothing accumulates in `.grad`."""
+    prompts, answers = _fact_prompts(facts, paraphrases)
+    if not prompts:
+        raise ValueError("a gradient over facts needs at least one fact.")
+    params = dict(model.named_parameters())
+    wanted = [params[name] for name in names]
+    for start in range(0, len(prompts), batch_size):
+        batch = answer_batch(handle, prompts[start:start + batch_size], answers[start:start + batch_size])
+        nll, _ = _answer_nll(model, batch)
+        yield list(torch.autograd.grad(nll, wanted, allow_unused=True))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -165,6 +182,15 @@ class GradDiffConfig:
     """Which weights train: all (full fine-tuning, the reference) or only MLP weights."""
     seed: int = 0
     show_progress: bool = False
+
+    def validate(self) -> None:
+        from obliviate.config.loader import check_range
+
+        check_range("steps", self.steps, minimum=0, fix="steps counts optimiser steps")
+        check_range("lr", self.lr, minimum=1e-12, fix="the learning rate must be positive")
+        check_range("batch_size", self.batch_size, minimum=1)
+        check_range("gamma", self.gamma, minimum=0, fix="a negative weight turns the forget term around")
+        check_range("alpha", self.alpha, minimum=0, fix="a negative weight turns the retain term around")
 
 
 def _trainable(hf: Any, which: Literal["all", "mlp", "down_proj"], layers: Sequence[int] | None = None
@@ -202,12 +228,37 @@ def graddiff_forget_loss(model: Any, batch: _Batch) -> tuple[torch.Tensor, torch
     return -nll, nll
 
 
+def descent_forget_loss(model: Any, batch: _Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient descent: minimise NLL(forget batch answers) (the answers `finetune_unlearn`'s `answers` chose)."""
+    nll, _ = _answer_nll(model, batch)
+    return nll, nll
+
+
+Relabel = Callable[[Sequence[Fact]], list[str]]
+"""The facts of a batch's forget prompts (one per prompt) → the answers to train those prompts on."""
+
+
+def _hold_outside(model: torch.nn.Module, mask: dict[str, torch.Tensor], before: dict[str, torch.Tensor]) -> None:
+    """Put every coordinate outside `mask` back to its value before training (exact, whatever the optimiser did)."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in mask:
+                param.copy_(torch.where(mask[name].to(param.device), param, before[name]))
+
+
 def finetune_unlearn(handle: Any, targets: Sequence[Fact], retain: Sequence[Fact], cfg: GradDiffConfig,
-                     forget_loss: ForgetLoss, *, method: str, layers: Sequence[int] | None = None) -> EditResult:
+                     forget_loss: ForgetLoss, *, method: str, layers: Sequence[int] | None = None,
+                     answers: Relabel | None = None, grad_mask: dict[str, torch.Tensor] | None = None
+                     ) -> EditResult:
     """The GradDiff loop with any forget term: loss = γ·forget_loss + α·NLL(retain), on a copy of `handle.hf`.
 
     GradDiff, NPO and SimNPO differ only in `forget_loss` (open-unlearning's trainers share this shape too).
-    `layers` restricts training to those blocks' weights (of the `cfg.params` kind). The handle is not modified.
+    `layers` restricts training to those blocks' weights (of the `cfg.params` kind). `answers` relabels the forget
+    prompts of each batch (default: their true answers; SalUn's random answers, the counterfactual answers of
+    counter-example fine-tuning); the stop test always reads the true answers. `grad_mask` (HF name → bool tensor)
+    trains only its True coordinates of only its parameters: every other coordinate is put back after each step
+    (SalUn). AdamW without weight decay is per coordinate, so this is the same trajectory as masking the gradients
+    (the reference's way) and exact however the optimiser rounds. The handle is not modified.
     """
     if not targets:
         raise ValueError(f"{method} needs at least one forget fact.")
@@ -217,12 +268,15 @@ def finetune_unlearn(handle: Any, targets: Sequence[Fact], retain: Sequence[Fact
     model = copy.deepcopy(handle.hf).eval()  # eval: no dropout, deterministic steps
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainable = _trainable(model, cfg.params, layers)
+    if grad_mask is not None:
+        trainable = [(n, p) for n, p in trainable if n in grad_mask and bool(grad_mask[n].any())]
     for _, p in model.named_parameters():
         p.requires_grad_(False)
     for _, p in trainable:
         p.requires_grad_(True)
     optimiser = torch.optim.AdamW([p for _, p in trainable], lr=cfg.lr, weight_decay=0.0)
     forget_prompts, forget_answers = _fact_prompts(targets, cfg.use_paraphrases)
+    forget_owners = [fact for _, fact in _fact_rows(targets, cfg.use_paraphrases)]
     retain_prompts, retain_answers = _fact_prompts(retain, cfg.use_paraphrases)
     forget_order = _cycle(len(forget_prompts), cfg.batch_size, generator)
     retain_order = _cycle(len(retain_prompts), cfg.batch_size, generator) if retain_prompts else None
@@ -234,8 +288,12 @@ def finetune_unlearn(handle: Any, targets: Sequence[Fact], retain: Sequence[Fact
         steps = tqdm(steps, desc=method)
     stopped_at = cfg.steps
     for step in steps:
-        idx = next(forget_order)
-        forget_batch = answer_batch(handle, [forget_prompts[i] for i in idx], [forget_answers[i] for i in idx])
+        idx = next(forget_order).tolist()
+        if answers is None:
+            batch_answers = [forget_answers[i] for i in idx]
+        else:
+            batch_answers = answers([forget_owners[i] for i in idx])
+        forget_batch = answer_batch(handle, [forget_prompts[i] for i in idx], batch_answers)
         forget_term, forget_nll = forget_loss(model, forget_batch)
         loss = cfg.gamma * forget_term
         retain_nll = torch.tensor(float("nan"))
@@ -247,6 +305,8 @@ def finetune_unlearn(handle: Any, targets: Sequence[Fact], retain: Sequence[Fact
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
+        if grad_mask is not None:
+            _hold_outside(model, grad_mask, before)
         history.append({"forget_loss": forget_term.item(), "forget_nll": forget_nll.item(),
                         "retain_nll": retain_nll.item()})
         if cfg.stop_when_forgotten and _forget_recall(model, handle, forget_prompts, forget_answers) == 0.0:

@@ -41,6 +41,7 @@ class NPOConfig(GradDiffConfig):
     def validate(self) -> None:
         from obliviate.config.loader import check_range
 
+        super().validate()
         check_range("beta", self.beta, minimum=1e-12, fix="β must be positive")
 
 
@@ -58,6 +59,7 @@ class SimNPOConfig(GradDiffConfig):
     def validate(self) -> None:
         from obliviate.config.loader import check_range
 
+        super().validate()
         check_range("beta", self.beta, minimum=1e-12, fix="β must be positive")
 
 

@@ -27,6 +27,8 @@ def fast(tmp_path_factory):
             "memit": {"steps": 3, "context_lengths": [[3, 1]], "covariance": cov},
             "graddiff": short, "npo": short, "simnpo": short, "rmu": short, "dpo": short,
             "idkdpo": {**short, "idk_answers": ["unknown"]},  # the tiny vocabulary spells no longer refusal
+            "task_vector": short, "salun": short, "counterexample_ft": short,
+            "ssd": {"alpha": 1.0},  # three random facts: the reference's α = 10 may select no weight
             "pga": {"variant": "probe", "max_iter": 200}}
 
 
@@ -43,7 +45,7 @@ def test_every_registered_method_runs_through_the_one_interface(handle, fast):
     facts = tiny_facts()
     names = EDITS.names()
     assert {"rome", "memit", "graddiff", "npo", "simnpo", "rmu", "steering", "pga", "leace", "suppress",
-            "none"} <= set(names)
+            "none", "task_vector", "ssd", "salun", "counterexample_ft"} <= set(names)
     weights = {n: p.detach().clone() for n, p in handle.hf.named_parameters()}
     for entry in EDITS:
         if entry.needs:  # a method that needs a special base (an adapted model, a SISA ensemble) has its own tests
@@ -61,14 +63,15 @@ def test_every_registered_method_runs_through_the_one_interface(handle, fast):
 
 
 @pytest.mark.parametrize(("name", "layers"), [("rome", [1]), ("steering", [2]), ("rmu", [1]), ("graddiff", [0]),
-                                              ("leace", [0, 2]), ("memit", [1, 2])])
+                                              ("leace", [0, 2]), ("memit", [1, 2]), ("task_vector", [1]),
+                                              ("ssd", [2]), ("salun", [0]), ("counterexample_ft", [1, 2])])
 def test_explicit_layers_are_the_layers_the_edit_acts_on(handle, fast, name, layers):
     cfg = EDITS.get(name).params(fast.get(name, {}))
     facts = tiny_facts()
     result = run_method(name, handle, EditRequest(targets=facts[:2], retain=facts[2:], layers=layers), cfg)
     if name == "rmu":  # RMU trains the n_update_layers blocks ending at L
         assert result.metrics["layer"] == layers[-1]
-    elif name == "graddiff":
+    elif name in ("graddiff", "task_vector", "ssd", "salun", "counterexample_ft"):
         assert result.layers == layers  # only those blocks' weights moved
     else:
         assert result.layers == layers
