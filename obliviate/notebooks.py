@@ -40,8 +40,10 @@ METADATA_KEY = "obliviate"
 MAX_TOTAL_BYTES = 3_000_000
 """Size budget of all committed notebooks together (outputs included)."""
 
-KERNEL_ENV = {"TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning"}
-"""Environment of the kernel besides the cache: no progress bars, no deprecation notices of dependencies."""
+KERNEL_ENV = {"TQDM_DISABLE": "1",
+              "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning,ignore:IProgress not found"}
+"""Environment of the kernel besides the cache: no progress bars, no deprecation notices of dependencies, no
+tqdm notice that ipywidgets is missing (it prints the local install's path)."""
 
 # a tqdm-style bar: "45%|####5     | 9/20 [00:01<00:02, 4.5it/s]"
 _PROGRESS = re.compile(r"\d+%\|.*\||\|\s*\d+/\d+\s*\[|\d+(\.\d+)?\s*(it/s|s/it)\]")
@@ -101,6 +103,16 @@ def stack_traces(notebook: Mapping[str, Any]) -> list[str]:
     return found
 
 
+_LOCAL_PATH = re.compile(r"(/home/|/root/|/work/|/Users/|site-packages)")
+
+
+def local_paths(notebook: Mapping[str, Any]) -> list[str]:
+    """'cell N: ...' for every output that prints a path of the machine it ran on (a reader's machine differs)."""
+    return [f"cell {index}: a local path in its {output.get('name', 'output')}"
+            for index, cell in enumerate(notebook["cells"]) if cell["cell_type"] == "code"
+            for output in cell.get("outputs", []) if _LOCAL_PATH.search(_output_text(output))]
+
+
 def staleness(notebook: Mapping[str, Any]) -> list[str]:
     """What makes the notebook's outputs untrustworthy as committed; [] for a fresh one."""
     record = notebook.get("metadata", {}).get(METADATA_KEY, {})
@@ -115,7 +127,7 @@ def staleness(notebook: Mapping[str, Any]) -> list[str]:
         problems.append(f"code cells {unexecuted} have not been executed")
     if not any(cell.get("outputs") for cell in cells):
         problems.append("it has no outputs")
-    return problems + stack_traces(notebook)
+    return problems + stack_traces(notebook) + local_paths(notebook)
 
 
 def git_state(folder: Path) -> dict[str, Any]:
