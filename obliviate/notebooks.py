@@ -103,7 +103,7 @@ def stack_traces(notebook: Mapping[str, Any]) -> list[str]:
     return found
 
 
-_LOCAL_PATH = re.compile(r"(/home/|/root/|/work/|/Users/|site-packages)")
+_LOCAL_PATH = re.compile(r"/(?:home|root|work|Users)/|site-packages")
 
 
 def local_paths(notebook: Mapping[str, Any]) -> list[str]:

