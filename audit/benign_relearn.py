@@ -90,14 +90,20 @@ def check_unrelated(texts: Sequence[str], targets: Sequence[Fact]) -> None:
                                   f"({hit.subject!r}); relearn only on unrelated text.")
 
 
+def lm_fine_tuned_copy(handle: Any, texts: Sequence[str], config: Any) -> tuple[Any, list[float]]:
+    """A copy of `handle.tl` (hooks kept) fine-tuned with the language-model loss on every token of `texts` after
+    the first; `config` gives steps, lr, batch_size, weight_decay and seed (audit/relearn.py `fine_tuned_copy`)."""
+    rows = [encode(handle, text)[: int(handle.tl.cfg.n_ctx)] for text in texts]
+    examples = [(row[:1], row[1:]) for row in rows if len(row) > 1]  # every token after the first is a label
+    return fine_tuned_copy(handle, examples, config)
+
+
 def benign_relearn_scores(handle: Any, targets: Sequence[Fact], texts: Sequence[str],
                           config: BenignRelearnConfig = BenignRelearnConfig()
                           ) -> tuple[dict[int, TargetScore], list[float]]:
     """Targets' p_true / top-1 / rank after fine-tuning a copy of `handle` on `texts` (language-model loss)."""
     check_unrelated(texts, targets)
-    rows = [encode(handle, text)[: int(handle.tl.cfg.n_ctx)] for text in texts]
-    examples = [(row[:1], row[1:]) for row in rows if len(row) > 1]  # every token after the first is a label
-    model, losses = fine_tuned_copy(handle, examples, config)
+    model, losses = lm_fine_tuned_copy(handle, texts, config)
     stats = answer_stats(with_tl(handle, model), [f.text for f in targets], [f.target_true for f in targets])
     scores = {f.case_id: TargetScore(f.case_id, float(stats.p_true[i]), float(stats.p_true[i]), bool(stats.top1[i]),
                                      int(stats.rank[i])) for i, f in enumerate(targets)}

@@ -19,6 +19,13 @@ the non-trivial rows are suppressed (is some attack strong enough, and the margi
 oracle-free variant (`oracle_free=True`: the absolute-threshold rule used where no oracle exists, which must call
 ``world-retain`` erased on its own scores). The margin's robustness is measured by re-judging the same attack scores
 over a grid of margins and spread factors, and each attack alone shows which attacks the calibration needs.
+
+The margins come from more than one never-taught model (`peer`, on by default): the oracle's spread over targets,
+and the spread between the oracle and the oracle after a short harmless fine-tune (audit/zoo.py
+`finetuned_oracle`: 100 steps on the retained facts' sentences, seeded, in memory) on the same targets — the
+paired difference an erased edited model shows against the oracle (audit/verdict.py explains the rule). The
+summary prints both margins. A wider set of known cases — weights-level suppressions an owner could build, and
+perturbed oracles and bases — is the zoo (audit/zoo.py, ``obliviate audit --calibrate --zoo``).
 """
 
 from __future__ import annotations
@@ -56,6 +63,9 @@ class CalibrationConfig:
     """Spread factors swept for the robustness table."""
     null: bool = True
     """Also judge without the oracle against the counterfactual-answer null (two more runs per attack)."""
+    peer: bool = True
+    """Widen each attack's margin by the spread between the oracle and the oracle after a short harmless
+    fine-tune (audit/zoo.py `finetuned_oracle`; audit/verdict.py `peers`): one more run per attack."""
     seed: int = 0
     """World seed."""
     show_progress: bool = False
@@ -96,6 +106,8 @@ class CalibrationResult:
     "absolute" (the stated threshold) — the rules used where no oracle exists."""
     margins: dict[str, float]
     """Margin per attack the verdicts used."""
+    single_oracle_margins: dict[str, float]
+    """Margin per attack from the oracle's spread over targets alone (equal to `margins` without a peer)."""
     robustness: list[dict[str, Any]]
     """Per (margin floor, spread_k): each row's accuracy."""
     per_attack: dict[str, dict[str, float]]
@@ -116,7 +128,8 @@ class CalibrationResult:
 
     def summary(self) -> str:
         lines = [self.confusion.table(), "", f"targets: {len(self.case_ids)} (of {self.n_forget} forget facts)",
-                 "margins: " + ", ".join(f"{a} {m:.3f}" for a, m in self.margins.items()),
+                 "margins: " + ", ".join(f"{a} {m:.3f} (one oracle {self.single_oracle_margins[a]:.3f})"
+                                         for a, m in self.margins.items()),
                  *(f"without the oracle ({kind}):\n{matrix.table()}" for kind, matrix in self.without_oracle.items()),
                  "each attack alone (row accuracy erased / suppressed / intact): "
                  + "; ".join(f"{a}: " + " / ".join(f"{acc[c]:.2f}" for c in CASES)
@@ -128,7 +141,8 @@ class CalibrationResult:
         return {"confusion": self.confusion.counts, "row_accuracy": self.confusion.row_accuracy,
                 "without_oracle": {k: m.counts for k, m in self.without_oracle.items()},
                 "without_oracle_row_accuracy": {k: m.row_accuracy for k, m in self.without_oracle.items()},
-                "passed": self.passed, "margins": self.margins, "robustness": self.robustness,
+                "passed": self.passed, "margins": self.margins, "single_oracle_margins": self.single_oracle_margins,
+                "robustness": self.robustness,
                 "per_attack": self.per_attack, "case_ids": self.case_ids, "n_forget": self.n_forget,
                 "verdicts": self.verdicts, "attack_means": self.attack_means, "config": self.config,
                 "timings": self.timings}
@@ -164,6 +178,34 @@ def known_truth_facts(world, oracle, facts: Sequence[Fact]) -> list[Fact]:
     return [f for f in facts if by_world[f.case_id] and not by_oracle[f.case_id]]
 
 
+def calibration_inputs(world=None, oracle=None, facts: Sequence[Fact] | None = None,
+                       probe_facts: Sequence[Fact] | None = None, *, seed: int = 0, show_progress: bool = False
+                       ) -> tuple[Any, Any, Sequence[Fact], Sequence[Fact]]:
+    """(world, oracle, forget facts, retain facts), each the loaded ``world`` / ``world-retain`` / the world's
+    forget / retain split unless given; a ReferenceMismatchError when the two models do not share a tokenizer."""
+    from audit.attack_result import check_oracle_tokenizer
+    from obliviate.targets import resolve_facts
+
+    if world is None or oracle is None:
+        from obliviate.models import load
+
+        world = world or load("world", show_progress=show_progress)
+        oracle = oracle or load("world-retain", show_progress=show_progress)
+    facts = resolve_facts("world", split="forget", seed=seed) if facts is None else facts
+    probe_facts = resolve_facts("world", split="retain", seed=seed) if probe_facts is None else probe_facts
+    check_oracle_tokenizer(world, oracle)
+    return world, oracle, facts, probe_facts
+
+
+def calibration_targets(world, oracle, facts: Sequence[Fact], limit: int | None) -> list[Fact]:
+    """The first `limit` facts of known truth (`known_truth_facts`); a ValueError when there is none."""
+    kept = known_truth_facts(world, oracle, facts)[:limit]
+    if not kept:
+        raise ValueError("calibration: no forget fact is answered by world and missed by world-retain; "
+                         "the world models are not trained as expected.")
+    return kept
+
+
 def suppressed_handle(world, facts: Sequence[Fact], kind: str = "logit", penalty: float = 20.0):
     """`world` with edit/suppress.py's output-only suppression of the facts' answers (a copy; `world` untouched)."""
     from audit.attack_result import clone_tl, with_tl
@@ -187,11 +229,13 @@ def confusion_of(case_verdicts: Mapping[str, Mapping[int, str]]) -> Confusion:
 
 def judge_cases(case_ids: Sequence[int], recalled: Mapping[str, Mapping[int, bool]],
                 scores: Mapping[str, Sequence[AttackScores]], oracle: Sequence[AttackScores] | None,
-                config: VerdictConfig, null: Mapping[str, Mapping[str, Sequence[float]]] | None = None
-                ) -> dict[str, dict[int, str]]:
-    """Verdicts of every case under one rule (no attack is re-run); `null` is per case, per attack."""
+                config: VerdictConfig, null: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+                peers: Sequence[Sequence[AttackScores]] = ()) -> dict[str, dict[int, str]]:
+    """Verdicts of every case under one rule (no attack is re-run); `null` is per case, per attack; `peers` as
+    audit/verdict.py `judge` takes them (with an oracle only)."""
     return {case: {t.case_id: t.verdict for t in judge(case_ids, recalled[case], scores[case], oracle,
-                                                      null=null[case] if null else None, config=config).targets}
+                                                      null=null[case] if null else None, config=config,
+                                                      peers=peers if oracle is not None else ()).targets}
             for case in CASES}
 
 
@@ -206,31 +250,12 @@ def calibrate(world=None, oracle=None, facts: Sequence[Fact] | None = None,
     """
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    if world is None or oracle is None:
-        from obliviate.models import load
-
-        world = world or load("world", show_progress=config.show_progress)
-        oracle = oracle or load("world-retain", show_progress=config.show_progress)
-    if facts is None:
-        from obliviate.targets import resolve_facts
-
-        facts = resolve_facts("world", split="forget", seed=config.seed)
-    if probe_facts is None:
-        from obliviate.targets import resolve_facts
-
-        probe_facts = resolve_facts("world", split="retain", seed=config.seed)
+    world, oracle, facts, probe_facts = calibration_inputs(world, oracle, facts, probe_facts, seed=config.seed,
+                                                           show_progress=config.show_progress)
     timings["load"] = time.perf_counter() - start
-    from audit.attack_result import check_oracle_tokenizer
-
-    check_oracle_tokenizer(world, oracle)
 
     start = time.perf_counter()
-    kept = known_truth_facts(world, oracle, facts)
-    if config.limit is not None:
-        kept = kept[: config.limit]
-    if not kept:
-        raise ValueError("calibration: no forget fact is answered by world and missed by world-retain; "
-                         "the world models are not trained as expected.")
+    kept = calibration_targets(world, oracle, facts, config.limit)
     case_ids = [f.case_id for f in kept]
     handles = {"erased": oracle, "suppressed": suppressed_handle(world, kept, config.suppression, config.penalty),
                "intact": world}
@@ -246,6 +271,16 @@ def calibrate(world=None, oracle=None, facts: Sequence[Fact] | None = None,
             scores[case].append(run(world, handle, kept))
             timings[f"{name}:{case}"] = time.perf_counter() - began
     oracle_scores = scores["erased"]
+    peers: list[list[AttackScores]] = []
+    if config.peer:
+        from audit.zoo import ZooConfig, ZooInputs, finetuned_oracle
+
+        began = time.perf_counter()
+        peer = finetuned_oracle(ZooInputs(world, oracle, kept, probe_facts, ZooConfig(seed=config.seed)),
+                                seed=config.seed + 1)
+        peers = [[(runners.get(name) or attack_runner(name, probe_facts, config.attack_params.get(name)))(
+            world, peer, kept) for name in config.attacks]]
+        timings["peer"] = time.perf_counter() - began
     null: dict[str, dict[str, list[float]]] = {}
     if config.null:
         # each audited model's own counterfactual answers (audit/verdict.py). Every intact-case target is still
@@ -261,7 +296,7 @@ def calibrate(world=None, oracle=None, facts: Sequence[Fact] | None = None,
         null["intact"] = null["suppressed"]
 
     verdict_config = config.verdict
-    final = {case: judge(case_ids, recalled[case], scores[case], oracle_scores, config=verdict_config)
+    final = {case: judge(case_ids, recalled[case], scores[case], oracle_scores, config=verdict_config, peers=peers)
              for case in CASES}
     confusion = confusion_of({c: {t.case_id: t.verdict for t in v.targets} for c, v in final.items()})
     without_oracle = {"absolute": confusion_of(judge_cases(case_ids, recalled, scores, None, verdict_config))}
@@ -272,19 +307,21 @@ def calibrate(world=None, oracle=None, facts: Sequence[Fact] | None = None,
     for margin in config.margins:
         for spread_k in config.spread_ks:
             rule = replace(verdict_config, margin=margin, spread_k=spread_k)
-            matrix = confusion_of(judge_cases(case_ids, recalled, scores, oracle_scores, rule))
+            matrix = confusion_of(judge_cases(case_ids, recalled, scores, oracle_scores, rule, peers=peers))
             robustness.append({"margin": margin, "spread_k": spread_k, **matrix.row_accuracy,
                                "min_row_accuracy": matrix.min_row_accuracy})
     per_attack = {}
     for index, name in enumerate(config.attacks):
         alone = {case: [scores[case][index]] for case in CASES}
         per_attack[name] = confusion_of(judge_cases(case_ids, recalled, alone, [oracle_scores[index]],
-                                                    verdict_config)).row_accuracy
+                                                    verdict_config, peers=[[p[index]] for p in peers])).row_accuracy
     timings["total"] = sum(v for k, v in timings.items())
     attack_means = {case: {s.attack: sum(s.recovered[c] for c in case_ids) / len(case_ids) for s in scores[case]}
                     for case in CASES}
     return CalibrationResult(
-        confusion=confusion, without_oracle=without_oracle, margins=final["suppressed"].margins, robustness=robustness,
+        confusion=confusion, without_oracle=without_oracle, margins=final["suppressed"].margins,
+        single_oracle_margins=judge(case_ids, recalled["suppressed"], scores["suppressed"], oracle_scores,
+                                    config=verdict_config).margins, robustness=robustness,
         per_attack=per_attack, case_ids=case_ids, n_forget=len(facts),
         verdicts={case: v.to_records() for case, v in final.items()}, attack_means=attack_means,
         config={**asdict(config), "verdict": asdict(config.verdict)}, timings=timings)

@@ -20,6 +20,18 @@ bounded by that spread, so an excess of several σ is evidence the edited model 
 not; `margin` is a floor for attacks whose oracle scores are (near) constant. audit/calibrate.py measures how the
 verdicts' accuracy on known cases varies with both numbers.
 
+The spread over targets of ONE oracle is not the whole null, though: an erased edited model is another
+never-taught model, and its score on a target differs from the oracle's for reasons the oracle's own spread over
+targets does not see (its own weights, its own chance decodings of this very target). When other never-taught
+models are at hand (`peers`: the oracle after a short harmless fine-tune, audit/zoo.py `finetuned_oracle`, or a
+second seed of the recipe), each gives a paired difference d_c = peer_c − oracle_c per target, which is a draw of
+exactly the statistic the verdict thresholds (edited − oracle on a target the edited model never knew). Its scale
+is the root mean square √(mean_c d_c²): the spread between never-taught models plus any systematic shift between
+them (a fine-tune that lifts every score). The margin is then ``max(margin, spread_k × σ, spread_k × rms(d))``
+over every peer — the same spread factor, because rms(d) and σ estimate the spread of the same kind of
+difference, and a max so that a peer can only widen the margin (a calibration with peers is never more eager to
+call "suppressed" than without). Per site the same with k_S.
+
 An attack that looks at several *sites* (the re-fit probe: every depth × token position) reports a score per site
 (`AttackResult.sites`), and the verdict takes each target's largest excess over the oracle across the sites the
 edited model and the oracle share, less that site's margin, and names the site. Picking the best of S sites
@@ -166,27 +178,53 @@ def counterfactual_facts(facts: Sequence) -> list:
     return [replace(f, target_true=f.target_new, target_new=f.target_true) for f in facts]
 
 
-def attack_margins(oracle: Sequence[AttackScores], case_ids: Sequence[int], config: VerdictConfig
-                   ) -> dict[str, float]:
-    """Margin per attack from the spread of the oracle's scores over the targets (see the module docstring)."""
+def attack_margins(oracle: Sequence[AttackScores], case_ids: Sequence[int], config: VerdictConfig,
+                   peers: Sequence[Sequence[AttackScores]] = ()) -> dict[str, float]:
+    """Margin per attack: the spread of the oracle's scores over the targets and, per peer (another never-taught
+    model under the same attacks), the rms of its paired difference from the oracle (see the module docstring)."""
     margins = {}
     for result in oracle:
-        scores = np.array([result.recovered[c] for c in case_ids if _finite(result.recovered.get(c))])
-        spread = float(scores.std(ddof=1)) if len(scores) > 1 else 0.0
-        margins[result.attack] = max(config.margin, config.spread_k * spread)
+        spread = _spread(result.recovered, case_ids)
+        between = [peer_spread(result.recovered, peer.recovered, case_ids)
+                   for peer in _matching(peers, result.attack)]
+        margins[result.attack] = max(config.margin, config.spread_k * max([spread, *between]))
     return margins
+
+
+def peer_spread(oracle: Mapping[int, float], peer: Mapping[int, float], case_ids: Sequence[int]) -> float:
+    """√(mean over targets of (peer − oracle)²): how far two never-taught models' scores lie apart per target."""
+    diffs = np.array([peer[c] - oracle[c] for c in case_ids if _finite(peer.get(c)) and _finite(oracle.get(c))])
+    return float(np.sqrt(np.mean(diffs ** 2))) if len(diffs) else 0.0
+
+
+def _spread(scores: Mapping[int, float], case_ids: Sequence[int]) -> float:
+    values = np.array([scores[c] for c in case_ids if _finite(scores.get(c))])
+    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def _matching(peers: Sequence[Sequence[AttackScores]], attack: str) -> list[AttackScores]:
+    """Each peer's run of `attack`; a ValueError when a peer was not attacked with it."""
+    found = []
+    for i, peer in enumerate(peers):
+        run = next((r for r in peer if r.attack == attack), None)
+        if run is None:
+            raise ValueError(f"judge: peer {i} was not attacked with {attack!r}; run every attack on every peer "
+                             f"(its margin compares under the same attack).")
+        found.append(run)
+    return found
 
 
 def judge(case_ids: Sequence[int], recalled: Mapping[int, bool], edited: Sequence[AttackScores],
           oracle: Sequence[AttackScores] | None = None, *, null: Mapping[str, Sequence[float]] | None = None,
-          config: VerdictConfig = VerdictConfig()) -> VerdictSet:
+          config: VerdictConfig = VerdictConfig(), peers: Sequence[Sequence[AttackScores]] = ()) -> VerdictSet:
     """Verdict per target from the edited model's recall and attack scores, referenced as the docstring says.
 
     `recalled[c]`: the edited model's answer is top-1 on the target's prompt. `edited` / `oracle`: the same attacks
     run on the edited model and on the oracle (matched by attack name). `null`: per attack, scores on facts the
-    model does not know, used only when `oracle` is None.
+    model does not know, used only when `oracle` is None. `peers`: the same attacks run on other never-taught
+    models, which widen each attack's margin by their paired spread from the oracle (used only with `oracle`).
     """
-    reference, margins, kind = _references(case_ids, edited, oracle, null, config)
+    reference, margins, kind = _references(case_ids, edited, oracle, null, config, peers)
     sites: dict[str, dict[str, Mapping[int, float]]] = {}
     per_site: dict[str, dict[str, float]] = {}
     if kind == "oracle":
@@ -196,7 +234,8 @@ def judge(case_ids: Sequence[int], recalled: Mapping[int, bool], edited: Sequenc
             if shared:
                 sites[result.attack] = {"edited": {s: _sites(result)[s] for s in shared},
                                         "oracle": {s: _sites(by_name[result.attack])[s] for s in shared}}
-                per_site[result.attack] = site_margins(sites[result.attack]["oracle"], case_ids, config)
+                peer_sites = [{s: _sites(p).get(s, {}) for s in shared} for p in _matching(peers, result.attack)]
+                per_site[result.attack] = site_margins(sites[result.attack]["oracle"], case_ids, config, peer_sites)
                 margins[result.attack] = min(per_site[result.attack].values())
     verdicts = []
     for case_id in case_ids:
@@ -224,7 +263,8 @@ def judge(case_ids: Sequence[int], recalled: Mapping[int, bool], edited: Sequenc
 
 
 def _references(case_ids: Sequence[int], edited: Sequence[AttackScores], oracle: Sequence[AttackScores] | None,
-                null: Mapping[str, Sequence[float]] | None, config: VerdictConfig
+                null: Mapping[str, Sequence[float]] | None, config: VerdictConfig,
+                peers: Sequence[Sequence[AttackScores]] = ()
                 ) -> tuple[dict[str, dict[int, float]], dict[str, float], str]:
     """Per attack: the reference score per target and the margin its excess must beat."""
     names = [r.attack for r in edited]
@@ -237,7 +277,8 @@ def _references(case_ids: Sequence[int], edited: Sequence[AttackScores], oracle:
             raise ValueError(f"judge: the oracle was not attacked with {missing}; run every attack on the oracle "
                              f"too (the verdict compares under the same attack).")
         matched = [by_name[n] for n in names]
-        return ({r.attack: dict(r.recovered) for r in matched}, attack_margins(matched, case_ids, config), "oracle")
+        return ({r.attack: dict(r.recovered) for r in matched}, attack_margins(matched, case_ids, config, peers),
+                "oracle")
     if null:
         reference, margins = {}, {}
         for name in names:
@@ -273,15 +314,15 @@ def spread_factor(spread_k: float, n_sites: int) -> float:
     return math.sqrt(2.0) * normal.inv_cdf(1.0 - alarm / n_sites)
 
 
-def site_margins(oracle_sites: Mapping[str, Mapping[int, float]], case_ids: Sequence[int], config: VerdictConfig
-                 ) -> dict[str, float]:
-    """Per site: max(margin, k_S × σ_s) with S = the number of sites (module docstring)."""
+def site_margins(oracle_sites: Mapping[str, Mapping[int, float]], case_ids: Sequence[int], config: VerdictConfig,
+                 peer_sites: Sequence[Mapping[str, Mapping[int, float]]] = ()) -> dict[str, float]:
+    """Per site: max(margin, k_S × σ_s, k_S × rms(peer − oracle) at the site) with S = the number of sites
+    (module docstring); a peer that lacks a site adds nothing there."""
     factor = spread_factor(config.spread_k, len(oracle_sites))
     margins = {}
     for site, by_case in oracle_sites.items():
-        scores = np.array([by_case[c] for c in case_ids if _finite(by_case.get(c))])
-        spread = float(scores.std(ddof=1)) if len(scores) > 1 else 0.0
-        margins[site] = max(config.margin, factor * spread)
+        between = [peer_spread(by_case, peer.get(site, {}), case_ids) for peer in peer_sites]
+        margins[site] = max(config.margin, factor * max([_spread(by_case, case_ids), *between]))
     return margins
 
 

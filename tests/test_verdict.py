@@ -147,3 +147,40 @@ def test_the_site_margin_grows_with_the_number_of_sites():
     assert verdicts.by_case()[0].verdict == "erased" and verdicts.by_case()[1].verdict == "suppressed"
     assert verdicts.by_case()[1].margin == pytest.approx(verdicts.site_margins["probe"]["depth 3"])
     assert verdicts.margins["probe"] == pytest.approx(min(verdicts.site_margins["probe"].values()))
+
+
+def test_a_second_never_taught_model_never_narrows_the_margin_and_widens_it_by_its_paired_spread():
+    rng = np.random.default_rng(5)
+    config = VerdictConfig(margin=0.05, spread_k=3.0)
+    oracle = _oracle(rng, spread=0.03)
+    close = [Scores(o.attack, {c: s + 0.001 * rng.standard_normal() for c, s in o.recovered.items()}) for o in oracle]
+    far = [Scores(o.attack, {c: s + 0.2 * rng.standard_normal() for c, s in o.recovered.items()}) for o in oracle]
+    single = attack_margins(oracle, CASES, config)
+    for peers in ([close], [far], [close, far]):
+        widened = attack_margins(oracle, CASES, config, peers)
+        assert all(widened[a] >= single[a] for a in single)
+    assert attack_margins(oracle, CASES, config, [close]) == single  # a peer within the oracle's spread adds nothing
+    widened = attack_margins(oracle, CASES, config, [far])
+    for o, f in zip(oracle, far):
+        rms = np.sqrt(np.mean([(f.recovered[c] - o.recovered[c]) ** 2 for c in CASES]))
+        assert widened[o.attack] == pytest.approx(config.spread_k * rms)
+    # an erased model that differs from the oracle as the peer does: suppressed on one oracle, erased with the peer
+    verdicts = [judge(CASES, {}, far, oracle, config=config, peers=peers).counts()["erased"] for peers in ([], [far])]
+    assert verdicts[0] < len(CASES) == verdicts[1]
+
+
+def test_peer_margins_per_site_and_a_peer_missing_an_attack_is_an_error():
+    rng = np.random.default_rng(6)
+    cases = list(range(40))
+    sites = _site_oracle(rng, 4)
+    config = VerdictConfig(margin=0.0)
+    shifted = {s: {c: v + 0.3 for c, v in by_case.items()} for s, by_case in sites.items()}
+    single, widened = site_margins(sites, cases, config), site_margins(sites, cases, config, [shifted])
+    factor = spread_factor(config.spread_k, len(sites))
+    assert all(widened[s] == pytest.approx(max(single[s], factor * 0.3)) for s in sites)
+    peer = SiteScores("probe", sites["depth 0"], shifted)
+    verdicts = judge(cases, {}, [SiteScores("probe", sites["depth 0"], shifted)],
+                     [SiteScores("probe", sites["depth 0"], sites)], config=config, peers=[[peer]])
+    assert verdicts.site_margins["probe"] == pytest.approx(widened)
+    with pytest.raises(ValueError, match="peer 0 was not attacked with 'logit_lens'"):
+        judge(CASES, {}, _oracle(rng), _oracle(rng), peers=[[Scores("probe", {c: 0.1 for c in CASES})]])
