@@ -12,7 +12,7 @@ edits"): an edit function returns a `WeightEditResult` holding the deltas, and t
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,3 +106,26 @@ def changed_tensors(handle: Any, deltas: Mapping[str, Float[torch.Tensor, "d_in 
 def hf_name_map(handle: Any, deltas: Mapping[str, torch.Tensor]) -> dict[str, str]:
     """TL parameter name → HF parameter name for each delta."""
     return {name: edit_site(handle, _layer_of(name)).hf_weight for name in deltas}
+
+
+def sequential_edits(handle: Any, batches: Iterable[Sequence[Any]],
+                     edit_batch: Callable[[Sequence[Any]], WeightEditResult]
+                     ) -> Iterator[tuple[dict[str, torch.Tensor], WeightEditResult]]:
+    """Edits made one batch after another, as a user chains them: each batch is computed on the model with every
+    earlier batch's deltas applied (in memory, restored before the next yield). Yields, after each batch, the
+    summed deltas so far and the batch's own result; the model given is never written."""
+    total: dict[str, torch.Tensor] = {}
+    for batch in batches:
+        with apply_deltas(handle, total):
+            result = edit_batch(batch)
+        total = {**total, **{name: total[name] + delta if name in total else delta.clone()
+                             for name, delta in result.deltas.items()}}
+        yield total, result
+
+
+def batched(items: Sequence[Any], size: int | None) -> list[Sequence[Any]]:
+    """`items` in consecutive chunks of `size` (None or ≥ len: one chunk)."""
+    if size is not None and size < 1:
+        raise ValueError(f"batch size {size}: use a positive number (or None for one batch).")
+    step = size or max(len(items), 1)
+    return [items[i:i + step] for i in range(0, len(items), step)]

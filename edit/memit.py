@@ -29,10 +29,11 @@ returns the deltas; C is read from the unedited model before any update, as in t
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
+from jaxtyping import Float
 
 from edit.context import activations_at_subject, averaged_keys, context_templates, fill
 from edit.covariance import CovarianceConfig, regularised, second_moments
@@ -40,22 +41,19 @@ from edit.deltas import WeightEditResult, apply_deltas, changed_tensors, hf_name
 from edit.result import EditRequest
 from edit.sites import edit_site
 from edit.value_opt import Goal, ValueOptSettings, optimise_values
+from obliviate.config.loader import InvalidField
 from obliviate.facts import Fact
 from obliviate.registry import EDITS, Knob, Spec
 
 
 @dataclass
-class MemitConfig:
-    """MEMIT hyper-parameters; defaults follow the reference's GPT-2 XL values (``hparams/MEMIT/gpt2-xl.json``)
-    except λ, which scales with d_mlp (module docstring)."""
+class KeyValueConfig:
+    """What the MEMIT family shares: the edited blocks, how z is optimised and how keys and C are gathered
+    (reference GPT-2 XL values, ``hparams/MEMIT/gpt2-xl.json``). MEMIT and AlphaEdit add their own solve's
+    settings."""
 
     layers: list[int] | None = None
     """Contiguous blocks to edit; None lets the caller decide (EditConfig.layers / locate)."""
-    mom2_update_weight: float | None = None
-    """λ: weight of the corpus statistics against the batch's keys (reference: 20000 GPT-2 XL, 15000 GPT-J);
-    None = mom2_per_d_mlp × d_mlp (see the module docstring)."""
-    mom2_per_d_mlp: float = 15000.0 / 16384
-    """λ per MLP dimension when mom2_update_weight is None (GPT-J's reference ratio)."""
     context_lengths: list[tuple[int, int]] = field(default_factory=lambda: [(10, 5)])
     """(tokens per generated prefix, number of prefixes), besides the bare "{}" prompt."""
     lr: float = 0.5
@@ -90,24 +88,46 @@ class MemitConfig:
                                 neutral_target=self.neutral_target, facts_per_batch=self.facts_per_batch)
 
 
+@dataclass
+class MemitConfig(KeyValueConfig):
+    """MEMIT hyper-parameters; defaults follow the reference's GPT-2 XL values (``hparams/MEMIT/gpt2-xl.json``)
+    except λ, which scales with d_mlp (module docstring)."""
+
+    mom2_update_weight: float | None = None
+    """λ: weight of the corpus statistics against the batch's keys (reference: 20000 GPT-2 XL, 15000 GPT-J);
+    None = mom2_per_d_mlp × d_mlp (see the module docstring)."""
+    mom2_per_d_mlp: float = 15000.0 / 16384
+    """λ per MLP dimension when mom2_update_weight is None (GPT-J's reference ratio)."""
+
+
+LayerSolve = Callable[[int, Float[torch.Tensor, "n d_mlp"], Float[torch.Tensor, "n d_model"]],
+                      Float[torch.Tensor, "d_mlp d_model"]]
+"""(block, the facts' keys there, the residual that block must write) → ΔW of its down-projection (TL layout)."""
+
+
 def mom2_weight(cfg: MemitConfig, d_mlp: int) -> float:
     """The λ of the solve: the configured absolute value, or mom2_per_d_mlp × d_mlp."""
     return cfg.mom2_update_weight if cfg.mom2_update_weight is not None else cfg.mom2_per_d_mlp * d_mlp
 
 
-def memit_templates(handle, cfg: MemitConfig) -> list[list[str]]:
+def memit_templates(handle, cfg: KeyValueConfig) -> list[list[str]]:
     """The prefix template groups MEMIT uses (sampled once; pass them to `memit_edit` to reuse)."""
     return context_templates(handle, [tuple(x) for x in cfg.context_lengths], seed=cfg.seed)
 
 
-def _check_layers(layers: Sequence[int], n_layers: int) -> list[int]:
+def check_layers(layers: Sequence[int] | None, n_layers: int) -> list[int]:
+    """`layers` sorted, or an InvalidField naming 'layers' when they are missing, not contiguous, or not blocks of
+    the model."""
+    if layers is None or not list(layers):
+        raise InvalidField("layers", "the MEMIT family needs at least one block; give layers (argument, the "
+                                     "method's params or EditConfig.layers).")
     layers = sorted(int(x) for x in layers)
-    if not layers:
-        raise ValueError("memit_edit needs at least one layer.")
     if layers != list(range(layers[0], layers[-1] + 1)):
-        raise ValueError(f"MEMIT edits a contiguous range of blocks; got {layers}.")
+        raise InvalidField("layers", f"{layers} is not a contiguous range of blocks; give e.g. "
+                                     f"[{layers[0]}, {layers[0] + 1}].")
     if layers[0] < 0 or layers[-1] >= n_layers:
-        raise ValueError(f"layers {layers} outside the model's blocks 0..{n_layers - 1}.")
+        raise InvalidField("layers", f"{layers} is outside the model's blocks 0..{n_layers - 1}; choose blocks in "
+                                     f"that range.")
     return layers
 
 
@@ -119,15 +139,40 @@ def bare_prompt_activations(handle, hook: str, facts: Sequence[Fact]) -> torch.T
 
 def memit_edit(handle, facts: Sequence[Fact], layers: Sequence[int] | None = None, cfg: MemitConfig | None = None,
                goal: Goal = "erase", *, templates: list[list[str]] | None = None,
-               show_progress: bool = False) -> WeightEditResult:
-    """One MEMIT batch edit of `facts` over `layers` (or ``cfg.layers``); returns the deltas, never applies them."""
+               moments: Mapping[int, torch.Tensor] | None = None, show_progress: bool = False) -> WeightEditResult:
+    """One MEMIT batch edit of `facts` over `layers` (or ``cfg.layers``); returns the deltas, never applies them.
+
+    `moments` (C per layer) replaces the statistics of the model as it is now: sequential MEMIT reads C once from
+    the unedited model, as the references do."""
     cfg = cfg or MemitConfig()
-    layers = cfg.layers if layers is None else layers
-    if layers is None:
-        raise ValueError("memit_edit needs layers (argument or MemitConfig.layers).")
-    layers = _check_layers(layers, handle.n_layers)
+    layers = check_layers(cfg.layers if layers is None else layers, handle.n_layers)
+    tick = time.perf_counter()
+    if moments is None:
+        moments = second_moments(handle, layers, cfg.covariance, show_progress=show_progress)
+    lam = mom2_weight(cfg, int(handle.tl.cfg.d_mlp))
+    covariance_s = time.perf_counter() - tick
+
+    def solve(layer: int, keys: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        k = keys.double().T  # [d_mlp, n]
+        lhs = lam * regularised(moments[layer], cfg.covariance.ridge) + k @ k.T
+        return (torch.linalg.solve(lhs, k) @ residual.double()).float()  # [d_mlp, d_model]
+
+    result = write_facts(handle, facts, layers, cfg, goal, solve, method="memit", templates=templates,
+                         show_progress=show_progress)
+    result.timings = {"covariance_s": covariance_s, **result.timings,
+                      "total_s": result.timings["total_s"] + covariance_s}
+    result.config["mom2_weight_used"] = lam
+    return result
+
+
+def write_facts(handle, facts: Sequence[Fact], layers: list[int], cfg: KeyValueConfig, goal: Goal,
+                solve: LayerSolve, *, method: str, templates: list[list[str]] | None = None,
+                show_progress: bool = False) -> WeightEditResult:
+    """MEMIT's steps 1 and 2 (module docstring) with the per-block least-squares `solve` supplied by the method:
+    z for each fact at the last block, then for each block in order, with the earlier blocks' updates in place,
+    the facts' keys and the residual share (z − h) / (blocks left) handed to `solve`."""
     if not facts:
-        raise ValueError("memit_edit needs at least one fact.")
+        raise ValueError(f"{method} needs at least one fact.")
     sites = {layer: edit_site(handle, layer) for layer in layers}
     z_site = sites[layers[-1]]
     timings: dict[str, float] = {}
@@ -136,11 +181,6 @@ def memit_edit(handle, facts: Sequence[Fact], layers: Sequence[int] | None = Non
     tick = time.perf_counter()
     groups = templates if templates is not None else memit_templates(handle, cfg)
     timings["templates_s"] = time.perf_counter() - tick
-
-    tick = time.perf_counter()
-    moments = second_moments(handle, layers, cfg.covariance, show_progress=show_progress)
-    lam = mom2_weight(cfg, int(handle.tl.cfg.d_mlp))
-    timings["covariance_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
     flat = [t for group in groups for t in group]
@@ -160,10 +200,7 @@ def memit_edit(handle, facts: Sequence[Fact], layers: Sequence[int] | None = Non
             keys = averaged_keys(handle, site.key_hook, prompts, subjects, groups, group_mean=True)
             current = bare_prompt_activations(handle, z_site.resid_hook, facts)
         residual = (z - current) / (len(layers) - i)
-        k = keys.double().T  # [d_mlp, n]
-        lhs = lam * regularised(moments[layer], cfg.covariance.ridge) + k @ k.T
-        adjusted = torch.linalg.solve(lhs, k)  # [d_mlp, n]
-        deltas[site.weight] = (adjusted @ residual.double()).float()  # [d_mlp, d_model]
+        deltas[site.weight] = solve(layer, keys, residual)
         vectors[f"keys_L{layer}"], vectors[f"residual_L{layer}"] = keys, residual
         per_layer[f"z_error_L{layer}"] = float((z - current).norm(dim=-1).mean())
         per_layer[f"delta_norm_L{layer}"] = float(deltas[site.weight].norm())
@@ -171,13 +208,12 @@ def memit_edit(handle, facts: Sequence[Fact], layers: Sequence[int] | None = Non
     timings["total_s"] = time.perf_counter() - start
     final_losses = [curve[-1] for curve in values.losses if curve]
     return WeightEditResult(
-        method="memit", goal=goal, changed=changed_tensors(handle, deltas), targets=[f.case_id for f in facts],
+        method=method, goal=goal, changed=changed_tensors(handle, deltas), targets=[f.case_id for f in facts],
         layers=list(layers), timings=timings, deltas=deltas, hf_names=hf_name_map(handle, deltas),
         vectors=vectors, losses=values.losses,
         metrics={"n_facts": len(facts), "mean_final_loss": sum(final_losses) / max(len(final_losses), 1),
                  "mean_goal_prob": sum(values.goal_prob) / len(values.goal_prob), **per_layer},
-        config={**asdict(cfg), "layers": list(layers), "goal": goal,
-                "mom2_weight_used": lam})
+        config={**asdict(cfg), "layers": list(layers), "goal": goal})
 
 
 @EDITS.register("memit", MemitConfig, spec=Spec(

@@ -25,6 +25,7 @@ def fast(tmp_path_factory):
     short = {"steps": 2, "batch_size": 4}
     return {"rome": {"steps": 3, "context_lengths": [[3, 1]], "covariance": cov},
             "memit": {"steps": 3, "context_lengths": [[3, 1]], "covariance": cov},
+            "alphaedit": {"steps": 3, "context_lengths": [[3, 1]], "covariance": cov},
             "graddiff": short, "npo": short, "simnpo": short, "rmu": short, "dpo": short,
             "idkdpo": {**short, "idk_answers": ["unknown"]},  # the tiny vocabulary spells no longer refusal
             "task_vector": short, "salun": short, "counterexample_ft": short,
@@ -63,7 +64,8 @@ def test_every_registered_method_runs_through_the_one_interface(handle, fast):
 
 
 @pytest.mark.parametrize(("name", "layers"), [("rome", [1]), ("steering", [2]), ("rmu", [1]), ("graddiff", [0]),
-                                              ("leace", [0, 2]), ("memit", [1, 2]), ("task_vector", [1]),
+                                              ("leace", [0, 2]), ("memit", [1, 2]), ("alphaedit", [1, 2]),
+                                              ("task_vector", [1]),
                                               ("ssd", [2]), ("salun", [0]), ("counterexample_ft", [1, 2])])
 def test_explicit_layers_are_the_layers_the_edit_acts_on(handle, fast, name, layers):
     cfg = EDITS.get(name).params(fast.get(name, {}))

@@ -1,0 +1,209 @@
+"""Many edits: how MEMIT in one batch, sequential MEMIT and sequential AlphaEdit hold up as N world facts are
+rewritten (the AlphaEdit paper's question, Fang et al. ICLR 2025, on the fact world).
+
+For each N in ``--n`` (default 10, 100, 1000) the first N of a seeded shuffle of the facts the model knows (top-1;
+`world`: both splits of its 1 200 facts; ``--model smollm2-135m``: the 391 packaged facts) are rewritten to their
+target_new, at blocks ``--first``..``--last`` (default 0–2 on the world, 3–6 on SmolLM2, as bench_edit.py):
+
+- ``memit``      one `edit.memit.memit_edit` batch of all N facts (a fresh edit for each N);
+- ``memit-seq``  MEMIT in batches of ``--batch-size``, each on the model with the earlier batches applied, C read
+                 once from the unedited model (as the references chain it);
+- ``alphaedit``  the same batches through `edit.alphaedit.NullSpaceEditor`: P fixed from the unedited model's C,
+                 the earlier batches' keys accumulated.
+
+The sequential methods run once up to the largest N and are measured whenever the edit count reaches an N (so a
+batch is cut short at a checkpoint: with 100 per batch and N = 10, 100, the first batches hold 10 and 90 facts).
+The last ``--n-unedited`` facts of the shuffle are never edited at any N: their top-1 recall of target_true is the
+"retain recall". Measured per (method, N), beside the unedited model's values: CounterFact ES / PS / NS (%, over
+the N edited facts; `obliviate.metrics.counterfact_scores`), retain recall, held-out perplexity (the end of the
+world's filler_heldout.txt; C is estimated from its beginning) and the edit's seconds (measurement excluded).
+
+On `world` the rewrite cannot take: the world model looks its facts up at the prompt's last token, not at the
+subject's last token where the MEMIT family writes (README, "Where the world model keeps its facts"), so ES / PS
+stay at the floor there and only the collateral figures (NS, retain recall, perplexity) say something; SmolLM2
+keeps its facts where these methods write.
+
+Writes JSON (``--out``) and a plot of every figure against N (``--plot``), both atomically. Nothing is asserted.
+
+    python bench/bench_many_edits.py --n 10 --batch-size 5 --out many.json --plot many.png   # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+for folder in (HERE.parent, HERE):  # the project, and bench_edit beside this file
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+from bench_edit import FACT_SOURCES, known_facts, timed_covariance  # noqa: E402
+from edit.alphaedit import AlphaEditConfig, NullSpaceEditor  # noqa: E402
+from edit.covariance import CovarianceConfig, second_moments  # noqa: E402
+from edit.deltas import apply_deltas, sequential_edits  # noqa: E402
+from edit.memit import MemitConfig, memit_edit, memit_templates  # noqa: E402
+from obliviate.metrics import counterfact_scores, perplexity, recall  # noqa: E402
+from obliviate.models import load  # noqa: E402
+from obliviate.results import atomic_save_figure, atomic_write_json, to_jsonable  # noqa: E402
+
+METHODS = ("memit", "memit-seq", "alphaedit")
+DEFAULT_LAYERS = {"world": (0, 2), "smollm2-135m": (3, 6)}
+PANELS = {"es": "ES (%)", "ps": "PS (%)", "ns": "NS (%)", "retain_recall": "retain recall (unedited facts)",
+          "heldout_ppl": "held-out perplexity", "edit_s": "edit seconds"}
+
+
+def checkpoint_spans(n_max: int, size: int, checkpoints: Sequence[int]) -> list[tuple[int, int]]:
+    """[lo, hi) batches of at most `size` facts up to `n_max`, cut at every checkpoint."""
+    bounds = sorted(set(range(size, n_max, size)) | {c for c in checkpoints if 0 < c < n_max} | {n_max})
+    return list(zip([0, *bounds[:-1]], bounds))
+
+
+def measure(handle, edited: Sequence, unedited: Sequence, texts: Sequence[str]) -> dict:
+    scores = counterfact_scores(handle, edited)
+    return {**{k: v for k, v in asdict(scores).items()}, "retain_recall": recall(handle, unedited),
+            "heldout_ppl": perplexity(handle, texts)}
+
+
+def run_sequential(name: str, handle, facts: Sequence, ns: Sequence[int], size: int,
+                   edit_batch: Callable, evaluate: Callable[[int], dict]) -> list[dict]:
+    """One sequential run up to max(ns), measured (with the summed deltas applied) whenever the count is an N."""
+    spans = checkpoint_spans(max(ns), size, ns)
+    rows, edit_s, tick = [], 0.0, time.perf_counter()
+    parts = {"optimise_s": 0.0, "solve_s": 0.0}  # z optimisation vs the per-block solves, summed over batches
+    edits = sequential_edits(handle, [facts[lo:hi] for lo, hi in spans], edit_batch)
+    for i, ((_, hi), (total, result)) in enumerate(zip(spans, edits)):
+        edit_s += time.perf_counter() - tick
+        parts = {key: value + result.timings[key] for key, value in parts.items()}
+        if hi in ns:
+            with apply_deltas(handle, total):
+                row = {"method": name, "n": hi, "n_batches": i + 1, "edit_s": edit_s, **parts, **evaluate(hi)}
+            print(json.dumps(to_jsonable(row)), flush=True)
+            rows.append(row)
+        tick = time.perf_counter()
+    return rows
+
+
+def plot(result: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7), constrained_layout=True)
+    for ax, (key, label) in zip(axes.flat, PANELS.items()):
+        for method in METHODS:
+            rows = [r for r in result["runs"] if r["method"] == method]
+            if rows:
+                ax.plot([r["n"] for r in rows], [r[key] for r in rows], marker="o", label=method)
+        if key in ("retain_recall", "heldout_ppl"):
+            ax.axhline(result["base"][key], color="grey", linestyle=":", label="unedited")
+        elif key != "edit_s":  # the unedited model's CounterFact figure on the same N facts
+            ns = sorted(result["base"]["counterfact"], key=int)
+            ax.plot([int(n) for n in ns], [result["base"]["counterfact"][n][key] for n in ns], color="grey",
+                    linestyle=":", marker=".", label="unedited")
+        ax.set_xscale("log")
+        ax.set_xlabel("edited facts N")
+        ax.set_title(label)
+    axes.flat[0].legend()
+    fig.suptitle(f"{result['model']}: rewriting N facts at blocks {result['layers']} "
+                 f"(sequential batches of {result['batch_size']})")
+    atomic_save_figure(fig, path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", default="10,100,1000", help="numbers of edited facts, comma-separated")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"any of {', '.join(METHODS)}")
+    parser.add_argument("--batch-size", type=int, default=100, help="facts per sequential batch (the paper's 100)")
+    parser.add_argument("--n-unedited", type=int, default=200, help="facts never edited (retain recall)")
+    parser.add_argument("--model", default="world", choices=sorted(FACT_SOURCES))
+    parser.add_argument("--first", type=int, default=None, help="first edited block (default: per model)")
+    parser.add_argument("--last", type=int, default=None, help="last edited block (default: per model)")
+    parser.add_argument("--nullspace-threshold", type=float, default=AlphaEditConfig.nullspace_threshold)
+    parser.add_argument("--l2", type=float, default=AlphaEditConfig.l2, help="AlphaEdit's α")
+    parser.add_argument("--ppl-texts", type=int, default=500)
+    parser.add_argument("--n-tokens", type=int, default=50_000, help="corpus tokens for C")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--plot", type=Path, default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        parser.error(f"--methods: unknown {sorted(unknown)}; choose from {', '.join(METHODS)}")
+
+    handle = load(args.model)
+    facts = known_facts(handle, FACT_SOURCES[args.model], None, args.seed)  # seeded shuffle
+    unedited = facts[len(facts) - args.n_unedited:]
+    editable = len(facts) - args.n_unedited
+    ns = sorted({min(int(x), editable) for x in args.n.split(",")})
+    if any(int(x) > editable for x in args.n.split(",")):
+        print(f"{args.model} knows {len(facts)} facts, {args.n_unedited} kept unedited: N capped at {editable}")
+    from obliviate.world import ensure_world
+
+    lines = [t for t in (ensure_world() / "filler_heldout.txt").read_text().splitlines() if t.strip()]
+    texts = lines[-args.ppl_texts:]
+    first, last = DEFAULT_LAYERS[args.model]
+    layers = list(range(first if args.first is None else args.first, (last if args.last is None else args.last) + 1))
+    cov = CovarianceConfig(n_tokens=args.n_tokens)
+    memit_cfg = MemitConfig(covariance=cov, seed=args.seed)
+    alpha_cfg = AlphaEditConfig(covariance=cov, seed=args.seed, nullspace_threshold=args.nullspace_threshold,
+                                l2=args.l2)
+    out: dict = {"task": "many-edits", "model": args.model, "n_known": len(facts), "threads": torch.get_num_threads(), "layers": layers,
+                 "ns": ns, "batch_size": args.batch_size, "n_unedited": len(unedited),
+                 "covariance": timed_covariance(handle, layers, cov)}
+    moments = second_moments(handle, layers, cov)  # of the unedited model, for every MEMIT batch
+    templates = memit_templates(handle, memit_cfg)
+    base_cf = {n: asdict(counterfact_scores(handle, facts[:n])) for n in ns}
+    out["base"] = {"retain_recall": recall(handle, unedited), "heldout_ppl": perplexity(handle, texts),
+                   "counterfact": base_cf}
+    print(json.dumps(to_jsonable({k: v for k, v in out["base"].items() if k != "counterfact"})), flush=True)
+
+    def evaluate(n: int) -> dict:
+        return {**measure(handle, facts[:n], unedited, texts), "counterfact_base": base_cf[n]}
+
+    out["runs"] = []
+    if "memit" in methods:
+        for n in ns:
+            start = time.perf_counter()
+            result = memit_edit(handle, facts[:n], layers, memit_cfg, goal="rewrite", templates=templates,
+                                moments=moments)
+            seconds = time.perf_counter() - start
+            with apply_deltas(handle, result.deltas):
+                row = {"method": "memit", "n": n, "n_batches": 1, "edit_s": seconds,
+                       **{key: result.timings[key] for key in ("optimise_s", "solve_s")}, **evaluate(n)}
+            print(json.dumps(to_jsonable(row)), flush=True)
+            out["runs"].append(row)
+    if "memit-seq" in methods:
+        out["runs"] += run_sequential(
+            "memit-seq", handle, facts, ns, args.batch_size, evaluate=evaluate,
+            edit_batch=lambda batch: memit_edit(handle, batch, layers, memit_cfg, goal="rewrite",
+                                                templates=templates, moments=moments))
+    if "alphaedit" in methods:
+        editor = NullSpaceEditor(handle, layers, alpha_cfg, templates=templates)
+        out["alphaedit_null_space"] = {**editor.summary, "threshold": args.nullspace_threshold, "l2": args.l2}
+        print(json.dumps(out["alphaedit_null_space"]), flush=True)
+        out["runs"] += run_sequential("alphaedit", handle, facts, ns, args.batch_size, evaluate=evaluate,
+                                      edit_batch=lambda batch: editor(batch, "rewrite"))
+    if args.out:
+        atomic_write_json(args.out, out)
+        print(f"wrote {args.out}")
+    if args.plot:
+        print(f"wrote {plot(out, args.plot)}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""AlphaEdit: P projects onto the null space of the preserved keys, the update leaves those keys' outputs alone yet
+still writes the edited facts, sequential batches protect the earlier batches' keys, and bad input names its key."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from _edit_tiny import tiny_corpus, tiny_facts, tiny_hf_handle
+from edit.alphaedit import AlphaEditConfig, NullSpaceEditor, alphaedit_edits, null_space_projection
+from edit.covariance import CovarianceConfig, corpus_texts, packed_rows
+from edit.deltas import apply_deltas, sequential_edits
+from edit.result import EditRequest, run_method
+from edit.sites import edit_site
+from obliviate.config import ConfigError
+from obliviate.metrics import target_nll
+from obliviate.registry import EDITS
+
+LAYER = 1
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors on a shared 2-core machine: a second thread only adds spin-waiting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return tiny_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt")
+
+
+@pytest.fixture(scope="module")
+def handle():
+    return tiny_hf_handle("gpt2")
+
+
+def tiny_cfg(corpus, n_tokens: int = 40, **kwargs) -> AlphaEditConfig:
+    cov = CovarianceConfig(corpus=str(corpus), n_tokens=n_tokens, seq_len=24, cache=False)
+    return AlphaEditConfig(covariance=cov, context_lengths=[(6, 3)], steps=15, **kwargs)
+
+
+def preserved_keys(handle, corpus, n_tokens: int = 40) -> torch.Tensor:
+    """Down-projection inputs at LAYER on the first `n_tokens` corpus tokens: fewer than d_mlp = 128, so they leave
+    a null space of known size."""
+    rows = packed_rows(handle, corpus_texts(handle, str(corpus)), 24)
+    tokens = torch.tensor([next(rows), next(rows)])
+    hook = edit_site(handle, LAYER).key_hook
+    _, cache = handle.tl.run_with_cache(tokens, names_filter=[hook])
+    return cache[hook].reshape(-1, cache[hook].shape[-1])[:n_tokens].double()
+
+
+def output_change(keys: torch.Tensor, delta: torch.Tensor) -> float:
+    """‖K Δ‖ / ‖K‖: how far the update moves the down-projection's output on these keys, per unit of key."""
+    return float((keys.double() @ delta.double()).norm() / keys.norm())
+
+
+def test_projection_is_symmetric_idempotent_and_spans_exactly_the_small_eigenvectors():
+    generator = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(24, 24, generator=generator, dtype=torch.float64))
+    eigenvalues = torch.cat([torch.linspace(1.0, 10.0, 15), torch.full((9,), 1e-6)]).double()
+    moment = q @ torch.diag(eigenvalues) @ q.T
+    p = null_space_projection(moment, 1e-3)
+    assert torch.allclose(p, p.T, atol=1e-12)
+    assert torch.allclose(p @ p, p, atol=1e-10)
+    small = q[:, 15:]
+    assert torch.allclose(p, small @ small.T, atol=1e-9)  # exactly the eigenvectors below the threshold
+    assert round(float(p.trace())) == 9
+    assert float((p @ moment).norm()) < 1e-5 * float(moment.norm())
+    # a larger threshold takes in directions the moment does use
+    assert round(float(null_space_projection(moment, 5.0).trace())) > 9
+
+
+def test_the_update_leaves_preserved_keys_alone_and_still_writes_the_facts(handle, corpus):
+    keys0 = preserved_keys(handle, corpus)
+    moment = keys0.T @ keys0 / len(keys0)
+    p = null_space_projection(moment, 1e-6 * float(torch.linalg.eigvalsh(moment).max()))
+    assert 128 - 40 <= round(float(p.trace())) < 128
+    facts = tiny_facts()
+    cfg = tiny_cfg(corpus, l2=1e-2)
+    result = NullSpaceEditor(handle, [LAYER], cfg, projections={LAYER: p})(facts, "rewrite")
+    delta, edited_keys = result.deltas[f"blocks.{LAYER}.mlp.W_out"], result.vectors[f"keys_L{LAYER}"]
+    assert output_change(keys0, delta) < 1e-6 * output_change(edited_keys, delta)
+    # the same solve with nothing projected away moves the preserved keys' outputs: the check can fail
+    free = NullSpaceEditor(handle, [LAYER], cfg, projections={LAYER: torch.eye(p.shape[0])})(facts, "rewrite")
+    free_delta = free.deltas[f"blocks.{LAYER}.mlp.W_out"]
+    assert output_change(keys0, free_delta) > 0.05 * output_change(edited_keys, free_delta)
+    # and the projected edit still moves each edited fact towards its new answer
+    texts, news = [f.text for f in facts], [f.target_new for f in facts]
+    before = target_nll(handle, texts, news)
+    with apply_deltas(handle, result.deltas):
+        after = target_nll(handle, texts, news)
+    assert bool((after < before - 0.1).all()), (before, after)
+
+
+def test_the_registered_method_confines_the_update_to_the_corpus_null_space(handle, corpus):
+    cfg = tiny_cfg(corpus, layers=[0, 1])
+    result = run_method("alphaedit", handle, EditRequest(targets=tiny_facts()[:2], goal="rewrite"), cfg)
+    assert result.layers == [0, 1] and result.changed
+    editor = NullSpaceEditor(handle, [0, 1], cfg)  # P from the same corpus statistics the method used
+    for layer in (0, 1):
+        delta = result.deltas[f"blocks.{layer}.mlp.W_out"].double()
+        assert float((editor.projections[layer] @ delta - delta).norm()) < 1e-4 * float(delta.norm())
+        assert result.metrics[f"null_dims_L{layer}"] >= 128 - 40
+        assert 0 <= result.metrics[f"null_energy_L{layer}"] < 1e-3
+
+
+def test_sequential_batches_keep_the_earlier_batches_keys(handle, corpus):
+    """P = I isolates the K_p K_pᵀ term: without it the second batch would move the first batch's outputs."""
+    facts = tiny_facts()
+    cfg = tiny_cfg(corpus, l2=1e-2)
+    identity = {LAYER: torch.eye(128)}
+    editor = NullSpaceEditor(handle, [LAYER], cfg, projections=identity)
+    (_, first), (_, second) = list(sequential_edits(handle, [facts[:2], facts[2:]], lambda b: editor(b, "rewrite")))
+    # the second batch solved without the first batch's keys, on the same model (first batch applied)
+    with apply_deltas(handle, first.deltas):
+        forgetful = NullSpaceEditor(handle, [LAYER], cfg, projections=identity)(facts[2:], "rewrite")
+    name, key = f"blocks.{LAYER}.mlp.W_out", f"keys_L{LAYER}"
+    first_keys, second_keys = first.vectors[key], second.vectors[key]
+    kept, disturbed = output_change(first_keys, second.deltas[name]), output_change(first_keys, forgetful.deltas[name])
+    assert disturbed > 0.1 * output_change(second_keys, forgetful.deltas[name])  # there was something to keep
+    assert kept < 0.01 * disturbed, (kept, disturbed)
+    # and the second batch still writes its own facts as strongly
+    assert output_change(second_keys, second.deltas[name]) > 0.9 * output_change(second_keys, forgetful.deltas[name])
+    assert torch.allclose(editor.edited[LAYER], sum(r.vectors[key].double().T @ r.vectors[key].double()
+                                                    for r in (first, second)))
+
+
+@pytest.mark.parametrize("value", [0, -0.5, float("nan")])
+def test_a_null_space_threshold_that_is_not_positive_is_refused_naming_the_key(value):
+    with pytest.raises(ConfigError, match=r"edits\[0\]\.params\.nullspace_threshold"):
+        EDITS.get("alphaedit").params({"nullspace_threshold": value}, where="edits[0].params")
+    with pytest.raises(ConfigError, match="nullspace_threshold"):
+        null_space_projection(torch.eye(4), value)
+
+
+def test_a_layer_the_model_lacks_and_an_empty_null_space_are_refused_naming_the_key(handle, corpus):
+    facts = tiny_facts()[:1]
+    with pytest.raises(ConfigError, match=r"'layers'.*0\.\.2"):
+        run_method("alphaedit", handle, EditRequest(targets=facts, layers=[2, 3]), tiny_cfg(corpus))
+    with pytest.raises(ConfigError, match="'nullspace_threshold'.*empty"):
+        alphaedit_edits(handle, facts, [LAYER], tiny_cfg(corpus), projections={LAYER: torch.zeros(128, 128)})
+    with pytest.raises(ConfigError, match="edits_per_batch"):
+        EDITS.get("alphaedit").params({"edits_per_batch": 0})

@@ -1,0 +1,34 @@
+"""bench/bench_many_edits.py: the sequential runs' batches cover every fact once, in order, and stop at each N."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[1] / "bench" / "bench_many_edits.py"
+_SPEC = importlib.util.spec_from_file_location("bench_many_edits", _PATH)
+bench = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(bench)
+
+
+@pytest.mark.parametrize(("n_max", "size", "checkpoints"), [(1000, 100, [10, 100, 1000]), (10, 5, [10]),
+                                                             (37, 8, [3, 20, 37]), (5, 100, [5])])
+def test_batches_cover_the_facts_once_and_end_at_every_checkpoint(n_max, size, checkpoints):
+    spans = bench.checkpoint_spans(n_max, size, checkpoints)
+    assert spans[0][0] == 0 and spans[-1][1] == n_max
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # contiguous: no fact skipped or repeated
+    assert all(0 < hi - lo <= size for lo, hi in spans)
+    assert set(checkpoints) <= {hi for _, hi in spans}
+
+
+def test_the_paper_batches_are_cut_only_where_a_checkpoint_falls():
+    spans = bench.checkpoint_spans(1000, 100, [10, 100, 1000])
+    assert spans[:3] == [(0, 10), (10, 100), (100, 200)] and len(spans) == 11
+
+
+def test_an_unknown_method_is_refused_naming_the_option(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--methods", "memit,rome"])
+    assert "--methods" in capsys.readouterr().err
