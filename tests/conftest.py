@@ -21,6 +21,16 @@ def _seed_everything():
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny tensors: on a shared 2-core machine a second thread only adds
+    spin-waiting (40x slower here). Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def world_handle():
     from obliviate.models import load
