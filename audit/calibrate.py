@@ -20,11 +20,10 @@ oracle-free variant (`oracle_free=True`: the absolute-threshold rule used where 
 ``world-retain`` erased on its own scores). The margin's robustness is measured by re-judging the same attack scores
 over a grid of margins and spread factors, and each attack alone shows which attacks the calibration needs.
 
-The margins come from more than one never-taught model (`peer`, on by default): the oracle's spread over targets,
-and the spread between the oracle and the oracle after a short harmless fine-tune (audit/zoo.py
-`finetuned_oracle`: 100 steps on the retained facts' sentences, seeded, in memory) on the same targets — the
-paired difference an erased edited model shows against the oracle (audit/verdict.py explains the rule). The
-summary prints both margins. A wider set of known cases — weights-level suppressions an owner could build, and
+The margins come from more than one never-taught model (`peer`, on by default): the paired spread between the
+oracle and ``world-retain-2`` (the oracle's recipe from another seed) on the same targets — the paired difference
+an erased edited model shows against the oracle (audit/verdict.py explains the rule). The summary prints both
+margins (with the peer, and from the oracle's spread alone). A wider set of known cases — weights-level suppressions an owner could build, and
 perturbed oracles and bases — is the zoo (audit/zoo.py, ``obliviate audit --calibrate --zoo``).
 """
 
@@ -63,9 +62,9 @@ class CalibrationConfig:
     """Spread factors swept for the robustness table."""
     null: bool = True
     """Also judge without the oracle against the counterfactual-answer null (two more runs per attack)."""
-    peer: bool = True
-    """Widen each attack's margin by the spread between the oracle and the oracle after a short harmless
-    fine-tune (audit/zoo.py `finetuned_oracle`; audit/verdict.py `peers`): one more run per attack."""
+    peer: str | None = "world-retain-2"
+    """The second never-taught model whose paired spread from the oracle sets each attack's margin (audit/verdict.py
+    `peers`; audit/zoo.py `peer_model`): a model name, "finetuned", or None. One more run per attack."""
     seed: int = 0
     """World seed."""
     show_progress: bool = False
@@ -273,11 +272,11 @@ def calibrate(world=None, oracle=None, facts: Sequence[Fact] | None = None,
     oracle_scores = scores["erased"]
     peers: list[list[AttackScores]] = []
     if config.peer:
-        from audit.zoo import ZooConfig, ZooInputs, finetuned_oracle
+        from audit.zoo import ZooConfig, ZooInputs, peer_model
 
         began = time.perf_counter()
-        peer = finetuned_oracle(ZooInputs(world, oracle, kept, probe_facts, ZooConfig(seed=config.seed)),
-                                seed=config.seed + 1)
+        peer = peer_model(ZooInputs(world, oracle, kept, probe_facts, ZooConfig(seed=config.seed)), config.peer,
+                          seed=config.seed + 1)
         peers = [[(runners.get(name) or attack_runner(name, probe_facts, config.attack_params.get(name)))(
             world, peer, kept) for name in config.attacks]]
         timings["peer"] = time.perf_counter() - began

@@ -119,7 +119,8 @@ def target_verdicts(targets: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def build_certificate(config: RunConfig, edit: EditConfig, run_dir: RunDir, targets: Sequence[dict[str, Any]], *,
-                      base: ModelHandle, oracle: ModelHandle | None) -> dict[str, Any]:
+                      base: ModelHandle, oracle: ModelHandle | None,
+                      peers: Sequence[ModelHandle] = ()) -> dict[str, Any]:
     """The certificate of one audit (see the module docstring); `targets` are the audit record's targets."""
     from audit.stage import stage_name
 
@@ -127,6 +128,9 @@ def build_certificate(config: RunConfig, edit: EditConfig, run_dir: RunDir, targ
     files, unhashed = model_inputs("base model", base, run_dir.root)
     if oracle is not None:
         more, notes = model_inputs("reference model", oracle, run_dir.root)
+        files, unhashed = files + more, unhashed + notes
+    for peer in peers:
+        more, notes = model_inputs("peer model", peer, run_dir.root)
         files, unhashed = files + more, unhashed + notes
     files += run_inputs(config, edit, run_dir)
     more, notes = data_inputs(config, run_dir.root)
@@ -142,10 +146,11 @@ def build_certificate(config: RunConfig, edit: EditConfig, run_dir: RunDir, targ
 
 
 def write_certificate(config: RunConfig, edit: EditConfig, run_dir: RunDir, targets: Sequence[dict[str, Any]], *,
-                      base: ModelHandle, oracle: ModelHandle | None) -> Path:
+                      base: ModelHandle, oracle: ModelHandle | None, peers: Sequence[ModelHandle] = ()) -> Path:
     """Write ``<run>/audit-<label>/certificate.json`` atomically; returns its path."""
     from audit.stage import stage_name
 
     path = run_dir.artefact_dir(stage_name(edit)) / CERTIFICATE
-    atomic_write_json(path, build_certificate(config, edit, run_dir, targets, base=base, oracle=oracle))
+    atomic_write_json(path, build_certificate(config, edit, run_dir, targets, base=base, oracle=oracle,
+                                                 peers=peers))
     return path

@@ -6,8 +6,9 @@ on the oracle, collateral damage (neighbourhood NS, retained recall, held-out pe
 comparison (fresh-probe accuracy and linear CKA per depth, with a PNG); and ``audit-<label>/certificate.json``, the
 sha256 of every file it read with its settings and verdicts, which `obliviate verify` checks (audit/certificate.py).
 
-Every attack runs unchanged on the edited model and on the oracle (``audit.reference``, e.g. ``world-retain``);
-audit/verdict.py judges the difference. Without an oracle (SmolLM2), verdicts fall back to the absolute threshold
+Every attack runs unchanged on the edited model and on the oracle (``audit.reference``, e.g. ``world-retain``),
+and on each peer (``audit.peers``, e.g. ``world-retain-2``: another never-taught model, whose distance from the
+oracle sets the margins); audit/verdict.py judges the difference. Without an oracle (SmolLM2), verdicts fall back to the absolute threshold
 documented there, and the record says so.
 """
 
@@ -70,8 +71,29 @@ def edit_operating_point(run_dir: RunDir, edit: EditConfig) -> dict[str, Any] | 
     return run_dir.read(stage).get("metrics", {}).get("operating_point")
 
 
+def load_peers(config: RunConfig, base: ModelHandle) -> list[ModelHandle]:
+    """The audit's peers (other never-taught models), each checked to share the audited model's tokenizer."""
+    peers = [load(name, device=config.device) for name in config.audit.peers]
+    for peer in peers:
+        check_oracle_tokenizer(base, peer)
+    return peers
+
+
+def peer_runs(name: str, base: ModelHandle, peers: Sequence[ModelHandle], targets, cfg: Any,
+              context: AttackContext) -> list[AttackResult]:
+    """`name` run on each peer as if it were the edited model; the oracle is only passed to an attack that needs
+    it (its oracle run is already in the edited model's result)."""
+    import dataclasses
+
+    needs_oracle = "oracle" in ATTACKS.get(name).needs
+    bare = context if needs_oracle else dataclasses.replace(context, oracle=None)
+    return [run_attack(name, base, peer, targets, cfg, bare) for peer in peers]
+
+
 def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: ModelHandle,
-               oracle: ModelHandle | None, force: bool = False) -> dict[str, Any]:
+               oracle: ModelHandle | None, force: bool = False,
+               peers: Sequence[ModelHandle] | None = None) -> dict[str, Any]:
+    """Audit one edit; `peers` are the loaded `audit.peers` (loaded here when None)."""
     from audit.certificate import write_certificate
     from audit.collateral import CollateralConfig, heldout_texts, measure_collateral, sample_facts
     from audit.representation import compare_representations, plot_representation
@@ -93,17 +115,24 @@ def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mo
     record = StageRecord(stage=stage, config={"model": config.model, "edit": edit.label, "audit": config.audit,
                                               "reference": config.audit.reference}, seeds={"seed": config.seed},
                          inputs=inputs)
+    if peers is None:
+        peers = load_peers(config, base) if oracle is not None else []
     results: list[AttackResult] = []
+    peer_results: list[list[AttackResult]] = [[] for _ in peers]
     context = AttackContext(oracle=oracle, pool_facts=all_facts, retain_facts=retain, run_dir=run_dir)
     for i, (name, params) in enumerate(config.audit.attack_choices()):
+        cfg = attack_config(config, name, params, where=f"audit.attacks[{i}]")
         with timed(record.timings, f"attack:{name}"):
-            cfg = attack_config(config, name, params, where=f"audit.attacks[{i}]")
             results.append(run_attack(name, base, edited, targets, cfg, context))
+        if peers:
+            with timed(record.timings, f"peers:{name}"):
+                for runs, run in zip(peer_results, peer_runs(name, base, peers, targets, cfg, context)):
+                    runs.append(run)
     case_ids = [f.case_id for f in targets]
     recalled = recalled_targets(edited, targets)
     oracle_results = [r.oracle for r in results] if oracle is not None else None
     verdicts = judge(case_ids, recalled, results, oracle_results,
-                     config=VerdictConfig(margin=config.audit.margin))
+                     config=VerdictConfig(margin=config.audit.margin), peers=peer_results)
     sampled_retain = sample_facts(retain, config.audit.max_retain, config.seed)
     texts = heldout_texts(seed=config.seed)
     with timed(record.timings, "collateral"):
@@ -126,7 +155,7 @@ def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mo
                        "attacks": {name: rows.get(f.case_id) for name, rows in per_attack.items()}}
                       for f in targets]
     # before the record: a finished audit always has its certificate (a crash between the two re-runs the audit)
-    certificate = write_certificate(config, edit, run_dir, record.targets, base=base, oracle=oracle)
+    certificate = write_certificate(config, edit, run_dir, record.targets, base=base, oracle=oracle, peers=peers)
     record.artefacts.append(run_dir.relative(certificate))
     run_dir.write(record)
     return run_dir.read(stage)
@@ -137,7 +166,9 @@ def run(config: RunConfig, run_dir: RunDir, *, force: bool = False) -> list[dict
     base = load(config.model, device=config.device)
     oracle = load(config.audit.reference, device=config.device) if config.audit.reference else None
     check_oracle_tokenizer(base, oracle)
-    return [audit_edit(config, edit, run_dir, base=base, oracle=oracle, force=force) for edit in config.edits]
+    peers = load_peers(config, base) if oracle is not None else []
+    return [audit_edit(config, edit, run_dir, base=base, oracle=oracle, force=force, peers=peers)
+            for edit in config.edits]
 
 
 def calibrate_command(argv: Sequence[str] = ()) -> int:

@@ -27,10 +27,20 @@ models are at hand (`peers`: the oracle after a short harmless fine-tune, audit/
 second seed of the recipe), each gives a paired difference d_c = peer_c − oracle_c per target, which is a draw of
 exactly the statistic the verdict thresholds (edited − oracle on a target the edited model never knew). Its scale
 is the root mean square √(mean_c d_c²): the spread between never-taught models plus any systematic shift between
-them (a fine-tune that lifts every score). The margin is then ``max(margin, spread_k × σ, spread_k × rms(d))``
-over every peer — the same spread factor, because rms(d) and σ estimate the spread of the same kind of
-difference, and a max so that a peer can only widen the margin (a calibration with peers is never more eager to
-call "suppressed" than without). Per site the same with k_S.
+them (a fine-tune that lifts every score). Two rules (`VerdictConfig.peer_rule`):
+
+- ``replace`` (default): the margin is ``max(margin, spread_k × rms(d))`` over every peer. The peer measures the
+  paired spread directly, so the proxy σ is dropped: σ over targets overstates it wherever an attack's scores are
+  bimodal over targets (the oracle decodes some targets by their answer's prior, and so does every other
+  never-taught model: their paired difference there is near 0 while σ is large). Measured on the world's demo, σ
+  put the logit lens's margin at 0.77 and let suppressed targets pass as erased. This needs a peer that is as
+  independent of the oracle as an erased model is: a second seed of the recipe (``world-retain-2``), not a short
+  fine-tune of the oracle, whose scores stay close to the oracle's by construction.
+- ``widen``: ``max(margin, spread_k × σ, spread_k × rms(d))``, so that a peer can only widen the margin (a
+  calibration with peers is never more eager to call "suppressed" than without).
+
+The same spread factor in both, because rms(d) and σ estimate the spread of the same kind of difference. Per site
+the same with k_S.
 
 An attack that looks at several *sites* (the re-fit probe: every depth × token position) reports a score per site
 (`AttackResult.sites`), and the verdict takes each target's largest excess over the oracle across the sites the
@@ -90,6 +100,13 @@ class VerdictConfig:
     """Without oracle or null distribution: a score above this counts as recovered."""
     null_quantile: float = 0.95
     """Without oracle: the threshold is this quantile of the null scores plus `margin`."""
+    peer_rule: Literal["replace", "widen"] = "replace"
+    """With peers: their paired spread from the oracle replaces the oracle's spread over targets ("replace"), or
+    only widens it ("widen"); module docstring. Without peers σ is the only estimate, whatever this says."""
+
+    def __post_init__(self) -> None:
+        if self.peer_rule not in ("replace", "widen"):
+            raise ValueError(f"peer_rule {self.peer_rule!r}: use 'replace' or 'widen'.")
 
 
 @dataclass
@@ -187,8 +204,15 @@ def attack_margins(oracle: Sequence[AttackScores], case_ids: Sequence[int], conf
         spread = _spread(result.recovered, case_ids)
         between = [peer_spread(result.recovered, peer.recovered, case_ids)
                    for peer in _matching(peers, result.attack)]
-        margins[result.attack] = max(config.margin, config.spread_k * max([spread, *between]))
+        margins[result.attack] = max(config.margin, config.spread_k * _scale(spread, between, config))
     return margins
+
+
+def _scale(spread: float, between: Sequence[float], config: VerdictConfig) -> float:
+    """The spread the margin multiplies: σ over targets, the peers' paired rms, or both (`peer_rule`)."""
+    if between and config.peer_rule == "replace":
+        return max(between)
+    return max([spread, *between])
 
 
 def peer_spread(oracle: Mapping[int, float], peer: Mapping[int, float], case_ids: Sequence[int]) -> float:
@@ -321,8 +345,8 @@ def site_margins(oracle_sites: Mapping[str, Mapping[int, float]], case_ids: Sequ
     factor = spread_factor(config.spread_k, len(oracle_sites))
     margins = {}
     for site, by_case in oracle_sites.items():
-        between = [peer_spread(by_case, peer.get(site, {}), case_ids) for peer in peer_sites]
-        margins[site] = max(config.margin, factor * max([_spread(by_case, case_ids), *between]))
+        between = [peer_spread(by_case, peer[site], case_ids) for peer in peer_sites if peer.get(site)]
+        margins[site] = max(config.margin, factor * _scale(_spread(by_case, case_ids), between, config))
     return margins
 
 

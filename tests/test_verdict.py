@@ -149,9 +149,9 @@ def test_the_site_margin_grows_with_the_number_of_sites():
     assert verdicts.margins["probe"] == pytest.approx(min(verdicts.site_margins["probe"].values()))
 
 
-def test_a_second_never_taught_model_never_narrows_the_margin_and_widens_it_by_its_paired_spread():
+def test_widen_rule_a_second_never_taught_model_never_narrows_the_margin_and_widens_it_by_its_paired_spread():
     rng = np.random.default_rng(5)
-    config = VerdictConfig(margin=0.05, spread_k=3.0)
+    config = VerdictConfig(margin=0.05, spread_k=3.0, peer_rule="widen")
     oracle = _oracle(rng, spread=0.03)
     close = [Scores(o.attack, {c: s + 0.001 * rng.standard_normal() for c, s in o.recovered.items()}) for o in oracle]
     far = [Scores(o.attack, {c: s + 0.2 * rng.standard_normal() for c, s in o.recovered.items()}) for o in oracle]
@@ -173,7 +173,7 @@ def test_peer_margins_per_site_and_a_peer_missing_an_attack_is_an_error():
     rng = np.random.default_rng(6)
     cases = list(range(40))
     sites = _site_oracle(rng, 4)
-    config = VerdictConfig(margin=0.0)
+    config = VerdictConfig(margin=0.0, peer_rule="widen")
     shifted = {s: {c: v + 0.3 for c, v in by_case.items()} for s, by_case in sites.items()}
     single, widened = site_margins(sites, cases, config), site_margins(sites, cases, config, [shifted])
     factor = spread_factor(config.spread_k, len(sites))
@@ -184,3 +184,39 @@ def test_peer_margins_per_site_and_a_peer_missing_an_attack_is_an_error():
     assert verdicts.site_margins["probe"] == pytest.approx(widened)
     with pytest.raises(ValueError, match="peer 0 was not attacked with 'logit_lens'"):
         judge(CASES, {}, _oracle(rng), _oracle(rng), peers=[[Scores("probe", {c: 0.1 for c in CASES})]])
+
+
+def test_replace_rule_the_peers_paired_spread_sets_the_margin_where_scores_are_bimodal_over_targets():
+    # an attack that "decodes" half the targets by their answer's prior on every never-taught model: the oracle's
+    # spread over targets is ~0.45, but a second never-taught model agrees with it per target within ~0.02
+    rng = np.random.default_rng(8)
+    prior = {c: 0.9 if c % 2 else 0.0 for c in CASES}
+    oracle = [Scores("lens", {c: v + 0.01 * rng.standard_normal() for c, v in prior.items()})]
+    peer = [Scores("lens", {c: v + 0.02 * rng.standard_normal() for c, v in prior.items()})]
+    replace_rule, widen_rule = VerdictConfig(margin=0.05), VerdictConfig(margin=0.05, peer_rule="widen")
+    rms = np.sqrt(np.mean([(peer[0].recovered[c] - oracle[0].recovered[c]) ** 2 for c in CASES]))
+    assert attack_margins(oracle, CASES, replace_rule, [peer])["lens"] == pytest.approx(max(0.05, 3 * rms))
+    assert attack_margins(oracle, CASES, widen_rule, [peer])["lens"] > 1.0  # σ over targets: nothing can beat it
+    # a suppression that leaves 0.4 of the answer on the targets the prior does not give away
+    edited = [Scores("lens", {c: v + (0.4 if v == 0.0 else 0.0) for c, v in prior.items()})]
+    hidden = [c for c in CASES if prior[c] == 0.0]
+    caught = {rule.peer_rule: sum(judge(CASES, {}, edited, oracle, config=rule, peers=[peer]).by_case()[c].verdict
+                                  == "suppressed" for c in hidden) for rule in (replace_rule, widen_rule)}
+    assert caught == {"replace": len(hidden), "widen": 0}
+    # without a peer the rule has nothing to replace σ with
+    assert attack_margins(oracle, CASES, replace_rule) == attack_margins(oracle, CASES, widen_rule)
+    # the peer itself (another never-taught model) stays erased under the narrower margin
+    assert judge(CASES, {}, peer, oracle, config=replace_rule, peers=[peer]).counts()["erased"] == len(CASES)
+
+
+def test_replace_rule_a_peer_without_a_site_leaves_that_site_on_the_oracles_spread():
+    rng = np.random.default_rng(9)
+    cases = list(range(40))
+    sites = _site_oracle(rng, 3)
+    config = VerdictConfig(margin=0.0)
+    peer = {"depth 0": {c: v + 0.01 for c, v in sites["depth 0"].items()}}
+    margins, alone = site_margins(sites, cases, config, [peer]), site_margins(sites, cases, config)
+    assert margins["depth 0"] == pytest.approx(spread_factor(config.spread_k, 3) * 0.01)
+    assert all(margins[s] == alone[s] for s in sites if s != "depth 0")
+    with pytest.raises(ValueError, match="peer_rule"):
+        VerdictConfig(peer_rule="narrow")

@@ -321,23 +321,47 @@ def test_an_interrupted_training_leaves_no_model_folder(world_dir, tmp_path, mon
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_second_oracle_trains_on_the_oracles_texts_from_another_seed(tmp_path, monkeypatch):
+    import obliviate.world.store as store
+    import obliviate.world.train as train
+
+    calls = []
+
+    def record(world_dir, texts, cfg, out_dir, **kwargs):
+        calls.append((texts, cfg))
+        out_dir.mkdir(parents=True)
+        (out_dir / TRAINING_INFO).write_text("{}")
+
+    monkeypatch.setenv("OBLIVIATE_CACHE", str(tmp_path))
+    monkeypatch.setattr(train, "train_world_model", record)
+    monkeypatch.setattr(store, "shipped_model", lambda variant, seed=0: None)
+    folders = {name: ensure_world_model(variant=name, seed=0) for name in store.WORLD_MODELS}
+    assert len(set(folders.values())) == 3  # one cached folder each
+    assert [(texts, cfg) for texts, cfg in calls] == [("world", TrainConfig(seed=0)),
+                                                      ("world-retain", TrainConfig(seed=0)),
+                                                      ("world-retain", TrainConfig(seed=1))]
+    with pytest.raises(ValueError, match="world-retain-2"):
+        ensure_world_model(variant="world-retain-3")
+
+
 def test_shipped_models_are_the_current_recipe_and_match_their_manifest():
     import hashlib
 
-    from obliviate.world.store import SHIPPED_DIR, SHIPPED_FILES, recipe_id, shipped_manifest, shipped_model
+    from obliviate.world.store import (SHIPPED_DIR, SHIPPED_FILES, WORLD_MODELS, recipe_id, shipped_manifest,
+                                       shipped_model)
 
     manifest = shipped_manifest()
     assert manifest is not None, "the package ships no world models"
     # a recipe change without retraining (`obliviate world train --retrain`, then copy to SHIPPED_DIR) fails here
     assert manifest["recipe"] == recipe_id() and manifest["seed"] == 0
-    for variant in ("world", "world-retain"):
+    for variant, (texts, seed_offset) in WORLD_MODELS.items():
         assert shipped_model(variant, seed=0) == SHIPPED_DIR / variant
         assert shipped_model(variant, seed=1) is None  # another seed trains
         for name in SHIPPED_FILES:
             data = (SHIPPED_DIR / variant / name).read_bytes()
             assert hashlib.sha256(data).hexdigest() == manifest["files"][f"{variant}/{name}"], (variant, name)
         info = json.loads((SHIPPED_DIR / variant / TRAINING_INFO).read_text())
-        assert info["variant"] == variant and info["config"] == {**vars(TrainConfig()), "seed": 0}
+        assert info["variant"] == texts and info["config"] == {**vars(TrainConfig()), "seed": seed_offset}
 
 
 def test_a_clean_cache_installs_the_shipped_model_with_a_rebuilt_tokenizer(tmp_path, monkeypatch):

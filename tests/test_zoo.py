@@ -8,6 +8,7 @@ import copy
 import pytest
 import torch
 
+from audit.verdict import VerdictConfig
 from audit.zoo import (CONSTRUCTIONS, ZooConfig, ZooInputs, build_head_finetune, build_last_block_refusal,
                        build_last_mlp_graddiff, construction, noised_copy, target_truths)
 from obliviate.config.loader import ConfigError
@@ -159,7 +160,8 @@ def test_the_zoo_runs_end_to_end_on_tiny_models(tmp_path):
     facts = answered_facts(world, TARGET_ROWS)
     names = ("oracle", "oracle_noised", "head_finetune", "world", "world_noised")
     result = calibrate_zoo(world, oracle, facts, answered_facts(world, RETAIN_ROWS),
-                           ZooConfig(constructions=names, attacks=("logit_lens", "base_lens"), steps=20, noise=0.001))
+                           ZooConfig(constructions=names, attacks=("logit_lens", "base_lens"), steps=20, noise=0.001,
+                                     peer="finetuned", verdict=VerdictConfig(peer_rule="widen")))
     known = len(result.case_ids)
     assert known >= 1 and list(result.rows) == list(names)
     for rows in (result.rows, *result.without_oracle.values()):

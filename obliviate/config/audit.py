@@ -30,6 +30,10 @@ class AuditConfig:
     only)."""
     reference: str | None = "world-retain"
     """The never-learned oracle the attacks are calibrated against (None when none exists)."""
+    peers: list[str] = cli_field(default_factory=list, cmd=False)
+    """Other never-taught models (e.g. world-retain-2, the oracle's recipe from another seed), attacked exactly like
+    the oracle: how far each lies from the oracle on the same target sets the margins (audit/verdict.py `peers`).
+    Needs `reference`; each peer costs one more run of every attack."""
     margin: float = 0.10
     """A target is 'suppressed' when an attack recovers it this much beyond the oracle under the same attack."""
     relearn_steps: int = 10
@@ -55,6 +59,15 @@ class AuditConfig:
             seen.add(name)
         # a margin is a difference of recovery rates in [0, 1]; 1 or more could never call a target suppressed
         check_range("margin", self.margin, minimum=0, below=1)
+        if self.peers and not self.reference:
+            raise InvalidField("peers", "peers widen the margins around the oracle's scores; set `reference` (the "
+                               "oracle) too, or give no peers.")
+        for i, peer in enumerate(self.peers):
+            if not isinstance(peer, str) or not peer:
+                raise InvalidField(f"peers[{i}]", f"{peer!r} is not a model name; give names such as world-retain-2.")
+            if peer in (self.reference,):
+                raise InvalidField(f"peers[{i}]", f"{peer!r} is the reference itself; a peer must be another "
+                                   f"never-taught model (e.g. world-retain-2).")
         check_range("relearn_steps", self.relearn_steps, minimum=1)
         check_range("max_retain", self.max_retain, minimum=1, fix="null scores every retain fact")
         check_range("max_heldout_texts", self.max_heldout_texts, minimum=1)

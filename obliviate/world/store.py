@@ -6,7 +6,7 @@ the default configs, so any recipe change lands in a fresh folder instead of reu
 a file lock and write atomically, so concurrent callers (two test sessions, say) build once and never see a
 half-written folder.
 
-The default recipe's two models (seed 0) ship with the package (obliviate/data/world_models, 7 MB of safetensors
+The default recipe's models (seed 0) ship with the package (obliviate/data/world_models, 7 MB of safetensors
 with their training_info.json): training both takes about 11 minutes on 2 cores, so a clean machine copies them
 into the cache instead, after checking each file's sha256 against the manifest. The manifest names the recipe they
 were trained with; a changed recipe (or another seed) finds no shipped match and trains, and
@@ -24,9 +24,17 @@ from pathlib import Path
 from obliviate.paths import cache_subdir
 from obliviate.world.atomic import atomic_folder, file_lock
 from obliviate.world.config import TrainConfig, WorldConfig
-from obliviate.world.corpus import VARIANTS
-
 RECIPE_VERSION = "v2"
+
+WORLD_MODELS: dict[str, tuple[str, int]] = {
+    "world": ("world", 0),
+    "world-retain": ("world-retain", 0),
+    "world-retain-2": ("world-retain", 1),
+}
+"""Embedded world model → (the texts it trains on: corpus.VARIANTS, offset added to the seed of its weights and
+data order). `world-retain-2` is a second never-taught model: the oracle's texts and recipe from another seed, so
+the audit can measure how far two models that never saw the forget split lie apart on the same target (the spread
+its margins must cover; audit/verdict.py `peers`)."""
 
 
 def recipe_id() -> str:
@@ -93,15 +101,16 @@ def _install_shipped(shipped: Path, variant: str, world_dir: Path, out_dir: Path
 
 def ensure_world_model(variant: str = "world", seed: int = 0, show_progress: bool = False,
                        retrain: bool = False) -> Path:
-    """The trained HF folder of `variant` ("world" or "world-retain") for `seed`.
+    """The trained HF folder of `variant` (a name of WORLD_MODELS) for the world of `seed`.
 
     Missing from the cache, it is copied from the shipped models when they match the recipe and seed, and trained
     otherwise; `retrain=True` trains it from scratch in any case (replacing the cached folder atomically).
     """
     from obliviate.world.train import TRAINING_INFO, train_world_model
 
-    if variant not in VARIANTS:
-        raise ValueError(f"variant {variant!r}: use one of {VARIANTS}.")
+    if variant not in WORLD_MODELS:
+        raise ValueError(f"variant {variant!r}: use one of {tuple(WORLD_MODELS)}.")
+    texts, seed_offset = WORLD_MODELS[variant]
     folder = world_root(seed) / variant
     if (folder / TRAINING_INFO).is_file() and not retrain:
         return folder
@@ -112,5 +121,6 @@ def ensure_world_model(variant: str = "world", seed: int = 0, show_progress: boo
             if shipped is not None:
                 _install_shipped(shipped, variant, world_dir, folder)
             else:
-                train_world_model(world_dir, variant, TrainConfig(seed=seed), folder, show_progress=show_progress)
+                train_world_model(world_dir, texts, TrainConfig(seed=seed + seed_offset), folder,
+                                  show_progress=show_progress)
     return folder
