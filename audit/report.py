@@ -68,6 +68,7 @@ def audit_metrics(method: str, verdicts=None, edited_attacks: Sequence[Any] = ()
         metrics["verdict_counts"] = verdicts.counts()
         metrics["margins"] = dict(verdicts.margins)
         metrics["reference_kind"] = verdicts.reference_kind
+        metrics["pooled_sites"] = list(getattr(verdicts, "pooled_sites", []))
     if edited_attacks:
         metrics["recovery"] = {a.attack: _mean(a.recovered.values()) for a in edited_attacks}
     if oracle_attacks:

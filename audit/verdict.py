@@ -42,6 +42,20 @@ them (a fine-tune that lifts every score). Two rules (`VerdictConfig.peer_rule`)
 The same spread factor in both, because rms(d) and σ estimate the spread of the same kind of difference. Per site
 the same with k_S.
 
+A per-target margin wide enough for the null leaves little power per target: on the world, two never-taught
+models' lens scores lie 0.19 apart (rms) on the same target, so a margin of 3 spreads is 0.58, and a suppression
+that leaves half of the answer readable passes as erased. What a single target cannot show, the audited targets
+together can: `pooled` (with peers only) adds a second stage per attack and site. Stage one asks whether the
+targets *as a group* hold more than a never-taught model would: the mean excess over the oracle on the targets
+the edited model no longer answers must exceed the peer's own mean shift by ``z_P × rms(d) / √n`` (z_P the
+single-test `pooled_z` corrected, as above, for every attack × site looked at). Stage two, at a site that passes,
+calls a target suppressed when its own excess beats ``pooled_k × rms(d)`` (one spread by default). Measured on the
+zoo (audit/zoo.py, 40 targets, `world-retain-2` as peer): the group test never opened on a never-taught
+construction (its largest group effect 0.2 spreads, against 2.1-10.8 on the suppressions), and it lifted the
+last-MLP GradDiff row from 0.725 to 0.90. The price is on a model that hides some targets and erased others: an
+erased target at an opened site is called suppressed when its own difference exceeds one spread (about one in six
+by chance); mixing half GradDiff-suppressed and half erased targets kept 0.875 right.
+
 An attack that looks at several *sites* (the re-fit probe: every depth × token position) reports a score per site
 (`AttackResult.sites`), and the verdict takes each target's largest excess over the oracle across the sites the
 edited model and the oracle share, less that site's margin, and names the site. Picking the best of S sites
@@ -100,6 +114,13 @@ class VerdictConfig:
     """Without oracle or null distribution: a score above this counts as recovered."""
     null_quantile: float = 0.95
     """Without oracle: the threshold is this quantile of the null scores plus `margin`."""
+    pooled: bool = True
+    """With peers: the second, pooled stage (module docstring) — at an attack × site whose mean excess over the
+    unanswered targets beats the peers' null, a target's excess needs only `pooled_k` spreads."""
+    pooled_k: float = 1.0
+    """Spreads (the peers' rms paired difference) a target's excess must beat at a site the group test opened."""
+    pooled_z: float = 3.0
+    """The group test's z before the correction for the number of attack × site pairs looked at."""
     peer_rule: Literal["replace", "widen"] = "replace"
     """With peers: their paired spread from the oracle replaces the oracle's spread over targets ("replace"), or
     only widens it ("widen"); module docstring. Without peers σ is the only estimate, whatever this says."""
@@ -156,6 +177,8 @@ class VerdictSet:
     config: VerdictConfig
     site_margins: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per several-site attack, each site's margin."""
+    pooled_sites: list[dict] = field(default_factory=list)
+    """The attack × site pairs whose group test opened (`VerdictConfig.pooled`), with its figures."""
 
     def counts(self) -> dict[str, int]:
         counted = Counter(t.verdict for t in self.targets)
@@ -283,7 +306,67 @@ def judge(case_ids: Sequence[int], recalled: Mapping[int, bool], edited: Sequenc
             by_attack[row[1]] = max(by_attack.get(row[1], -math.inf), row[4])
         verdicts.append(TargetVerdict(case_id, verdict, best[1], best[2], best[3], best[4], best[6], kind,
                                       excess_by_attack=by_attack, site=best[5]))
-    return VerdictSet(verdicts, margins, kind, config, per_site)
+    opened: list[dict] = []
+    if kind == "oracle" and peers and config.pooled:
+        verdicts, opened = pooled_stage(verdicts, case_ids, edited, oracle, peers, config)
+    return VerdictSet(verdicts, margins, kind, config, per_site, opened)
+
+
+def _pairs(run: AttackScores) -> dict[str | None, Mapping[int, float]]:
+    """Scores per site (None: the headline of a single-site attack)."""
+    return dict(_sites(run)) or {None: run.recovered}
+
+
+def pooled_stage(verdicts: list[TargetVerdict], case_ids: Sequence[int], edited: Sequence[AttackScores],
+                 oracle: Sequence[AttackScores], peers: Sequence[Sequence[AttackScores]], config: VerdictConfig
+                 ) -> tuple[list[TargetVerdict], list[dict]]:
+    """The second stage (module docstring): group test per attack × site on the unanswered targets, then a
+    one-spread test per target at the sites it opened. Only erased verdicts change (to suppressed)."""
+    by_name = {r.attack: r for r in oracle}
+    live = [v.case_id for v in verdicts if v.verdict != "intact"]
+    if len(live) < 2:
+        return verdicts, []
+    pairs = []  # (attack, site, edited scores, oracle scores, [peer scores])
+    for run in edited:
+        theirs, peer_runs = _pairs(by_name[run.attack]), [_pairs(p) for p in _matching(peers, run.attack)]
+        for site, scores in _pairs(run).items():
+            if site in theirs and all(site in p for p in peer_runs):
+                pairs.append((run.attack, site, scores, theirs[site], [p[site] for p in peer_runs]))
+    factor = corrected_z(config.pooled_z, len(pairs))
+    opened, flagged = [], {}
+    for attack, site, scores, reference, peer_scores in pairs:
+        cases = [c for c in live if _finite(scores.get(c)) and _finite(reference.get(c))
+                 and all(_finite(p.get(c)) for p in peer_scores)]
+        if len(cases) < 2:
+            continue
+        excess = np.array([scores[c] - reference[c] for c in cases])
+        shifts = [np.array([p[c] - reference[c] for c in cases]) for p in peer_scores]
+        rms = max(float(np.sqrt(np.mean(d ** 2))) for d in shifts)
+        if rms == 0.0:
+            continue  # never-taught models agree exactly here: no spread to test against
+        gate = max(abs(float(d.mean())) for d in shifts) + factor * rms / math.sqrt(len(cases))
+        if float(excess.mean()) <= gate:
+            continue
+        opened.append({"attack": attack, "site": site, "mean_excess": float(excess.mean()), "gate": gate,
+                       "spread": rms, "n_targets": len(cases)})
+        for c, e in zip(cases, excess):
+            if e > config.pooled_k * rms and e - config.pooled_k * rms > flagged.get(c, (-math.inf,))[0]:
+                flagged[c] = (e - config.pooled_k * rms, attack, site, scores[c], reference[c], e, rms,
+                              float(excess.mean()), len(cases))
+    out = []
+    for v in verdicts:
+        hit = flagged.get(v.case_id)
+        if v.verdict != "erased" or hit is None:
+            out.append(v)
+            continue
+        _, attack, site, score, base, e, rms, mean, n = hit
+        where = f" at {site}" if site else ""
+        reason = (f"{attack}{where}: recovered {score:.3f} vs oracle {base:.3f} (excess {e:+.3f} > "
+                  f"{config.pooled_k:g} spread {config.pooled_k * rms:.3f}), at a site where the {n} unanswered "
+                  f"targets together exceed the oracle by {mean:+.3f} on average (pooled stage)")
+        out.append(TargetVerdict(v.case_id, "suppressed", attack, score, base, e, config.pooled_k * rms, v.reference_kind,
+                                 excess_by_attack=v.excess_by_attack, site=site, reason=reason))
+    return out, opened
 
 
 def _references(case_ids: Sequence[int], edited: Sequence[AttackScores], oracle: Sequence[AttackScores] | None,
@@ -336,6 +419,16 @@ def spread_factor(spread_k: float, n_sites: int) -> float:
     normal = NormalDist()
     alarm = 1.0 - normal.cdf(spread_k / math.sqrt(2.0))
     return math.sqrt(2.0) * normal.inv_cdf(1.0 - alarm / n_sites)
+
+
+def corrected_z(z: float, n_tests: int) -> float:
+    """The z that keeps one test's false-alarm rate (one-sided, at `z`) over the largest of `n_tests` (Šidák)."""
+    if n_tests <= 1:
+        return z
+    from statistics import NormalDist
+
+    normal = NormalDist()
+    return normal.inv_cdf(1.0 - (1.0 - normal.cdf(z)) / n_tests)
 
 
 def site_margins(oracle_sites: Mapping[str, Mapping[int, float]], case_ids: Sequence[int], config: VerdictConfig,

@@ -27,8 +27,8 @@ The margins come from a second never-taught model (audit/verdict.py, `peers`): `
 recipe from another seed (or `finetuned_oracle`, the oracle fine-tuned on the retained facts' sentences). The
 erased rows are never the margin's own peer: ``oracle_finetuned`` is fine-tuned on filler, ``oracle_noised`` is
 noised.
-Sizes are small (≤ 40 targets, ≤ 100 steps per builder) so the whole zoo runs in minutes on two cores; the
-re-fit probe is left out of the default attacks for that reason (one probe run costs minutes there).
+Sizes are small (≤ 40 targets, ≤ 100 steps per builder, the probe with one C and three folds) so the whole zoo
+runs in minutes on two cores.
 """
 
 from __future__ import annotations
@@ -53,10 +53,13 @@ class ZooConfig:
 
     constructions: tuple[str, ...] | None = None
     """Constructions to build (None: all of `CONSTRUCTIONS`)."""
-    attacks: tuple[str, ...] = ("logit_lens", "base_lens", "tuned_lens", "in_context", "benign_relearn")
-    """Registered attacks run on every construction (cheap ones; add "probe" when minutes per model are fine)."""
-    attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Per attack name, its config fields."""
+    attacks: tuple[str, ...] = ("logit_lens", "base_lens", "tuned_lens", "in_context", "benign_relearn", "relearn",
+                                "probe")
+    """Registered attacks run on every construction."""
+    attack_params: dict[str, dict[str, Any]] = field(default_factory=lambda: {
+        "probe": {"C_grid": (1.0,), "n_splits": 3, "inner_splits": 2}})
+    """Per attack name, its config fields. The probe runs with one C and three folds (about 10 s a model instead
+    of a minute): the verdict reads it at every depth and position, where its chosen depth matters little."""
     verdict: VerdictConfig = field(default_factory=VerdictConfig)
     limit: int = 40
     """At most this many forget facts of known truth (audit/calibrate.py `known_truth_facts`)."""

@@ -193,7 +193,8 @@ def test_replace_rule_the_peers_paired_spread_sets_the_margin_where_scores_are_b
     prior = {c: 0.9 if c % 2 else 0.0 for c in CASES}
     oracle = [Scores("lens", {c: v + 0.01 * rng.standard_normal() for c, v in prior.items()})]
     peer = [Scores("lens", {c: v + 0.02 * rng.standard_normal() for c, v in prior.items()})]
-    replace_rule, widen_rule = VerdictConfig(margin=0.05), VerdictConfig(margin=0.05, peer_rule="widen")
+    replace_rule = VerdictConfig(margin=0.05, pooled=False)  # the margin rule alone (the pooled stage: below)
+    widen_rule = VerdictConfig(margin=0.05, peer_rule="widen", pooled=False)
     rms = np.sqrt(np.mean([(peer[0].recovered[c] - oracle[0].recovered[c]) ** 2 for c in CASES]))
     assert attack_margins(oracle, CASES, replace_rule, [peer])["lens"] == pytest.approx(max(0.05, 3 * rms))
     assert attack_margins(oracle, CASES, widen_rule, [peer])["lens"] > 1.0  # σ over targets: nothing can beat it
@@ -220,3 +221,44 @@ def test_replace_rule_a_peer_without_a_site_leaves_that_site_on_the_oracles_spre
     assert all(margins[s] == alone[s] for s in sites if s != "depth 0")
     with pytest.raises(ValueError, match="peer_rule"):
         VerdictConfig(peer_rule="narrow")
+
+
+def _lens_family(rng: np.random.Generator, n: int = 40, spread: float = 0.2) -> tuple[list, list, list]:
+    """An oracle, a peer (another never-taught model) and a second never-taught model: scores that are noise of
+    `spread` around a per-target level, as the lens attacks give on never-taught models."""
+    level = rng.uniform(0.0, 0.5, n)
+    draw = lambda: [Scores("lens", {c: float(level[c] + spread * rng.standard_normal()) for c in range(n)})]  # noqa: E731
+    return draw(), draw(), draw()
+
+
+def test_pooled_stage_calls_a_group_of_weak_recoveries_suppressed_and_names_its_site():
+    rng = np.random.default_rng(11)
+    oracle, peer, _ = _lens_family(rng)
+    cases = list(range(40))
+    # every target keeps about 1.5 paired spreads of its answer: no single target beats a 3-spread margin
+    spread = np.sqrt(np.mean([(peer[0].recovered[c] - oracle[0].recovered[c]) ** 2 for c in cases]))
+    edited = [Scores("lens", {c: oracle[0].recovered[c] + 1.5 * spread for c in cases})]
+    plain = judge(cases, {}, edited, oracle, peers=[peer], config=VerdictConfig(pooled=False))
+    pooled = judge(cases, {}, edited, oracle, peers=[peer])
+    assert plain.counts()["suppressed"] == 0
+    assert pooled.counts()["suppressed"] == len(cases)
+    assert [(s["attack"], s["site"]) for s in pooled.pooled_sites] == [("lens", None)]
+    assert pooled.pooled_sites[0]["mean_excess"] == pytest.approx(1.5 * spread)
+    target = pooled.by_case()[0]
+    assert "pooled stage" in target.reason and target.margin == pytest.approx(spread)
+    # without peers there is no paired spread to test the group against: the stage does not run
+    assert judge(cases, {}, edited, oracle).pooled_sites == []
+
+
+def test_pooled_stage_leaves_a_never_taught_model_and_answered_targets_alone():
+    cases = list(range(40))
+    for seed in range(20):  # another never-taught model: the group test stays shut (its false alarm ~0.1%)
+        oracle, peer, other = _lens_family(np.random.default_rng(100 + seed))
+        verdicts = judge(cases, {}, other, oracle, peers=[peer])
+        assert verdicts.pooled_sites == [] and verdicts.counts()["erased"] == len(cases), seed
+    # answered targets stay intact, and only the unanswered ones enter the group test
+    oracle, peer, _ = _lens_family(np.random.default_rng(12))
+    edited = [Scores("lens", {c: oracle[0].recovered[c] + (0.9 if c < 20 else 0.0) for c in cases})]
+    verdicts = judge(cases, {c: c < 20 for c in cases}, edited, oracle, peers=[peer]).by_case()
+    assert all(verdicts[c].verdict == "intact" for c in range(20))
+    assert all(verdicts[c].verdict == "erased" for c in range(20, 40))
