@@ -193,6 +193,7 @@ def _stage(command: str, argv: Sequence[str]) -> int:
     # defaults (the demo audited with quantization it never asked for)
     config.edits = defaults.edits
     config.audit.attacks = defaults.audit.attacks
+    config.audit.peers = defaults.audit.peers
     config.operating_point = defaults.operating_point
     # flags bypass the YAML checks: rebuild through the loader so every nested range is checked with its path
     config = from_dict(RunConfig, asdict(config))

@@ -156,12 +156,14 @@ def test_compare_prints_the_report_and_a_line_per_method(tmp_path, capsys):
 
 
 def test_yaml_only_fields_reach_the_stage(tmp_path, monkeypatch):
-    """audit.attacks and operating_point are YAML-only (no flag); the stage must get the YAML's, not the defaults."""
+    """audit.attacks, audit.peers and operating_point are YAML-only (no flag); the stage must get the YAML's, not the
+    defaults."""
     from obliviate import cli
 
     config_path = tmp_path / "run.yaml"
     config_path.write_text("model: world\nfacts: world\nsplit: forget\nedits:\n  - {method: memit, goal: erase}\n"
                            "audit:\n  attacks: [keyword, {name: relearn, params: {steps: 3}}]\n  reference: world-retain\n"
+                           "  peers: [world-retain-2]\n"
                            "operating_point: {forget_recall: 0.2, max_retain_drop: 0.05}\n")
     seen = {}
     monkeypatch.setattr("obliviate.preflight.check_run", lambda config: [])
@@ -170,3 +172,4 @@ def test_yaml_only_fields_reach_the_stage(tmp_path, monkeypatch):
     config = seen["config"]
     assert [c if isinstance(c, str) else c.name for c in config.audit.attacks] == ["keyword", "relearn"]
     assert config.operating_point is not None and config.operating_point.max_retain_drop == 0.05
+    assert config.audit.peers == ["world-retain-2"]
