@@ -49,7 +49,8 @@ together can: `pooled` (with peers only) adds a second stage per attack and site
 targets *as a group* hold more than a never-taught model would: the mean excess over the oracle on the targets
 the edited model no longer answers must exceed the peer's own mean shift by ``z_P × rms(d) / √n`` (z_P the
 single-test `pooled_z` corrected, as above, for every attack × site looked at). Stage two, at a site that passes,
-calls a target suppressed when its own excess beats ``pooled_k × rms(d)`` (one spread by default). Measured on the
+calls a target suppressed when its own excess beats ``max(margin, pooled_k × rms(d))`` (one spread by default; the
+floor as in the single-target rule, for sites where never-taught models agree almost exactly). Measured on the
 zoo (audit/zoo.py, 40 targets, `world-retain-2` as peer): the group test never opened on a never-taught
 construction (its largest group effect 0.2 spreads, against 2.1-10.8 on the suppressions), and it lifted the
 last-MLP GradDiff row from 0.725 to 0.90. The price is on a model that hides some targets and erased others: an
@@ -349,9 +350,10 @@ def pooled_stage(verdicts: list[TargetVerdict], case_ids: Sequence[int], edited:
             continue
         opened.append({"attack": attack, "site": site, "mean_excess": float(excess.mean()), "gate": gate,
                        "spread": rms, "n_targets": len(cases)})
-        for c, e in zip(cases, excess):
-            if e > config.pooled_k * rms and e - config.pooled_k * rms > flagged.get(c, (-math.inf,))[0]:
-                flagged[c] = (e - config.pooled_k * rms, attack, site, scores[c], reference[c], e, rms,
+        threshold = max(config.margin, config.pooled_k * rms)  # the floor, as for one target: a spread near 0
+        for c, e in zip(cases, excess):                      # (never-taught models agreeing) is not a licence
+            if e > threshold and e - threshold > flagged.get(c, (-math.inf,))[0]:
+                flagged[c] = (e - threshold, attack, site, scores[c], reference[c], e, threshold,
                               float(excess.mean()), len(cases))
     out = []
     for v in verdicts:
@@ -359,12 +361,12 @@ def pooled_stage(verdicts: list[TargetVerdict], case_ids: Sequence[int], edited:
         if v.verdict != "erased" or hit is None:
             out.append(v)
             continue
-        _, attack, site, score, base, e, rms, mean, n = hit
+        _, attack, site, score, base, e, threshold, mean, n = hit
         where = f" at {site}" if site else ""
-        reason = (f"{attack}{where}: recovered {score:.3f} vs oracle {base:.3f} (excess {e:+.3f} > "
-                  f"{config.pooled_k:g} spread {config.pooled_k * rms:.3f}), at a site where the {n} unanswered "
-                  f"targets together exceed the oracle by {mean:+.3f} on average (pooled stage)")
-        out.append(TargetVerdict(v.case_id, "suppressed", attack, score, base, e, config.pooled_k * rms, v.reference_kind,
+        reason = (f"{attack}{where}: recovered {score:.3f} vs oracle {base:.3f} (excess {e:+.3f} > {threshold:.3f}, "
+                  f"max of the floor and {config.pooled_k:g} spread), at a site where the {n} unanswered targets "
+                  f"together exceed the oracle by {mean:+.3f} on average (pooled stage)")
+        out.append(TargetVerdict(v.case_id, "suppressed", attack, score, base, e, threshold, v.reference_kind,
                                  excess_by_attack=v.excess_by_attack, site=site, reason=reason))
     return out, opened
 
