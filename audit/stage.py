@@ -71,8 +71,11 @@ def edit_operating_point(run_dir: RunDir, edit: EditConfig) -> dict[str, Any] | 
     return run_dir.read(stage).get("metrics", {}).get("operating_point")
 
 
-def load_peers(config: RunConfig, base: ModelHandle) -> list[ModelHandle]:
-    """The audit's peers (other never-taught models), each checked to share the audited model's tokenizer."""
+def load_peers(config: RunConfig, base: ModelHandle, oracle: ModelHandle | None) -> list[ModelHandle]:
+    """The audit's peers (other never-taught models), each checked to share the audited model's tokenizer; none
+    without an oracle (they only set margins around its scores)."""
+    if oracle is None:
+        return []
     peers = [load(name, device=config.device) for name in config.audit.peers]
     for peer in peers:
         check_oracle_tokenizer(base, peer)
@@ -116,7 +119,7 @@ def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mo
                                               "reference": config.audit.reference}, seeds={"seed": config.seed},
                          inputs=inputs)
     if peers is None:
-        peers = load_peers(config, base) if oracle is not None else []
+        peers = load_peers(config, base, oracle)
     results: list[AttackResult] = []
     peer_results: list[list[AttackResult]] = [[] for _ in peers]
     context = AttackContext(oracle=oracle, pool_facts=all_facts, retain_facts=retain, run_dir=run_dir)
@@ -166,7 +169,7 @@ def run(config: RunConfig, run_dir: RunDir, *, force: bool = False) -> list[dict
     base = load(config.model, device=config.device)
     oracle = load(config.audit.reference, device=config.device) if config.audit.reference else None
     check_oracle_tokenizer(base, oracle)
-    peers = load_peers(config, base) if oracle is not None else []
+    peers = load_peers(config, base, oracle)
     return [audit_edit(config, edit, run_dir, base=base, oracle=oracle, force=force, peers=peers)
             for edit in config.edits]
 

@@ -342,7 +342,7 @@ def pooled_stage(verdicts: list[TargetVerdict], case_ids: Sequence[int], edited:
             continue
         excess = np.array([scores[c] - reference[c] for c in cases])
         shifts = [np.array([p[c] - reference[c] for c in cases]) for p in peer_scores]
-        rms = max(float(np.sqrt(np.mean(d ** 2))) for d in shifts)
+        rms = max(peer_spread(reference, p, cases) for p in peer_scores)
         if rms == 0.0:
             continue  # never-taught models agree exactly here: no spread to test against
         gate = max(abs(float(d.mean())) for d in shifts) + factor * rms / math.sqrt(len(cases))
@@ -414,13 +414,8 @@ def shared_sites(edited: AttackScores, oracle: AttackScores) -> list[str]:
 
 def spread_factor(spread_k: float, n_sites: int) -> float:
     """k_S: the spread factor that keeps the single-site false-alarm rate when the best of `n_sites` is taken."""
-    if n_sites <= 1 or spread_k <= 0:
-        return spread_k
-    from statistics import NormalDist
-
-    normal = NormalDist()
-    alarm = 1.0 - normal.cdf(spread_k / math.sqrt(2.0))
-    return math.sqrt(2.0) * normal.inv_cdf(1.0 - alarm / n_sites)
+    # the paired difference of two draws has √2 the spread of one: the single-test z is spread_k / √2
+    return math.sqrt(2.0) * corrected_z(spread_k / math.sqrt(2.0), n_sites) if spread_k > 0 else spread_k
 
 
 def corrected_z(z: float, n_tests: int) -> float:

@@ -31,8 +31,7 @@ from jaxtyping import Int
 
 from obliviate.errors import MissingInputError, UserError
 from obliviate.paths import cache_dir
-
-from obliviate.world.store import WORLD_MODELS  # noqa: E402 - light: no torch, no transformers
+from obliviate.world.store import WORLD_MODELS  # light: no torch, no transformers
 
 EMBEDDED_MODELS = (*WORLD_MODELS, "smollm2-135m")
 DERIVED_MANIFEST = "derived_from.json"

@@ -65,7 +65,7 @@ class AuditConfig:
         for i, peer in enumerate(self.peers):
             if not isinstance(peer, str) or not peer:
                 raise InvalidField(f"peers[{i}]", f"{peer!r} is not a model name; give names such as world-retain-2.")
-            if peer in (self.reference,):
+            if peer == self.reference:
                 raise InvalidField(f"peers[{i}]", f"{peer!r} is the reference itself; a peer must be another "
                                    f"never-taught model (e.g. world-retain-2).")
         check_range("relearn_steps", self.relearn_steps, minimum=1)
