@@ -167,6 +167,19 @@ def _models(argv: Sequence[str]) -> int:
     return 0
 
 
+def _carry_yaml_only(config: object, defaults: object) -> None:
+    """Copy every field that has no flag (`cmd=False`), at any depth, from the YAML-loaded `defaults` into the
+    flag-parsed `config`."""
+    from dataclasses import fields, is_dataclass
+
+    for spec in fields(config):
+        value = getattr(config, spec.name)
+        if spec.metadata.get("cmd", True) is False:
+            setattr(config, spec.name, getattr(defaults, spec.name))
+        elif is_dataclass(value) and not isinstance(value, type):
+            _carry_yaml_only(value, getattr(defaults, spec.name))
+
+
 def _stage(command: str, argv: Sequence[str]) -> int:
     from obliviate.config import RunConfig, from_dict, load_yaml
     from obliviate.results import RunDir
@@ -189,12 +202,9 @@ def _stage(command: str, argv: Sequence[str]) -> int:
         usage=f"obliviate {command} [CONFIG] [--out RUN] [--force] [--<field> value ...]")
     args = parser.parse_args(argv)
     config = args.config
-    # YAML-only fields (not flags) are carried over by hand: without this the YAML's attacks were replaced by the
-    # defaults (the demo audited with quantization it never asked for)
-    config.edits = defaults.edits
-    config.audit.attacks = defaults.audit.attacks
-    config.audit.peers = defaults.audit.peers
-    config.operating_point = defaults.operating_point
+    # the flag parser rebuilds YAML-only fields (cmd=False) from their defaults: without this the YAML's attacks
+    # were replaced by the defaults (the demo audited with quantization it never asked for)
+    _carry_yaml_only(config, defaults)
     # flags bypass the YAML checks: rebuild through the loader so every nested range is checked with its path
     config = from_dict(RunConfig, asdict(config))
     from obliviate.preflight import check_run

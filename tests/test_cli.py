@@ -173,3 +173,27 @@ def test_yaml_only_fields_reach_the_stage(tmp_path, monkeypatch):
     assert [c if isinstance(c, str) else c.name for c in config.audit.attacks] == ["keyword", "relearn"]
     assert config.operating_point is not None and config.operating_point.max_retain_drop == 0.05
     assert config.audit.peers == ["world-retain-2"]
+
+
+def test_every_yaml_only_field_is_carried_at_any_depth():
+    """A field added later with `cmd=False` needs no hand-written carry line (three were once missed)."""
+    from dataclasses import dataclass, field
+
+    from obliviate.cli import _carry_yaml_only
+    from simple_parsing.helpers import field as cli_field
+
+    @dataclass
+    class Inner:
+        flag: int = 0
+        yaml_only: list = cli_field(default_factory=list, cmd=False)
+
+    @dataclass
+    class Outer:
+        inner: Inner = field(default_factory=Inner)
+        top_only: str = cli_field(default="default", cmd=False)
+        flag: int = 0
+
+    parsed, from_yaml = Outer(flag=2), Outer(inner=Inner(flag=1, yaml_only=[1, 2]), top_only="yaml", flag=1)
+    _carry_yaml_only(parsed, from_yaml)
+    assert parsed.top_only == "yaml" and parsed.inner.yaml_only == [1, 2]
+    assert parsed.flag == 2 and parsed.inner.flag == 0  # flags keep what the command line said
