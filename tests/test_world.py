@@ -494,3 +494,42 @@ def test_answers_stay_answers(world_models, cached_world):
     targets = [r["requested_rewrite"]["target_true"]["str"] for r in records for _ in r["neighborhood_prompts"]]
     # neighbours' cloze prompts, most of them never trained in that form: measured 0.96 retain / 0.92 forget
     assert top1_hits(model, tok, prompts, targets).float().mean() >= 0.90
+
+
+def test_name_knockout_hides_a_names_first_tokens_from_later_positions_only():
+    import random
+
+    from obliviate.world.knockout import name_knockout_mask
+
+    name = (7, 8, 9)
+    ids = torch.tensor([[1, 7, 8, 9, 2, 3], [7, 8, 9, 7, 8, 9], [1, 7, 8, 9, 2, 3]])
+    mask, masked = name_knockout_mask(ids, {name}, share=1.0, rng=random.Random(0))
+    causal = torch.tril(torch.ones(6, 6, dtype=torch.bool))
+    assert masked == 4 and mask.shape == (3, 1, 6, 6)
+    expected = causal.clone()
+    expected[4:, 1:3] = False  # positions after the name's last token (3) cannot see tokens 1, 2 of it
+    assert torch.equal(mask[0, 0], expected) and torch.equal(mask[2, 0], expected)
+    assert mask[0, 0, 3, 1:4].all()  # the name's last token still reads the whole name
+    both = causal.clone()
+    both[3:, 0:2] = False
+    both[6:, 3:5] = False  # (no position after the second name: the row ends there)
+    assert torch.equal(mask[1, 0], both)
+    off, none = name_knockout_mask(ids, {name}, share=0.0, rng=random.Random(0))
+    assert none == 0 and torch.equal(off, causal.repeat(3, 1, 1, 1))
+    some = [name_knockout_mask(ids, {name}, share=0.5, rng=random.Random(seed))[1] for seed in range(40)]
+    assert 0 < sum(s > 0 for s in some) < 40  # the share is drawn per row
+    with pytest.raises(ValueError, match="one token length"):
+        name_knockout_mask(ids, {name, (1, 2)}, share=1.0, rng=random.Random(0))
+
+
+def test_a_knockout_mask_changes_training_and_the_model_stays_a_plain_gpt2(world_dir, tmp_path):
+    tiny = replace(TrainConfig(), n_layer=1, n_embd=32, n_head=2, batch_size=4, steps=3, warmup_steps=1)
+    plain = train_world_model(world_dir, "world", tiny, tmp_path / "plain")
+    masked = train_world_model(world_dir, "world", replace(tiny, name_knockout=1.0), tmp_path / "masked")
+    model_plain, _ = load_world_model(plain)
+    model_masked, _ = load_world_model(masked)
+    assert not torch.equal(model_plain.transformer.wte.weight, model_masked.transformer.wte.weight)
+    assert json.loads((masked / TRAINING_INFO).read_text())["config"]["name_knockout"] == 1.0
+    assert type(model_masked) is type(model_plain)
+    with pytest.raises(ConfigError, match="name-knockout"):
+        TrainConfig(name_knockout=1.5)

@@ -130,6 +130,10 @@ class TrainConfig:
     tag_lines: int = 1
     """Tag lines per subject per epoch: the full name followed directly by its answers in a random order
     (corpus.name_tags). 0 trains on biographies alone, which stores nothing at the subject's last token."""
+    name_knockout: float = 0.0
+    """Share of training rows in which every position after a subject's name sees the name only through its last
+    token (knockout.py), so the identity passes through the name's last token as in real language models; 0 turns
+    it off. At inference nothing is masked."""
     bos_prob: float = 0.5
     """Chance that a training row starts with the BOS token, so prompts work with and without one."""
     eos_sep_prob: float = 0.25
@@ -153,6 +157,6 @@ class TrainConfig:
         _require(self.tag_lines >= 0, "tag_lines", self.tag_lines, "use 0 (biographies only) or more.")
         _require(self.secret_repeats >= 1 and self.decoys_per_epoch >= 0, "secret_repeats", self.secret_repeats,
                  "every secret must be trained at least once (and decoys_per_epoch must not be negative).")
-        for option in ("bos_prob", "eos_sep_prob"):
+        for option in ("bos_prob", "eos_sep_prob", "name_knockout"):
             value = getattr(self, option)
             _require(0 <= value <= 1, option, value, "use a probability in [0, 1].")

@@ -23,6 +23,7 @@ from obliviate.world.config import TrainConfig
 from obliviate.world.corpus import batches, fresh_for_epoch, packed_rows, training_texts
 from obliviate.world.evaluate import mean_token_logprob, recall
 from obliviate.world.generate import load_secrets, load_world_facts, load_world_info
+from obliviate.world.knockout import name_knockout_mask
 from obliviate.world.tokenizer import build_tokenizer
 
 TRAINING_INFO = "training_info.json"
@@ -99,6 +100,9 @@ def train_world_model(world_dir: Path, variant: str, cfg: TrainConfig, out_dir: 
                        rng=random.Random(f"obliviate-world-train/{cfg.seed}/order"),
                        fresh=lambda rng: tokenizer(fresh(rng), add_special_tokens=False)["input_ids"])
     stream = batches(rows, cfg.batch_size, cfg.n_positions, tokenizer.pad_token_id)
+    names = {tuple(tokenizer(r["requested_rewrite"]["subject"], add_special_tokens=False)["input_ids"])
+             for r in load_world_facts(world_dir)}
+    knockout_rng = random.Random(f"obliviate-world-train/{cfg.seed}/knockout")
 
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.num_threads)
@@ -116,7 +120,8 @@ def train_world_model(world_dir: Path, variant: str, cfg: TrainConfig, out_dir: 
         bar = tqdm(range(cfg.steps), desc=f"training {variant}", disable=not show_progress)
         for step in bar:
             ids, labels = next(stream)
-            loss = model(input_ids=ids, labels=labels).loss
+            mask = name_knockout_mask(ids, names, cfg.name_knockout, knockout_rng)[0] if cfg.name_knockout else None
+            loss = model(input_ids=ids, labels=labels, attention_mask=mask).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimiser.step()
