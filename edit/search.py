@@ -8,7 +8,10 @@ oracle's own forget recall plus δ — and reports whether the retain recall sta
 
 Search: the strongest end first (if it does not reach the target, nothing in the range does), then the weakest end
 (if it already reaches, it is the answer), then bisection (geometric on a log-scale knob) between the last failing
-and the first reaching value until the bracket is tight or the evaluation budget (≤ 8) is spent. Forgetting is
+and the first reaching value until the bracket is tight or the evaluation budget (≤ 8) is spent. When forgetting
+enough costs more retain recall than allowed (a failing value already beyond the retain budget ends that search),
+the rest of the budget bisects for the retain frontier — the strongest value within the retain budget — which is
+the point a "does not reach" row reports. Forgetting is
 assumed monotone in the knob; every evaluated point is kept, so a non-monotone trajectory shows in the record and
 the plots. Evaluations are cached by knob value (a value is never evaluated twice).
 """
@@ -88,6 +91,27 @@ def best_point(points: list[Point], max_retain_drop: float) -> Point:
     return min(points, key=lambda p: (p.retain_drop, p.forget_recall))
 
 
+def _search_retain_frontier(knob: Knob, at: Callable[[float], Point], within: Callable[[Point], bool],
+                            tried: list[tuple[float, Point]], weak: float, strong: float) -> None:
+    """Bisect between the strongest tried setting within the retain budget and the weakest one beyond it, for the
+    most a method can forget within the budget (what a "does not reach" row reports, instead of the weak end
+    where the forget search left it). Retain loss is assumed monotone in the knob, like forgetting."""
+    def position(x: float) -> float:  # 0 at the weak end, 1 at the strong end, whichever way the knob runs
+        return (x - weak) / (strong - weak)
+
+    kept = [x for x, p in tried if within(p)]
+    lost = [x for x, p in tried if not within(p)]
+    if not kept or not lost:
+        return
+    kept_x, lost_x = max(kept, key=position), min(lost, key=position)
+    while position(kept_x) < position(lost_x) and not _tight(knob, kept_x, lost_x):
+        mid = knob.midpoint(kept_x, lost_x)
+        if within(at(mid)):
+            kept_x = mid
+        else:
+            lost_x = mid
+
+
 def search_knob(knob: Knob | None, evaluate: Callable[[float | int | None], Point], *, target: float,
                 max_retain_drop: float, low: float | None = None, high: float | None = None,
                 budget: int = 8) -> SearchResult:
@@ -96,6 +120,7 @@ def search_knob(knob: Knob | None, evaluate: Callable[[float | int | None], Poin
         raise ValueError("the search needs a budget of at least one evaluation.")
     points: list[Point] = []
     cache: dict[Any, Point] = {}
+    tried: list[tuple[float, Point]] = []  # (position on the knob's range, point), for the frontier search
 
     def at(x: float | None) -> Point:
         value = None if knob is None or x is None else knob.value(x)
@@ -104,7 +129,12 @@ def search_knob(knob: Knob | None, evaluate: Callable[[float | int | None], Poin
                 raise _Budget
             cache[value] = evaluate(value)
             points.append(cache[value])
+            if x is not None:
+                tried.append((x, cache[value]))
         return cache[value]
+
+    def within(point: Point) -> bool:
+        return point.retain_drop <= max_retain_drop + 1e-12
 
     def result(status: str, chosen: Point, reason: str, exhausted: bool = False) -> SearchResult:
         return SearchResult(status, chosen, points, target, max_retain_drop,  # type: ignore[arg-type]
@@ -138,9 +168,13 @@ def search_knob(knob: Knob | None, evaluate: Callable[[float | int | None], Poin
                     reaching, reaching_x = point, mid
                 else:
                     failing_x = mid
+                    if not within(point):
+                        break  # every stronger setting loses more retain recall: none reaches within budget
+        if not within(reaching):
+            _search_retain_frontier(knob, at, within, tried, weak, strong)
     except _Budget:
         exhausted = True
-    if reaching.retain_drop > max_retain_drop + 1e-12:
+    if not within(reaching):
         return result(NOT_REACHED, best_point(points, max_retain_drop),
                       f"the weakest setting that forgets enough ({knob.field}={reaching.value}) loses "
                       f"{reaching.retain_drop:.3f} retain recall > {max_retain_drop:.3f}", exhausted)

@@ -110,3 +110,17 @@ def test_the_operating_point_and_knob_range_load_and_resolve():
         from_dict(RunConfig, {"edits": [{"method": "graddiff", "knob_range": [1e-2, 1e-4]}]})
     with pytest.raises(ConfigError, match=r"'edits\[0\].knob_range'.*no strength knob"):
         from_dict(RunConfig, {"edits": [{"method": "leace", "knob_range": [1, 2]}]})
+
+
+def test_does_not_reach_reports_the_retain_frontier_not_the_weak_end():
+    """Forgetting falls and retain loss rises steadily over four decades; forgetting 90% costs 18pp of retain
+    recall, the budget allows 5pp (reached at 1e-4, where forget recall is 0.75): that frontier is reported."""
+    def evaluate(value):
+        strength = (math.log10(value) + 5) / 4  # 0 at 1e-5, 1 at 1e-1
+        return Point(value, 1.0 - strength, 1.0 - 0.2 * strength, 0.2 * strength)
+
+    found = search_knob(LOG_KNOB, evaluate, target=0.1, max_retain_drop=0.05, budget=8)
+    assert found.status == NOT_REACHED and "retain" in found.reason
+    assert found.chosen.retain_drop <= 0.05
+    assert found.chosen.forget_recall <= 0.76  # at the frontier (0.75), not the weak end (1.0)
+    assert len(found.points) <= 8
