@@ -327,6 +327,15 @@ class ReferenceMismatchError(UserError, ValueError):
     """The never-learned reference cannot be compared with the audited model (another tokenizer)."""
 
 
+def load_alike(name: str, audited: Any, device: str = "cpu") -> Any:
+    """The model `name` (a never-taught peer, say), checked to read text as `audited` does."""
+    from obliviate.models import load
+
+    handle = load(name, device=device)
+    check_oracle_tokenizer(audited, handle)
+    return handle
+
+
 def check_oracle_tokenizer(audited: Any, oracle: Any) -> None:
     """A ReferenceMismatchError naming both models when the oracle reads text as other token ids than the audited model.
 

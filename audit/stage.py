@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from audit.attack_result import AttackContext, AttackResult, check_oracle_tokenizer, run_attack
+from audit.attack_result import AttackContext, AttackResult, load_alike, run_attack
 from audit.report import audit_metrics, sampling_note
 from audit.verdict import VerdictConfig, judge, recalled_targets
 from obliviate.config import EditConfig, RunConfig
@@ -76,10 +76,7 @@ def load_peers(config: RunConfig, base: ModelHandle, oracle: ModelHandle | None)
     without an oracle (they only set margins around its scores)."""
     if oracle is None:
         return []
-    peers = [load(name, device=config.device) for name in config.audit.peers]
-    for peer in peers:
-        check_oracle_tokenizer(base, peer)
-    return peers
+    return [load_alike(name, base, device=config.device) for name in config.audit.peers]
 
 
 def peer_runs(name: str, base: ModelHandle, peers: Sequence[ModelHandle], targets, cfg: Any,
@@ -167,8 +164,7 @@ def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mo
 def run(config: RunConfig, run_dir: RunDir, *, force: bool = False) -> list[dict[str, Any]]:
     """Audit every edit of the run against the configured reference."""
     base = load(config.model, device=config.device)
-    oracle = load(config.audit.reference, device=config.device) if config.audit.reference else None
-    check_oracle_tokenizer(base, oracle)
+    oracle = load_alike(config.audit.reference, base, device=config.device) if config.audit.reference else None
     peers = load_peers(config, base, oracle)
     return [audit_edit(config, edit, run_dir, base=base, oracle=oracle, force=force, peers=peers)
             for edit in config.edits]

@@ -160,12 +160,9 @@ def peer_model(inputs: ZooInputs, peer: str, seed: int) -> Any:
     """The margin's peer: "finetuned" (`finetuned_oracle`) or a model loaded by name, with the oracle's tokenizer."""
     if peer == "finetuned":
         return finetuned_oracle(inputs, seed=seed)
-    from audit.attack_result import check_oracle_tokenizer
-    from obliviate.models import load
+    from audit.attack_result import load_alike
 
-    handle = load(peer)
-    check_oracle_tokenizer(inputs.oracle, handle)
-    return handle
+    return load_alike(peer, inputs.oracle)
 
 
 @torch.no_grad()

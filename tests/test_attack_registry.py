@@ -89,3 +89,15 @@ def test_an_oracle_with_another_tokenizer_is_an_error_naming_both():
     oracle = dataclasses.replace(handle, name="other-oracle", tokenizer=other)
     with pytest.raises(ReferenceMismatchError, match=r"reference model 'other-oracle'.*audited model 'tiny-gpt2'"):
         check_oracle_tokenizer(handle, oracle)
+
+
+def test_a_peer_or_reference_is_loaded_only_when_it_reads_text_as_the_audited_model(monkeypatch):
+    from audit.attack_result import ReferenceMismatchError, load_alike
+
+    handle = tiny_handle("gpt2")
+    other = dataclasses.replace(handle, name="other", prepend_bos=not handle.prepend_bos)
+    models = {"same": dataclasses.replace(handle, name="same"), "other": other}
+    monkeypatch.setattr("obliviate.models.load", lambda name, device="cpu": models[name])
+    assert load_alike("same", handle).name == "same"
+    with pytest.raises(ReferenceMismatchError, match="'other'"):
+        load_alike("other", handle)
