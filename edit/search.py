@@ -10,7 +10,8 @@ Search: the strongest end first (if it does not reach the target, nothing in the
 (if it already reaches, it is the answer), then bisection (geometric on a log-scale knob) between the last failing
 and the first reaching value until the bracket is tight or the evaluation budget (≤ 8) is spent. When forgetting
 enough costs more retain recall than allowed (a failing value already beyond the retain budget ends that search),
-the rest of the budget bisects for the retain frontier — the strongest value within the retain budget — which is
+or the strongest value neither forgets enough nor stays within the retain budget, the rest of the budget bisects
+for the retain frontier — the strongest value within the retain budget — which is
 the point a "does not reach" row reports. Forgetting is
 assumed monotone in the knob; every evaluated point is kept, so a non-monotone trajectory shows in the record and
 the plots. Evaluations are cached by knob value (a value is never evaluated twice).
@@ -150,9 +151,16 @@ def search_knob(knob: Knob | None, evaluate: Callable[[float | int | None], Poin
     weak, strong = knob.ends(low, high)
     strongest = at(strong)
     if not strongest.reaches(target):
+        exhausted = False
+        if not within(strongest):  # and it costs too much: report the most it forgets within the retain budget
+            try:
+                at(weak)
+                _search_retain_frontier(knob, at, within, tried, weak, strong)
+            except _Budget:
+                exhausted = True
         return result(NOT_REACHED, best_point(points, max_retain_drop),
                       f"the strongest setting ({knob.field}={strongest.value}) leaves forget recall "
-                      f"{strongest.forget_recall:.3f} > {target:.3f}")
+                      f"{strongest.forget_recall:.3f} > {target:.3f}", exhausted)
     exhausted = False
     reaching = strongest
     try:

@@ -124,3 +124,15 @@ def test_does_not_reach_reports_the_retain_frontier_not_the_weak_end():
     assert found.chosen.retain_drop <= 0.05
     assert found.chosen.forget_recall <= 0.76  # at the frontier (0.75), not the weak end (1.0)
     assert len(found.points) <= 8
+
+
+def test_a_method_that_never_forgets_enough_is_shown_at_its_retain_frontier():
+    """Even the strongest setting leaves half the targets recalled, and costs 20pp of retain recall: the row shows
+    the most it forgets within the 5pp budget (strength 0.25, forget recall 0.875), not the strongest setting."""
+    def evaluate(value):
+        strength = (math.log10(value) + 5) / 4
+        return Point(value, 1.0 - 0.5 * strength, 1.0 - 0.2 * strength, 0.2 * strength)
+
+    found = search_knob(LOG_KNOB, evaluate, target=0.1, max_retain_drop=0.05, budget=8)
+    assert found.status == NOT_REACHED and "strongest" in found.reason
+    assert found.chosen.retain_drop <= 0.05 and found.chosen.forget_recall <= 0.88
