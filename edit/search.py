@@ -11,9 +11,8 @@ Search: the strongest end first (if it does not reach the target, nothing in the
 and the first reaching value until the bracket is tight or the evaluation budget (≤ 8) is spent. When forgetting
 enough costs more retain recall than allowed (a failing value already beyond the retain budget ends that search),
 or the strongest value neither forgets enough nor stays within the retain budget, the rest of the budget bisects
-for the retain frontier — the strongest value within the retain budget — which is
-the point a "does not reach" row reports. Forgetting is
-assumed monotone in the knob; every evaluated point is kept, so a non-monotone trajectory shows in the record and
+for the retain frontier — the strongest value within the retain budget — which is the point a "does not reach" row
+reports. Forgetting is assumed monotone in the knob; every evaluated point is kept, so a non-monotone trajectory shows in the record and
 the plots. Evaluations are cached by knob value (a value is never evaluated twice).
 """
 
@@ -93,15 +92,15 @@ def best_point(points: list[Point], max_retain_drop: float) -> Point:
 
 
 def _search_retain_frontier(knob: Knob, at: Callable[[float], Point], within: Callable[[Point], bool],
-                            tried: list[tuple[float, Point]], weak: float, strong: float) -> None:
+                            points: list[Point], weak: float, strong: float) -> None:
     """Bisect between the strongest tried setting within the retain budget and the weakest one beyond it, for the
     most a method can forget within the budget (what a "does not reach" row reports, instead of the weak end
     where the forget search left it). Retain loss is assumed monotone in the knob, like forgetting."""
     def position(x: float) -> float:  # 0 at the weak end, 1 at the strong end, whichever way the knob runs
         return (x - weak) / (strong - weak)
 
-    kept = [x for x, p in tried if within(p)]
-    lost = [x for x, p in tried if not within(p)]
+    kept = [p.value for p in points if within(p)]
+    lost = [p.value for p in points if not within(p)]
     if not kept or not lost:
         return
     kept_x, lost_x = max(kept, key=position), min(lost, key=position)
@@ -121,7 +120,6 @@ def search_knob(knob: Knob | None, evaluate: Callable[[float | int | None], Poin
         raise ValueError("the search needs a budget of at least one evaluation.")
     points: list[Point] = []
     cache: dict[Any, Point] = {}
-    tried: list[tuple[float, Point]] = []  # (position on the knob's range, point), for the frontier search
 
     def at(x: float | None) -> Point:
         value = None if knob is None or x is None else knob.value(x)
@@ -130,8 +128,6 @@ def search_knob(knob: Knob | None, evaluate: Callable[[float | int | None], Poin
                 raise _Budget
             cache[value] = evaluate(value)
             points.append(cache[value])
-            if x is not None:
-                tried.append((x, cache[value]))
         return cache[value]
 
     def within(point: Point) -> bool:
@@ -155,7 +151,7 @@ def search_knob(knob: Knob | None, evaluate: Callable[[float | int | None], Poin
         if not within(strongest):  # and it costs too much: report the most it forgets within the retain budget
             try:
                 at(weak)
-                _search_retain_frontier(knob, at, within, tried, weak, strong)
+                _search_retain_frontier(knob, at, within, points, weak, strong)
             except _Budget:
                 exhausted = True
         return result(NOT_REACHED, best_point(points, max_retain_drop),
@@ -179,7 +175,7 @@ def search_knob(knob: Knob | None, evaluate: Callable[[float | int | None], Poin
                     if not within(point):
                         break  # every stronger setting loses more retain recall: none reaches within budget
         if not within(reaching):
-            _search_retain_frontier(knob, at, within, tried, weak, strong)
+            _search_retain_frontier(knob, at, within, points, weak, strong)
     except _Budget:
         exhausted = True
     if not within(reaching):
