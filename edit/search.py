@@ -12,8 +12,8 @@ and the first reaching value until the bracket is tight or the evaluation budget
 enough costs more retain recall than allowed (a failing value already beyond the retain budget ends that search),
 or the strongest value neither forgets enough nor stays within the retain budget, the rest of the budget bisects
 for the retain frontier — the strongest value within the retain budget — which is the point a "does not reach" row
-reports. Forgetting is assumed monotone in the knob; every evaluated point is kept, so a non-monotone trajectory shows in the record and
-the plots. Evaluations are cached by knob value (a value is never evaluated twice).
+reports. Forgetting is assumed monotone in the knob; every evaluated point is kept, so a non-monotone trajectory
+shows in the record and the plots. Evaluations are cached by knob value (a value is never evaluated twice).
 """
 
 from __future__ import annotations
