@@ -39,7 +39,7 @@ from edit.context import activations_at_subject, averaged_keys, context_template
 from edit.covariance import CovarianceConfig, regularised, second_moments
 from edit.deltas import WeightEditResult, apply_deltas, changed_tensors, hf_name_map
 from edit.result import EditRequest
-from edit.sites import edit_site
+from edit.sites import edit_site, projection_output, weight_output_change
 from edit.value_opt import Goal, ValueOptSettings, optimise_values
 from obliviate.config.loader import InvalidField
 from obliviate.facts import Fact
@@ -199,7 +199,10 @@ def write_facts(handle, facts: Sequence[Fact], layers: list[int], cfg: KeyValueC
         with apply_deltas(handle, deltas, hf=False):
             keys = averaged_keys(handle, site.key_hook, prompts, subjects, groups, group_mean=True)
             current = bare_prompt_activations(handle, z_site.resid_hook, facts)
-        residual = (z - current) / (len(layers) - i)
+            own = (projection_output(handle.tl, site, bare_prompt_activations(handle, site.key_hook, facts))
+                   if site.out_norm is not None else None)
+        # the residual's share, as a change of the projection's own output (through a post-MLP norm if any)
+        residual = weight_output_change(handle.tl, site, (z - current) / (len(layers) - i), own)
         deltas[site.weight] = solve(layer, keys, residual)
         vectors[f"keys_L{layer}"], vectors[f"residual_L{layer}"] = keys, residual
         per_layer[f"z_error_L{layer}"] = float((z - current).norm(dim=-1).mean())

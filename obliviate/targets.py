@@ -1,4 +1,4 @@
-"""Resolve a run config's fact source into facts: the embedded world, the packaged SmolLM2 set, a file or hub name."""
+"""Resolve a run config's fact source into facts: the embedded world, a packaged real-model set, a file or hub name."""
 
 from __future__ import annotations
 
@@ -7,16 +7,19 @@ from pathlib import Path
 from obliviate.facts import Fact, load_facts
 
 SMOLLM2_FACTS = Path(__file__).parent / "data" / "smollm2_facts.jsonl"
+GEMMA3_FACTS = Path(__file__).parent / "data" / "gemma3_facts.jsonl"
+PACKAGED_FACTS = {"smollm2": SMOLLM2_FACTS, "gemma3": GEMMA3_FACTS}
+"""Facts each registry model knows (top-1), built by ``obliviate.data.make_smollm2_facts``."""
 
 
 def fact_source_path(source: str, *, seed: int = 0) -> str | Path:
-    """'world' → the world's facts.jsonl (built on first use); 'smollm2' → the packaged real-fact set."""
+    """'world' → the world's facts.jsonl (built on first use); 'smollm2' / 'gemma3' → a packaged real-fact set."""
     if source == "world":
         from obliviate.world import ensure_world
 
         return ensure_world(seed=seed) / "facts.jsonl"
-    if source == "smollm2":
-        return SMOLLM2_FACTS
+    if source in PACKAGED_FACTS:
+        return PACKAGED_FACTS[source]
     return source
 
 

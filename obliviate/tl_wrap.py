@@ -6,8 +6,9 @@ weight converters, and keep the weights UNPROCESSED (no LayerNorm folding, no ce
 no value-bias folding): edit methods change TL weights and write them back under HF names
 (see ``tl_to_hf_tensor``), which is only a rename + transpose on unprocessed weights.
 
-Tested architectures: ``LlamaForCausalLM`` (SmolLM2) and ``GPT2LMHeadModel`` (our small
-trained models). Notes from making the local route work:
+Tested architectures: ``LlamaForCausalLM`` (SmolLM2), ``Gemma3ForCausalLM`` (Gemma-3-270M) and
+``GPT2LMHeadModel`` (our small trained models); any other is refused by name (`SUPPORTED_ARCHITECTURES`).
+Notes from making the local route work:
 
 * TL decides the architecture from ``config.json`` when given a path, EXCEPT that it
   matches on substrings of the path first: a folder whose path contains "llama" or
@@ -17,6 +18,11 @@ trained models). Notes from making the local route work:
   Both are solved by handing TL a neutrally named temp folder holding only a config.json
   written from ``hf_model.config`` with ``n_ctx = n_positions`` added; weights are always
   taken from the in-memory ``hf_model``.
+* TL knows Gemma 3's configuration only under its hub names (its config branch is chosen by name
+  and never reads config.json). A Gemma 3 folder takes TL's Gemma-3-270M configuration (built
+  offline from the name) as the template for everything the family shares (post-norms, QK norm,
+  embedding scale, local/global attention) and its own config.json for every size, vocabulary,
+  window, RoPE base and layer pattern (`_gemma3_config`), so any Gemma 3 text model wraps.
 * TL's GPT-2 config sets ``d_mlp = 4 * n_embd`` and ignores ``n_inner``; we correct it.
 * TL reloads the tokenizer from ``name_or_path`` with ``add_bos_token=True`` and then strips
   the BOS when ``default_prepend_bos`` is False. An in-memory tokenizer that cannot be
@@ -48,6 +54,10 @@ log = logging.getLogger(__name__)
 
 # Substrings TL's convert_hf_model_config matches on the *name* before reading config.json.
 _TL_NAME_TRAPS = ("llama", "gemma")
+SUPPORTED_ARCHITECTURES = ("GPT2LMHeadModel", "LlamaForCausalLM", "Gemma3ForCausalLM")
+"""The HF architectures the wrapper builds and tests (TL and HF logits within 1e-4)."""
+# TL builds Gemma 3 configurations by hub name only; this one is the template for the family (`_gemma3_config`).
+_GEMMA3_TEMPLATE = "google/gemma-3-270m"
 # Non-parameter state TL registers that no HF checkpoint provides.
 _TL_BUFFER_SUFFIXES = ("IGNORE", "mask", "rotary_sin", "rotary_cos")
 
@@ -98,6 +108,31 @@ def _set_tokenizer(model: HookedTransformer, tokenizer: PreTrainedTokenizerBase)
             tok.pad_token = tok.eos_token
         if tok.padding_side is None:
             tok.padding_side = "right"
+
+
+def _gemma3_config(hf_cfg: dict, *, prepend_bos: bool, device: str):
+    """TL's configuration of a Gemma 3 text model: the family's settings from TL's Gemma-3-270M template, every
+    size and per-model setting from the model's own config."""
+    from transformer_lens import HookedTransformerConfig, loading
+
+    template = loading.get_pretrained_model_config(_GEMMA3_TEMPLATE, dtype=torch.float32,
+                                                   default_prepend_bos=prepend_bos, device=device)
+    rope = hf_cfg.get("rope_parameters") or {}
+    cfg = template.to_dict()
+    cfg.update(
+        d_model=hf_cfg["hidden_size"], d_head=hf_cfg["head_dim"], n_heads=hf_cfg["num_attention_heads"],
+        n_key_value_heads=hf_cfg["num_key_value_heads"], d_mlp=hf_cfg["intermediate_size"],
+        n_layers=hf_cfg["num_hidden_layers"], d_vocab=hf_cfg["vocab_size"], d_vocab_out=hf_cfg["vocab_size"],
+        eps=hf_cfg["rms_norm_eps"], act_fn=hf_cfg["hidden_activation"], window_size=hf_cfg["sliding_window"],
+        attn_types=["global" if kind == "full_attention" else "local" for kind in hf_cfg["layer_types"]],
+        rotary_dim=hf_cfg["head_dim"],
+        rotary_base=rope.get("full_attention", {}).get("rope_theta", cfg["rotary_base"]),
+        rotary_base_local=rope.get("sliding_attention", {}).get("rope_theta", cfg["rotary_base_local"]),
+        n_params=None, model_name="local-gemma3",
+    )
+    config = HookedTransformerConfig.from_dict(cfg)
+    config.attn_scale = float(hf_cfg.get("query_pre_attn_scalar", hf_cfg["head_dim"])) ** 0.5  # HF's q scaling
+    return config
 
 
 def _load_checked(model: HookedTransformer, state_dict: dict[str, torch.Tensor]) -> list[str]:
@@ -152,17 +187,26 @@ def hooked_from_hf(
             stacklevel=2,
         )
     hf_cfg = hf_model.config.to_dict()
+    architecture = (hf_cfg.get("architectures") or [type(hf_model).__name__])[0]
+    if architecture not in SUPPORTED_ARCHITECTURES:
+        raise NotImplementedError(f"{hf_dir}: architecture {architecture!r} is not supported by the TransformerLens "
+                                  f"wrapper; supported: {', '.join(SUPPORTED_ARCHITECTURES)}.")
+    gemma3 = architecture == "Gemma3ForCausalLM"
     with _tl_config_dir(hf_model) as path:
-        # hf_cfg, not hf_model: extra kwargs here are forwarded to AutoConfig.from_pretrained.
-        cfg = loading.get_pretrained_model_config(
-            path, hf_cfg=hf_cfg, dtype=torch.float32, default_prepend_bos=prepend_bos, device=device
-        )
+        if gemma3:
+            cfg = _gemma3_config(hf_cfg, prepend_bos=prepend_bos, device=device)
+        else:
+            # hf_cfg, not hf_model: extra kwargs here are forwarded to AutoConfig.from_pretrained.
+            cfg = loading.get_pretrained_model_config(
+                path, hf_cfg=hf_cfg, dtype=torch.float32, default_prepend_bos=prepend_bos, device=device
+            )
         if cfg.original_architecture == "GPT2LMHeadModel" and hf_cfg.get("n_inner"):
             cfg.d_mlp = hf_cfg["n_inner"]  # TL assumes 4 * n_embd
         cfg.model_name = hf_dir.name
         cfg.tokenizer_name = None  # we pass the tokenizer; never look one up by name
         cfg.default_prepend_bos = prepend_bos
-        state_dict = loading.get_pretrained_state_dict(path, cfg, hf_model, dtype=torch.float32)
+        state_dict = loading.get_pretrained_state_dict(_GEMMA3_TEMPLATE if gemma3 else path, cfg, hf_model,
+                                                       dtype=torch.float32)
     with warnings.catch_warnings():
         # TL 3.x deprecates HookedTransformer for TransformerBridge; the workbench targets the
         # HookedTransformer API (hook names, weight layout) on purpose.
@@ -205,7 +249,7 @@ _RULES: dict[str, tuple[ParamRule, ...]] = {
         ParamRule("blocks.{i}.mlp.W_in", "transformer.h.{i}.mlp.c_fc.weight", False),
         ParamRule("blocks.{i}.mlp.b_in", "transformer.h.{i}.mlp.c_fc.bias", False),
     ),
-    "llama": (
+    "llama": (  # Gemma 3's gated MLP has the same names and layout
         ParamRule("blocks.{i}.mlp.W_out", "model.layers.{i}.mlp.down_proj.weight", True),
         ParamRule("blocks.{i}.mlp.W_in", "model.layers.{i}.mlp.up_proj.weight", True),
         ParamRule("blocks.{i}.mlp.W_gate", "model.layers.{i}.mlp.gate_proj.weight", True),
@@ -216,6 +260,8 @@ _ARCH_ALIASES = {
     "gpt2lmheadmodel": "gpt2",
     "llama": "llama",
     "llamaforcausallm": "llama",
+    "gemma3_text": "llama",
+    "gemma3forcausallm": "llama",
 }
 
 

@@ -32,7 +32,8 @@ def word_tokenizer():
 
 
 def tiny_hf_handle(arch: str = "gpt2", *, n_layers: int = 3, d_model: int = 32, seed: int = 0) -> ModelHandle:
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+    from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, GPT2Config, GPT2LMHeadModel, LlamaConfig,
+                              LlamaForCausalLM)
 
     from obliviate.tl_wrap import hooked_from_hf
 
@@ -48,6 +49,19 @@ def tiny_hf_handle(arch: str = "gpt2", *, n_layers: int = 3, d_model: int = 32, 
                              max_position_embeddings=48, bos_token_id=1, eos_token_id=0, pad_token_id=0,
                              tie_word_embeddings=False, initializer_range=0.3)
         hf = LlamaForCausalLM(config)
+    elif arch == "gemma3":  # post-MLP norms, QK norm, a sliding window shorter than the prompts
+        config = Gemma3TextConfig(vocab_size=len(WORDS), hidden_size=d_model, intermediate_size=3 * d_model,
+                                  num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2,
+                                  head_dim=d_model // 4, query_pre_attn_scalar=d_model // 4, sliding_window=6,
+                                  layer_types=["sliding_attention", "full_attention"] * (n_layers // 2)
+                                  + ["sliding_attention"] * (n_layers % 2),
+                                  max_position_embeddings=48, bos_token_id=1, eos_token_id=0, pad_token_id=0,
+                                  initializer_range=0.3)
+        hf = Gemma3ForCausalLM(config)
+        with torch.no_grad():  # HF initialises the norms' (1 + w) at w = 0; random w exercise them
+            for name, param in hf.named_parameters():
+                if "norm" in name:
+                    param.normal_(0.0, 0.5)
     else:
         raise ValueError(arch)
     hf.config.architectures = [type(hf).__name__]

@@ -50,3 +50,10 @@ def smollm2_handle():
     from obliviate.models import load
 
     return load("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def gemma3_handle():
+    from obliviate.models import load
+
+    return load("gemma-3-270m")

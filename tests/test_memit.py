@@ -9,6 +9,7 @@ from _edit_tiny import tiny_corpus, tiny_facts, tiny_hf_handle
 from edit.covariance import CovarianceConfig
 from edit.deltas import apply_deltas
 from edit.memit import MemitConfig, memit_edit
+from edit.sites import edit_site, post_norm, weight_output_change
 from obliviate.config import from_dict
 
 
@@ -25,7 +26,7 @@ def tiny_cfg(corpus, **kwargs) -> MemitConfig:
     return MemitConfig(covariance=cov, context_lengths=[(6, 3)], **kwargs)
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gemma3"])
 def test_with_little_preservation_the_keys_map_onto_the_residuals(arch, corpus):
     handle = tiny_hf_handle(arch)
     result = memit_edit(handle, tiny_facts(), [1], tiny_cfg(corpus, mom2_update_weight=1e-6), goal="rewrite")
@@ -35,6 +36,26 @@ def test_with_little_preservation_the_keys_map_onto_the_residuals(arch, corpus):
     # with a heavy preservation weight the same batch barely moves the weights
     heavy = memit_edit(handle, tiny_facts(), [1], tiny_cfg(corpus, mom2_update_weight=1e6), goal="rewrite")
     assert heavy.deltas["blocks.1.mlp.W_out"].norm() < 0.1 * delta_w.norm()
+
+
+def test_behind_a_post_mlp_norm_the_residual_share_is_mapped_through_the_norm():
+    """Gemma's MLP output reaches the residual through an RMSNorm: the change of the projection's own output that
+    MEMIT writes must move the normed output by the wanted share (to first order), and the identity elsewhere."""
+    handle = tiny_hf_handle("gemma3")
+    site = edit_site(handle, 1)
+    torch.manual_seed(0)
+    own = torch.randn(4, handle.tl.cfg.d_model) * 3
+    wanted = torch.randn(4, handle.tl.cfg.d_model) * 1e-3
+    change = weight_output_change(handle.tl, site, wanted, own)
+    moved = post_norm(handle.tl, site, own + change) - post_norm(handle.tl, site, own)
+    # the norm is scale-invariant, so the one direction w ⊙ x̂ cannot be made; everything else is
+    w = handle.tl.blocks[1].ln2_post.w.detach()
+    unit = own / own.norm(dim=-1, keepdim=True)
+    makeable = wanted - w * unit * (unit * wanted / w).sum(-1, keepdim=True)
+    assert torch.allclose(moved, makeable, atol=1e-2 * float(wanted.norm(dim=-1).min())), (moved - makeable).norm()
+    assert (torch.nn.functional.cosine_similarity(moved, wanted, dim=-1) > 0.8).all()
+    plain = edit_site(tiny_hf_handle("llama"), 1)
+    assert plain.out_norm is None and torch.equal(weight_output_change(handle.tl, plain, wanted, None), wanted)
 
 
 def test_residual_is_spread_over_the_remaining_layers(corpus):

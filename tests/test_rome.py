@@ -10,7 +10,7 @@ from edit.context import context_templates, fill, lookup_batch
 from edit.covariance import CovarianceConfig
 from edit.deltas import apply_deltas, changed_tensors
 from edit.rome import RomeConfig, rome_edit
-from edit.sites import edit_site
+from edit.sites import edit_site, post_norm, projection_output
 from edit.value_opt import ValueOptSettings, _PrefixCachedRunner, _TLRunner, goal_answer
 from obliviate.config import from_dict
 from obliviate.metrics import last_token_logprobs, target_nll
@@ -29,19 +29,25 @@ def tiny_cfg(corpus, **kwargs) -> RomeConfig:
     return RomeConfig(covariance=cov, context_lengths=[(5, 3), (10, 3)], **kwargs)
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gemma3"])
 def test_edit_site_is_the_down_projection(arch):
     handle = tiny_hf_handle(arch)
     site = edit_site(handle, 1)
     tokens = handle.to_tokens("The Eiffel Tower is in the city of")
     _, cache = handle.tl.run_with_cache(tokens)
     mlp = handle.tl.blocks[1].mlp
-    assert torch.allclose(cache[site.key_hook] @ mlp.W_out + mlp.b_out, cache[site.out_hook], atol=1e-5)
+    own = cache[site.key_hook] @ mlp.W_out + mlp.b_out
+    assert torch.allclose(projection_output(handle.tl, site, cache[site.key_hook]), own)
+    if arch == "gemma3":  # the residual receives the projection's output through the post-MLP norm
+        assert site.out_norm == "blocks.1.ln2_post"
+        assert not torch.allclose(own, cache[site.out_hook], atol=1e-3)
+        own = post_norm(handle.tl, site, own)
+    assert torch.allclose(own, cache[site.out_hook], atol=1e-5)
     hf_weight = handle.hf.get_parameter(site.hf_weight)
     assert torch.equal(hf_weight.T if site.hf_transpose else hf_weight, mlp.W_out.detach())
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gemma3"])
 def test_prefix_cached_runner_equals_full_forward(arch):
     handle = tiny_hf_handle(arch)
     facts = tiny_facts()
@@ -49,17 +55,17 @@ def test_prefix_cached_runner_equals_full_forward(arch):
     texts, ends = zip(*[fill(t, f.prompt, f.subject) for f in facts for t in templates])
     batch = lookup_batch(handle, list(texts), list(ends), [[13]] * len(texts))
     row_fact = torch.arange(len(facts)).repeat_interleave(len(templates))
-    cached, plain = _PrefixCachedRunner(handle, 1, batch, row_fact), _TLRunner(handle, 1, batch, row_fact)
+    cached, plain = _PrefixCachedRunner(handle, 1, batch), _TLRunner(handle, 1, batch)
     valid = torch.arange(batch.tokens.shape[1])[None] < (batch.lengths - batch.subject_idx)[:, None]
     for _ in range(2):  # the second call must not see the first call's suffix in the cache
         delta = torch.randn(len(facts), handle.tl.cfg.d_model)
-        ours, reference = cached(delta), plain(delta)
+        ours, reference = cached(delta[row_fact]), plain(delta[row_fact])
         assert ours.shape == reference.shape
         mask = valid[:, : ours.shape[1]]
         assert torch.allclose(ours[mask], reference[mask], atol=1e-4)
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gemma3"])
 def test_rome_update_is_rank_one_and_writes_v_star_for_k_star(arch, corpus):
     handle = tiny_hf_handle(arch)
     result = rome_edit(handle, tiny_facts()[0], 1, tiny_cfg(corpus))
@@ -71,6 +77,27 @@ def test_rome_update_is_rank_one_and_writes_v_star_for_k_star(arch, corpus):
     u = result.vectors["u"]
     assert torch.isclose(u.norm(), torch.tensor(1.0))
     assert result.hf_names == {"blocks.1.mlp.W_out": edit_site(handle, 1).hf_weight}
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_the_edited_model_gives_the_block_the_output_the_optimisation_chose(arch, corpus):
+    """With the bare prompt's key (the reference's v), the edited weights reproduce on the bare prompt exactly the
+    block output the v* optimisation scored: init + δ, or norm(init + δ) behind Gemma's post-MLP norm."""
+    handle = tiny_hf_handle(arch)
+    fact = tiny_facts()[0]
+    result = rome_edit(handle, fact, 1, tiny_cfg(corpus, consistent_keys=False), goal="rewrite")
+    site = edit_site(handle, 1)
+    text, end = fill("{}", fact.prompt, fact.subject)
+    batch = lookup_batch(handle, [text], [end])
+    def received(own: torch.Tensor) -> torch.Tensor:
+        return post_norm(handle.tl, site, own[None])[0] if site.out_norm is not None else own
+
+    wanted = received(result.vectors["v_init"] + result.vectors["delta"])
+    with apply_deltas(handle, result.deltas):
+        _, cache = handle.tl.run_with_cache(batch.tokens, names_filter=[site.out_hook])
+    got = cache[site.out_hook][0, batch.subject_idx[0]]
+    assert torch.allclose(got, wanted, atol=1e-4 * float(wanted.norm())), (got - wanted).norm()
+    assert (got - received(result.vectors["v_init"])).norm() > 1e-2  # and the edit moved it
 
 
 def test_rome_leaves_the_model_untouched_and_deltas_restore_bit_exactly(corpus):

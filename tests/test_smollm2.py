@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from _real_models import assert_mlp_weights_map_both_ways, known_counts, max_tl_hf_gap
 from obliviate.tl_wrap import (
     hf_to_tl_param_name,
     hf_to_tl_tensor,
@@ -203,68 +204,37 @@ def test_smollm2_conversion_cached(smollm2):
 
 @pytest.mark.smollm2
 @pytest.mark.slow
-def test_smollm2_tl_matches_hf(smollm2, one_thread):
-    tl, hf, tok, _ = smollm2
+def test_smollm2_tl_matches_hf(smollm2_handle, one_thread):
     for text in PROMPTS:
-        ids = tok(text, return_tensors="pt")["input_ids"]
-        assert torch.equal(tl.to_tokens(text), ids)
-        with torch.no_grad():
-            diff = (tl(ids) - hf(ids).logits).abs().max().item()
-        assert diff < 1e-4, f"{text!r}: max |TL-HF| = {diff}"
-    ids = tok(PROMPTS[0], return_tensors="pt")["input_ids"]
+        gap = max_tl_hf_gap(smollm2_handle, text)
+        assert gap < 1e-4, f"{text!r}: max |TL-HF| = {gap}"
+    tl, tok = smollm2_handle.tl, smollm2_handle.tokenizer
     with torch.no_grad():
-        assert tok.decode(int(tl(ids)[0, -1].argmax())) == " Paris"
+        assert tok.decode(int(tl(tl.to_tokens(PROMPTS[0]))[0, -1].argmax())) == " Paris"
 
 
 @pytest.mark.smollm2
 @pytest.mark.slow
-def test_smollm2_param_map_matches_weights(smollm2):
-    tl, hf, _, _ = smollm2
-    hf_state, tl_state = hf.state_dict(), tl.state_dict()
-    for i in (0, tl.cfg.n_layers - 1):
-        for tl_name in (f"blocks.{i}.mlp.W_out", f"blocks.{i}.mlp.W_in", f"blocks.{i}.mlp.W_gate"):
-            hf_name, w = tl_to_hf_tensor(tl_name, tl_state[tl_name], "llama")
-            assert torch.equal(w, hf_state[hf_name])
-            assert torch.equal(hf_to_tl_tensor(hf_name, hf_state[hf_name], "llama")[1], tl_state[tl_name])
+def test_smollm2_param_map_matches_weights(smollm2_handle):
+    assert_mlp_weights_map_both_ways(smollm2_handle, "llama")
 
 
 @pytest.mark.smollm2
 @pytest.mark.slow
-def test_smollm2_fact_set_known_under_hf_and_tl(smollm2, one_thread):
+def test_smollm2_fact_set_known_under_hf_and_tl(smollm2_handle, one_thread):
     from obliviate.facts import load_facts
 
-    tl, hf, tok, _ = smollm2
     facts = load_facts(FACTS)
     assert len({f.relation_id for f in facts}) >= 3
     assert any(f.subject == "Eiffel Tower" and f.target_true == "Paris" for f in facts)
-    # Right-padded batches: with causal attention the real positions never see the pads, so
-    # the logits at each prompt's last real token are those of the unpadded prompt. Only those
-    # positions are unembedded (the 49k-way unembedding dominates otherwise); sorted by length
-    # so batches carry little padding.
-    known: Counter[str] = Counter()
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    rows_all = [tok(f.text, add_special_tokens=False)["input_ids"] for f in facts]
-    order = sorted(range(len(facts)), key=lambda i: len(rows_all[i]))
-    for start in range(0, len(order), 32):
-        idx = order[start:start + 32]
-        rows = [rows_all[i] for i in idx]
-        width = max(map(len, rows))
-        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
-        pick = (torch.arange(len(rows)), torch.tensor([len(r) - 1 for r in rows]))
-        with torch.no_grad():
-            hf_last = hf.model(ids).last_hidden_state[pick]
-            hf_top = hf.lm_head(hf_last).argmax(-1)
-            tl_last = tl(ids, stop_at_layer=tl.cfg.n_layers)[pick][:, None]  # residual after the last block
-            tl_top = tl.unembed(tl.ln_final(tl_last))[:, 0].argmax(-1)
-        for i, h, t in zip(idx, hf_top.tolist(), tl_top.tolist()):
-            answer = tok(" " + facts[i].target_true, add_special_tokens=False)["input_ids"][0]
-            known[facts[i].relation_id] += int(h == answer and t == answer)
+    known = known_counts(smollm2_handle, facts, bos=False)
     assert sum(known.values()) >= 100, known
     assert sum(1 for n in known.values() if n >= 5) >= 3, known
 
 
-def test_fact_set_schema():
-    records = [json.loads(line) for line in FACTS.read_text().splitlines() if line.strip()]
+@pytest.mark.parametrize("facts", [FACTS, FACTS.with_name("gemma3_facts.jsonl")], ids=["smollm2", "gemma3"])
+def test_fact_set_schema(facts):
+    records = [json.loads(line) for line in facts.read_text().splitlines() if line.strip()]
     assert len(records) >= 100
     for r in records:
         rw = r["requested_rewrite"]

@@ -18,9 +18,11 @@ DEVICE = re.compile(r"cpu|mps|(cuda|xpu)(:\d+)?")
 @dataclass
 class RunConfig:
     model: str = "world"
-    """Model to load: world, world-retain, smollm2-135m, a TransformerLens official name, or a local HF folder."""
+    """Model to load: world, world-retain, smollm2-135m, gemma-3-270m, a TransformerLens official name, or a local
+    HF folder."""
     facts: str = "world"
-    """Fact set: 'world' (the embedded world), 'smollm2' (the packaged real facts), a .jsonl path or a hub name."""
+    """Fact set: 'world' (the embedded world), 'smollm2' / 'gemma3' (the packaged real facts of those models), a
+    .jsonl path or a hub name."""
     split: str | None = "forget"
     """Targets are the facts of this split (forget / retain); None takes all facts."""
     limit: int | None = None

@@ -1,12 +1,14 @@
-"""Build ``smollm2_facts.jsonl``: CounterFact-schema facts SmolLM2-135M-Instruct knows.
+"""Build ``smollm2_facts.jsonl`` / ``gemma3_facts.jsonl``: CounterFact-schema facts a real model knows.
 
-Regenerate (from the repository root, about a minute on one idle CPU core):
+Regenerate (from the repository root; about a minute on one idle CPU core for SmolLM2, four for Gemma):
 
     python -m obliviate.data.make_smollm2_facts            # rewrites obliviate/data/smollm2_facts.jsonl
+    python -m obliviate.data.make_smollm2_facts --model gemma-3-270m   # rewrites obliviate/data/gemma3_facts.jsonl
     python -m obliviate.data.make_smollm2_facts --check    # exit 1 if the committed file differs
 
-"Known" means: with no BOS (``prepend_bos=False``, the HF tokenizer's default for this model),
-the model's top-1 next token after the filled prompt is the first token of " " + target_true.
+"Known" means: under the model's own BOS convention (none for SmolLM2, whose HF tokenizer adds none; a BOS for
+Gemma, which expects one), the model's top-1 next token after the filled prompt is the first token of
+" " + target_true. Both models are judged on the same candidates and templates, so their fact sets compare.
 Candidates come from ``smollm2_sources.py`` (countryinfo capitals + hand-written relations).
 
 Deterministic: candidates are in a fixed order, a batched pass only shortlists and the final
@@ -40,6 +42,8 @@ from jaxtyping import Float
 from obliviate.data import smollm2_sources as src
 
 OUT = Path(__file__).with_name("smollm2_facts.jsonl")
+OUTPUTS = {"smollm2-135m": OUT, "gemma-3-270m": Path(__file__).with_name("gemma3_facts.jsonl")}
+"""The fact file of each registry model (`obliviate.models.REGISTRY_MODELS`)."""
 N_NEIGHBOURS = 5
 MIN_KNOWN_PER_RELATION = 5  # fewer cannot give every fact >= 2 same-relation neighbours
 
@@ -121,20 +125,25 @@ def answer_token_id(tokenizer: Any, target: str) -> int:
     return int(tokenizer(" " + target, add_special_tokens=False)["input_ids"][0])
 
 
-@torch.no_grad()
-def next_token_logits(model: Any, tokenizer: Any, text: str) -> Float[torch.Tensor, " vocab"]:
-    """HF next-token logits after ``text`` (no BOS, unbatched)."""
-    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
-    return model(ids).logits[0, -1]
+def prompt_ids(tokenizer: Any, text: str, bos: bool) -> list[int]:
+    """Token ids of `text`, with the BOS in front when the model's convention has one."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return [tokenizer.bos_token_id, *ids] if bos else ids
 
 
 @torch.no_grad()
-def batched_top1(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 32) -> list[int]:
+def next_token_logits(model: Any, tokenizer: Any, text: str, bos: bool = False) -> Float[torch.Tensor, " vocab"]:
+    """HF next-token logits after ``text`` (unbatched)."""
+    return model(torch.tensor([prompt_ids(tokenizer, text, bos)])).logits[0, -1]
+
+
+@torch.no_grad()
+def batched_top1(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 32, bos: bool = False) -> list[int]:
     """Top-1 next token per text, right-padded batches (positions unchanged, pads never attended)."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out: list[int] = []
     for start in range(0, len(texts), batch_size):
-        rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[start:start + batch_size]]
+        rows = [prompt_ids(tokenizer, t, bos) for t in texts[start:start + batch_size]]
         width = max(len(r) for r in rows)
         ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
         mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
@@ -165,16 +174,17 @@ def _neighbours(c: Candidate, known: list[Candidate]) -> tuple[str, list[str], l
     return kind, [k.fill(k.relation.prompt) for k in chosen], [k.target for k in chosen]
 
 
-def build(model: Any, tokenizer: Any, *, log=print) -> list[dict[str, Any]]:
-    """All CounterFact records for the candidates the model knows."""
+def build(model: Any, tokenizer: Any, *, bos: bool = False, log=print) -> list[dict[str, Any]]:
+    """All CounterFact records for the candidates the model knows (`bos`: the model's BOS convention)."""
     cands = candidates()
     # Batched pass to shortlist (fast), then the decision on an unbatched pass (the way the
     # known-fact check is defined), so padding can never admit a fact.
-    tops = batched_top1(model, tokenizer, [c.fill(c.relation.prompt) for c in cands])
+    tops = batched_top1(model, tokenizer, [c.fill(c.relation.prompt) for c in cands], bos=bos)
     shortlist = [c for c, top in zip(cands, tops) if top == answer_token_id(tokenizer, c.target)]
     known = [
         c for c in shortlist
-        if int(next_token_logits(model, tokenizer, c.fill(c.relation.prompt)).argmax()) == answer_token_id(tokenizer, c.target)
+        if int(next_token_logits(model, tokenizer, c.fill(c.relation.prompt), bos).argmax())
+        == answer_token_id(tokenizer, c.target)
     ]
     if len(known) != len(shortlist):
         log(f"note: {len(shortlist) - len(known)} shortlisted facts failed the unbatched check")
@@ -217,16 +227,18 @@ def render(records: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--model", default="smollm2-135m", choices=sorted(OUTPUTS))
+    parser.add_argument("--out", type=Path, default=None, help="default: the model's packaged fact file")
     parser.add_argument("--check", action="store_true", help="compare with --out instead of writing it")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: shared machines)")
     args = parser.parse_args(argv)
 
-    from obliviate.smollm2 import load_smollm2
+    from obliviate.models import default_prepend_bos, load
 
     torch.set_num_threads(args.threads)
-    model, tokenizer = load_smollm2()
-    text = render(build(model, tokenizer))
+    args.out = args.out or OUTPUTS[args.model]
+    handle = load(args.model)
+    text = render(build(handle.hf, handle.tokenizer, bos=default_prepend_bos(args.model, handle.tokenizer)))
     if args.check:
         same = args.out.is_file() and args.out.read_text() == text
         print("up to date" if same else f"{args.out} differs from a fresh build")
