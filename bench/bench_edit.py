@@ -6,6 +6,7 @@ Tasks (``python bench/bench_edit.py <task> --help``):
                    to choose the edit layer.
 - ``rome``         ROME rewrites of N SmolLM2 facts the model knows, one edit each, restored between edits:
                    CounterFact ES / PS / NS (mean of per-fact scores, as the reference) and seconds per edit.
+                   ``--model gemma-3-270m`` runs the same on Gemma-3-270M and its own known-fact set.
                    ``--model world`` runs the same on the fact world (a quick smoke check with ``--n-facts 3``).
 - ``memit-world``  MEMIT erase of the whole forget split of the `world` model in one batch: forget / retain recall
                    before and after (and the `world-retain` oracle's recall of the forget split), held-out
@@ -51,10 +52,10 @@ from obliviate.metrics import counterfact_scores, perplexity, recall, top1_corre
 from obliviate.models import load  # noqa: E402
 from obliviate.registry import EDITS  # noqa: E402
 from obliviate.results import atomic_write_json, to_jsonable  # noqa: E402
-from obliviate.targets import resolve_facts  # noqa: E402
+from obliviate.targets import MODEL_FACTS, resolve_facts  # noqa: E402
 
 
-FACT_SOURCES = {"smollm2-135m": "smollm2", "world": "world"}
+FACT_SOURCES = {**MODEL_FACTS, "world": "world"}
 """The fact set each benched model is asked about."""
 
 # the figures of obliviate.metrics.CounterFactScores (all in %), with the names they are printed under

@@ -10,6 +10,8 @@ SMOLLM2_FACTS = Path(__file__).parent / "data" / "smollm2_facts.jsonl"
 GEMMA3_FACTS = Path(__file__).parent / "data" / "gemma3_facts.jsonl"
 PACKAGED_FACTS = {"smollm2": SMOLLM2_FACTS, "gemma3": GEMMA3_FACTS}
 """Facts each registry model knows (top-1), built by ``obliviate.data.make_smollm2_facts``."""
+MODEL_FACTS = {"smollm2-135m": "smollm2", "gemma-3-270m": "gemma3"}
+"""The packaged fact source of each registry model."""
 
 
 def fact_source_path(source: str, *, seed: int = 0) -> str | Path:

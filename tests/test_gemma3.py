@@ -33,6 +33,15 @@ def test_missing_package_names_the_install_command(monkeypatch):
         gemma3._assemble(Path("/nonexistent"))
 
 
+def test_gemma3_is_listed_and_reads_a_bos():
+    from obliviate.models import available_models, default_prepend_bos, rebuild_command
+
+    assert "gemma-3-270m" in [row["name"] for row in available_models()]
+    assert default_prepend_bos("gemma-3-270m", tokenizer=None) is True  # Gemma expects a BOS; SmolLM2 does not
+    assert default_prepend_bos("smollm2-135m", tokenizer=None) is False
+    assert "converted again from the GGUF" in rebuild_command("gemma-3-270m", Path("/cache/x"))
+
+
 def test_an_unsupported_architecture_is_refused_by_name(tmp_path):
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
