@@ -44,10 +44,15 @@ class SiteMap:
 
 _GPT2 = SiteMap(embed="transformer.wte", layers="transformer.h", attn="attn", mlp="mlp", lm_head="lm_head")
 _LLAMA = SiteMap(embed="model.embed_tokens", layers="model.layers", attn="self_attn", mlp="mlp", lm_head="lm_head")
+# Gemma 3 normalises each sub-layer's output before the residual adds it: TL's hook_attn_out / hook_mlp_out are the
+# outputs of those norms, not of self_attn / mlp. Its embedding module already applies the √d_model scale TL folds
+# into W_E, so the noise lands on the same vectors.
+_GEMMA3 = SiteMap(embed="model.embed_tokens", layers="model.layers", attn="post_attention_layernorm",
+                  mlp="post_feedforward_layernorm", lm_head="lm_head")
 SITE_MAPS: dict[str, SiteMap] = {
     "gpt2": _GPT2,
     "llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA, "gemma": _LLAMA, "gemma2": _LLAMA,
-    "olmo": _LLAMA, "phi3": _LLAMA,
+    "olmo": _LLAMA, "phi3": _LLAMA, "gemma3_text": _GEMMA3,
     "gpt_neox": SiteMap(embed="gpt_neox.embed_in", layers="gpt_neox.layers", attn="attention", mlp="mlp",
                         lm_head="embed_out"),
 }

@@ -19,7 +19,8 @@ SITES = ["blocks.1.hook_resid_pre", "blocks.1.hook_attn_out", "blocks.2.hook_mlp
 
 def _tiny_hf_handle(arch: str, tmp_path) -> ModelHandle:
     """A tiny random HF model, wrapped in TL by the project's own converter (so both wrappers share weights)."""
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+    from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, GPT2Config, GPT2LMHeadModel, LlamaConfig,
+                              LlamaForCausalLM)
 
     from obliviate.tl_wrap import hooked_from_hf
 
@@ -28,6 +29,15 @@ def _tiny_hf_handle(arch: str, tmp_path) -> ModelHandle:
     ids = dict(bos_token_id=1, eos_token_id=0, pad_token_id=0, initializer_range=0.5)
     if arch == "gpt2":
         hf = GPT2LMHeadModel(GPT2Config(vocab_size=len(WORDS), n_positions=32, n_embd=16, n_layer=4, n_head=4, **ids))
+    elif arch == "gemma3":  # post-attention / post-MLP norms: the sites are the norms' outputs
+        hf = Gemma3ForCausalLM(Gemma3TextConfig(
+            vocab_size=len(WORDS), hidden_size=16, intermediate_size=32, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=4, query_pre_attn_scalar=4, sliding_window=6,
+            layer_types=["sliding_attention", "full_attention"] * 2, max_position_embeddings=32, **ids))
+        with torch.no_grad():
+            for name, param in hf.named_parameters():
+                if "norm" in name:
+                    param.normal_(0.0, 0.5)
     else:
         hf = LlamaForCausalLM(LlamaConfig(vocab_size=len(WORDS), hidden_size=16, intermediate_size=32,
                                           num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
@@ -49,7 +59,7 @@ def _known_tiny(handle):
     return out
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gemma3"])
 def test_nnsight_trace_equals_the_transformer_lens_trace_on_tiny_models(arch, tmp_path):
     handle = _tiny_hf_handle(arch, tmp_path)
     for fact in _known_tiny(handle)[1:]:
@@ -63,7 +73,7 @@ def test_nnsight_trace_equals_the_transformer_lens_trace_on_tiny_models(arch, tm
             assert (tl[kind].scores.max() - tl[kind].scores.min()).item() > 1e-3, kind  # not a flat map
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gemma3"])
 def test_collected_activations_equal_the_transformer_lens_cache(arch, tmp_path):
     handle = _tiny_hf_handle(arch, tmp_path)
     texts = [tiny_facts()[0].text, "Big Ben is"]  # different lengths: the batch is padded
