@@ -17,8 +17,11 @@ the unedited MLP output (ROME) or residual (MEMIT) there on the bare prompt. Goa
   does not reward any particular replacement; the KL term keeps the rest of what the model says about the subject;
 - ``erase`` with ``erase_mode="neutral"``: a rewrite towards a fixed neutral answer (e.g. "unknown").
 
-Implementation notes. Both families edited here are sequential blocks, so adding δ to the MLP output equals adding
-it to the output of the whole block. Nothing before the subject's last token depends on δ, so those prefixes run
+Implementation notes. Every family edited here has sequential blocks, so adding δ to the MLP output equals adding
+it to the output of the whole block. Where the block normalises the MLP output before the residual adds it (Gemma's
+post-feedforward norm, `EditSite.out_norm`), ROME's δ lives in the down-projection's own output and the block
+output moves by norm(own + δ) − norm(own) at each row (`edit.sites.post_norm_shift`), so the rank-one update that
+writes δ reproduces what was optimised. Nothing before the subject's last token depends on δ, so those prefixes run
 once and each step runs only the rest of each row on their cached keys/values (`_PrefixCachedRunner`, on the HF
 model; `_TLRunner` is the plain TransformerLens path), and the unembedding only at the scored positions.
 Gradients are taken with ``torch.autograd.grad`` with respect to δ alone, so no weight gradients are computed or
@@ -68,7 +71,8 @@ class OptimisedValues:
 
     delta: Float[torch.Tensor, "n d_model"]
     init: Float[torch.Tensor, "n d_model"]
-    """Unedited MLP output (ROME) / residual (MEMIT) at the subject's last token of the bare prompt."""
+    """Unedited MLP output (ROME; the down-projection's own output behind a post-MLP norm) / residual (MEMIT) at the
+    subject's last token of the bare prompt."""
     losses: list[list[float]] = field(default_factory=list)
     goal_prob: list[float] = field(default_factory=list)
     """Final mean probability of the goal's answer (target for rewrite; true answer for erase)."""
