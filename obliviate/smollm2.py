@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from obliviate.errors import MissingInputError
-from obliviate.gguf_models import INFO_FILE, cached_conversion, convert_gguf, is_complete, quiet  # noqa: F401
-from obliviate.paths import cache_subdir
+from obliviate.gguf_models import INFO_FILE, cached_conversion, convert_gguf, quiet  # noqa: F401
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -61,11 +60,9 @@ def _convert(gguf: Path, out: Path, show_progress: bool) -> None:
 
 
 def smollm2_hf_dir(show_progress: bool = False) -> Path:
-    """The cached HF folder for SmolLM2-135M-Instruct, converting from GGUF on first call (~25 s, atomic)."""
-    if is_complete(cache_subdir("models") / CACHE_NAME):
-        return cache_subdir("models") / CACHE_NAME
-    gguf = smollm2_gguf_path()
-    return cached_conversion(CACHE_NAME, lambda out: _convert(gguf, out, show_progress))
+    """The cached HF folder for SmolLM2-135M-Instruct, converting from GGUF on first call (~25 s, atomic); the GGUF
+    is looked for only then."""
+    return cached_conversion(CACHE_NAME, lambda out: _convert(smollm2_gguf_path(), out, show_progress))
 
 
 def load_smollm2(
