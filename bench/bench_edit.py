@@ -8,6 +8,10 @@ Tasks (``python bench/bench_edit.py <task> --help``):
                    CounterFact ES / PS / NS (mean of per-fact scores, as the reference) and seconds per edit.
                    ``--model gemma-3-270m`` runs the same on Gemma-3-270M and its own known-fact set.
                    ``--model world`` runs the same on the fact world (a quick smoke check with ``--n-facts 3``).
+- ``rome-reference`` The speed comparison: each of N known SmolLM2 facts rewritten by the workbench's ROME and by
+                   the reference's loop (`bench/rome_reference.py`, kmeng01/rome's compute_u / compute_v re-expressed
+                   on the HF model), alternately in one process, with the same templates, answer tokens and C:
+                   seconds per edit of each, their ratio, and both edits' CounterFact figures.
 - ``memit-world``  MEMIT erase of the whole forget split of the `world` model in one batch: forget / retain recall
                    before and after (and the `world-retain` oracle's recall of the forget split), held-out
                    perplexity change, and seconds for the batch.
@@ -146,6 +150,56 @@ def cmd_rome(args) -> dict:
     return out
 
 
+def cmd_rome_reference(args) -> dict:
+    from rome_reference import inverse_moment, reference_rome
+
+    handle = load(args.model)
+    facts = known_facts(handle, FACT_SOURCES[args.model], args.n_facts, args.seed)
+    layer = int(args.layers)
+    cov = CovarianceConfig(n_tokens=args.n_tokens)
+    out = {"task": args.task, "model": args.model, "threads": torch.get_num_threads(), "layer": layer,
+           "covariance": timed_covariance(handle, [layer], cov)}
+    cfg = RomeConfig(covariance=cov, seed=args.seed)
+    templates = rome_templates(handle, cfg)
+    start = time.perf_counter()
+    c_inverse = inverse_moment(second_moments(handle, [layer], cov)[layer], cov.ridge)
+    out["reference_inverse_s"] = time.perf_counter() - start  # once per layer, as the reference caches it
+    rows = []
+    for i, fact in enumerate(facts):
+        base = counterfact_figures(handle, fact)
+        ours = rome_edit(handle, fact, layer, cfg, goal="rewrite", templates=templates)
+        with apply_deltas(handle, ours.deltas):
+            ours_scores = counterfact_figures(handle, fact)
+        theirs = reference_rome(handle, fact, layer, cfg, templates, c_inverse)
+        with apply_deltas(handle, {theirs.weight: theirs.delta_w}):
+            theirs_scores = counterfact_figures(handle, fact)
+        row = {"case_id": fact.case_id, "counterfact_base": base,
+               "ours": {"edit_s": ours.timings["total_s"], "steps": ours.metrics["steps"],
+                        "counterfact": ours_scores},
+               "reference": {"edit_s": theirs.timings["total_s"], "steps": len(theirs.losses),
+                             "timings": theirs.timings, "counterfact": theirs_scores}}
+        rows.append(row)
+        print(f"[{i + 1}/{len(facts)}] {fact.text!r} -> {fact.target_new!r}: ours {row['ours']['edit_s']:.1f} s "
+              f"({row['ours']['steps']} steps; {before_after(base, ours_scores)}), reference "
+              f"{row['reference']['edit_s']:.1f} s ({row['reference']['steps']} steps; "
+              f"{before_after(base, theirs_scores)})", flush=True)
+    summary = {}
+    for who in ("ours", "reference"):
+        summary[who] = {"edit_s": _nanmean(r[who]["edit_s"] for r in rows),
+                        "steps": _nanmean(r[who]["steps"] for r in rows),
+                        "s_per_step": _nanmean(r[who]["edit_s"] / r[who]["steps"] for r in rows),
+                        **{k: _nanmean(r[who]["counterfact"][k] for r in rows) for k in FIGURES}}
+    summary["base"] = {k: _nanmean(r["counterfact_base"][k] for r in rows) for k in FIGURES}
+    summary["speedup"] = summary["reference"]["edit_s"] / summary["ours"]["edit_s"]
+    summary["speedup_per_step"] = summary["reference"]["s_per_step"] / summary["ours"]["s_per_step"]
+    print(f"per edit: ours {summary['ours']['edit_s']:.1f} s, reference {summary['reference']['edit_s']:.1f} s — "
+          f"{summary['speedup']:.2f}x ({summary['speedup_per_step']:.2f}x per v* step); "
+          f"ours {before_after(summary['base'], summary['ours'])}; "
+          f"reference {before_after(summary['base'], summary['reference'])}", flush=True)
+    out.update(summary=summary, facts=rows)
+    return out
+
+
 def cmd_memit_world(args) -> dict:
     handle = load("world")
     oracle = load("world-retain")
@@ -218,6 +272,10 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--layers", default="6", help="comma-separated edit layers")
         p.add_argument("--n-facts", type=int, default=50 if name == "rome" else 8)
         p.add_argument("--model", default="smollm2-135m", choices=sorted(FACT_SOURCES))
+    p = sub.add_parser("rome-reference")
+    p.add_argument("--layers", default="6", help="the edit layer")
+    p.add_argument("--n-facts", type=int, default=5)
+    p.add_argument("--model", default="smollm2-135m", choices=["smollm2-135m"])
     p = sub.add_parser("memit-world")
     p.add_argument("--first", type=int, default=0, help="first edited block")
     p.add_argument("--last", type=int, default=2, help="last edited block")
@@ -239,7 +297,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    commands = {"memit-world": cmd_memit_world, "methods-world": cmd_methods_world}
+    commands = {"memit-world": cmd_memit_world, "methods-world": cmd_methods_world,
+                "rome-reference": cmd_rome_reference}
     result = commands.get(args.task, cmd_rome)(args)
     if args.out:
         atomic_write_json(args.out, result)
