@@ -10,6 +10,11 @@ baseline runs; the output says so. The batched trace is always run in full. Both
 wall-clock and process CPU times are both reported (the machine is shared, and CPU time is what a stall or a
 neighbour cannot inflate).
 
+What limits AtP's agreement: the exact trace is itself an estimate from `--samples` noise draws. For the first
+`--retest` facts the exact trace is run again with the next seed (other noise draws) and the Spearman correlation
+of the two exact traces is reported beside AtP's (the exact trace's test-retest agreement): no estimator of the
+trace can be expected to agree with one draw of it much better than another draw of the trace itself does.
+
     python bench/bench_trace.py --facts 10 --ref-facts 2 --ref-cells 30 --out bench_trace.json
 """
 
@@ -60,6 +65,8 @@ def main() -> None:
     parser.add_argument("--ref-facts", type=int, default=2, help="facts the reference is timed on")
     parser.add_argument("--ref-cells", type=int, default=30, help="random cells per reference fact (0 = all)")
     parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--retest", type=int, default=3,
+                        help="facts whose exact trace is re-run with the next seed (test-retest agreement)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="write the numbers (and traces) as JSON here")
@@ -67,6 +74,8 @@ def main() -> None:
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+
+    from scipy.stats import spearmanr
 
     from locate.attribution import attribution_patch_fact, spearman_agreement
     from locate.causal_trace import KINDS, TraceReport, subject_embedding_std, trace_fact, window_layers
@@ -143,6 +152,17 @@ def main() -> None:
         for kind, value in spearman_agreement(atp, traces, from_subject=True).items():
             rho_subject[kind].append(value)
 
+    # ---- the exact trace against itself under other noise draws: the ceiling AtP's agreement is read against
+    retest: dict[str, list[float]] = {k: [] for k in KINDS}
+    atp_on_retested: dict[str, list[float]] = {k: [] for k in KINDS}
+    for i, (fact, traces) in enumerate(list(zip(facts, report.traces))[:args.retest]):
+        again = trace_fact(handle, fact, noise_std=std, n_samples=args.samples, seed=args.seed + 1)
+        for kind in KINDS:
+            first, second = traces[kind].indirect_effect, again[kind].indirect_effect
+            mask = ~torch.isnan(first)
+            retest[kind].append(float(spearmanr(first[mask].numpy(), second[mask].numpy()).statistic))
+            atp_on_retested[kind].append(rho[kind][i])
+
     n_ref = len(ref_rows)
     mean = statistics.mean
     print("\n== batched vs reference (full trace, 3 kinds, per fact; wall clock on a shared machine, and CPU time)")
@@ -157,6 +177,12 @@ def main() -> None:
     for kind in KINDS:
         print(f"  Spearman {kind:5s}: mean {statistics.mean(rho[kind]):.3f} (min {min(rho[kind]):.3f}); "
               f"from the subject on: mean {statistics.mean(rho_subject[kind]):.3f}")
+    if args.retest:
+        print(f"== the exact trace against itself (seed {args.seed} vs {args.seed + 1}, first {args.retest} facts)")
+        for kind in KINDS:
+            print(f"  Spearman {kind:5s}: exact vs exact {statistics.mean(retest[kind]):.3f} "
+                  f"(min {min(retest[kind]):.3f}); AtP vs exact on the same facts "
+                  f"{statistics.mean(atp_on_retested[kind]):.3f}")
     print("== where the peaks sit")
     for kind in KINDS:
         s = report.summary(kind)
@@ -178,7 +204,7 @@ def main() -> None:
             "model": args.model, "threads": torch.get_num_threads(), "noise_std": std, "n_known": n_known,
             "batched_s": batched_s, "batched_cpu_s": batched_cpu, "reference": ref_rows, "max_abs_diff": max_diff,
             "atp_s": atp_s, "atp_cpu_s": atp_cpu,
-            "spearman": rho, "spearman_from_subject": rho_subject,
+            "spearman": rho, "spearman_from_subject": rho_subject, "spearman_exact_retest": retest,
             "summary": {k: to_jsonable(report.summary(k)) for k in KINDS}, "report": to_jsonable(report),
         })
 
