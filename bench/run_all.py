@@ -4,6 +4,8 @@
   (timed on sampled cells, extrapolated), and AtP vs the exact trace (speed, Spearman);
 - bench_edit.py rome: ROME rewrites of 50 known SmolLM2 facts (every CounterFact figure beside its pre-edit value,
   NS same-relation apart; seconds per edit);
+- bench_edit.py rome-reference: ROME per edit against the reference's loop in the same process, on the same 5
+  facts (the speed ratio and both edits' CounterFact figures);
 - bench_edit.py memit-world: MEMIT erase of the world's whole forget split in one batch, with the key statistics
   timed apart from the edit;
 - bench_edit.py methods-world: task vector, SSD, SalUn and counter-example fine-tuning on the world's whole forget
@@ -34,6 +36,7 @@ def main() -> int:
     runs = {
         "trace": [HERE / "bench_trace.py", "--facts", "10", "--ref-facts", "2", "--ref-cells", "30"],
         "rome": [HERE / "bench_edit.py", "rome", "--n-facts", "50"],
+        "rome-reference": [HERE / "bench_edit.py", "rome-reference", "--n-facts", "5"],
         "memit-world": [HERE / "bench_edit.py", "memit-world"],
         "methods-world": [HERE / "bench_edit.py", "methods-world"],
     }
