@@ -296,7 +296,8 @@ class _PrefixCachedRunner:
         self._shift: torch.Tensor | None = None
         # Blocks 0..L on the suffixes do not depend on δ either: run them once and let each step reuse what their
         # forward returned (hooks still run around it; the attention caches they would extend are put back after
-        # each step anyway).
+        # each step anyway). The stub is an instance attribute present only during a call of this runner: nothing
+        # else may run these HF blocks meanwhile (nothing in the project does it from another thread).
         self.early = list(hf_blocks(hf)[: layer + 1])
         self._early_out: list = [None] * len(self.early)
         for i, block in enumerate(self.early):
