@@ -47,7 +47,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from edit.baselines import edited_handle  # noqa: E402
-from edit.covariance import CovarianceConfig, cache_path, second_moments  # noqa: E402
+from edit.covariance import CovarianceConfig, cache_path, second_moment, second_moments  # noqa: E402
 from edit.deltas import apply_deltas  # noqa: E402
 from edit.memit import MemitConfig, memit_edit, memit_templates  # noqa: E402
 from edit.result import EditRequest, run_method  # noqa: E402
@@ -162,7 +162,7 @@ def cmd_rome_reference(args) -> dict:
     cfg = RomeConfig(covariance=cov, seed=args.seed)
     templates = rome_templates(handle, cfg)
     start = time.perf_counter()
-    c_inverse = inverse_moment(second_moments(handle, [layer], cov)[layer], cov.ridge)
+    c_inverse = inverse_moment(second_moment(handle, layer, cov), cov.ridge)
     out["reference_inverse_s"] = time.perf_counter() - start  # once per layer, as the reference caches it
     rows = []
     for i, fact in enumerate(facts):

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float
 
-from edit.context import fill, subject_last_index
+from edit.context import LookupBatch, fill, lookup_batch
 from edit.covariance import regularised
 from edit.rome import RomeConfig
 from edit.sites import edit_site
@@ -61,38 +61,25 @@ def _modules(handle, layer: int):
     return site, projection, mlp
 
 
-def _padded(handle, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    pad = handle.tokenizer.pad_token_id or 0
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-    return ids, mask
-
-
-def _tokens_and_lookup(handle, texts: list[str], ends: list[int]) -> tuple[list[list[int]], list[int]]:
-    rows = [handle.to_tokens(text)[0].tolist() for text in texts]
-    return rows, [subject_last_index(handle, text, end, row) for text, end, row in zip(texts, ends, rows)]
+def _attention_mask(batch: LookupBatch) -> torch.Tensor:
+    return (torch.arange(batch.tokens.shape[1])[None] < batch.lengths[:, None]).long()
 
 
 @torch.no_grad()
-def _at_lookup(handle, module, rows: list[list[int]], lookup: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input, output) of `module` at each row's lookup position — the reference's ``get_reprs_at_word_tokens``."""
+def _at_lookup(handle, module, batch: LookupBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input, output) of `module` at each row's subject-last token — the reference's ``get_reprs_at_word_tokens``."""
     seen = {}
 
     def keep(_module, inputs, output):
         seen["in"], seen["out"] = inputs[0], output
 
-    ids, mask = _padded(handle, rows)
     hook = module.register_forward_hook(keep)
     try:
-        handle.hf(input_ids=ids, attention_mask=mask)
+        handle.hf(input_ids=batch.tokens, attention_mask=_attention_mask(batch))
     finally:
         hook.remove()
-    index = torch.arange(len(rows))
-    return seen["in"][index, lookup].float(), seen["out"][index, lookup].float()
+    index = torch.arange(len(batch.tokens))
+    return seen["in"][index, batch.subject_idx].float(), seen["out"][index, batch.subject_idx].float()
 
 
 def reference_rome(handle, fact: Fact, layer: int, cfg: RomeConfig, templates: list[list[str]],
@@ -105,9 +92,8 @@ def reference_rome(handle, fact: Fact, layer: int, cfg: RomeConfig, templates: l
 
     # compute_u: the key averaged over every prefixed prompt, times C⁻¹
     flat = [t for group in templates for t in group]
-    texts, ends = zip(*[fill(t, fact.prompt, fact.subject) for t in flat])
-    rows, lookup = _tokens_and_lookup(handle, list(texts), list(ends))
-    keys, _ = _at_lookup(handle, projection, rows, lookup)
+    texts, ends = map(list, zip(*[fill(t, fact.prompt, fact.subject) for t in flat]))
+    keys, _ = _at_lookup(handle, projection, lookup_batch(handle, texts, ends))
     u = c_inverse @ keys.mean(0)
     u = u / u.norm()
     timings["u_s"] = time.perf_counter() - start
@@ -116,24 +102,22 @@ def reference_rome(handle, fact: Fact, layer: int, cfg: RomeConfig, templates: l
     tick = time.perf_counter()
     answer = continuation_ids(handle, fact.target_new)
     kl_text, kl_end = fill("{}", settings.kl_prompt, fact.subject)
-    kl_rows, kl_lookup = _tokens_and_lookup(handle, [kl_text], [kl_end])
-    all_rows = [row + answer[:-1] for row in rows] + kl_rows
-    all_lookup = lookup + kl_lookup
-    ids, mask = _padded(handle, all_rows)
-    n_rewrite = len(rows)
+    n_rewrite = len(texts)
+    batch = lookup_batch(handle, [*texts, kl_text], [*ends, kl_end], [answer[:-1]] * n_rewrite + [[]])
+    ids, mask, lookup = batch.tokens, _attention_mask(batch), batch.subject_idx
     targets = torch.full((n_rewrite, ids.shape[1]), -100, dtype=torch.long)
-    for i, row in enumerate(all_rows[:n_rewrite]):
-        targets[i, len(row) - len(answer): len(row)] = torch.tensor(answer)
-    row_index = torch.arange(len(all_rows))
+    for i, length in enumerate(batch.lengths[:n_rewrite].tolist()):
+        targets[i, length - len(answer): length] = torch.tensor(answer)
+    row_index = torch.arange(len(ids))
 
     delta = torch.zeros(handle.hf.config.hidden_size, requires_grad=True)
     state: dict[str, torch.Tensor] = {}
 
     def add_delta(_module, _inputs, output):
         if "init" not in state:
-            state["init"] = output[0, all_lookup[0]].detach().clone()
+            state["init"] = output[0, lookup[0]].detach().clone()
         output = output.clone()
-        output[row_index, all_lookup] += delta
+        output[row_index, lookup] += delta
         return output
 
     optimiser = torch.optim.Adam([delta], lr=settings.lr)
@@ -147,7 +131,7 @@ def reference_rome(handle, fact: Fact, layer: int, cfg: RomeConfig, templates: l
         for step in range(settings.steps):
             optimiser.zero_grad()
             logits = handle.hf(input_ids=ids, attention_mask=mask).logits
-            kl_logprobs = logits[n_rewrite:][torch.arange(len(kl_rows)), kl_lookup].log_softmax(-1)
+            kl_logprobs = logits[n_rewrite:][torch.arange(len(ids) - n_rewrite), lookup[n_rewrite:]].log_softmax(-1)
             if kl_init is None:
                 kl_init = kl_logprobs.detach().clone()
             logprobs = logits.log_softmax(-1)
@@ -175,7 +159,7 @@ def reference_rome(handle, fact: Fact, layer: int, cfg: RomeConfig, templates: l
 
     # v = (v* − W k) / (k · u) on the bare prompt (flat[0] is "{}")
     tick = time.perf_counter()
-    key, output = _at_lookup(handle, projection, rows[:1], lookup[:1])
+    key, output = _at_lookup(handle, projection, lookup_batch(handle, texts[:1], ends[:1]))
     target = state["init"] + delta.detach()
     v = (target - output[0]) / torch.dot(key[0], u)
     timings["solve_s"] = time.perf_counter() - tick
