@@ -115,6 +115,19 @@ def activations_at_subject(handle, hook: str, texts: Sequence[str], subject_ends
     return torch.cat(out)
 
 
+def template_keys(handle, hook: str, prompts: Sequence[str], subjects: Sequence[str], templates: Sequence[str], *,
+                  batch_size: int = 64) -> Float[torch.Tensor, "n n_templates d"]:
+    """Per (prompt, subject): the `hook` activation at the subject's last token in every template."""
+    texts, ends = [], []
+    for prompt, subject in zip(prompts, subjects):
+        for template in templates:
+            text, end = fill(template, prompt, subject)
+            texts.append(text)
+            ends.append(end)
+    acts = activations_at_subject(handle, hook, texts, ends, batch_size=batch_size)
+    return acts.view(len(prompts), len(templates), -1)
+
+
 def averaged_keys(handle, hook: str, prompts: Sequence[str], subjects: Sequence[str],
                   groups: Sequence[Sequence[str]], *, group_mean: bool, batch_size: int = 64,
                   ) -> Float[torch.Tensor, "n d"]:
@@ -123,15 +136,8 @@ def averaged_keys(handle, hook: str, prompts: Sequence[str], subjects: Sequence[
     ``group_mean=False`` averages over all templates at once (ROME ``compute_u``); ``True`` averages each group
     first, then the group means (MEMIT ``compute_ks``).
     """
-    flat = [t for group in groups for t in group]
-    texts, ends = [], []
-    for prompt, subject in zip(prompts, subjects):
-        for template in flat:
-            text, end = fill(template, prompt, subject)
-            texts.append(text)
-            ends.append(end)
-    acts = activations_at_subject(handle, hook, texts, ends, batch_size=batch_size)
-    acts = acts.view(len(prompts), len(flat), -1)
+    acts = template_keys(handle, hook, prompts, subjects, [t for group in groups for t in group],
+                         batch_size=batch_size)
     if not group_mean:
         return acts.mean(1)
     bounds = torch.tensor([0] + [len(g) for g in groups]).cumsum(0).tolist()

@@ -11,6 +11,13 @@ most reported problem, so C comes from a local corpus:
   running interpreter — several MB of edited English prose (with some code), identical on every machine with the
   same Python, and well over d_mlp = 1536 tokens. The world filler is a poor proxy for English, and SmolLM2 was
   trained on web text, textbooks and code, which docstrings resemble more than any other local text;
+- ``place-mentions``: short neutral sentences that name the places ``countryinfo`` lists (every country, capital
+  and province, ≈ 4,700 names; "The history of {} goes back a long time."), in a seeded order;
+- ``stdlib-docstrings+place-mentions``: the two above interleaved paragraph by paragraph (≈ 2:1 in characters).
+  The references' Wikipedia is full of named entities; docstrings name almost none, so C⁻¹ amplifies the
+  directions every entity key shares and ROME's u = C⁻¹k* answers to other subjects as well (SmolLM2 layer 6:
+  the median ratio (k_neighbour · u) / (k* · u) over same-answer neighbours 0.09, 90th percentile 0.50; with the
+  mix 0.05 / 0.28, README "ROME on SmolLM2");
 - a path to a UTF-8 text file (paragraphs separated by blank lines).
 
 Texts are packed back-to-back into rows of `seq_len` tokens and streamed through the blocks up to the highest
@@ -50,8 +57,8 @@ class CovarianceConfig:
     """How the key second moment C is estimated."""
 
     corpus: str = "auto"
-    """'auto' (world-filler for world models, else stdlib-docstrings), 'world-filler', 'stdlib-docstrings', or a
-    path to a text file."""
+    """'auto' (world-filler for world models, else stdlib-docstrings), 'world-filler', 'stdlib-docstrings',
+    'place-mentions', 'stdlib-docstrings+place-mentions', or a path to a text file."""
     n_tokens: int = 50_000
     """Tokens (key vectors) averaged: ~33 per key dimension for SmolLM2 (d_mlp 1536). The references average over
     100k Wikipedia texts, far more than a CPU affords; the ridge covers the poorly sampled directions."""
@@ -84,6 +91,52 @@ def _stdlib_docstrings(seed: int) -> Iterator[str]:
                     yield doc
 
 
+PLACE_SENTENCES = (
+    "{} is mentioned in many books.", "People often talk about {}.", "The history of {} goes back a long time.",
+    "A report about {} was published last year.", "Many visitors come to {} every summer.",
+    "There is a long article about {} in the encyclopedia.", "{} has changed a lot over the years.",
+    "Little is known about the early days of {}.", "The name {} appears on old maps.", "Some people live in {}.",
+)
+"""Neutral frames for a place name: they say nothing about any attribute a fact set asks for."""
+
+
+def place_names() -> list[str]:
+    """Every country (title case), capital and province name ``countryinfo`` lists, sorted, without repeats."""
+    import countryinfo
+
+    names: set[str] = set()
+    for country in countryinfo.all_countries():
+        for getter in (country.name, country.capital, country.provinces):
+            try:
+                value = getter()
+            except (KeyError, ValueError, AttributeError):  # a territory without a capital or provinces
+                continue
+            for name in [value] if isinstance(value, str) else (value or []):
+                if isinstance(name, str) and name.strip():
+                    names.add(name.strip().title() if getter == country.name else name.strip())
+    return sorted(names)
+
+
+def _place_mentions(seed: int) -> Iterator[str]:
+    names = place_names()
+    rng = random.Random(seed)
+    rng.shuffle(names)
+    for start in range(0, len(names), 4):
+        yield " ".join(rng.choice(PLACE_SENTENCES).format(name) for name in names[start:start + 4])
+
+
+def _interleaved(*sources: Iterator[str]) -> Iterator[str]:
+    """One paragraph of each source in turn, until every source is spent."""
+    live = list(sources)
+    while live:
+        for source in list(live):
+            paragraph = next(source, None)
+            if paragraph is None:
+                live.remove(source)
+            else:
+                yield paragraph
+
+
 def _world_filler() -> Iterator[str]:
     from obliviate.world import ensure_world
 
@@ -94,6 +147,10 @@ def _world_filler() -> Iterator[str]:
 def _text_file(path: Path) -> Iterator[str]:
     text = path.read_text(encoding="utf-8", errors="replace")
     yield from (block.strip() for block in text.split("\n\n") if block.strip())
+
+
+NAMED_CORPORA = ("auto", "world-filler", "stdlib-docstrings", "place-mentions", "stdlib-docstrings+place-mentions")
+"""The corpora known by name (anything else must be a path to a text file)."""
 
 
 def resolve_corpus(handle, corpus: str) -> str:
@@ -110,10 +167,14 @@ def corpus_texts(handle, corpus: str, seed: int = 0) -> Iterator[str]:
         return _world_filler()
     if corpus == "stdlib-docstrings":
         return _stdlib_docstrings(seed)
+    if corpus == "place-mentions":
+        return _place_mentions(seed)
+    if corpus == "stdlib-docstrings+place-mentions":
+        return _interleaved(_stdlib_docstrings(seed), _place_mentions(seed))
     path = Path(corpus).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"covariance corpus {corpus!r}: not 'auto', 'world-filler', 'stdlib-docstrings' "
-                                f"or an existing text file.")
+        raise FileNotFoundError(f"covariance corpus {corpus!r}: not one of {', '.join(NAMED_CORPORA)} or an "
+                                f"existing text file.")
     return _text_file(path)
 
 
@@ -167,7 +228,7 @@ def cache_path(handle, layer: int, cfg: CovarianceConfig) -> Path:
     """Where C for (these weights, layer, corpus, sample count) is cached."""
     key = _cache_key(handle, layer, cfg, _key_weights_hash(handle, layer))
     name = resolve_corpus(handle, cfg.corpus)
-    name = name if name in ("world-filler", "stdlib-docstrings") else "file"
+    name = name.replace("+", "_") if name in NAMED_CORPORA else "file"
     return cache_subdir("stats") / f"L{layer}_{name}_{cfg.n_tokens}_{key[:24]}.safetensors"
 
 

@@ -23,8 +23,9 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
+from jaxtyping import Float
 
-from edit.context import averaged_keys, context_templates, fill, activations_at_subject
+from edit.context import activations_at_subject, context_templates, fill, template_keys
 from edit.covariance import CovarianceConfig, regularised, second_moment
 from edit.deltas import WeightEditResult, apply_deltas, changed_tensors, hf_name_map
 from edit.result import EditRequest, EditResult
@@ -61,6 +62,11 @@ class RomeConfig:
     """The answer an erase with erase_mode='neutral' writes in (choose one the tokenizer knows)."""
     consistent_keys: bool = True
     """Use the averaged k* in v = δ/(k*·u) (r-ROME); False divides by the bare prompt's key like the reference."""
+    every_template_key: bool = False
+    """Give the key of *every* template exactly δ (u = C⁻¹K(KᵀC⁻¹K)⁻¹1 over the template keys K, v = δ):
+    what the v* optimisation assumed when it added δ in every template. The averaged k* (ROME) gives the mean key δ,
+    and a key far from the mean — SmolLM2's bare prompt, whose subject sits at position 0 without a BOS — much
+    less; True overrides `consistent_keys`."""
     mom2_adjustment: bool = True
     """u = C⁻¹k* (True, the reference) or u = k* (False: no covariance, the "naive" rank-one update)."""
     covariance: CovarianceConfig = field(default_factory=CovarianceConfig)
@@ -75,6 +81,20 @@ class RomeConfig:
                                 weight_decay=self.weight_decay, clamp_norm_factor=self.clamp_norm_factor,
                                 stop_loss=self.stop_loss, erase_mode=self.erase_mode,  # type: ignore[arg-type]
                                 neutral_target=self.neutral_target)
+
+
+def every_key_direction(keys: Float[torch.Tensor, "n_templates d"],
+                        metric: Float[torch.Tensor, "d d"] | None) -> Float[torch.Tensor, " d"]:
+    """The u of least uᵀCu with k·u = 1 for every row k of `keys`: u = C⁻¹K(KᵀC⁻¹K)⁻¹1 (C = I when None).
+
+    The template keys of one subject are close to each other, so KᵀC⁻¹K is near-singular: a ridge of 1e-6 of its
+    mean diagonal keeps the solve stable and leaves k·u within about 1e-3 of 1.
+    """
+    k = keys.double().T  # [d, n]
+    c_inv_k = torch.linalg.solve(metric.double(), k) if metric is not None else k
+    gram = k.T @ c_inv_k
+    gram = gram + 1e-6 * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=gram.dtype)
+    return (c_inv_k @ torch.linalg.solve(gram, torch.ones(gram.shape[0], dtype=gram.dtype))).float()
 
 
 def rome_templates(handle, cfg: RomeConfig) -> list[list[str]]:
@@ -103,21 +123,26 @@ def rome_edit(handle, fact: Fact, layer: int | None = None, cfg: RomeConfig | No
     timings["covariance_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    k_star = averaged_keys(handle, site.key_hook, [fact.prompt], [fact.subject], groups, group_mean=False)[0]
-    if moment is not None:
-        c_inv_k = torch.linalg.solve(regularised(moment, cfg.covariance.ridge), k_star.double()).float()
+    flat = [t for group in groups for t in group]
+    keys = template_keys(handle, site.key_hook, [fact.prompt], [fact.subject], flat)[0]
+    k_star = keys.mean(0)
+    metric = regularised(moment, cfg.covariance.ridge) if moment is not None else None
+    if cfg.every_template_key:
+        u_exact = every_key_direction(keys, metric)
+        u = u_exact / u_exact.norm()
     else:
-        c_inv_k = k_star.clone()
-    u = c_inv_k / c_inv_k.norm()
+        c_inv_k = torch.linalg.solve(metric, k_star.double()).float() if metric is not None else k_star.clone()
+        u = c_inv_k / c_inv_k.norm()
     timings["keys_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    flat = [t for group in groups for t in group]
     values = optimise_values(handle, [fact], site, flat, at="mlp_out", goal=goal, settings=cfg.settings())
     delta = values.delta[0]
     timings["optimise_s"] = time.perf_counter() - tick
 
-    if cfg.consistent_keys:
+    if cfg.every_template_key:
+        key = k_star  # k·u = 1 for every template key, so for their mean too
+    elif cfg.consistent_keys:
         key = k_star
     else:
         text, end = fill("{}", fact.prompt, fact.subject)

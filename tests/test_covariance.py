@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -106,3 +108,34 @@ def test_corrupted_cached_statistics_are_recomputed_and_the_run_says_so(corpus, 
 
     verify(path, rebuild="x")  # rewritten and sealed again
     assert torch.equal(load_tensors(path)["moment"], first)
+
+
+def test_place_mentions_name_every_country_capital_and_province_in_neutral_frames():
+    names = covariance.place_names()
+    assert {"France", "Paris", "Ontario", "Kenya", "Nairobi"} <= set(names)
+    assert len(names) == len(set(names)) > 4000
+    paragraphs = list(covariance.corpus_texts(None, "place-mentions"))
+    text = " ".join(paragraphs)
+    assert all(name in text for name in names)
+    # every sentence is one of the neutral frames around one name: nothing about an attribute
+    frames = "|".join(re.escape(frame).replace(r"\{\}", ".+") for frame in covariance.PLACE_SENTENCES)
+    four_sentences = re.compile(f"(?:{frames})(?: (?:{frames})){{0,3}}")
+    assert all(four_sentences.fullmatch(paragraph) for paragraph in paragraphs)
+    assert len(paragraphs) == -(-len(names) // 4)  # four names a paragraph
+    assert paragraphs == list(covariance.corpus_texts(None, "place-mentions"))  # seeded: the same every run
+    assert paragraphs != list(covariance.corpus_texts(None, "place-mentions", seed=1))
+
+
+def test_mixed_corpus_interleaves_docstrings_and_place_mentions():
+    mixed = covariance.corpus_texts(None, "stdlib-docstrings+place-mentions")
+    first = [next(mixed) for _ in range(6)]
+    docs = covariance.corpus_texts(None, "stdlib-docstrings")
+    places = covariance.corpus_texts(None, "place-mentions")
+    assert first == [next(docs), next(places), next(docs), next(places), next(docs), next(places)]
+    # once one source is spent the other goes on alone
+    assert list(covariance._interleaved(iter("ab"), iter("wxyz"))) == ["a", "w", "b", "x", "y", "z"]
+
+
+def test_unknown_corpus_name_lists_the_named_ones(tmp_path):
+    with pytest.raises(FileNotFoundError, match="place-mentions"):
+        covariance.corpus_texts(None, str(tmp_path / "missing.txt"))

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from _edit_tiny import tiny_corpus, tiny_facts, tiny_hf_handle
-from edit.context import context_templates, fill, lookup_batch
+from edit.context import activations_at_subject, context_templates, fill, lookup_batch
 from edit.covariance import CovarianceConfig
 from edit.deltas import apply_deltas, changed_tensors
-from edit.rome import RomeConfig, rome_edit
+from edit.rome import RomeConfig, rome_edit, rome_templates
 from edit.sites import edit_site, post_norm, projection_output
 from edit.value_opt import ValueOptSettings, _PrefixCachedRunner, _TLRunner, goal_answer
 from obliviate.config import from_dict
@@ -98,6 +98,36 @@ def test_the_edited_model_gives_the_block_the_output_the_optimisation_chose(arch
     got = cache[site.out_hook][0, batch.subject_idx[0]]
     assert torch.allclose(got, wanted, atol=1e-4 * float(wanted.norm())), (got - wanted).norm()
     assert (got - received(result.vectors["v_init"])).norm() > 1e-2  # and the edit moved it
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_every_template_key_gets_the_optimised_delta(arch, corpus):
+    """With every_template_key the edit adds exactly δ to the block's output in every template (the v*
+    optimisation's assumption), the bare prompt included; the averaged k* gets δ only on average."""
+    handle = tiny_hf_handle(arch)
+    fact = tiny_facts()[0]
+    cfg = tiny_cfg(corpus, every_template_key=True)
+    templates = rome_templates(handle, cfg)
+    site = edit_site(handle, 1)
+
+    def added_outputs(result) -> torch.Tensor:
+        texts, ends = zip(*[fill(t, fact.prompt, fact.subject) for group in templates for t in group])
+        before = activations_at_subject(handle, site.out_hook, list(texts), list(ends))
+        with apply_deltas(handle, result.deltas):
+            after = activations_at_subject(handle, site.out_hook, list(texts), list(ends))
+        return after - before
+
+    exact = rome_edit(handle, fact, 1, cfg, templates=templates)
+    delta = exact.vectors["delta"]
+    added = added_outputs(exact)
+    assert torch.allclose(added, delta.expand_as(added), atol=1e-3 * float(delta.norm())), \
+        (added - delta).norm(dim=-1).max()
+    assert torch.linalg.matrix_rank(exact.deltas[site.weight]) == 1
+    averaged = rome_edit(handle, fact, 1, tiny_cfg(corpus), templates=templates)
+    spread = (added_outputs(averaged) - averaged.vectors["delta"]).norm(dim=-1)
+    assert spread.max() > 1e-2 * float(averaged.vectors["delta"].norm())  # the mean key's edit misses some
+    assert torch.allclose(added_outputs(averaged).mean(0), averaged.vectors["delta"],
+                          atol=1e-3 * float(averaged.vectors["delta"].norm()))
 
 
 def test_rome_leaves_the_model_untouched_and_deltas_restore_bit_exactly(corpus):
