@@ -2,10 +2,15 @@
 
 Tasks (``python bench/bench_edit.py <task> --help``):
 
-- ``rome-sweep``   ROME rewrites of a few SmolLM2 facts at several layers: CounterFact ES / PS / NS per layer,
-                   to choose the edit layer.
-- ``rome``         ROME rewrites of N SmolLM2 facts the model knows, one edit each, restored between edits:
-                   CounterFact ES / PS / NS (mean of per-fact scores, as the reference) and seconds per edit.
+- ``rome-sweep``   ROME rewrites of a few known facts for every (layer, setting) of a grid: CounterFact ES / PS / NS
+                   each, and the choice: among the settings with ES ≥ 99 and PS ≥ 90 the one whose NS keeps the
+                   largest share of its pre-edit value (ties: fewer seconds). ``--layers locate:RUN_DIR`` sweeps
+                   the layer the locate stage proposed in that run and its two neighbours; ``--grid`` is a JSON
+                   list of RomeConfig overrides (default `SWEEP_GRID`: C's corpus × how the key is matched).
+- ``rome``         ROME rewrites of N facts the model knows, one edit each, restored between edits:
+                   CounterFact ES / PS / NS (mean of per-fact scores, as the reference) and seconds per edit;
+                   ``--config`` takes the chosen settings (JSON RomeConfig overrides), ``--facts`` another fact file
+                   (the untuned one: ``obliviate/data/smollm2_facts_untuned.jsonl``).
                    ``--model gemma-3-270m`` runs the same on Gemma-3-270M and its own known-fact set.
                    ``--model world`` runs the same on the fact world (a quick smoke check with ``--n-facts 3``).
 - ``rome-reference`` The speed comparison: each of N known SmolLM2 facts rewritten by the workbench's ROME and by
@@ -52,10 +57,12 @@ from edit.deltas import apply_deltas  # noqa: E402
 from edit.memit import MemitConfig, memit_edit, memit_templates  # noqa: E402
 from edit.result import EditRequest, run_method  # noqa: E402
 from edit.rome import RomeConfig, rome_edit, rome_templates  # noqa: E402
+from locate.stage import proposed_layers  # noqa: E402
+from obliviate.config import from_dict  # noqa: E402
 from obliviate.metrics import counterfact_scores, perplexity, recall, top1_correct  # noqa: E402
 from obliviate.models import load  # noqa: E402
 from obliviate.registry import EDITS  # noqa: E402
-from obliviate.results import atomic_write_json, to_jsonable  # noqa: E402
+from obliviate.results import RunDir, atomic_write_json, to_jsonable  # noqa: E402
 from obliviate.targets import MODEL_FACTS, resolve_facts  # noqa: E402
 
 
@@ -129,24 +136,68 @@ def summarise(rows: list[dict]) -> dict:
     return summary
 
 
+SWEEP_GRID = [
+    {},  # the reference's settings: C from docstrings, u = C⁻¹k* for the averaged key
+    {"covariance": {"corpus": "stdlib-docstrings+place-mentions"}},
+    {"covariance": {"corpus": "stdlib-docstrings+place-mentions"}, "every_template_key": True},
+]
+"""`rome-sweep`'s default settings: the corpus C is estimated from × whether every template's key gets δ."""
+
+
+def rome_config(overrides: dict, n_tokens: int, seed: int) -> RomeConfig:
+    """RomeConfig from JSON overrides (validated like YAML edit params), C's sample size and seed from the CLI."""
+    overrides = json.loads(json.dumps(overrides))  # a deep copy: the grid's dicts stay as written
+    overrides.setdefault("covariance", {}).setdefault("n_tokens", n_tokens)
+    overrides.setdefault("seed", seed)
+    return from_dict(RomeConfig, overrides, where="config")
+
+
+def sweep_layers(spec: str, n_layers: int) -> list[int]:
+    """'4,5,6' → those layers; 'locate:RUN_DIR' → the layer that run's locate stage proposed and its neighbours."""
+    if not spec.startswith("locate:"):
+        return [int(x) for x in spec.split(",")]
+    proposed = proposed_layers(RunDir(Path(spec.removeprefix("locate:"))))
+    if not proposed:
+        raise SystemExit(f"--layers {spec}: that folder has no finished locate stage; run `obliviate locate` first.")
+    return sorted({layer for p in proposed for layer in (p - 1, p, p + 1) if 0 <= layer < n_layers})
+
+
+def choose(rows: list[dict]) -> dict | None:
+    """The sweep's pick: ES ≥ 99 and PS ≥ 90, then the largest NS share of its pre-edit value, then the fastest."""
+    def ns_share(summary: dict) -> float:
+        return summary["ns"] / summary["base"]["ns"] if summary["base"]["ns"] else float("nan")
+
+    able = [r for r in rows if r["summary"]["es"] >= 99 and r["summary"]["ps"] >= 90]
+    able = [r for r in able if ns_share(r["summary"]) == ns_share(r["summary"])] or able
+    return max(able, key=lambda r: (ns_share(r["summary"]), -r["summary"]["edit_s"]), default=None)
+
+
 def cmd_rome(args) -> dict:
     handle = load(args.model)
-    facts = known_facts(handle, FACT_SOURCES[args.model], args.n_facts, args.seed)
-    layers = [int(x) for x in args.layers.split(",")]
-    cov = CovarianceConfig(n_tokens=args.n_tokens)
-    out = {"task": args.task, "model": args.model, "threads": torch.get_num_threads(),
-           "covariance": timed_covariance(handle, layers, cov), "runs": []}
-    cfg = RomeConfig(covariance=cov, seed=args.seed)
+    facts = known_facts(handle, args.facts or FACT_SOURCES[args.model], args.n_facts, args.seed)
+    sweep = args.task == "rome-sweep"
+    layers = sweep_layers(args.layers, handle.n_layers)
+    grid = json.loads(args.grid) if sweep else [json.loads(args.config)]
+    configs = [rome_config(overrides, args.n_tokens, args.seed) for overrides in grid]
+    out = {"task": args.task, "model": args.model, "facts": args.facts or FACT_SOURCES[args.model],
+           "threads": torch.get_num_threads(), "grid": grid, "runs": []}
+    out["covariance"] = [timed_covariance(handle, layers, cfg.covariance) for cfg in configs]
     start = time.perf_counter()
-    templates = rome_templates(handle, cfg)
+    templates = rome_templates(handle, configs[0])  # every setting shares the seed and context lengths
     out["templates_s"] = time.perf_counter() - start
     base_scores = {fact.case_id: counterfact_figures(handle, fact) for fact in facts}  # the same at every layer
     for layer in layers:
-        run = rome_run(handle, facts, layer, cfg, templates, base_scores)
-        summary = run["summary"]
-        print(f"layer {layer}: {before_after(summary['base'], summary)} top1_new {summary['top1_new']:.0f}% "
-              f"{summary['edit_s']:.1f} s/edit", flush=True)
-        out["runs"].append(run)
+        for overrides, cfg in zip(grid, configs):
+            run = rome_run(handle, facts, layer, cfg, templates, base_scores)
+            run["settings"] = overrides
+            summary = run["summary"]
+            print(f"layer {layer} {json.dumps(overrides)}: {before_after(summary['base'], summary)} "
+                  f"top1_new {summary['top1_new']:.0f}% {summary['edit_s']:.1f} s/edit", flush=True)
+            out["runs"].append(run)
+    if sweep:
+        chosen = choose(out["runs"])
+        out["chosen"] = {"layer": chosen["layer"], "settings": chosen["settings"]} if chosen else None
+        print(f"chosen: {json.dumps(out['chosen'])}", flush=True)
     return out
 
 
@@ -269,9 +320,15 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="task", required=True)
     for name in ("rome", "rome-sweep"):
         p = sub.add_parser(name)
-        p.add_argument("--layers", default="6", help="comma-separated edit layers")
+        p.add_argument("--layers", default="6", help="comma-separated edit layers, or locate:RUN_DIR (the layer "
+                                                     "that run's locate stage proposed and its neighbours)")
         p.add_argument("--n-facts", type=int, default=50 if name == "rome" else 8)
         p.add_argument("--model", default="smollm2-135m", choices=sorted(FACT_SOURCES))
+        p.add_argument("--facts", default=None, help="a fact file instead of the model's packaged facts")
+        if name == "rome":
+            p.add_argument("--config", default="{}", help="RomeConfig overrides as JSON (e.g. the sweep's choice)")
+        else:
+            p.add_argument("--grid", default=json.dumps(SWEEP_GRID), help="JSON list of RomeConfig overrides")
     p = sub.add_parser("rome-reference")
     p.add_argument("--layers", default="6", help="the edit layer")
     p.add_argument("--n-facts", type=int, default=5)

@@ -53,3 +53,41 @@ def test_summary_means_each_figure_before_and_after_over_the_facts_that_have_it(
     assert summary["base"]["ns_same_relation"] == pytest.approx(80.0)
     assert math.isnan(summary["nm"]) and math.isnan(summary["base"]["nm"])
     assert summary["top1_new"] == pytest.approx(100.0)
+
+
+def _sweep_row(layer: int, es: float, ps: float, ns: float, ns_base: float, edit_s: float, name: str) -> dict:
+    return {"layer": layer, "settings": {"name": name},
+            "summary": {"es": es, "ps": ps, "ns": ns, "edit_s": edit_s, "base": {"ns": ns_base}}}
+
+
+def test_sweep_picks_the_largest_ns_share_among_settings_that_reach_es_and_ps():
+    rows = [_sweep_row(6, 100.0, 100.0, 99.0, 100.0, 10.0, "misses PS"),
+            _sweep_row(6, 100.0, 89.0, 100.0, 100.0, 10.0, "misses PS too"),
+            _sweep_row(5, 99.0, 90.0, 80.0, 100.0, 10.0, "reaches, NS 80%"),
+            _sweep_row(4, 100.0, 95.0, 90.0, 100.0, 30.0, "reaches, NS 90%, slow"),
+            _sweep_row(5, 100.0, 95.0, 90.0, 100.0, 20.0, "reaches, NS 90%, faster")]
+    rows[0]["summary"]["ps"] = 80.0
+    assert bench_edit.choose(rows)["settings"]["name"] == "reaches, NS 90%, faster"
+    # a share of the pre-edit value, not the raw figure: 45 of 50 beats 80 of 100
+    rows.append(_sweep_row(7, 100.0, 100.0, 45.0, 50.0, 50.0, "NS 90% of a lower base"))
+    rows.append(_sweep_row(7, 100.0, 100.0, 46.0, 50.0, 50.0, "NS 92% of a lower base"))
+    assert bench_edit.choose(rows)["settings"]["name"] == "NS 92% of a lower base"
+    assert bench_edit.choose(rows[:2]) is None  # nothing reaches ES / PS: no choice, said as such
+
+
+def test_sweep_settings_are_validated_like_yaml_edit_params():
+    cfg = bench_edit.rome_config({"covariance": {"corpus": "place-mentions"}, "every_template_key": True},
+                                 n_tokens=1234, seed=7)
+    assert cfg.covariance.corpus == "place-mentions" and cfg.covariance.n_tokens == 1234
+    assert cfg.every_template_key and cfg.seed == 7
+    grid_entry = {"covariance": {"corpus": "place-mentions"}}
+    bench_edit.rome_config(grid_entry, n_tokens=1, seed=0)
+    assert grid_entry == {"covariance": {"corpus": "place-mentions"}}  # the grid as written stays in the results
+    with pytest.raises(Exception, match="every_template_keys"):
+        bench_edit.rome_config({"every_template_keys": True}, n_tokens=1, seed=0)
+
+
+def test_sweep_layers_come_from_a_list_or_from_a_finished_locate_stage(tmp_path):
+    assert bench_edit.sweep_layers("4,5,6", 30) == [4, 5, 6]
+    with pytest.raises(SystemExit, match="no finished locate stage"):
+        bench_edit.sweep_layers(f"locate:{tmp_path}", 30)

@@ -21,6 +21,7 @@ from obliviate.tl_wrap import (
 )
 
 FACTS = Path(__file__).resolve().parents[1] / "obliviate" / "data" / "smollm2_facts.jsonl"
+UNTUNED_FACTS = FACTS.with_name("smollm2_facts_untuned.jsonl")
 PROMPTS = [
     "The Eiffel Tower is located in the city of",
     "The capital of Japan is the city of",
@@ -232,10 +233,24 @@ def test_smollm2_fact_set_known_under_hf_and_tl(smollm2_handle, one_thread):
     assert sum(1 for n in known.values() if n >= 5) >= 3, known
 
 
-@pytest.mark.parametrize("facts", [FACTS, FACTS.with_name("gemma3_facts.jsonl")], ids=["smollm2", "gemma3"])
-def test_fact_set_schema(facts):
+@pytest.mark.smollm2
+@pytest.mark.slow
+def test_untuned_fact_set_is_known_and_shares_nothing_with_the_shipped_one(smollm2_handle, one_thread):
+    from obliviate.facts import load_facts
+
+    untuned, shipped = load_facts(UNTUNED_FACTS), load_facts(FACTS)
+    assert not {f.relation_id for f in untuned} & {f.relation_id for f in shipped}
+    # only the currencies' subjects are countries, which the shipped set asks about too
+    assert not {f.subject for f in untuned if f.relation_id != "P38"} & {f.subject for f in shipped}
+    known = known_counts(smollm2_handle, untuned, bos=False)
+    assert sum(known.values()) == len(untuned) >= 50, known  # every fact in it is one the model knows
+
+
+@pytest.mark.parametrize(("facts", "at_least"), [(FACTS, 100), (FACTS.with_name("gemma3_facts.jsonl"), 100),
+                                                (UNTUNED_FACTS, 50)], ids=["smollm2", "gemma3", "smollm2-untuned"])
+def test_fact_set_schema(facts, at_least):
     records = [json.loads(line) for line in facts.read_text().splitlines() if line.strip()]
-    assert len(records) >= 100
+    assert len(records) >= at_least
     for r in records:
         rw = r["requested_rewrite"]
         assert rw["prompt"].count("{}") == 1

@@ -5,11 +5,14 @@ Regenerate (from the repository root; about a minute on one idle CPU core for Sm
     python -m obliviate.data.make_smollm2_facts            # rewrites obliviate/data/smollm2_facts.jsonl
     python -m obliviate.data.make_smollm2_facts --model gemma-3-270m   # rewrites obliviate/data/gemma3_facts.jsonl
     python -m obliviate.data.make_smollm2_facts --check    # exit 1 if the committed file differs
+    python -m obliviate.data.make_smollm2_facts --set untuned   # rewrites obliviate/data/smollm2_facts_untuned.jsonl
 
 "Known" means: under the model's own BOS convention (none for SmolLM2, whose HF tokenizer adds none; a BOS for
 Gemma, which expects one), the model's top-1 next token after the filled prompt is the first token of
 " " + target_true. Both models are judged on the same candidates and templates, so their fact sets compare.
-Candidates come from ``smollm2_sources.py`` (countryinfo capitals + hand-written relations).
+Candidates come from ``smollm2_sources.py`` (countryinfo capitals + hand-written relations); ``--set untuned`` builds
+the second SmolLM2 set from ``smollm2_untuned_sources.py`` (other relations, written after ROME's settings were
+chosen on the first: facts nobody tuned on).
 
 Deterministic: candidates are in a fixed order, a batched pass only shortlists and the final
 known/unknown decision is an unbatched forward pass (no padding effects), and every random choice (target_new, same-relation neighbours) uses a
@@ -40,10 +43,15 @@ import torch
 from jaxtyping import Float
 
 from obliviate.data import smollm2_sources as src
+from obliviate.data import smollm2_untuned_sources as untuned
 
 OUT = Path(__file__).with_name("smollm2_facts.jsonl")
 OUTPUTS = {"smollm2-135m": OUT, "gemma-3-270m": Path(__file__).with_name("gemma3_facts.jsonl")}
 """The fact file of each registry model (`obliviate.models.REGISTRY_MODELS`)."""
+UNTUNED_OUT = Path(__file__).with_name("smollm2_facts_untuned.jsonl")
+"""The second SmolLM2 set (``--set untuned``)."""
+RELATIONS = {**src.RELATIONS, **untuned.RELATIONS}
+"""Every relation either candidate set uses (their ids are disjoint)."""
 N_NEIGHBOURS = 5
 MIN_KNOWN_PER_RELATION = 5  # fewer cannot give every fact >= 2 same-relation neighbours
 
@@ -57,7 +65,7 @@ class Candidate:
 
     @property
     def relation(self) -> src.Relation:
-        return src.RELATIONS[self.relation_id]
+        return RELATIONS[self.relation_id]
 
     def fill(self, template: str) -> str:
         """A template with "{}" → the full prompt text for this subject."""
@@ -120,6 +128,20 @@ def candidates() -> list[Candidate]:
     return unique
 
 
+def untuned_candidates() -> list[Candidate]:
+    """The untuned set's candidates, in a fixed order (relation, then source order)."""
+    out = []
+    for relation_id, pairs in untuned.PAIRS.items():
+        for subject, target in pairs:
+            name, article = _split_article(subject)
+            out.append(Candidate(relation_id, name, article, target))
+    return out
+
+
+CANDIDATE_SETS = {"shipped": (candidates, src.RELATIONS), "untuned": (untuned_candidates, untuned.RELATIONS)}
+"""Each candidate set: its candidates and its relations."""
+
+
 def answer_token_id(tokenizer: Any, target: str) -> int:
     """First token of " " + target: what the model must predict (CounterFact convention)."""
     return int(tokenizer(" " + target, add_special_tokens=False)["input_ids"][0])
@@ -174,9 +196,11 @@ def _neighbours(c: Candidate, known: list[Candidate]) -> tuple[str, list[str], l
     return kind, [k.fill(k.relation.prompt) for k in chosen], [k.target for k in chosen]
 
 
-def build(model: Any, tokenizer: Any, *, bos: bool = False, log=print) -> list[dict[str, Any]]:
+def build(model: Any, tokenizer: Any, *, bos: bool = False, log=print, candidate_set: str = "shipped",
+          ) -> list[dict[str, Any]]:
     """All CounterFact records for the candidates the model knows (`bos`: the model's BOS convention)."""
-    cands = candidates()
+    make_candidates, relations = CANDIDATE_SETS[candidate_set]
+    cands = make_candidates()
     # Batched pass to shortlist (fast), then the decision on an unbatched pass (the way the
     # known-fact check is defined), so padding can never admit a fact.
     tops = batched_top1(model, tokenizer, [c.fill(c.relation.prompt) for c in cands], bos=bos)
@@ -191,12 +215,12 @@ def build(model: Any, tokenizer: Any, *, bos: bool = False, log=print) -> list[d
     have = Counter(c.relation_id for c in known)
     known = [c for c in known if have[c.relation_id] >= MIN_KNOWN_PER_RELATION]
     total = Counter(c.relation_id for c in cands)
-    for rid, rel in src.RELATIONS.items():
+    for rid, rel in relations.items():
         dropped = "" if have[rid] >= MIN_KNOWN_PER_RELATION else f"  (dropped: < {MIN_KNOWN_PER_RELATION} known)"
         log(f"{rid:5s} {rel.name:18s} known {have[rid]:4d} / {total[rid]:4d}{dropped}")
     log(f"total known {len(known)} / {len(cands)}")
 
-    pools = {rid: sorted({c.target for c in cands if c.relation_id == rid}) for rid in src.RELATIONS}
+    pools = {rid: sorted({c.target for c in cands if c.relation_id == rid}) for rid in relations}
     records = []
     for case_id, c in enumerate(known):
         kind, n_prompts, n_targets = _neighbours(c, known)
@@ -229,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m", choices=sorted(OUTPUTS))
     parser.add_argument("--out", type=Path, default=None, help="default: the model's packaged fact file")
+    parser.add_argument("--set", dest="candidate_set", default="shipped", choices=sorted(CANDIDATE_SETS),
+                        help="untuned: the second SmolLM2 set (smollm2_untuned_sources.py)")
     parser.add_argument("--check", action="store_true", help="compare with --out instead of writing it")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: shared machines)")
     args = parser.parse_args(argv)
@@ -236,9 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     from obliviate.models import default_prepend_bos, load
 
     torch.set_num_threads(args.threads)
-    args.out = args.out or OUTPUTS[args.model]
+    if args.candidate_set == "untuned" and args.model != "smollm2-135m":
+        parser.error("--set untuned is SmolLM2's second set; use --model smollm2-135m.")
+    args.out = args.out or (UNTUNED_OUT if args.candidate_set == "untuned" else OUTPUTS[args.model])
     handle = load(args.model)
-    text = render(build(handle.hf, handle.tokenizer, bos=default_prepend_bos(args.model, handle.tokenizer)))
+    text = render(build(handle.hf, handle.tokenizer, bos=default_prepend_bos(args.model, handle.tokenizer),
+                        candidate_set=args.candidate_set))
     if args.check:
         same = args.out.is_file() and args.out.read_text() == text
         print("up to date" if same else f"{args.out} differs from a fresh build")
