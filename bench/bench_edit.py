@@ -9,8 +9,9 @@ Tasks (``python bench/bench_edit.py <task> --help``):
                    list of RomeConfig overrides (default `SWEEP_GRID`: C's corpus × how the key is matched).
 - ``rome``         ROME rewrites of N facts the model knows, one edit each, restored between edits:
                    CounterFact ES / PS / NS (mean of per-fact scores, as the reference) and seconds per edit;
-                   ``--config`` takes the chosen settings (JSON RomeConfig overrides), ``--facts`` another fact file
-                   (the untuned one: ``obliviate/data/smollm2_facts_untuned.jsonl``).
+                   ``--config`` takes settings as JSON RomeConfig overrides, ``--run-config`` the layer and params
+                   of a run config's ROME edit (``configs/smollm2-rome.yaml`` holds the sweep's choice), ``--facts``
+                   another fact file (the untuned one: ``obliviate/data/smollm2_facts_untuned.jsonl``).
                    ``--model gemma-3-270m`` runs the same on Gemma-3-270M and its own known-fact set.
                    ``--model world`` runs the same on the fact world (a quick smoke check with ``--n-facts 3``).
 - ``rome-reference`` The speed comparison: each of N known SmolLM2 facts rewritten by the workbench's ROME and by
@@ -152,6 +153,17 @@ def rome_config(overrides: dict, n_tokens: int, seed: int) -> RomeConfig:
     return from_dict(RomeConfig, overrides, where="config")
 
 
+def run_config_rome(path: Path) -> tuple[str, dict]:
+    """(layers as the CLI spells them, params) of the first ROME edit in a YAML run config."""
+    from obliviate.config import RunConfig
+    from obliviate.config.loader import load_yaml
+
+    edits = [e for e in load_yaml(RunConfig, path).edits if e.method == "rome"]
+    if not edits or not edits[0].layers:
+        raise SystemExit(f"--run-config {path}: no ROME edit with its layers given in that config.")
+    return ",".join(map(str, edits[0].layers)), dict(edits[0].params)
+
+
 def sweep_layers(spec: str, n_layers: int) -> list[int]:
     """'4,5,6' → those layers; 'locate:RUN_DIR' → the layer that run's locate stage proposed and its neighbours."""
     if not spec.startswith("locate:"):
@@ -176,6 +188,9 @@ def cmd_rome(args) -> dict:
     handle = load(args.model)
     facts = known_facts(handle, args.facts or FACT_SOURCES[args.model], args.n_facts, args.seed)
     sweep = args.task == "rome-sweep"
+    if not sweep and args.run_config:
+        args.layers, params = run_config_rome(args.run_config)
+        args.config = json.dumps(params)
     layers = sweep_layers(args.layers, handle.n_layers)
     grid = json.loads(args.grid) if sweep else [json.loads(args.config)]
     configs = [rome_config(overrides, args.n_tokens, args.seed) for overrides in grid]
@@ -327,6 +342,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--facts", default=None, help="a fact file instead of the model's packaged facts")
         if name == "rome":
             p.add_argument("--config", default="{}", help="RomeConfig overrides as JSON (e.g. the sweep's choice)")
+            p.add_argument("--run-config", type=Path, default=None,
+                           help="take --layers and --config from this YAML run config's ROME edit")
         else:
             p.add_argument("--grid", default=json.dumps(SWEEP_GRID), help="JSON list of RomeConfig overrides")
     p = sub.add_parser("rome-reference")

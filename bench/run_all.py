@@ -2,8 +2,9 @@
 
 - bench_trace.py: full causal trace of 10 known SmolLM2 facts, batched vs the one-cell-per-forward reference
   (timed on sampled cells, extrapolated), and AtP vs the exact trace (speed, Spearman);
-- bench_edit.py rome: ROME rewrites of 50 known SmolLM2 facts (every CounterFact figure beside its pre-edit value,
-  NS same-relation apart; seconds per edit);
+- bench_edit.py rome: ROME rewrites of 50 known SmolLM2 facts with the layer and settings of
+  configs/smollm2-rome.yaml (the rome-sweep's choice; every CounterFact figure beside its pre-edit value, NS
+  same-relation apart; seconds per edit), and the same on every fact of the untuned set (rome-untuned);
 - bench_edit.py rome-reference: ROME per edit against the reference's loop in the same process, on the same 5
   facts (the speed ratio and both edits' CounterFact figures);
 - bench_edit.py memit-world: MEMIT erase of the world's whole forget split in one batch, with the key statistics
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 
 
 def main() -> int:
@@ -35,7 +37,10 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     runs = {
         "trace": [HERE / "bench_trace.py", "--facts", "10", "--ref-facts", "2", "--ref-cells", "30"],
-        "rome": [HERE / "bench_edit.py", "rome", "--n-facts", "50"],
+        "rome": [HERE / "bench_edit.py", "rome", "--n-facts", "50", "--run-config", ROOT / "configs/smollm2-rome.yaml"],
+        "rome-untuned": [HERE / "bench_edit.py", "rome", "--n-facts", "100", "--run-config",
+                         ROOT / "configs/smollm2-rome.yaml", "--facts",
+                         ROOT / "obliviate/data/smollm2_facts_untuned.jsonl"],
         "rome-reference": [HERE / "bench_edit.py", "rome-reference", "--n-facts", "5"],
         "memit-world": [HERE / "bench_edit.py", "memit-world"],
         "methods-world": [HERE / "bench_edit.py", "methods-world"],

@@ -87,8 +87,8 @@ def every_key_direction(keys: Float[torch.Tensor, "n_templates d"],
                         metric: Float[torch.Tensor, "d d"] | None) -> Float[torch.Tensor, " d"]:
     """The u of least uᵀCu with k·u = 1 for every row k of `keys`: u = C⁻¹K(KᵀC⁻¹K)⁻¹1 (C = I when None).
 
-    The template keys of one subject are close to each other, so KᵀC⁻¹K is near-singular: a ridge of 1e-6 of its
-    mean diagonal keeps the solve stable and leaves k·u within about 1e-3 of 1.
+    The template keys of one subject are close to each other, so KᵀC⁻¹K can be near-singular: a ridge of 1e-6 of
+    its mean diagonal keeps the solve stable (SmolLM2, 21 templates, layers 4 and 6: every k·u is 1 to 5 decimals).
     """
     k = keys.double().T  # [d, n]
     c_inv_k = torch.linalg.solve(metric.double(), k) if metric is not None else k

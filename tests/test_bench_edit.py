@@ -91,3 +91,9 @@ def test_sweep_layers_come_from_a_list_or_from_a_finished_locate_stage(tmp_path)
     assert bench_edit.sweep_layers("4,5,6", 30) == [4, 5, 6]
     with pytest.raises(SystemExit, match="no finished locate stage"):
         bench_edit.sweep_layers(f"locate:{tmp_path}", 30)
+
+
+def test_rome_layer_and_settings_come_from_the_shipped_run_config():
+    layers, params = bench_edit.run_config_rome(Path(__file__).resolve().parents[1] / "configs" / "smollm2-rome.yaml")
+    assert [int(x) for x in layers.split(",")] and isinstance(params, dict)
+    bench_edit.rome_config(params, n_tokens=1, seed=0)  # the params are a valid RomeConfig
