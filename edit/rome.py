@@ -128,11 +128,10 @@ def rome_edit(handle, fact: Fact, layer: int | None = None, cfg: RomeConfig | No
     k_star = keys.mean(0)
     metric = regularised(moment, cfg.covariance.ridge) if moment is not None else None
     if cfg.every_template_key:
-        u_exact = every_key_direction(keys, metric)
-        u = u_exact / u_exact.norm()
+        direction = every_key_direction(keys, metric)
     else:
-        c_inv_k = torch.linalg.solve(metric, k_star.double()).float() if metric is not None else k_star.clone()
-        u = c_inv_k / c_inv_k.norm()
+        direction = torch.linalg.solve(metric, k_star.double()).float() if metric is not None else k_star.clone()
+    u = direction / direction.norm()
     timings["keys_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
@@ -140,10 +139,8 @@ def rome_edit(handle, fact: Fact, layer: int | None = None, cfg: RomeConfig | No
     delta = values.delta[0]
     timings["optimise_s"] = time.perf_counter() - tick
 
-    if cfg.every_template_key:
-        key = k_star  # k·u = 1 for every template key, so for their mean too
-    elif cfg.consistent_keys:
-        key = k_star
+    if cfg.every_template_key or cfg.consistent_keys:
+        key = k_star  # with every_template_key k·u is the same for every template key, so for their mean too
     else:
         text, end = fill("{}", fact.prompt, fact.subject)
         key = activations_at_subject(handle, site.key_hook, [text], [end])[0]

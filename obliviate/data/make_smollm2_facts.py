@@ -35,6 +35,7 @@ import json
 import random
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,13 +113,10 @@ def candidates() -> list[Candidate]:
         continent = by_hand.get(name) or (region if region in ("Africa", "Asia", "Europe", "Oceania") else None)
         if continent:
             out.append(Candidate("P30", name, src.takes_article(name), continent))
-    for relation_id, pairs in (
+    out += pair_candidates((
         ("P131", src.LANDMARKS), ("P17", src.CITIES), ("P37", src.LANGUAGES), ("P159", src.COMPANIES),
         ("P112", src.FOUNDERS), ("P50", src.BOOKS), ("P170", src.PAINTINGS),
-    ):
-        for subject, target in pairs:
-            name, article = _split_article(subject)
-            out.append(Candidate(relation_id, name, article, target))
+    ))
     seen = set()
     unique = []
     for c in out:
@@ -128,14 +126,19 @@ def candidates() -> list[Candidate]:
     return unique
 
 
-def untuned_candidates() -> list[Candidate]:
-    """The untuned set's candidates, in a fixed order (relation, then source order)."""
+def pair_candidates(relations: Iterable[tuple[str, Iterable[tuple[str, str]]]]) -> list[Candidate]:
+    """Candidates from (relation id, (subject, answer) pairs), in the order given; "the X" takes the article."""
     out = []
-    for relation_id, pairs in untuned.PAIRS.items():
+    for relation_id, pairs in relations:
         for subject, target in pairs:
             name, article = _split_article(subject)
             out.append(Candidate(relation_id, name, article, target))
     return out
+
+
+def untuned_candidates() -> list[Candidate]:
+    """The untuned set's candidates, in a fixed order (relation, then source order)."""
+    return pair_candidates(untuned.PAIRS.items())
 
 
 CANDIDATE_SETS = {"shipped": (candidates, src.RELATIONS), "untuned": (untuned_candidates, untuned.RELATIONS)}
