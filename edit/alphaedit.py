@@ -21,12 +21,17 @@ Deviations from the reference, in the project's terms:
   is applied, which gives the same keys: a block's keys depend only on the blocks before it, and those updates are
   in place when the block's keys are taken.
 - The threshold is absolute on the eigenvalues of the per-token mean C, as the reference's 2e-2, so what it keeps
-  depends on the model's key scale. On this project's statistics (50k tokens) 2e-2 takes 52–58% of the world
+  depends on the model's key scale (``nullspace_energy`` is the scale-free alternative, below). On this project's statistics (50k tokens) 2e-2 takes 52–58% of the world
   model's 512 key directions at blocks 1–2, holding 0.3–0.5% of C's energy (a true null space), but none at its
   block 0; on SmolLM2 (mean eigenvalue ≈ 0.01–0.02) it takes 77–88% of the 1 536 directions at blocks 3–6, holding
   27–52% of C's energy, so there the update is hardly constrained: lower the threshold for SmolLM2.
   Each block's null dimension and the share of C's energy in it are reported (``null_dims_L*``,
   ``null_energy_L*``); an edit whose every block has an empty null space would write nothing and is refused.
+- ``nullspace_energy`` (not in the reference) sets the null space by what it may cost instead: the eigenvectors
+  with the smallest eigenvalues, as many as sum to at most that share of trace(C), so the preserved keys' energy
+  the update may touch is the same on every model. The absolute 2e-2 is that rule at 0.3–0.5% on the world's
+  blocks 1–2; on SmolLM2, whose key spectrum has no gap (smallest eigenvalue ≈ 1/10 of the mean), 0.5% is 51–82 of
+  1 536 directions at blocks 3–6.
 """
 
 from __future__ import annotations
@@ -57,6 +62,9 @@ class AlphaEditConfig(KeyValueConfig):
     nullspace_threshold: float = 2e-2
     """Eigenvalues of C below this span the null space the update is confined to (absolute, as the reference's;
     larger keeps more directions: the edit is freer and preserves less)."""
+    nullspace_energy: float | None = None
+    """Scale-free alternative to ``nullspace_threshold`` (which it replaces when set): the null space is the
+    smallest-eigenvalue directions of C whose eigenvalues sum to at most this share of trace(C), e.g. 0.005."""
     l2: float = 10.0
     """α: the ridge of the solve (the reference's L2); larger writes less of each fact."""
     edits_per_batch: int | None = 100
@@ -66,6 +74,10 @@ class AlphaEditConfig(KeyValueConfig):
         if not (math.isfinite(self.nullspace_threshold) and self.nullspace_threshold > 0):
             raise InvalidField("nullspace_threshold", f"{self.nullspace_threshold!r}: use a number > 0 (the "
                                                       f"reference's 2e-2); eigenvalues below it form the null space.")
+        if self.nullspace_energy is not None and not (math.isfinite(self.nullspace_energy)
+                                                      and 0 < self.nullspace_energy < 1):
+            raise InvalidField("nullspace_energy", f"{self.nullspace_energy!r}: use a share of C's energy in (0, 1), "
+                                                   f"e.g. 0.005, or null for the absolute nullspace_threshold.")
         if not (math.isfinite(self.l2) and self.l2 > 0):
             raise InvalidField("l2", f"{self.l2!r}: use a number > 0 (the reference's 10); P is singular, so the "
                                      f"solve needs the ridge.")
@@ -74,13 +86,23 @@ class AlphaEditConfig(KeyValueConfig):
                                                   f"one batch.")
 
 
-def null_space_projection(moment: Float[torch.Tensor, "d d"], threshold: float) -> Float[torch.Tensor, "d d"]:
-    """P = U Uᵀ (float64), U the eigenvectors of the symmetric PSD `moment` with eigenvalue < `threshold`."""
-    if not (math.isfinite(threshold) and threshold > 0):
-        raise InvalidField("nullspace_threshold", f"{threshold!r}: use a number > 0.")
+def null_space_projection(moment: Float[torch.Tensor, "d d"], threshold: float | None = None, *,
+                          energy: float | None = None) -> Float[torch.Tensor, "d d"]:
+    """P = U Uᵀ (float64), U the eigenvectors of the symmetric PSD `moment` with eigenvalue < `threshold`, or, with
+    `energy`, the smallest-eigenvalue ones whose eigenvalues sum to at most that share of the trace."""
+    if (threshold is None) == (energy is None):
+        raise ValueError("null_space_projection takes one of threshold= (absolute) or energy= (share of the trace).")
     moment = moment.double()
-    eigenvalues, eigenvectors = torch.linalg.eigh((moment + moment.T) / 2)
-    null = eigenvectors[:, eigenvalues < threshold]
+    eigenvalues, eigenvectors = torch.linalg.eigh((moment + moment.T) / 2)  # ascending
+    if energy is None:
+        if not (math.isfinite(threshold) and threshold > 0):
+            raise InvalidField("nullspace_threshold", f"{threshold!r}: use a number > 0.")
+        null = eigenvectors[:, eigenvalues < threshold]
+    else:
+        if not (math.isfinite(energy) and 0 < energy < 1):
+            raise InvalidField("nullspace_energy", f"{energy!r}: use a share in (0, 1).")
+        share = torch.cumsum(eigenvalues.clamp(min=0), 0) / eigenvalues.clamp(min=0).sum().clamp(min=1e-300)
+        null = eigenvectors[:, : int((share <= energy).sum())]
     return null @ null.T
 
 
@@ -102,7 +124,8 @@ class NullSpaceEditor:
         moments = second_moments(handle, self.layers, cfg.covariance, show_progress=show_progress) \
             if projections is None else None
         self.projections = {layer: projections[layer].double() if projections is not None
-                            else null_space_projection(moments[layer], cfg.nullspace_threshold)
+                            else null_space_projection(moments[layer], None if cfg.nullspace_energy else cfg.nullspace_threshold,
+                                       energy=cfg.nullspace_energy)
                             for layer in self.layers}
         self.summary: dict[str, float] = {}
         for layer, p in self.projections.items():
@@ -111,9 +134,11 @@ class NullSpaceEditor:
                 c = moments[layer].double()
                 self.summary[f"null_energy_L{layer}"] = float((p * c).sum() / c.trace().clamp(min=1e-30))
         if not any(self.summary[f"null_dims_L{layer}"] for layer in self.layers):
-            raise InvalidField("nullspace_threshold", f"{cfg.nullspace_threshold!r} is below every eigenvalue of C "
-                                                      f"at blocks {self.layers}: the null space is empty and the "
-                                                      f"edit would write nothing; raise it or edit other blocks.")
+            field, value = (("nullspace_energy", cfg.nullspace_energy) if cfg.nullspace_energy
+                            else ("nullspace_threshold", cfg.nullspace_threshold))
+            raise InvalidField(field, f"{value!r} leaves an empty null space at blocks {self.layers} (every "
+                                      f"eigenvector of C is needed): the edit would write nothing; raise it or edit "
+                                      f"other blocks.")
         self.setup_s = time.perf_counter() - tick
         d_mlp = next(iter(self.projections.values())).shape[0]
         self.edited = {layer: torch.zeros(d_mlp, d_mlp, dtype=torch.float64) for layer in self.layers}

@@ -68,6 +68,31 @@ def test_projection_is_symmetric_idempotent_and_spans_exactly_the_small_eigenvec
     assert round(float(null_space_projection(moment, 5.0).trace())) > 9
 
 
+def test_the_energy_rule_takes_the_smallest_directions_up_to_a_share_of_the_trace_whatever_the_scale():
+    generator = torch.Generator().manual_seed(1)
+    q, _ = torch.linalg.qr(torch.randn(24, 24, generator=generator, dtype=torch.float64))
+    eigenvalues = torch.cat([torch.full((9,), 1e-6), torch.linspace(1.0, 10.0, 15)]).double()  # trace ≈ 82.5
+    moment = q @ torch.diag(eigenvalues) @ q.T
+    # 0.1% of the trace holds the 9 tiny directions only; 2% also the eigenvalue 1.0 (1.00001 / 82.5 = 1.2%)
+    assert torch.allclose(null_space_projection(moment, energy=1e-3), q[:, :9] @ q[:, :9].T, atol=1e-9)
+    assert round(float(null_space_projection(moment, energy=2e-2).trace())) == 10
+    for scale in (1e-3, 1e3):  # the same directions at any key scale; the absolute threshold's change
+        assert torch.allclose(null_space_projection(scale * moment, energy=2e-2),
+                              null_space_projection(moment, energy=2e-2), atol=1e-9)
+    assert round(float(null_space_projection(1e3 * moment, 2.0).trace())) == 9
+    assert round(float(null_space_projection(1e-3 * moment, 2.0).trace())) == 24
+    with pytest.raises(ValueError, match="one of"):
+        null_space_projection(moment, 1e-3, energy=1e-3)
+
+
+def test_the_editor_with_an_energy_share_keeps_the_null_space_under_it(handle, corpus):
+    cfg = tiny_cfg(corpus, n_tokens=200, nullspace_energy=0.01)
+    editor = NullSpaceEditor(handle, [0, LAYER], cfg)
+    for layer in (0, LAYER):
+        assert 0 < editor.summary[f"null_energy_L{layer}"] <= 0.01
+        assert 0 < editor.summary[f"null_dims_L{layer}"] < 128
+
+
 def test_the_update_leaves_preserved_keys_alone_and_still_writes_the_facts(handle, corpus):
     keys0 = preserved_keys(handle, corpus)
     moment = keys0.T @ keys0 / len(keys0)
@@ -129,6 +154,12 @@ def test_a_null_space_threshold_that_is_not_positive_is_refused_naming_the_key(v
         EDITS.get("alphaedit").params({"nullspace_threshold": value}, where="edits[0].params")
     with pytest.raises(ConfigError, match="nullspace_threshold"):
         null_space_projection(torch.eye(4), value)
+
+
+@pytest.mark.parametrize("value", [0, 1, 1.5, float("nan")])
+def test_a_null_space_energy_outside_zero_one_is_refused_naming_the_key(value):
+    with pytest.raises(ConfigError, match=r"edits\[0\]\.params\.nullspace_energy"):
+        EDITS.get("alphaedit").params({"nullspace_energy": value}, where="edits[0].params")
 
 
 def test_a_layer_the_model_lacks_and_an_empty_null_space_are_refused_naming_the_key(handle, corpus):
