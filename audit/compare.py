@@ -15,9 +15,11 @@ def run(runs: Sequence[Path], out: Path, *, echo: Callable[[str], None] | None =
     `echo` gets the report's path and one line per method, so a terminal user sees the outcome without opening
     the page (None: silent)."""
     loaded = [load_run(folder) for folder in runs]
-    missing = [str(folder) for folder, run in zip(runs, loaded) if not any(k.startswith("audit") for k in run)]
+    missing = [str(folder) for folder, run in zip(runs, loaded)
+               if not any(k.startswith("audit") or k == "many_edits" for k in run)]
     if missing:
-        raise SystemExit(f"obliviate compare: no audit results in {', '.join(missing)}; run `obliviate audit` first.")
+        raise SystemExit(f"obliviate compare: no audit results in {', '.join(missing)}; run `obliviate audit` first "
+                         f"(or put bench/bench_many_edits.py's JSON there).")
     report = write_report(loaded, out)
     table = Path(out) / "table.md"
     atomic_write_text(table, markdown_table(loaded) + "\n")

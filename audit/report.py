@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from audit.edit_scaling import describe, is_many_edits, plot_edit_scaling, scaling_rows, scaling_table_html
 from audit.trajectory import format_value, knob_name, operating_point, plot_overlay, plot_trajectory, slug, \
     status_text
 from audit.verdict import VERDICTS
@@ -92,7 +93,8 @@ def sampling_note(n_retain: int, of_retain: int, n_texts: int, of_texts: int, *,
 
 
 def load_run(folder: str | Path) -> dict[str, Any]:
-    """A run folder's stage records, keyed by stage name, with "run_dir" and "name" added."""
+    """A run folder's stage records, keyed by stage name, with "run_dir" and "name" added, and under
+    ``"many_edits"`` the many-edits records (`audit.edit_scaling`) found there."""
     folder = Path(folder)
     run: dict[str, Any] = {"run_dir": str(folder), "name": folder.name}
     for path in sorted(folder.glob("*.json")):
@@ -101,6 +103,8 @@ def load_run(folder: str | Path) -> dict[str, Any]:
         record = json.loads(path.read_text())
         if isinstance(record, dict) and "stage" in record:
             run[record["stage"]] = record
+        elif is_many_edits(record):
+            run.setdefault("many_edits", []).append({**record, "file": path.name})
     return run
 
 
@@ -436,6 +440,16 @@ def write_report(runs: Sequence[Mapping[str, Any]], out_dir: str | Path, *, titl
                      "forget recall, hollow circle at the weakest setting, the region that reaches the target "
                      "shaded.</p>")
         parts += [_figure(caption, path, out_dir) for caption, path in trajectories]
+    scaling = [(run, record) for run in runs for record in run.get("many_edits", [])]
+    if scaling:
+        parts.append("<h2>Many edits</h2><p class='note'>Rewriting N facts (bench/bench_many_edits.py): CounterFact "
+                     "ES / PS / NS over the N edited facts, recall of facts never edited, held-out perplexity; "
+                     "each as the unedited model's value → the edited model's, at each method's largest N.</p>")
+        for i, (run, record) in enumerate(scaling):
+            name = f"{run.get('name', '')} / {record['file']}"
+            parts.append(f"<h3>{html.escape(name)}</h3>" + scaling_table_html(scaling_rows(record)))
+            path = plot_edit_scaling(record, plots / f"many_edits_{i:02d}_{slug(record['model'])}.png")
+            parts.append(_figure(f"{describe(record)}.", path, out_dir))
     if traces:
         parts.append("<h2>Causal traces</h2>")
         parts += [_figure(caption, path, out_dir) for caption, path in traces]

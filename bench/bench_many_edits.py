@@ -23,7 +23,8 @@ subject's last token where the MEMIT family writes (README, "Where the world mod
 stay at the floor there and only the collateral figures (NS, retain recall, perplexity) say something; SmolLM2
 keeps its facts where these methods write.
 
-Writes JSON (``--out``) and a plot of every figure against N (``--plot``), both atomically. Nothing is asserted.
+Writes JSON (``--out``) and a plot of every figure against N (``--plot``, `audit.edit_scaling`), both atomically;
+``obliviate compare`` on the folder holding the JSON puts the plot and a table in the report. Nothing is asserted.
 
     python bench/bench_many_edits.py --n 10 --batch-size 5 --out many.json --plot many.png   # a smoke run
 """
@@ -46,18 +47,17 @@ for folder in (HERE.parent, HERE):  # the project, and bench_edit beside this fi
         sys.path.insert(0, str(folder))
 
 from bench_edit import FACT_SOURCES, known_facts, timed_covariance  # noqa: E402
+from audit.edit_scaling import MANY_EDITS_TASK, plot_edit_scaling  # noqa: E402
 from edit.alphaedit import AlphaEditConfig, NullSpaceEditor  # noqa: E402
 from edit.covariance import CovarianceConfig, second_moments  # noqa: E402
 from edit.deltas import apply_deltas, sequential_edits  # noqa: E402
 from edit.memit import MemitConfig, memit_edit, memit_templates  # noqa: E402
 from obliviate.metrics import counterfact_scores, perplexity, recall  # noqa: E402
 from obliviate.models import load  # noqa: E402
-from obliviate.results import atomic_save_figure, atomic_write_json, to_jsonable  # noqa: E402
+from obliviate.results import atomic_write_json, to_jsonable  # noqa: E402
 
 METHODS = ("memit", "memit-seq", "alphaedit")
 DEFAULT_LAYERS = {"world": (0, 2), "smollm2-135m": (3, 6)}
-PANELS = {"es": "ES (%)", "ps": "PS (%)", "ns": "NS (%)", "retain_recall": "retain recall (unedited facts)",
-          "heldout_ppl": "held-out perplexity", "edit_s": "edit seconds"}
 
 
 def checkpoint_spans(n_max: int, size: int, checkpoints: Sequence[int]) -> list[tuple[int, int]]:
@@ -91,35 +91,6 @@ def run_sequential(name: str, handle, facts: Sequence, ns: Sequence[int], size: 
     return rows
 
 
-def plot(result: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7), constrained_layout=True)
-    for ax, (key, label) in zip(axes.flat, PANELS.items()):
-        for method in METHODS:
-            rows = [r for r in result["runs"] if r["method"] == method]
-            if rows:
-                ax.plot([r["n"] for r in rows], [r[key] for r in rows], marker="o", label=method)
-        if key in ("retain_recall", "heldout_ppl"):
-            ax.axhline(result["base"][key], color="grey", linestyle=":", label="unedited")
-        elif key != "edit_s":  # the unedited model's CounterFact figure on the same N facts
-            ns = sorted(result["base"]["counterfact"], key=int)
-            ax.plot([int(n) for n in ns], [result["base"]["counterfact"][n][key] for n in ns], color="grey",
-                    linestyle=":", marker=".", label="unedited")
-        ax.set_xscale("log")
-        ax.set_xlabel("edited facts N")
-        ax.set_title(label)
-    axes.flat[0].legend()
-    fig.suptitle(f"{result['model']}: rewriting N facts at blocks {result['layers']} "
-                 f"(sequential batches of {result['batch_size']})")
-    atomic_save_figure(fig, path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", default="10,100,1000", help="numbers of edited facts, comma-separated")
@@ -130,9 +101,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--first", type=int, default=None, help="first edited block (default: per model)")
     parser.add_argument("--last", type=int, default=None, help="last edited block (default: per model)")
     parser.add_argument("--nullspace-threshold", type=float, default=AlphaEditConfig.nullspace_threshold)
+    parser.add_argument("--nullspace-energy", type=float, default=None,
+                        help="AlphaEdit's scale-free null space: the share of C's energy it may hold (replaces "
+                             "--nullspace-threshold), e.g. 0.005")
     parser.add_argument("--l2", type=float, default=AlphaEditConfig.l2, help="AlphaEdit's α")
     parser.add_argument("--ppl-texts", type=int, default=500)
     parser.add_argument("--n-tokens", type=int, default=50_000, help="corpus tokens for C")
+    parser.add_argument("--corpus", default=CovarianceConfig.corpus,
+                        help="C's corpus (edit.covariance: a named corpus or a text file)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
@@ -157,12 +133,12 @@ def main(argv: list[str] | None = None) -> dict:
     texts = lines[-args.ppl_texts:]
     first, last = DEFAULT_LAYERS[args.model]
     layers = list(range(first if args.first is None else args.first, (last if args.last is None else args.last) + 1))
-    cov = CovarianceConfig(n_tokens=args.n_tokens)
+    cov = CovarianceConfig(corpus=args.corpus, n_tokens=args.n_tokens)
     memit_cfg = MemitConfig(covariance=cov, seed=args.seed)
     alpha_cfg = AlphaEditConfig(covariance=cov, seed=args.seed, nullspace_threshold=args.nullspace_threshold,
-                                l2=args.l2)
-    out: dict = {"task": "many-edits", "model": args.model, "n_known": len(facts), "threads": torch.get_num_threads(), "layers": layers,
-                 "ns": ns, "batch_size": args.batch_size, "n_unedited": len(unedited),
+                                nullspace_energy=args.nullspace_energy, l2=args.l2)
+    out: dict = {"task": MANY_EDITS_TASK, "model": args.model, "n_known": len(facts),
+                 "threads": torch.get_num_threads(), "layers": layers, "ns": ns, "batch_size": args.batch_size, "n_unedited": len(unedited),
                  "covariance": timed_covariance(handle, layers, cov)}
     moments = second_moments(handle, layers, cov)  # of the unedited model, for every MEMIT batch
     templates = memit_templates(handle, memit_cfg)
@@ -193,7 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
                                                 templates=templates, moments=moments))
     if "alphaedit" in methods:
         editor = NullSpaceEditor(handle, layers, alpha_cfg, templates=templates)
-        out["alphaedit_null_space"] = {**editor.summary, "threshold": args.nullspace_threshold, "l2": args.l2}
+        out["alphaedit_null_space"] = {**editor.summary, "threshold": args.nullspace_threshold,
+                                     "energy": args.nullspace_energy, "l2": args.l2}
         print(json.dumps(out["alphaedit_null_space"]), flush=True)
         out["runs"] += run_sequential("alphaedit", handle, facts, ns, args.batch_size, evaluate=evaluate,
                                       edit_batch=lambda batch: editor(batch, "rewrite"))
@@ -201,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
         atomic_write_json(args.out, out)
         print(f"wrote {args.out}")
     if args.plot:
-        print(f"wrote {plot(out, args.plot)}")
+        print(f"wrote {plot_edit_scaling(out, args.plot)}")
     return out
 
 
