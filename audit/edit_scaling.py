@@ -34,6 +34,9 @@ def describe(record: Mapping[str, Any]) -> str:
     """One line: the model, blocks, batch size and the null-space setting, for a caption or a title."""
     text = (f"{record['model']}: rewriting N facts at blocks {record['layers']} (sequential batches of "
             f"{record['batch_size']}; retain recall on {record['n_unedited']} facts never edited)")
+    corpus = (record.get("covariance") or {}).get("corpus")
+    if corpus:
+        text += f"; C from {corpus}"
     null = record.get("alphaedit_null_space")
     if null:
         rule = (f"energy ≤ {null['energy']:g} of C" if null.get("energy") else f"eigenvalue < {null['threshold']:g}")

@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> dict:
     alpha_cfg = AlphaEditConfig(covariance=cov, seed=args.seed, nullspace_threshold=args.nullspace_threshold,
                                 nullspace_energy=args.nullspace_energy, l2=args.l2)
     out: dict = {"task": MANY_EDITS_TASK, "model": args.model, "n_known": len(facts),
-                 "threads": torch.get_num_threads(), "layers": layers, "ns": ns, "batch_size": args.batch_size, "n_unedited": len(unedited),
+                 "threads": torch.get_num_threads(), "layers": layers, "ns": ns, "batch_size": args.batch_size,
+                 "n_unedited": len(unedited),
                  "covariance": timed_covariance(handle, layers, cov)}
     moments = second_moments(handle, layers, cov)  # of the unedited model, for every MEMIT batch
     templates = memit_templates(handle, memit_cfg)

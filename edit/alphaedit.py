@@ -21,10 +21,11 @@ Deviations from the reference, in the project's terms:
   is applied, which gives the same keys: a block's keys depend only on the blocks before it, and those updates are
   in place when the block's keys are taken.
 - The threshold is absolute on the eigenvalues of the per-token mean C, as the reference's 2e-2, so what it keeps
-  depends on the model's key scale (``nullspace_energy`` is the scale-free alternative, below). On this project's statistics (50k tokens) 2e-2 takes 52–58% of the world
-  model's 512 key directions at blocks 1–2, holding 0.3–0.5% of C's energy (a true null space), but none at its
-  block 0; on SmolLM2 (mean eigenvalue ≈ 0.01–0.02) it takes 77–88% of the 1 536 directions at blocks 3–6, holding
-  27–52% of C's energy, so there the update is hardly constrained: lower the threshold for SmolLM2.
+  depends on the model's key scale (``nullspace_energy``, below, is the scale-free alternative). On this
+  project's statistics (50k tokens) 2e-2 takes 52–58% of the world model's 512 key directions at blocks 1–2,
+  holding 0.3–0.5% of C's energy (a true null space), but none at its block 0; on SmolLM2 (mean eigenvalue
+  ≈ 0.01–0.02) it takes 77–88% of the 1 536 directions at blocks 3–6, holding 27–52% of C's energy, so there the
+  update is hardly constrained.
   Each block's null dimension and the share of C's energy in it are reported (``null_dims_L*``,
   ``null_energy_L*``); an edit whose every block has an empty null space would write nothing and is refused.
 - ``nullspace_energy`` (not in the reference) sets the null space by what it may cost instead: the eigenvectors
@@ -124,7 +125,8 @@ class NullSpaceEditor:
         moments = second_moments(handle, self.layers, cfg.covariance, show_progress=show_progress) \
             if projections is None else None
         self.projections = {layer: projections[layer].double() if projections is not None
-                            else null_space_projection(moments[layer], None if cfg.nullspace_energy else cfg.nullspace_threshold,
+                            else null_space_projection(moments[layer],
+                                       None if cfg.nullspace_energy else cfg.nullspace_threshold,
                                        energy=cfg.nullspace_energy)
                             for layer in self.layers}
         self.summary: dict[str, float] = {}

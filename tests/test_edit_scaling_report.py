@@ -25,8 +25,8 @@ def _record() -> dict:
     runs = [_row("memit-seq", 10, 100.0, 0.9, 20.5), _row("memit-seq", 100, 99.0, 0.52, 22.0),
             _row("alphaedit", 10, 100.0, 0.99, 20.1), _row("alphaedit", 100, 97.0, 0.97, 20.2)]
     return {"task": "many-edits", "model": "smollm2-135m", "layers": [3, 4, 5, 6], "batch_size": 100,
-            "n_unedited": 200, "ns": [10, 100], "base": {"retain_recall": 1.0, "heldout_ppl": 20.0,
-                                                         "counterfact": base_cf},
+            "n_unedited": 200, "ns": [10, 100], "covariance": {"corpus": "stdlib-docstrings+place-mentions"},
+            "base": {"retain_recall": 1.0, "heldout_ppl": 20.0, "counterfact": base_cf},
             "alphaedit_null_space": {"threshold": 0.02, "energy": 0.005, "l2": 10.0}, "runs": runs}
 
 
@@ -46,7 +46,7 @@ def test_compare_on_a_folder_with_only_a_many_edits_record_writes_the_section(tm
     report = compare.run([folder], tmp_path / "out", echo=None)
     text = report.read_text()
     assert "<h2>Many edits</h2>" in text
-    assert "energy ≤ 0.005 of C" in text  # the null-space rule is in the caption
+    assert "energy ≤ 0.005 of C" in text and "C from stdlib-docstrings+place-mentions" in text  # in the caption
     cells = re.findall(r"<tr><td class='l'>memit-seq</td>(.*?)</tr>", text)
     assert len(cells) == 1 and "1.00 → 0.52" in cells[0] and "+10.0" in cells[0]
     images = [src for src in re.findall(r"<img src='([^']+)'", text) if "many_edits" in src]
