@@ -54,6 +54,8 @@ def scaling_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
         rows.append({"method": method, "n": last["n"], "n_batches": last["n_batches"],
                      **{key: (cf_base[key], last[key]) for key in ("es", "ps", "ns")},
                      "retain_recall": (base["retain_recall"], last["retain_recall"]),
+                     **{f"retain_{part}": (last.get(f"retain_recall_{part}"), last.get(f"n_retain_{part}"))
+                        for part in ("same_relation", "other_relations")},
                      "ppl_delta_pct": 100 * (last["heldout_ppl"] - base["heldout_ppl"]) / base["heldout_ppl"],
                      "edit_s": last["edit_s"]})
     return rows
@@ -96,10 +98,19 @@ def scaling_table_html(rows: Sequence[Mapping[str, Any]]) -> str:
     def pair(values: tuple[float, float], digits: int = 1) -> str:
         return f"{values[0]:.{digits}f} → {values[1]:.{digits}f}"
 
+    def part(value: tuple[float | None, int | None]) -> str:
+        return "–" if value[0] is None else f"{value[0]:.2f} ({value[1]})"
+
+    split = any(r["retain_same_relation"][1] is not None for r in rows)  # bench runs before the split lack it
     head = ("<table><thead><tr><th class='l'>method</th><th>N</th><th>batches</th><th>ES</th><th>PS</th>"
-            "<th>NS</th><th>retain recall</th><th>Δ perplexity %</th><th>edit s</th></tr></thead><tbody>")
+            "<th>NS</th><th>retain recall</th>"
+            + ("<th>retain: edited relations (n)</th><th>retain: other relations (n)</th>" if split else "")
+            + "<th>Δ perplexity %</th><th>edit s</th></tr></thead><tbody>")
     body = [f"<tr><td class='l'>{html.escape(r['method'])}</td><td>{r['n']}</td><td>{r['n_batches']}</td>"
             f"<td>{pair(r['es'])}</td><td>{pair(r['ps'])}</td><td>{pair(r['ns'])}</td>"
-            f"<td>{pair(r['retain_recall'], 2)}</td><td>{r['ppl_delta_pct']:+.1f}</td><td>{r['edit_s']:.0f}</td></tr>"
+            f"<td>{pair(r['retain_recall'], 2)}</td>"
+            + (f"<td>{part(r['retain_same_relation'])}</td><td>{part(r['retain_other_relations'])}</td>" if split
+               else "")
+            + f"<td>{r['ppl_delta_pct']:+.1f}</td><td>{r['edit_s']:.0f}</td></tr>"
             for r in rows]
     return head + "".join(body) + "</tbody></table>"

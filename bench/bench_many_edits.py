@@ -14,7 +14,8 @@ target_new, at blocks ``--first``..``--last`` (default 0–2 on the world, 3–6
 The sequential methods run once up to the largest N and are measured whenever the edit count reaches an N (so a
 batch is cut short at a checkpoint: with 100 per batch and N = 10, 100, the first batches hold 10 and 90 facts).
 The last ``--n-unedited`` facts of the shuffle are never edited at any N: their top-1 recall of target_true is the
-"retain recall". Measured per (method, N), beside the unedited model's values: CounterFact ES / PS / NS (%, over
+"retain recall" (also split: unedited facts of a relation some edited fact has, of other relations, of an edited
+subject). Measured per (method, N), beside the unedited model's values: CounterFact ES / PS / NS (%, over
 the N edited facts; `obliviate.metrics.counterfact_scores`), retain recall, held-out perplexity (the end of the
 world's filler_heldout.txt; C is estimated from its beginning) and the edit's seconds (measurement excluded).
 
@@ -52,7 +53,7 @@ from edit.alphaedit import AlphaEditConfig, NullSpaceEditor  # noqa: E402
 from edit.covariance import CovarianceConfig, second_moments  # noqa: E402
 from edit.deltas import apply_deltas, sequential_edits  # noqa: E402
 from edit.memit import MemitConfig, memit_edit, memit_templates  # noqa: E402
-from obliviate.metrics import counterfact_scores, perplexity, recall  # noqa: E402
+from obliviate.metrics import counterfact_scores, perplexity, recall, top1_correct  # noqa: E402
 from obliviate.models import load  # noqa: E402
 from obliviate.results import atomic_write_json, to_jsonable  # noqa: E402
 
@@ -66,10 +67,27 @@ def checkpoint_spans(n_max: int, size: int, checkpoints: Sequence[int]) -> list[
     return list(zip([0, *bounds[:-1]], bounds))
 
 
+def retain_split(edited: Sequence, unedited: Sequence, correct: Sequence[bool]) -> dict:
+    """Retain recall over all unedited facts and split by whether an edited fact has the same relation (the
+    interference a shared relation's value directions carry) or the same subject (whose key the edit moves)."""
+    relations, subjects = {f.relation_id for f in edited}, {f.subject for f in edited}
+
+    def share(keep) -> tuple[float | None, int]:
+        picked = [ok for f, ok in zip(unedited, correct) if keep(f)]
+        return (sum(picked) / len(picked) if picked else None), len(picked)
+
+    out = {"retain_recall": share(lambda f: True)[0]}
+    for name, keep in (("same_relation", lambda f: f.relation_id in relations),
+                       ("other_relations", lambda f: f.relation_id not in relations),
+                       ("same_subject", lambda f: f.subject in subjects)):
+        out[f"retain_recall_{name}"], out[f"n_retain_{name}"] = share(keep)
+    return out
+
+
 def measure(handle, edited: Sequence, unedited: Sequence, texts: Sequence[str]) -> dict:
     scores = counterfact_scores(handle, edited)
-    return {**{k: v for k, v in asdict(scores).items()}, "retain_recall": recall(handle, unedited),
-            "heldout_ppl": perplexity(handle, texts)}
+    correct = top1_correct(handle, [f.text for f in unedited], [f.target_true for f in unedited]).tolist()
+    return {**asdict(scores), **retain_split(edited, unedited, correct), "heldout_ppl": perplexity(handle, texts)}
 
 
 def run_sequential(name: str, handle, facts: Sequence, ns: Sequence[int], size: int,

@@ -32,3 +32,18 @@ def test_an_unknown_method_is_refused_naming_the_option(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--methods", "memit,rome"])
     assert "--methods" in capsys.readouterr().err
+
+
+def test_retain_recall_is_split_by_shared_relation_and_subject():
+    from types import SimpleNamespace as F
+
+    edited = [F(relation_id="P36", subject="France"), F(relation_id="P30", subject="Chile")]
+    unedited = [F(relation_id="P36", subject="Peru"), F(relation_id="P36", subject="Chile"),
+                F(relation_id="P37", subject="France"), F(relation_id="P159", subject="Nissan")]
+    split = bench.retain_split(edited, unedited, [False, True, False, True])
+    assert split["retain_recall"] == 0.5
+    assert (split["retain_recall_same_relation"], split["n_retain_same_relation"]) == (0.5, 2)  # Peru ✗, Chile ✓
+    assert (split["retain_recall_other_relations"], split["n_retain_other_relations"]) == (0.5, 2)
+    assert (split["retain_recall_same_subject"], split["n_retain_same_subject"]) == (0.5, 2)  # Chile ✓, France ✗
+    none = bench.retain_split(edited, unedited[3:], [True])
+    assert none["retain_recall_same_relation"] is None and none["n_retain_same_relation"] == 0

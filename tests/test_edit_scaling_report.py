@@ -20,6 +20,24 @@ def _row(method: str, n: int, es: float, retain: float, ppl: float) -> dict:
             "ns": 90.0, "retain_recall": retain, "heldout_ppl": ppl}
 
 
+def test_the_retain_split_gets_its_columns_only_where_the_bench_recorded_it(tmp_path):
+    record = _record()
+    for row in record["runs"]:
+        row.update(retain_recall_same_relation=row["retain_recall"] - 0.1, n_retain_same_relation=40,
+                   retain_recall_other_relations=1.0, n_retain_other_relations=160)
+    rows = {r["method"]: r for r in scaling_rows(record)}
+    assert rows["memit-seq"]["retain_same_relation"] == (pytest.approx(0.42), 40)
+    folder = tmp_path / "split"
+    folder.mkdir()
+    (folder / "many_edits.json").write_text(json.dumps(record))
+    text = compare.run([folder], tmp_path / "out", echo=None).read_text()
+    assert "retain: edited relations (n)" in text and "0.42 (40)" in text and "1.00 (160)" in text
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "many_edits.json").write_text(json.dumps(_record()))
+    assert "retain: edited relations" not in compare.run([plain], tmp_path / "out2", echo=None).read_text()
+
+
 def _record() -> dict:
     base_cf = {str(n): {"es": 0.0, "ps": 5.0, "ns": 100.0} for n in (10, 100)}
     runs = [_row("memit-seq", 10, 100.0, 0.9, 20.5), _row("memit-seq", 100, 99.0, 0.52, 22.0),
