@@ -22,7 +22,8 @@ by depth (base vs each edit) and linear CKA by depth; where the edit stage searc
 trajectories (audit/trajectory.py: one figure per method against its knob, and utility against forgetting across
 methods), and the table gains the knob, the value reached and the search's status. Trace heatmaps that the runs'
 locate / audit stages saved (PNG artefacts with "trace" in the name) are copied in, before (locate, base model) and
-after (audit, edited).
+after (audit, edited). A run folder holding bench/bench_many_edits.py's JSON adds a "Many edits" section: the
+curve of every figure against the number of edits and a table at each method's largest N (`audit.edit_scaling`).
 """
 
 from __future__ import annotations
@@ -446,7 +447,7 @@ def write_report(runs: Sequence[Mapping[str, Any]], out_dir: str | Path, *, titl
                      "ES / PS / NS over the N edited facts, recall of facts never edited, held-out perplexity; "
                      "each as the unedited model's value → the edited model's, at each method's largest N.</p>")
         for i, (run, record) in enumerate(scaling):
-            name = f"{run.get('name', '')} / {record['file']}"
+            name = f"{run.get('name', '')} / {record.get('file', 'many edits')}"
             parts.append(f"<h3>{html.escape(name)}</h3>" + scaling_table_html(scaling_rows(record)))
             path = plot_edit_scaling(record, plots / f"many_edits_{i:02d}_{slug(record['model'])}.png")
             parts.append(_figure(f"{describe(record)}.", path, out_dir))
