@@ -68,8 +68,8 @@ def checkpoint_spans(n_max: int, size: int, checkpoints: Sequence[int]) -> list[
 
 
 def retain_split(edited: Sequence, unedited: Sequence, correct: Sequence[bool]) -> dict:
-    """Retain recall over all unedited facts and split by whether an edited fact has the same relation (the
-    interference a shared relation's value directions carry) or the same subject (whose key the edit moves)."""
+    """Retain recall over all unedited facts, and split by whether an edited fact has the same relation or the same
+    subject (whose key the edit moves): tells interference through a shared relation or subject from broad damage."""
     relations, subjects = {f.relation_id for f in edited}, {f.subject for f in edited}
 
     def share(keep) -> tuple[float | None, int]:
