@@ -235,13 +235,24 @@ def assemble(attack: str, score_name: str, config: Mapping[str, Any], facts: Seq
     }
     for name, scores in (variants or {}).items():
         metrics[f"mean_{name}"] = _mean([scores.get(f.case_id) for f in facts])
-    if oracle is not None:
-        metrics["oracle_mean_attacked"] = oracle.metrics.get("mean_attacked")
-        diffs = [targets[c].attacked - oracle.targets[c].attacked for c in targets if c in oracle.targets]
-        metrics["mean_excess_over_oracle"] = _mean(diffs)
-    return AttackResult(attack=attack, score_name=score_name, config=dict(config), targets=targets, metrics=metrics,
-                        variants={k: dict(v) for k, v in (variants or {}).items()}, oracle=oracle,
-                        timings=dict(timings or {}), handle_name=handle_name)
+    result = AttackResult(attack=attack, score_name=score_name, config=dict(config), targets=targets,
+                          metrics=metrics, variants={k: dict(v) for k, v in (variants or {}).items()},
+                          timings=dict(timings or {}), handle_name=handle_name)
+    return nest_oracle(result, oracle) if oracle is not None else result
+
+
+def nest_oracle(result: AttackResult, oracle: AttackResult) -> AttackResult:
+    """`result` with the oracle's run of the same attack nested in it, and the two aggregates that compare them.
+
+    The same as running the attack with the oracle bound (`with_oracle`): an attack's oracle run never depends on
+    the attacked model, which is what lets the audit stage run it once for every edit (audit/reference_runs.py)."""
+    if result.attack != oracle.attack or result.config != oracle.config:
+        raise ValueError(f"cannot nest an oracle run of {oracle.attack} {oracle.config} in a run of "
+                         f"{result.attack} {result.config}: the two must be the same attack with the same settings.")
+    diffs = [t.attacked - oracle.targets[c].attacked for c, t in result.targets.items() if c in oracle.targets]
+    metrics = {**result.metrics, "oracle_mean_attacked": oracle.metrics.get("mean_attacked"),
+               "mean_excess_over_oracle": _mean(diffs)}
+    return dataclasses.replace(result, oracle=oracle, metrics=metrics)
 
 
 def plain_scores(handle: Any, facts: Sequence[Fact]) -> dict[int, TargetScore]:

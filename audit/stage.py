@@ -8,7 +8,8 @@ sha256 of every file it read with its settings and verdicts, which `obliviate ve
 
 Every attack runs unchanged on the edited model and on the oracle (``audit.reference``, e.g. ``world-retain``),
 and on each peer (``audit.peers``, e.g. ``world-retain-2``: another never-taught model, whose distance from the
-oracle sets the margins); audit/verdict.py judges the difference. Without an oracle (SmolLM2), verdicts fall back to the absolute threshold
+oracle sets the margins); audit/verdict.py judges the difference. The oracle's and peers' runs do not depend on
+the edit, so the stage runs them once and every edit's audit reuses them (audit/reference_runs.py). Without an oracle (SmolLM2), verdicts fall back to the absolute threshold
 documented there, and the record says so.
 """
 
@@ -20,7 +21,8 @@ from typing import Any
 
 import torch
 
-from audit.attack_result import AttackContext, AttackResult, load_alike, run_attack
+from audit.attack_result import AttackContext, AttackResult, load_alike
+from audit.reference_runs import ReferenceRuns
 from audit.report import audit_metrics, sampling_note
 from audit.verdict import VerdictConfig, judge, recalled_targets
 from obliviate.config import EditConfig, RunConfig
@@ -79,21 +81,11 @@ def load_peers(config: RunConfig, base: ModelHandle, oracle: ModelHandle | None)
     return [load_alike(name, base, device=config.device) for name in config.audit.peers]
 
 
-def peer_runs(name: str, base: ModelHandle, peers: Sequence[ModelHandle], targets, cfg: Any,
-              context: AttackContext) -> list[AttackResult]:
-    """`name` run on each peer as if it were the edited model; the oracle is only passed to an attack that needs
-    it (its oracle run is already in the edited model's result)."""
-    import dataclasses
-
-    needs_oracle = "oracle" in ATTACKS.get(name).needs
-    bare = context if needs_oracle else dataclasses.replace(context, oracle=None)
-    return [run_attack(name, base, peer, targets, cfg, bare) for peer in peers]
-
-
 def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: ModelHandle,
                oracle: ModelHandle | None, force: bool = False,
-               peers: Sequence[ModelHandle] | None = None) -> dict[str, Any]:
-    """Audit one edit; `peers` are the loaded `audit.peers` (loaded here when None)."""
+               peers: Sequence[ModelHandle] | None = None, references: ReferenceRuns | None = None) -> dict[str, Any]:
+    """Audit one edit; `peers` are the loaded `audit.peers` (loaded here when None); `references` holds the
+    oracle's and peers' attack runs shared with the stage's other edits (a fresh one when None)."""
     from audit.certificate import write_certificate
     from audit.collateral import CollateralConfig, heldout_texts, measure_collateral, sample_facts
     from audit.representation import compare_representations, plot_representation
@@ -117,17 +109,19 @@ def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mo
                          inputs=inputs)
     if peers is None:
         peers = load_peers(config, base, oracle)
+    if references is None or references.oracle is not oracle or list(references.peers) != list(peers):
+        references = ReferenceRuns(oracle, peers)
     results: list[AttackResult] = []
     peer_results: list[list[AttackResult]] = [[] for _ in peers]
     context = AttackContext(oracle=oracle, pool_facts=all_facts, retain_facts=retain, run_dir=run_dir)
     for i, (name, params) in enumerate(config.audit.attack_choices()):
         cfg = attack_config(config, name, params, where=f"audit.attacks[{i}]")
+        # the timing includes the oracle's and peers' runs when this edit was the first to ask for them
         with timed(record.timings, f"attack:{name}"):
-            results.append(run_attack(name, base, edited, targets, cfg, context))
-        if peers:
-            with timed(record.timings, f"peers:{name}"):
-                for runs, run in zip(peer_results, peer_runs(name, base, peers, targets, cfg, context)):
-                    runs.append(run)
+            result, peer_runs = references.run(name, base, edited, targets, cfg, context)
+        results.append(result)
+        for runs, run in zip(peer_results, peer_runs):
+            runs.append(run)
     case_ids = [f.case_id for f in targets]
     recalled = recalled_targets(edited, targets)
     oracle_results = [r.oracle for r in results] if oracle is not None else None
@@ -166,7 +160,9 @@ def run(config: RunConfig, run_dir: RunDir, *, force: bool = False) -> list[dict
     base = load(config.model, device=config.device)
     oracle = load_alike(config.audit.reference, base, device=config.device) if config.audit.reference else None
     peers = load_peers(config, base, oracle)
-    return [audit_edit(config, edit, run_dir, base=base, oracle=oracle, force=force, peers=peers)
+    references = ReferenceRuns(oracle, peers)  # every edit's audit reuses the never-taught models' runs
+    return [audit_edit(config, edit, run_dir, base=base, oracle=oracle, force=force, peers=peers,
+                       references=references)
             for edit in config.edits]
 
 
