@@ -112,7 +112,7 @@ def edit_inputs(config: RunConfig, edit: EditConfig, run_dir: RunDir) -> dict[st
     """What an edit depends on; layers taken from locate's proposal make it depend on locate's inputs too, and a
     searched operating point on its settings (and the reference model whose recall it is relative to)."""
     extra: dict[str, Any] = {}
-    if config.operating_point is not None:
+    if config.operating_point is not None and edit.search:
         extra["operating_point"] = config.operating_point
         if config.operating_point.parsed()[0]:
             extra["reference"] = config.audit.reference
@@ -181,7 +181,7 @@ def run_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mode
     request = edit_request(config, edit, targets, retain, layers)
     start = time.perf_counter()
     search = None
-    if config.operating_point is None:
+    if config.operating_point is None or not edit.search:
         result = run_method(edit.method, base, request, _params(edit))
     else:
         if oracle_recall is None:

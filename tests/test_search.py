@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -136,3 +137,27 @@ def test_a_method_that_never_forgets_enough_is_shown_at_its_retain_frontier():
     found = search_knob(LOG_KNOB, evaluate, target=0.1, max_retain_drop=0.05, budget=8)
     assert found.status == NOT_REACHED and "strongest" in found.reason
     assert found.chosen.retain_drop <= 0.05 and found.chosen.forget_recall <= 0.88
+
+
+def test_an_edit_with_search_false_runs_at_its_params_beside_searched_ones(tmp_path, world_handle, monkeypatch):
+    """`search: false` keeps an edit at its configuration under a run's operating point (lora_removal's full
+    removal beside searched methods); the others are still searched, and the two settings cannot be combined."""
+    import edit.stage
+    from obliviate.config import ConfigError, RunConfig, from_dict
+    from obliviate.results import RunDir
+
+    config = from_dict(RunConfig, {
+        "model": "world", "facts": "world", "split": "forget", "limit": 4,
+        "operating_point": {"forget_recall": 0.2, "max_retain_drop": 0.05, "max_evaluations": 2},
+        "edits": [{"method": "suppress", "name": "fixed", "params": {"penalty": 7.0}, "search": False},
+                  {"method": "suppress", "name": "searched"}]})
+    monkeypatch.setattr(edit.stage, "measure", lambda *args: {})  # the figures are not what is tested here
+    run_dir = RunDir(tmp_path / "run")
+    fixed = edit.stage.run_edit(config, config.edits[0], run_dir, base=world_handle)
+    searched = edit.stage.run_edit(config, config.edits[1], run_dir, base=world_handle, oracle_recall=0.0)
+    assert "operating_point" not in fixed["metrics"]
+    assert json.loads((tmp_path / "run" / "edit-fixed" / "artefact" / "manifest.json").read_text()
+                      )["config"]["penalty"] == 7.0
+    assert len(searched["metrics"]["operating_point"]["points"]) == 2
+    with pytest.raises(ConfigError, match=r"'edits\[0\].knob_range'.*search is false"):
+        from_dict(RunConfig, {"edits": [{"method": "graddiff", "knob_range": [1e-4, 1e-2], "search": False}]})

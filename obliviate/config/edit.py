@@ -21,6 +21,9 @@ class EditConfig:
     """Method hyper-parameters, validated by the method's own config dataclass (unknown keys are errors)."""
     knob_range: list[float] | None = None
     """[low, high] of the method's strength knob for the operating-point search (None: the method's default)."""
+    search: bool = True
+    """False: run at `params` even when the run sets an `operating_point` (e.g. lora_removal's full removal: the
+    exact method the searched ones are compared with, which a search would stop at the weakest partial removal)."""
 
     def validate(self) -> None:
         from obliviate.registry import EDITS
@@ -39,6 +42,8 @@ class EditConfig:
             EDITS.get(self.method).check_request(self.goal, None)
         except ValueError as error:
             raise InvalidField("goal", str(error)) from None
+        if self.knob_range is not None and not self.search:
+            raise InvalidField("knob_range", "is set but search is false; drop one of the two.")
         if self.knob_range is not None:
             knob = EDITS.get(self.method).spec.knob
             if knob is None:
