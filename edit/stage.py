@@ -116,7 +116,9 @@ def edit_inputs(config: RunConfig, edit: EditConfig, run_dir: RunDir) -> dict[st
         extra["operating_point"] = config.operating_point
         if config.operating_point.parsed()[0]:
             extra["reference"] = config.audit.reference
-    return stage_inputs(config, edit=edit, locate=None if edit.layers else run_dir.inputs("locate"), **extra)
+    # `search` joined EditConfig later: left out at its default, so run folders made before it are not re-run
+    edit_fields = {k: v for k, v in asdict(edit).items() if not (k == "search" and v)}
+    return stage_inputs(config, edit=edit_fields, locate=None if edit.layers else run_dir.inputs("locate"), **extra)
 
 
 def oracle_forget_recall(config: RunConfig, targets: Sequence[Fact]) -> float | None:

@@ -159,5 +159,8 @@ def test_an_edit_with_search_false_runs_at_its_params_beside_searched_ones(tmp_p
     assert json.loads((tmp_path / "run" / "edit-fixed" / "artefact" / "manifest.json").read_text()
                       )["config"]["penalty"] == 7.0
     assert len(searched["metrics"]["operating_point"]["points"]) == 2
+    # at its default the field stays out of the stage's inputs: run folders made before it are not re-run
+    assert "search" not in edit.stage.edit_inputs(config, config.edits[1], run_dir)["edit"]
+    assert edit.stage.edit_inputs(config, config.edits[0], run_dir)["edit"]["search"] is False
     with pytest.raises(ConfigError, match=r"'edits\[0\].knob_range'.*search is false"):
         from_dict(RunConfig, {"edits": [{"method": "graddiff", "knob_range": [1e-4, 1e-2], "search": False}]})
