@@ -9,8 +9,8 @@ sha256 of every file it read with its settings and verdicts, which `obliviate ve
 Every attack runs unchanged on the edited model and on the oracle (``audit.reference``, e.g. ``world-retain``),
 and on each peer (``audit.peers``, e.g. ``world-retain-2``: another never-taught model, whose distance from the
 oracle sets the margins); audit/verdict.py judges the difference. The oracle's and peers' runs do not depend on
-the edit, so the stage runs them once and every edit's audit reuses them (audit/reference_runs.py). Without an oracle (SmolLM2), verdicts fall back to the absolute threshold
-documented there, and the record says so.
+the edit, so the stage runs them once and every edit's audit reuses them (audit/reference_runs.py). Without an
+oracle (SmolLM2), verdicts fall back to the absolute threshold documented there, and the record says so.
 """
 
 from __future__ import annotations
