@@ -7,6 +7,8 @@ run folder. Every record whose ``stage`` starts with ``audit`` is one row of the
 
     method                       the edit's label
     verdict_counts               {erased, suppressed, intact: n}
+    intact_oracle_answers        how many intact targets the never-learned oracle answers too (its prior: such a
+                                 target cannot show a removal); absent without an oracle
     recovery                     {attack: mean recovered score on the edited model}
     recovery_oracle              {attack: mean recovered score on the oracle} (absent without one)
     margins                      {attack: margin}
@@ -63,11 +65,15 @@ figcaption{font-size:.85em;color:#555}
 def audit_metrics(method: str, verdicts=None, edited_attacks: Sequence[Any] = (),
                   oracle_attacks: Sequence[Any] | None = None, collateral=None, representation=None,
                   sampled: Mapping[str, Any] | None = None,
-                  operating_point: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  operating_point: Mapping[str, Any] | None = None,
+                  oracle_recalled: Mapping[int, bool] | None = None) -> dict[str, Any]:
     """The audit record's metrics in the form the report reads (see the module docstring)."""
     metrics: dict[str, Any] = {"method": method}
     if verdicts is not None:
         metrics["verdict_counts"] = verdicts.counts()
+        if oracle_recalled:
+            metrics["intact_oracle_answers"] = sum(1 for t in verdicts.targets
+                                                   if t.verdict == "intact" and oracle_recalled.get(t.case_id))
         metrics["margins"] = dict(verdicts.margins)
         metrics["reference_kind"] = verdicts.reference_kind
         metrics["pooled_sites"] = list(getattr(verdicts, "pooled_sites", []))
@@ -124,6 +130,7 @@ def method_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             rows.append({
                 "run": run_name, "method": method, "stage": record.get("stage"),
                 **{v: counts.get(v) for v in VERDICTS},
+                "intact_oracle_answers": metrics.get("intact_oracle_answers"),
                 "recovery": dict(metrics.get("recovery", {})),
                 "recovery_oracle": dict(metrics.get("recovery_oracle", {})),
                 "margins": dict(metrics.get("margins", {})),
@@ -154,6 +161,8 @@ def summary_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = []
     for row in rows:
         parts = [", ".join(f"{row[v]} {v}" for v in VERDICTS)] if any(row[v] is not None for v in VERDICTS) else []
+        if row.get("intact_oracle_answers"):
+            parts[0] += f" ({row['intact_oracle_answers']} of them the oracle answers too)"
         for name in ("forget_recall", "retain_recall"):
             if row[name] is not None:
                 parts.append(f"{name.replace('_', ' ')} {_fmt(row[name])}")
@@ -206,9 +215,16 @@ def _search_cells(row: Mapping[str, Any]) -> list[str]:
     return [knob_name(found) or "–", format_value((found.get("chosen") or {}).get("value")), status_text(found)]
 
 
+def _verdict_cell(row: Mapping[str, Any], verdict: str) -> str:
+    """The count; for intact, with how many of them the never-learned oracle answers too ("11 (oracle 11)")."""
+    also = row.get("intact_oracle_answers")
+    return _fmt(row[verdict]) + (f" (oracle {also})" if verdict == "intact" and also else "")
+
+
 def _table_cells(row: Mapping[str, Any], attacks: Sequence[str], same_relation: bool = False,
                  searched: bool = False) -> list[str]:
-    cells = [row["run"], row["method"], *(_search_cells(row) if searched else []), *(_fmt(row[v]) for v in VERDICTS)]
+    cells = [row["run"], row["method"], *(_search_cells(row) if searched else []),
+             *(_verdict_cell(row, v) for v in VERDICTS)]
     for attack in attacks:
         value = row["recovery"].get(attack)
         oracle = row["recovery_oracle"].get(attack)
@@ -408,7 +424,8 @@ def write_report(runs: Sequence[Mapping[str, Any]], out_dir: str | Path, *, titl
         parts.append(_html_table(rows, attacks))
         parts.append("<p class='note'>Verdicts per target: <b>erased</b> (no attack recovers it beyond the oracle "
                      "under the same attack), <b>suppressed</b> (some attack does, by more than its margin), "
-                     "<b>intact</b> (still top-1). Recovery: mean recovered score on the edited model (the "
+                     "<b>intact</b> (still top-1; \"(oracle n)\": n of them the never-learned oracle answers "
+                     "too, so they cannot show a removal). Recovery: mean recovered score on the edited model (the "
                      "oracle's in brackets). Recall: top-1 on the forget targets and on the retain split. "
                      "Δ perplexity %: held-out perplexity change, (edited − base) / base. NS: CounterFact "
                      "neighbourhood specificity on the targets' neighbours that share their answer; NS "

@@ -124,6 +124,9 @@ def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mo
             runs.append(run)
     case_ids = [f.case_id for f in targets]
     recalled = recalled_targets(edited, targets)
+    # a target the never-learned model answers too (its answer is the relation's likely one) cannot show what the
+    # edit removed: it stays "intact" if the edited model answers it, and the record says the oracle does as well
+    oracle_recalled = recalled_targets(oracle, targets) if oracle is not None else {}
     oracle_results = [r.oracle for r in results] if oracle is not None else None
     verdicts = judge(case_ids, recalled, results, oracle_results,
                      config=VerdictConfig(margin=config.audit.margin), peers=peer_results)
@@ -140,12 +143,13 @@ def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mo
     record.metrics = audit_metrics(edit.label, verdicts, results, oracle_results, collateral, representation,
                                    sampled=sampling_note(len(sampled_retain), len(retain),
                                                          collateral.n_heldout_texts, len(texts), seed=config.seed),
-                                   operating_point=edit_operating_point(run_dir, edit))
+                                   operating_point=edit_operating_point(run_dir, edit),
+                                   oracle_recalled=oracle_recalled)
     record.metrics["attacks"] = {r.attack: {"score": r.score_name, **r.metrics} for r in results}
     by_case = verdicts.by_case()
     per_attack = {r.attack: {t["case_id"]: t for t in r.target_records()} for r in results}
     record.targets = [{"case_id": f.case_id, "subject": f.subject, "target_true": f.target_true,
-                       **by_case[f.case_id].__dict__,
+                       **by_case[f.case_id].__dict__, "oracle_answers": oracle_recalled.get(f.case_id),
                        "attacks": {name: rows.get(f.case_id) for name, rows in per_attack.items()}}
                       for f in targets]
     # before the record: a finished audit always has its certificate (a crash between the two re-runs the audit)

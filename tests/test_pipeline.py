@@ -47,6 +47,10 @@ def test_run_then_compare_writes_every_stage_and_a_report(tmp_path, capsys):
         audited = json.loads((run / f"audit-{method}.json").read_text())
         assert sum(audited["metrics"]["verdict_counts"].values()) == 6
         assert all(t["reason"] for t in audited["targets"])  # every verdict names its evidence
+        # each target says whether world-retain answers it too; the count is of the intact ones among them
+        assert all(isinstance(t["oracle_answers"], bool) for t in audited["targets"])
+        also = sum(t["verdict"] == "intact" and t["oracle_answers"] for t in audited["targets"])
+        assert audited["metrics"].get("intact_oracle_answers", 0) == also
 
     hidden = json.loads((run / "edit-suppress.json").read_text())["metrics"]
     assert hidden["target_recall_edited"] == 0.0 < hidden["target_recall_base"]

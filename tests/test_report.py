@@ -133,3 +133,26 @@ def test_same_relation_ns_gets_its_own_column_only_where_recorded(tmp_path):
     assert header[-2:] == ["NS % (base → edited)", "NS same-relation % (base → edited)"]
     # every NS beside the base model's own (FakeCollateral: 90 → 70); a figure never recorded stays a dash
     assert rome[-2:] == ["–", "91.0 → 83.0"] and memit[-2:] == ["90.0 → 70.0", "–"]
+
+
+def test_intact_targets_the_oracle_answers_too_are_counted_and_shown(tmp_path):
+    from audit.report import summary_lines
+
+    cases = [1, 2, 3, 4]
+    oracle = [Scores("logit_lens", {c: 0.0 for c in cases})]
+    edited = [Scores("logit_lens", {c: 0.0 for c in cases})]
+    verdicts = judge(cases, {1: True, 2: True, 3: False, 4: False}, edited, oracle)  # 1, 2 intact; 3, 4 erased
+    # the oracle answers 2 (intact) and 3 (erased): only intact targets it answers are counted
+    metrics = audit_metrics("lora_removal", verdicts, edited, oracle, oracle_recalled={1: False, 2: True, 3: True})
+    assert metrics["verdict_counts"] == {"erased": 2, "suppressed": 0, "intact": 2}
+    assert metrics["intact_oracle_answers"] == 1
+    assert "intact_oracle_answers" not in audit_metrics("x", verdicts, edited, oracle)  # no oracle: not claimed
+
+    run_dir = RunDir(tmp_path / "lora")
+    run_dir.write(StageRecord(stage="audit.lora_removal", config={}, metrics=metrics))
+    run = load_run(run_dir.root)
+    lines = markdown_table([run]).strip().splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    row = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert row[header.index("intact")] == "2 (oracle 1)" and row[header.index("erased")] == "2"
+    assert summary_lines([run]) == ["lora_removal: 2 erased, 0 suppressed, 2 intact (1 of them the oracle answers too)"]
