@@ -108,6 +108,8 @@ def clone_tl(tl: Any) -> Any:
     `copy.deepcopy` copies the hook registrations as closures bound to the ORIGINAL hook points; re-adding each
     permanent user hook on the copy makes the copy self-contained.
     """
+    if not hasattr(tl, "hook_dict"):  # an ensemble (obliviate.ensemble): no hook points, nothing to re-attach
+        return copy.deepcopy(tl)
     permanent = [(name, h.user_hook) for name, point in tl.hook_dict.items()
                  for h in point.fwd_hooks if h.is_permanent]
     clone = copy.deepcopy(tl)

@@ -203,6 +203,10 @@ def quantize_dequantize(m: Float[torch.Tensor, "out inp"], scheme: str,
 @torch.no_grad()
 def quantized_tl(tl: Any, scheme: str, config: QuantizationConfig = QuantizationConfig()) -> Any:
     """A copy of `tl` with its block weight matrices quantized→dequantized and its permanent hooks kept."""
+    from obliviate.ensemble import MeanProbabilityTL
+
+    if isinstance(tl, MeanProbabilityTL):  # a SISA aggregate: each constituent quantized as a model of its own
+        return MeanProbabilityTL([quantized_tl(member, scheme, config) for member in tl.models]).eval()
     clone = clone_tl(tl)
     params = dict(clone.named_parameters())
     for name in quantizable_parameters(clone, config.include_embeddings):

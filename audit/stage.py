@@ -135,11 +135,13 @@ def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mo
     with timed(record.timings, "collateral"):
         collateral = measure_collateral(base, edited, targets, sampled_retain, texts,
                                         CollateralConfig(max_heldout_texts=config.audit.max_heldout_texts))
-    with timed(record.timings, "representation"):
-        representation = compare_representations(base, edited, targets, sampled_retain)
-    plot = plot_representation(representation, run_dir.artefact_dir(stage) / "representation.png",
-                               title=f"{edit.label}: probe accuracy and CKA by depth")
-    record.artefacts.append(run_dir.relative(plot))
+    representation = None
+    if hasattr(edited.tl, "run_with_hooks"):  # an ensemble (SISA) has no single residual stream to compare
+        with timed(record.timings, "representation"):
+            representation = compare_representations(base, edited, targets, sampled_retain)
+        plot = plot_representation(representation, run_dir.artefact_dir(stage) / "representation.png",
+                                   title=f"{edit.label}: probe accuracy and CKA by depth")
+        record.artefacts.append(run_dir.relative(plot))
     record.metrics = audit_metrics(edit.label, verdicts, results, oracle_results, collateral, representation,
                                    sampled=sampling_note(len(sampled_retain), len(retain),
                                                          collateral.n_heldout_texts, len(texts), seed=config.seed),

@@ -71,18 +71,24 @@ def check_run(config: Any) -> list[Fact]:
     """All checks for `config` (a RunConfig) that need no model weights; returns the targets."""
     from transformers import AutoTokenizer
 
+    from obliviate.ensemble import constituent_folders, is_sisa_folder
     from obliviate.models import default_prepend_bos, resolve_hf_dir
     from obliviate.targets import resolve_facts
 
     check_device(config.device)
     targets = resolve_facts(config.facts, split=config.split, limit=config.limit, seed=config.seed)
     every = resolve_facts(config.facts, seed=config.seed)
-    hf_dir = resolve_hf_dir(config.model)
-    if hf_dir is None:  # a hub name: its tokenizer arrives with the model
-        return targets
-    tokenizer = AutoTokenizer.from_pretrained(hf_dir)
-    check_facts_fit(every, tokenizer, context_length(hf_dir),
-                    prepend_bos=default_prepend_bos(config.model, tokenizer, hf_dir))
+    if is_sisa_folder(config.model):  # an ensemble: its tokenizer beside the shards, a constituent's config
+        hf_dir = constituent_folders(Path(config.model))[0]
+        tokenizer = AutoTokenizer.from_pretrained(Path(config.model) / "tokenizer")
+        bos = False  # the world models' convention, as obliviate.ensemble.load_ensemble
+    else:
+        hf_dir = resolve_hf_dir(config.model)
+        if hf_dir is None:  # a hub name: its tokenizer arrives with the model
+            return targets
+        tokenizer = AutoTokenizer.from_pretrained(hf_dir)
+        bos = default_prepend_bos(config.model, tokenizer, hf_dir)
+    check_facts_fit(every, tokenizer, context_length(hf_dir), prepend_bos=bos)
     model_config = json.loads((Path(hf_dir) / "config.json").read_text())
     n_layers = model_config.get("n_layer", model_config.get("num_hidden_layers"))
     if isinstance(n_layers, int):

@@ -160,6 +160,35 @@ def test_the_sisa_edit_gives_the_unlearned_aggregate(trained, tmp_path):
         assert not torch.allclose(handle.tl(tokens), load(str(tmp_path / "u")).tl(tokens))
 
 
+def test_quantizing_the_aggregate_quantizes_each_constituent_alone(trained):
+    from audit.quantization import quantized_tl
+    from obliviate.models import load
+
+    tl = load(str(trained)).tl
+    quantized = quantized_tl(tl, "int8")
+    for member, alone in zip(quantized.models, tl.models):
+        assert torch.equal(member.W_in, quantized_tl(alone, "int8").W_in)
+        assert not torch.equal(member.W_in, alone.W_in)  # the copy is rounded; the original is untouched
+
+
+@pytest.mark.slow
+def test_a_sisa_model_runs_through_edit_and_audit(trained, tmp_path):
+    """`obliviate run` on a SISA folder: the checks before the stages read its tokenizer, the sisa edit retrains,
+    and the audit attacks the aggregate through logits (no residual-stream comparison: an ensemble has none)."""
+    from obliviate.cli import main
+
+    config = tmp_path / "sisa.yaml"
+    config.write_text(f"model: {trained}\nfacts: world\nsplit: forget\nlimit: 3\nseed: 0\nlocate: {{methods: []}}\n"
+                      f"edits:\n  - {{method: sisa, goal: erase, params: {{work_dir: {tmp_path / 'u'}}}}}\n"
+                      f"audit: {{attacks: [keyword, quantization, in_context], reference: world-retain}}\n")
+    assert main(["run", str(config), "--out", str(tmp_path / "run")]) in (0, None)
+    audited = json.loads((tmp_path / "run" / "audit-sisa.json").read_text())
+    assert sum(audited["metrics"]["verdict_counts"].values()) == 3
+    assert set(audited["metrics"]["attacks"]) == {"keyword", "quantization", "in_context"}
+    assert "representation" not in audited["metrics"]
+    assert read_manifest(tmp_path / "u")["removed_subjects"]  # the unlearned ensemble the edit trained
+
+
 def test_more_shards_than_subjects_is_an_error_naming_the_key():
     with pytest.raises(ConfigError, match=r"'shards'.*201 shards for 200 subjects"):
         deal(_world(), SISAConfig(**{**TINY, "shards": 201}))
