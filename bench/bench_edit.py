@@ -21,10 +21,11 @@ Tasks (``python bench/bench_edit.py <task> --help``):
 - ``memit-world``  MEMIT erase of the whole forget split of the `world` model in one batch: forget / retain recall
                    before and after (and the `world-retain` oracle's recall of the forget split), held-out
                    perplexity change, and seconds for the batch.
-- ``methods-world`` Registered edit methods (default: task_vector, ssd, salun, counterexample_ft) on the `world`
-                   forget split at their default configurations, through the registry as the edit stage runs them
-                   (retain = the retain split): forget / retain recall after each edit, and its seconds as a ratio
-                   to MEMIT's (layers --first..--last) in the same run and process.
+- ``methods-world`` Registered edit methods (default: task_vector, ssd, salun, counterexample_ft, dpo, idkdpo)
+                   on the `world` forget split at their default configurations, through the registry as the edit
+                   stage runs them (retain = the retain split): forget / retain recall after each edit, and its
+                   seconds as a ratio to MEMIT's (layers --first..--last) in the same run and process.
+                   ``--lora-model`` / ``--sisa-model`` add lora_removal and sisa, each on the base it needs.
 
 Every CounterFact figure is printed and written beside its pre-edit value (``counterfact_base`` → ``counterfact``,
 as the edit stage records them): before any edit a figure is seldom at its ideal (3 world facts: PS 7, not 0),
@@ -313,17 +314,30 @@ def cmd_methods_world(args) -> dict:
            "n_retain": len(retain), "covariance": timed_covariance(handle, layers, cov),
            "base": {"forget_recall": recall(handle, forget), "retain_recall": recall(handle, retain)}, "runs": []}
     print(json.dumps(out["base"]), flush=True)
-    names = ["memit", *[m for m in args.methods.split(",") if m and m != "memit"]]
-    for name in names:
-        cfg = MemitConfig(covariance=cov, seed=args.seed) if name == "memit" else EDITS.get(name).params()
+    # (method, model it edits): the two methods that need a special base edit theirs, built beforehand
+    plan = [("memit", handle), *[(m, handle) for m in args.methods.split(",") if m and m != "memit"]]
+    if args.lora_model:
+        plan.append(("lora_removal", load(str(args.lora_model))))
+    if args.sisa_model:
+        plan.append(("sisa", load(str(args.sisa_model))))
+    for name, model in plan:
+        if name == "memit":
+            cfg = MemitConfig(covariance=cov, seed=args.seed)
+        elif name == "sisa":  # the unlearned ensemble goes beside the bench's output, never over the model
+            cfg = EDITS.get(name).params({"work_dir": str(Path(args.sisa_work_dir or
+                                                              f"{args.sisa_model}.bench-unlearn"))})
+        else:
+            cfg = EDITS.get(name).params()
         request = EditRequest(targets=forget, retain=retain, layers=layers if name == "memit" else None,
                               seed=args.seed)
         start = time.perf_counter()
-        result = run_method(name, handle, request, cfg)
+        result = run_method(name, model, request, cfg)
         seconds = time.perf_counter() - start
-        edited = edited_handle(handle, result)
-        run = {"method": name, "edit_s": seconds, "forget_recall": recall(edited, forget),
-               "retain_recall": recall(edited, retain), "layers": result.layers}
+        edited = edited_handle(model, result)
+        run = {"method": name, "model": model.name, "edit_s": seconds,
+               "forget_recall_base": recall(model, forget) if model is not handle else out["base"]["forget_recall"],
+               "forget_recall": recall(edited, forget), "retain_recall": recall(edited, retain),
+               "layers": result.layers}
         run["time_vs_memit"] = seconds / out["runs"][0]["edit_s"] if out["runs"] else 1.0
         print(json.dumps(run), flush=True)
         out["runs"].append(run)
@@ -359,8 +373,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--neutral-target", default="unknown")
     p.add_argument("--ppl-texts", type=int, default=500)
     p = sub.add_parser("methods-world")
-    p.add_argument("--methods", default="task_vector,ssd,salun,counterexample_ft",
+    p.add_argument("--methods", default="task_vector,ssd,salun,counterexample_ft,dpo,idkdpo",
                    help="registered edit methods, comma-separated (MEMIT always runs first: the time unit)")
+    p.add_argument("--lora-model", type=Path, default=None,
+                   help="also time lora_removal on this adapted model (edit.lora_removal.adapted_world_model)")
+    p.add_argument("--sisa-model", type=Path, default=None,
+                   help="also time sisa on this SISA ensemble (obliviate.world.sisa.train_sisa; it retrains "
+                        "the shards holding the forget subjects: up to the whole ensemble's training time)")
+    p.add_argument("--sisa-work-dir", type=Path, default=None,
+                   help="where sisa writes the unlearned ensemble (default: <sisa-model>.bench-unlearn; reruns resume)")
     p.add_argument("--n-facts", type=int, default=None, help="forget facts (default: the whole forget split)")
     p.add_argument("--first", type=int, default=0, help="MEMIT's first edited block")
     p.add_argument("--last", type=int, default=2, help="MEMIT's last edited block")

@@ -9,8 +9,9 @@
   facts (the speed ratio and both edits' CounterFact figures);
 - bench_edit.py memit-world: MEMIT erase of the world's whole forget split in one batch, with the key statistics
   timed apart from the edit;
-- bench_edit.py methods-world: task vector, SSD, SalUn and counter-example fine-tuning on the world's whole forget
-  split at their defaults, each edit's seconds as a ratio to MEMIT's in the same run.
+- bench_edit.py methods-world: task vector, SSD, SalUn, counter-example fine-tuning, DPO and Idk-DPO on the world's
+  whole forget split at their defaults, each edit's seconds as a ratio to MEMIT's in the same run (lora_removal and
+  sisa need their own bases, built beforehand: `--lora-model` / `--sisa-model`, by hand).
 
 Each benchmark prints ratios measured in its own run; nothing here asserts a time.
 
