@@ -91,6 +91,7 @@ def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mo
     from audit.representation import compare_representations, plot_representation
     from edit.stage import split_targets
     from edit.stage import stage_name as edit_stage
+    from obliviate.ensemble import is_ensemble
     from obliviate.targets import resolve_facts
 
     stage = stage_name(edit)
@@ -136,7 +137,7 @@ def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mo
         collateral = measure_collateral(base, edited, targets, sampled_retain, texts,
                                         CollateralConfig(max_heldout_texts=config.audit.max_heldout_texts))
     representation = None
-    if hasattr(edited.tl, "run_with_hooks"):  # an ensemble (SISA) has no single residual stream to compare
+    if not is_ensemble(edited):  # an ensemble (SISA) has no single residual stream to compare
         with timed(record.timings, "representation"):
             representation = compare_representations(base, edited, targets, sampled_retain)
         plot = plot_representation(representation, run_dir.artefact_dir(stage) / "representation.png",

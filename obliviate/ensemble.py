@@ -60,6 +60,11 @@ class MeanProbabilityTL(torch.nn.Module):
         return self.models[0].to_tokens(*args, **kwargs)
 
 
+def is_ensemble(handle: Any) -> bool:
+    """Whether a handle is an aggregate (no single residual stream: internals-reading measures do not apply)."""
+    return isinstance(getattr(handle, "tl", None), MeanProbabilityTL)
+
+
 def is_sisa_folder(name: str | Path) -> bool:
     from obliviate.world.sisa import SISA_MANIFEST
 
