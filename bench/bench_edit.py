@@ -26,6 +26,9 @@ Tasks (``python bench/bench_edit.py <task> --help``):
                    stage runs them (retain = the retain split): forget / retain recall after each edit, and its
                    seconds as a ratio to MEMIT's (layers --first..--last) in the same run and process.
                    ``--lora-model`` / ``--sisa-model`` add lora_removal and sisa, each on the base it needs.
+- ``sisa-world``   A SISA ensemble (``--sisa-model``) against `world`, one model trained on all the data: forget /
+                   retain recall and held-out perplexity of each, the ensemble's training time, and each
+                   constituent's retain recall on its own shard's subjects and on the others'.
 
 Every CounterFact figure is printed and written beside its pre-edit value (``counterfact_base`` → ``counterfact``,
 as the edit stage records them): before any edit a figure is seldom at its ideal (3 world facts: PS 7, not 0),
@@ -344,6 +347,39 @@ def cmd_methods_world(args) -> dict:
     return out
 
 
+def cmd_sisa_world(args) -> dict:
+    """The SISA aggregate against one model trained on all the data (`world`): what sharding costs."""
+    from audit.collateral import heldout_texts
+    from obliviate.world.sisa import read_manifest
+
+    manifest = read_manifest(args.sisa_model)
+    every = resolve_facts("world", seed=args.seed)
+    splits = {name: [f for f in every if f.split == name] for name in ("forget", "retain")}
+    texts = heldout_texts(seed=0, limit=args.ppl_texts)
+    out = {"task": args.task, "sisa_model": str(args.sisa_model), "threads": torch.get_num_threads(),
+           "sisa_config": manifest["config"], "train_s": manifest.get("train_s"), "models": {}}
+    models = {"world": load("world"), "sisa": load(str(args.sisa_model))}
+    # each constituent alone: it saw only its shard's subjects, so its recall there says what the aggregate averages
+    shard_of = {name: s for s, slices in enumerate(manifest["plan"]["subjects"]) for names in slices for name in names}
+    for name, handle in models.items():
+        row = {split: recall(handle, facts) for split, facts in splits.items()}
+        row["heldout_perplexity"] = perplexity(handle, texts)
+        out["models"][name] = row
+        print(json.dumps({"model": name, **row}), flush=True)
+    from obliviate.ensemble import constituent_handle
+
+    own, other = [], []
+    for s in range(len(models["sisa"].hf.constituents)):
+        member = constituent_handle(models["sisa"], s)
+        mine = [f for f in splits["retain"] if shard_of.get(f.subject) == s]
+        rest = [f for f in splits["retain"] if shard_of.get(f.subject) != s]
+        own.append(recall(member, mine))
+        other.append(recall(member, rest))
+    out["constituent_retain_recall"] = {"own_shard": own, "other_shards": other}
+    print(json.dumps(out["constituent_retain_recall"]), flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="task", required=True)
@@ -385,6 +421,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-facts", type=int, default=None, help="forget facts (default: the whole forget split)")
     p.add_argument("--first", type=int, default=0, help="MEMIT's first edited block")
     p.add_argument("--last", type=int, default=2, help="MEMIT's last edited block")
+    p = sub.add_parser("sisa-world")
+    p.add_argument("--sisa-model", type=Path, required=True, help="a SISA ensemble (obliviate.world.sisa.train_sisa)")
+    p.add_argument("--ppl-texts", type=int, default=500, help="held-out lines for the perplexity")
     for p in sub.choices.values():
         p.add_argument("--n-tokens", type=int, default=50_000, help="corpus tokens for C")
         p.add_argument("--seed", type=int, default=0)
@@ -392,7 +431,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    commands = {"memit-world": cmd_memit_world, "methods-world": cmd_methods_world,
+    commands = {"memit-world": cmd_memit_world, "methods-world": cmd_methods_world, "sisa-world": cmd_sisa_world,
                 "rome-reference": cmd_rome_reference}
     result = commands.get(args.task, cmd_rome)(args)
     if args.out:

@@ -131,6 +131,13 @@ def _assemble(name: str, sisa_dir: Path, constituents: list[Any], tokenizer: Any
                            artefact=artefact)
 
 
+def constituent_handle(handle: Any, index: int) -> Any:
+    """Constituent `index` of an ensemble handle on its own (an aggregate of one model: exactly its predictions)."""
+    member = handle.hf.constituents[index]
+    return _assemble(f"{handle.name}#constituent{index}", Path(handle.hf_dir), [member], handle.tokenizer,
+                     handle.prepend_bos, str(handle.tl.cfg.device))
+
+
 def load_ensemble(sisa_dir: str | Path, *, artefact: str | Path | None = None, device: str = "cpu",
                   prepend_bos: bool | None = None) -> Any:
     """The SISA aggregate in `sisa_dir` as a handle (an edit artefact's tensors applied in memory, if given)."""

@@ -160,6 +160,21 @@ def test_the_sisa_edit_gives_the_unlearned_aggregate(trained, tmp_path):
         assert not torch.allclose(handle.tl(tokens), load(str(tmp_path / "u")).tl(tokens))
 
 
+def test_a_constituent_handle_predicts_exactly_as_that_constituent(trained):
+    from transformers import AutoModelForCausalLM
+
+    from obliviate.ensemble import constituent_handle
+    from obliviate.models import load
+    from obliviate.world.sisa import constituent_dirs
+
+    handle = load(str(trained))
+    tokens = handle.to_tokens(["Belith Jassander was born in the city of"])
+    with torch.no_grad():
+        alone = AutoModelForCausalLM.from_pretrained(constituent_dirs(trained)[2])(input_ids=tokens).logits
+        assert torch.allclose(constituent_handle(handle, 2).tl(tokens), alone.log_softmax(-1), atol=1e-5)
+        assert not torch.allclose(constituent_handle(handle, 1).tl(tokens), alone.log_softmax(-1), atol=1e-3)
+
+
 def test_quantizing_the_aggregate_quantizes_each_constituent_alone(trained):
     from audit.quantization import quantized_tl
     from obliviate.models import load
