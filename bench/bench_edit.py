@@ -350,6 +350,7 @@ def cmd_methods_world(args) -> dict:
 def cmd_sisa_world(args) -> dict:
     """The SISA aggregate against one model trained on all the data (`world`): what sharding costs."""
     from audit.collateral import heldout_texts
+    from obliviate.ensemble import constituent_handle
     from obliviate.world.sisa import read_manifest
 
     manifest = read_manifest(args.sisa_model)
@@ -359,15 +360,13 @@ def cmd_sisa_world(args) -> dict:
     out = {"task": args.task, "sisa_model": str(args.sisa_model), "threads": torch.get_num_threads(),
            "sisa_config": manifest["config"], "train_s": manifest.get("train_s"), "models": {}}
     models = {"world": load("world"), "sisa": load(str(args.sisa_model))}
-    # each constituent alone: it saw only its shard's subjects, so its recall there says what the aggregate averages
-    shard_of = {name: s for s, slices in enumerate(manifest["plan"]["subjects"]) for names in slices for name in names}
     for name, handle in models.items():
         row = {split: recall(handle, facts) for split, facts in splits.items()}
         row["heldout_perplexity"] = perplexity(handle, texts)
         out["models"][name] = row
         print(json.dumps({"model": name, **row}), flush=True)
-    from obliviate.ensemble import constituent_handle
-
+    # each constituent alone: it saw only its shard's subjects, so its recall there says what the aggregate averages
+    shard_of = {name: s for s, slices in enumerate(manifest["plan"]["subjects"]) for names in slices for name in names}
     own, other = [], []
     for s in range(len(models["sisa"].hf.constituents)):
         member = constituent_handle(models["sisa"], s)
