@@ -231,8 +231,11 @@ def _load_from_hub(name: str, *, device: str, prepend_bos: bool | None, artefact
 
         tl = HookedTransformer.from_pretrained_no_processing(name, device=device)
     except Exception as error:  # noqa: BLE001 - one line naming what was tried is the contract
+        # a path-like name may be a folder the user has yet to build (configs/world-lora.yaml, world-sisa.yaml)
+        where = (f" (nothing is at {Path(name).expanduser().resolve()}; a run config whose model must be built "
+                 f"first says how in its header)") if "/" in name else ""
         raise ModelNotAvailableError(
-            f"model {name!r}: not an embedded model ({', '.join(EMBEDDED_MODELS)}), not a local folder, and "
+            f"model {name!r}: not an embedded model ({', '.join(EMBEDDED_MODELS)}), not a local folder{where}, and "
             f"loading it as a TransformerLens/Hugging Face hub name failed ({type(error).__name__}: "
             f"{str(error).splitlines()[0][:160] if str(error) else ''}). Offline, use one of "
             f"{', '.join(EMBEDDED_MODELS)} or a local HF folder.") from error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -77,6 +78,7 @@ def test_unknown_model_offline_names_what_was_tried(monkeypatch):
         load("no-such-org/no-such-model")
     message = str(caught.value)
     assert "not an embedded model" in message and "world" in message and "smollm2-135m" in message
+    assert f"nothing is at {Path('no-such-org/no-such-model').resolve()}" in message  # a folder not built yet?
     assert "\n" not in message
 
 
