@@ -60,6 +60,17 @@ class MeanProbabilityTL(torch.nn.Module):
         return self.models[0].to_tokens(*args, **kwargs)
 
 
+PREPEND_BOS = False
+"""The world models' convention (no BOS), which every SISA constituent follows."""
+
+
+def ensemble_tokenizer(sisa_dir: str | Path) -> Any:
+    """The tokenizer the constituents share, saved beside the shards (obliviate.world.sisa.train_sisa)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(Path(sisa_dir) / "tokenizer")
+
+
 def is_ensemble(handle: Any) -> bool:
     """Whether a handle is an aggregate (no single residual stream: internals-reading measures do not apply)."""
     return isinstance(getattr(handle, "tl", None), MeanProbabilityTL)
@@ -141,13 +152,13 @@ def constituent_handle(handle: Any, index: int) -> Any:
 def load_ensemble(sisa_dir: str | Path, *, artefact: str | Path | None = None, device: str = "cpu",
                   prepend_bos: bool | None = None) -> Any:
     """The SISA aggregate in `sisa_dir` as a handle (an edit artefact's tensors applied in memory, if given)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     sisa_dir = Path(sisa_dir)
-    tokenizer = AutoTokenizer.from_pretrained(sisa_dir / "tokenizer")
+    tokenizer = ensemble_tokenizer(sisa_dir)
     constituents = [AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, use_safetensors=True)
                     .to(device).eval() for folder in constituent_folders(sisa_dir)]
-    bos = False if prepend_bos is None else prepend_bos  # the world models' convention (no BOS)
+    bos = PREPEND_BOS if prepend_bos is None else prepend_bos
     handle = _assemble(str(sisa_dir), sisa_dir, constituents, tokenizer, bos, device)
     if artefact is None:
         return handle

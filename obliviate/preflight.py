@@ -71,7 +71,8 @@ def check_run(config: Any) -> list[Fact]:
     """All checks for `config` (a RunConfig) that need no model weights; returns the targets."""
     from transformers import AutoTokenizer
 
-    from obliviate.ensemble import constituent_folders, is_sisa_folder
+    from obliviate.ensemble import PREPEND_BOS as ENSEMBLE_BOS
+    from obliviate.ensemble import constituent_folders, ensemble_tokenizer, is_sisa_folder
     from obliviate.models import default_prepend_bos, resolve_hf_dir
     from obliviate.targets import resolve_facts
 
@@ -80,8 +81,8 @@ def check_run(config: Any) -> list[Fact]:
     every = resolve_facts(config.facts, seed=config.seed)
     if is_sisa_folder(config.model):  # an ensemble: its tokenizer beside the shards, a constituent's config
         hf_dir = constituent_folders(Path(config.model))[0]
-        tokenizer = AutoTokenizer.from_pretrained(Path(config.model) / "tokenizer")
-        bos = False  # the world models' convention, as obliviate.ensemble.load_ensemble
+        tokenizer = ensemble_tokenizer(config.model)
+        bos = ENSEMBLE_BOS
     else:
         hf_dir = resolve_hf_dir(config.model)
         if hf_dir is None:  # a hub name: its tokenizer arrives with the model
