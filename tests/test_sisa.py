@@ -111,6 +111,32 @@ def test_retraining_from_the_checkpoint_equals_training_the_reduced_shard_from_s
         assert all(torch.equal(got[k], want[k]) for k in want)
 
 
+def test_the_never_taught_variant_is_what_unlearning_the_forget_split_gives(trained, tmp_path):
+    """SISA's claim at the level of a whole ensemble: `variant: world-retain` (trained from scratch without the
+    forget split's subjects) equals the `world` ensemble with those subjects unlearned, shard by shard."""
+    from safetensors.torch import load_file
+
+    from obliviate.world.generate import load_world_facts
+    from obliviate.world.sisa import constituent_dirs
+
+    forget = sorted({r["requested_rewrite"]["subject"] for r in load_world_facts(_world(), "forget")})
+    unlearn(trained, forget, tmp_path / "unlearned")
+    never = train_sisa(tmp_path / "never", SISAConfig(**TINY, variant="world-retain"))
+    assert read_manifest(never)["excluded_subjects"] == forget
+    assert read_manifest(never)["plan"] == read_manifest(tmp_path / "unlearned")["plan"]
+    assert not any(name in forget for shard in read_manifest(never)["plan"]["subjects"] for part in shard
+                   for name in part)
+    for got_dir, want_dir in zip(constituent_dirs(tmp_path / "unlearned"), constituent_dirs(never)):
+        got, want = (load_file(str(d / "model.safetensors")) for d in (got_dir, want_dir))
+        diff = max((got[k] - want[k]).abs().max().item() for k in want)  # see the test above on threads
+        assert diff < 1e-4, (got_dir, diff)
+        if os.environ.get("OMP_NUM_THREADS") == "1":
+            assert all(torch.equal(got[k], want[k]) for k in want)
+    full = load_file(str(constituent_dirs(trained)[0] / "model.safetensors"))
+    assert any(not torch.allclose(full[k], load_file(str(constituent_dirs(never)[0] / "model.safetensors"))[k])
+               for k in full)  # the forget split's texts did change the ensemble that saw them
+
+
 def test_an_interrupted_retrain_keeps_the_old_model_and_names_the_shard(trained, tmp_path, monkeypatch):
     from obliviate.models import load
 
@@ -209,4 +235,6 @@ def test_more_shards_than_subjects_is_an_error_naming_the_key():
         deal(_world(), SISAConfig(**{**TINY, "shards": 201}))
     with pytest.raises(ConfigError, match=r"'sisa.shards'"):
         from_dict(SISAConfig, {"shards": 1}, where="sisa")
+    with pytest.raises(ConfigError, match=r"'variant'.*world-retain"):
+        SISAConfig(variant="retain").validate()
     assert json.loads((_world() / "world_info.json").read_text())["config"]["n_subjects"] == 200

@@ -20,6 +20,10 @@ outputs). Here:
   The result is a new SISA folder; untouched shards are copied byte for byte; the input folder is never written.
   Shards are finished one at a time (each atomically), so an interrupted run leaves the old folder usable and
   the new one resumable; the error names the shard to rerun.
+- The never-taught ensemble (`SISAConfig.variant = "world-retain"`): the same deal with the forget split's
+  subjects taken out, trained from scratch. With the seed of a `world` ensemble it is what unlearning the forget
+  split from that ensemble must give (a test holds them equal), so it is the oracle of a SISA unlearning's audit,
+  as `world-retain` is `world`'s.
 
 Deviations: the reference trains each slice for a number of epochs and aggregates by label vote or mean; here
 slices train for a number of optimiser steps (the world's texts are drawn anew per epoch) and the aggregate is the
@@ -79,6 +83,9 @@ class SISAConfig:
     """Seed of the subject deal, the initial weights (seed·1000 + shard) and the data order."""
     world_seed: int = 0
     """Which world (`ensure_world(seed)`) the constituents train on."""
+    variant: str = "world"
+    """Whose subjects the shards hold: "world" (every split) or "world-retain" (the same deal without the forget
+    split's subjects: the never-taught ensemble, which an audit of a SISA unlearning takes as its oracle)."""
     num_threads: int = 2
 
     def validate(self) -> None:
@@ -87,6 +94,9 @@ class SISAConfig:
         for name in ("slices", "steps_per_slice", "n_layer", "n_embd", "n_head", "batch_size", "num_threads"):
             if getattr(self, name) < 1:
                 raise InvalidField(name, f"{getattr(self, name)}; use a positive integer.")
+        if self.variant not in ("world", "world-retain"):
+            raise InvalidField("variant", f"{self.variant!r}; use \"world\" (every split) or \"world-retain\" "
+                                          f"(without the forget split's subjects).")
 
     def train_config(self) -> TrainConfig:
         """The world's TrainConfig for one constituent (its schedule spans R × steps_per_slice steps)."""
@@ -124,6 +134,22 @@ def deal(world_dir: Path, cfg: SISAConfig) -> dict[str, Any]:
         return out
 
     return {"subjects": spread(subjects), "filler": spread(list(range(n_filler)))}
+
+
+def without_subjects(plan: dict[str, Any], subjects: Sequence[str]) -> dict[str, Any]:
+    """`plan` with `subjects` taken out of their slices (every other subject and filler line stays where it was)."""
+    gone = set(subjects)
+    return {"subjects": [[[n for n in names if n not in gone] for names in shard] for shard in plan["subjects"]],
+            "filler": plan["filler"]}
+
+
+def excluded_subjects(world_dir: Path, cfg: SISAConfig) -> list[str]:
+    """The subjects the variant never trains on: the forget split's for "world-retain", none for "world"."""
+    from obliviate.world.generate import load_world_facts
+
+    if cfg.variant == "world":
+        return []
+    return sorted({r["requested_rewrite"]["subject"] for r in load_world_facts(world_dir, "forget")})
 
 
 def shard_of(plan: dict[str, Any], subject: str) -> tuple[int, int]:
@@ -283,7 +309,10 @@ def train_sisa(out_dir: str | Path, cfg: SISAConfig | None = None) -> Path:
     cfg.validate()
     out_dir = Path(out_dir)
     world_dir = ensure_world(seed=cfg.world_seed)
-    plan = deal(world_dir, cfg)
+    # the full deal, then the variant's exclusions: so "world-retain" with the seed of a "world" ensemble is what
+    # unlearning the forget split from that ensemble must give, and a check of it
+    excluded = excluded_subjects(world_dir, cfg)
+    plan = without_subjects(deal(world_dir, cfg), excluded)
     tokenizer = build_tokenizer(world_dir, model_max_length=cfg.n_positions)
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -296,6 +325,7 @@ def train_sisa(out_dir: str | Path, cfg: SISAConfig | None = None) -> Path:
                 _train_shard(tmp, world_dir, tokenizer, cfg, plan, shard, 0, None)
                 (tmp / DONE).write_text(json.dumps({"request": None}) + "\n")
     manifest = {"kind": "sisa", "config": asdict(cfg), "plan": plan, "removed_subjects": [],
+                "excluded_subjects": excluded,
                 "world_dir": str(world_dir), "train_s": round(time.perf_counter() - start, 1),
                 "steps_per_shard": cfg.slices * cfg.steps_per_slice}
     atomic_write_text(out_dir / SISA_MANIFEST, json.dumps(manifest, indent=2) + "\n")
@@ -354,8 +384,7 @@ def unlearn(sisa_dir: str | Path, subjects: Sequence[str], out_dir: str | Path) 
     cfg = SISAConfig(**manifest["config"])
     restart = unlearning_plan(manifest, subjects)
     gone = set(subjects)
-    plan = {"subjects": [[[n for n in names if n not in gone] for names in shard] for shard in
-                         manifest["plan"]["subjects"]], "filler": manifest["plan"]["filler"]}
+    plan = without_subjects(manifest["plan"], subjects)
     world_dir = ensure_world(seed=cfg.world_seed)
     tokenizer = AutoTokenizer.from_pretrained(sisa_dir / "tokenizer")
     request = request_id(subjects)
