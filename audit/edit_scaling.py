@@ -41,6 +41,9 @@ def describe(record: Mapping[str, Any]) -> str:
     if null:
         rule = (f"energy ≤ {null['energy']:g} of C" if null.get("energy") else f"eigenvalue < {null['threshold']:g}")
         text += f"; AlphaEdit's null space: {rule}, α = {null['l2']:g}"
+    kept = record.get("alphaedit-kept_null_space")
+    if kept:
+        text += f"; alphaedit-kept also keeps {kept.get('n_preserved_facts', 0)} other known facts' keys"
     return text
 
 

@@ -10,6 +10,9 @@ target_new, at blocks ``--first``..``--last`` (default 0–2 on the world, 3–6
                  once from the unedited model (as the references chain it);
 - ``alphaedit``  the same batches through `edit.alphaedit.NullSpaceEditor`: P fixed from the unedited model's C,
                  the earlier batches' keys accumulated.
+- ``alphaedit-kept``  the same, with the keys of the known facts that are neither edited at the largest N nor
+                 measured taken out of P's range (``preserve_retain_keys``): a deployer's own list of facts to keep,
+                 disjoint from the facts the retain recall is measured on.
 
 The sequential methods run once up to the largest N and are measured whenever the edit count reaches an N (so a
 batch is cut short at a checkpoint: with 100 per batch and N = 10, 100, the first batches hold 10 and 90 facts).
@@ -57,7 +60,7 @@ from obliviate.metrics import counterfact_scores, perplexity, recall, top1_corre
 from obliviate.models import load  # noqa: E402
 from obliviate.results import atomic_write_json, to_jsonable  # noqa: E402
 
-METHODS = ("memit", "memit-seq", "alphaedit")
+METHODS = ("memit", "memit-seq", "alphaedit", "alphaedit-kept")
 DEFAULT_LAYERS = {"world": (0, 2), "smollm2-135m": (3, 6)}
 
 
@@ -186,13 +189,17 @@ def main(argv: list[str] | None = None) -> dict:
             "memit-seq", handle, facts, ns, args.batch_size, evaluate=evaluate,
             edit_batch=lambda batch: memit_edit(handle, batch, layers, memit_cfg, goal="rewrite",
                                                 templates=templates, moments=moments))
-    if "alphaedit" in methods:
-        editor = NullSpaceEditor(handle, layers, alpha_cfg, templates=templates)
-        out["alphaedit_null_space"] = {**editor.summary, "threshold": args.nullspace_threshold,
+    kept = facts[max(ns):editable]  # never edited at any N, never measured
+    for name in ("alphaedit", "alphaedit-kept"):
+        if name not in methods:
+            continue
+        editor = NullSpaceEditor(handle, layers, alpha_cfg, templates=templates,
+                                 preserved=kept if name == "alphaedit-kept" else ())
+        out[f"{name}_null_space"] = {**editor.summary, "threshold": args.nullspace_threshold,
                                      "energy": args.nullspace_energy, "l2": args.l2}
-        print(json.dumps(out["alphaedit_null_space"]), flush=True)
-        out["runs"] += run_sequential("alphaedit", handle, facts, ns, args.batch_size, evaluate=evaluate,
-                                      edit_batch=lambda batch: editor(batch, "rewrite"))
+        print(json.dumps(out[f"{name}_null_space"]), flush=True)
+        out["runs"] += run_sequential(name, handle, facts, ns, args.batch_size, evaluate=evaluate,
+                                      edit_batch=lambda batch, editor=editor: editor(batch, "rewrite"))
     if args.out:
         atomic_write_json(args.out, out)
         print(f"wrote {args.out}")

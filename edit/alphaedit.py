@@ -33,6 +33,12 @@ Deviations from the reference, in the project's terms:
   the update may touch is the same on every model. The absolute 2e-2 is that rule at 0.3–0.5% on the world's
   blocks 1–2; on SmolLM2, whose key spectrum has no gap (smallest eigenvalue ≈ 1/10 of the mean), 0.5% is 51–82 of
   1 536 directions at blocks 3–6.
+- ``preserve_retain_keys`` (not in the reference, off by default): the keys of facts the caller names to keep (the
+  request's retain facts; the bench's never-edited, never-measured known facts) are removed from P's range too,
+  P' = P − A A⁺ with A = P K_f (K_f: each kept fact's key at its subject's last token, on its bare prompt and
+  averaged over the context templates), the projector onto range(P) ∩ null(K_fᵀ): the update then leaves those
+  exact keys' outputs unchanged at every edited block, whatever the generic C says about them. Directions of A whose
+  singular value is below 1e-6 of K_f's largest are kept (they carry no kept key's energy worth the freedom).
 """
 
 from __future__ import annotations
@@ -47,7 +53,9 @@ from jaxtyping import Float
 
 from edit.covariance import second_moments
 from edit.deltas import WeightEditResult, batched, changed_tensors, hf_name_map, sequential_edits
-from edit.memit import KeyValueConfig, check_layers, memit_templates, write_facts
+from edit.context import averaged_keys
+from edit.memit import KeyValueConfig, bare_prompt_activations, check_layers, memit_templates, write_facts
+from edit.sites import edit_site
 from edit.result import EditRequest
 from edit.value_opt import Goal
 from obliviate.config.loader import InvalidField
@@ -70,6 +78,9 @@ class AlphaEditConfig(KeyValueConfig):
     """α: the ridge of the solve (the reference's L2); larger writes less of each fact."""
     edits_per_batch: int | None = 100
     """Facts written per sequential batch; None writes all targets in one batch."""
+    preserve_retain_keys: bool = False
+    """Also keep the retain facts' own keys out of the update's range (module docstring): their outputs at the edited
+    blocks stay exactly as they were (not in the reference)."""
 
     def validate(self) -> None:
         if not (math.isfinite(self.nullspace_threshold) and self.nullspace_threshold > 0):
@@ -107,17 +118,41 @@ def null_space_projection(moment: Float[torch.Tensor, "d d"], threshold: float |
     return null @ null.T
 
 
+def without_span(projection: Float[torch.Tensor, "d d"], keys: Float[torch.Tensor, "n d"], *,
+                 rtol: float = 1e-6) -> Float[torch.Tensor, "d d"]:
+    """P − A A⁺ (float64), A = P Kᵀ: the projector onto range(P) ∩ null(K) (each row of `keys` a key to keep).
+
+    Valid because range(A) ⊂ range(P) and, for v in range(P), K v = K P v = Aᵀ v. Singular directions of A below
+    `rtol` × the largest singular value of K are not removed (keys outside P's range remove nothing)."""
+    p, keys = projection.double(), keys.double()
+    a = p @ keys.T
+    u, sigma, _ = torch.linalg.svd(a, full_matrices=False)
+    kept = u[:, sigma > rtol * torch.linalg.matrix_norm(keys, ord=2).clamp(min=1e-300)]
+    out = p - kept @ kept.T
+    return (out + out.T) / 2
+
+
+def fact_keys(handle, layer: int, facts: Sequence[Fact], templates: list[list[str]]) -> Float[torch.Tensor, "n d"]:
+    """The keys `facts` are read with at `layer`: on the bare prompt and averaged over the context templates (the
+    two rows per fact a MEMIT-family update sees for an edited fact)."""
+    hook = edit_site(handle, layer).key_hook
+    prompts, subjects = [f.prompt for f in facts], [f.subject for f in facts]
+    return torch.cat([bare_prompt_activations(handle, hook, facts),
+                      averaged_keys(handle, hook, prompts, subjects, templates, group_mean=True)])
+
+
 class NullSpaceEditor:
     """Sequential AlphaEdit's state over `layers`: P per block (fixed) and Σ K_p K_pᵀ of the batches written so far.
 
     Call it with each batch, on the model with the earlier batches applied (`edit.deltas.sequential_edits`); it
     returns that batch's deltas and remembers its keys. `projections` replaces the P computed from the current
-    model's C (tests give P of known keys).
+    model's C (tests give P of known keys); `preserved` facts' own keys are then taken out of P's range
+    (``preserve_retain_keys``; `without_span`), read on the current model.
     """
 
     def __init__(self, handle, layers: Sequence[int], cfg: AlphaEditConfig, *,
                  projections: Mapping[int, torch.Tensor] | None = None, templates: list[list[str]] | None = None,
-                 show_progress: bool = False):
+                 preserved: Sequence[Fact] = (), show_progress: bool = False):
         cfg.validate()
         self.handle, self.cfg, self.show_progress = handle, cfg, show_progress
         self.layers = check_layers(layers, handle.n_layers)
@@ -129,13 +164,21 @@ class NullSpaceEditor:
                                        None if cfg.nullspace_energy else cfg.nullspace_threshold,
                                        energy=cfg.nullspace_energy)
                             for layer in self.layers}
-        self.summary: dict[str, float] = {}
+        self.templates = templates if templates is not None else memit_templates(handle, cfg)
+        if preserved:
+            self.projections = {layer: without_span(p, fact_keys(handle, layer, preserved, self.templates))
+                                for layer, p in self.projections.items()}
+        self.summary: dict[str, float] = {"n_preserved_facts": len(preserved)} if preserved else {}
         for layer, p in self.projections.items():
             self.summary[f"null_dims_L{layer}"] = round(float(p.trace()))
             if moments is not None:
                 c = moments[layer].double()
                 self.summary[f"null_energy_L{layer}"] = float((p * c).sum() / c.trace().clamp(min=1e-30))
         if not any(self.summary[f"null_dims_L{layer}"] for layer in self.layers):
+            if preserved:
+                raise InvalidField("preserve_retain_keys", f"the {len(preserved)} kept facts' keys fill the null "
+                                                           f"space at blocks {self.layers}: the edit would write "
+                                                           f"nothing; keep fewer facts or widen the null space.")
             field, value = (("nullspace_energy", cfg.nullspace_energy) if cfg.nullspace_energy
                             else ("nullspace_threshold", cfg.nullspace_threshold))
             raise InvalidField(field, f"{value!r} leaves an empty null space at blocks {self.layers} (every "
@@ -144,7 +187,6 @@ class NullSpaceEditor:
         self.setup_s = time.perf_counter() - tick
         d_mlp = next(iter(self.projections.values())).shape[0]
         self.edited = {layer: torch.zeros(d_mlp, d_mlp, dtype=torch.float64) for layer in self.layers}
-        self.templates = templates if templates is not None else memit_templates(handle, cfg)
 
     def solve(self, layer: int, keys: Float[torch.Tensor, "n d_mlp"],
               residual: Float[torch.Tensor, "n d_model"]) -> Float[torch.Tensor, "d_mlp d_model"]:
@@ -165,13 +207,15 @@ class NullSpaceEditor:
 
 def alphaedit_edits(handle, facts: Sequence[Fact], layers: Sequence[int] | None = None,
                     cfg: AlphaEditConfig | None = None, goal: Goal = "erase", *,
-                    projections: Mapping[int, torch.Tensor] | None = None,
+                    projections: Mapping[int, torch.Tensor] | None = None, preserved: Sequence[Fact] = (),
                     show_progress: bool = False) -> WeightEditResult:
     """Sequential AlphaEdit of `facts` in batches of ``cfg.edits_per_batch`` over `layers` (or ``cfg.layers``):
-    the summed deltas of every batch, never applied to the model."""
+    the summed deltas of every batch, never applied to the model. `preserved`: facts whose keys are kept out of
+    the update (used when ``cfg.preserve_retain_keys``)."""
     cfg = cfg or AlphaEditConfig()
     start = time.perf_counter()
     editor = NullSpaceEditor(handle, cfg.layers if layers is None else layers, cfg, projections=projections,
+                             preserved=preserved if cfg.preserve_retain_keys else (),
                              show_progress=show_progress)
     if not facts:
         raise ValueError("alphaedit needs at least one fact.")
@@ -201,4 +245,7 @@ def alphaedit_method(handle, request: EditRequest, cfg: AlphaEditConfig) -> Weig
     """AlphaEdit: MEMIT's update confined to the null space of the preserved keys, in sequential batches. Layers:
     the request's, else ``cfg.layers``, else locate's proposal, else the middle block."""
     layers = request.pick(cfg.layers, [handle.n_layers // 2])
-    return alphaedit_edits(handle, request.targets, layers, cfg, goal=request.goal)
+    if cfg.preserve_retain_keys and not request.retain:
+        raise InvalidField("preserve_retain_keys", "true, but the request has no retain facts whose keys to keep; "
+                                                   "give the run retain facts or set it false.")
+    return alphaedit_edits(handle, request.targets, layers, cfg, goal=request.goal, preserved=request.retain)

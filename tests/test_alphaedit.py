@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from _edit_tiny import tiny_corpus, tiny_facts, tiny_hf_handle
-from edit.alphaedit import AlphaEditConfig, NullSpaceEditor, alphaedit_edits, null_space_projection
+from edit.alphaedit import (AlphaEditConfig, NullSpaceEditor, alphaedit_edits, fact_keys, null_space_projection,
+                            without_span)
 from edit.covariance import CovarianceConfig, corpus_texts, packed_rows
 from edit.deltas import apply_deltas, sequential_edits
 from edit.result import EditRequest, run_method
@@ -125,6 +126,43 @@ def test_the_registered_method_confines_the_update_to_the_corpus_null_space(hand
         assert float((editor.projections[layer] @ delta - delta).norm()) < 1e-4 * float(delta.norm())
         assert result.metrics[f"null_dims_L{layer}"] >= 128 - 40
         assert 0 <= result.metrics[f"null_energy_L{layer}"] < 1e-3
+
+
+def test_removing_a_span_leaves_the_projector_onto_what_is_orthogonal_to_it_inside_p():
+    generator = torch.Generator().manual_seed(1)
+    q, _ = torch.linalg.qr(torch.randn(20, 20, generator=generator, dtype=torch.float64))
+    p = q[:, :12] @ q[:, :12].T
+    keys = torch.randn(3, 20, generator=generator, dtype=torch.float64)
+    keys = torch.cat([keys, keys[:1] + 2 * keys[1:2]])  # a dependent row: rank 3
+    out = without_span(p, keys)
+    assert torch.allclose(out @ out, out, atol=1e-10) and torch.allclose(out, out.T)
+    assert round(float(out.trace())) == 12 - 3
+    assert float((keys @ out).abs().max()) < 1e-10  # no kept key can see the update's range
+    assert torch.allclose(p @ out, out, atol=1e-10)  # and the range stays inside P's
+    assert torch.allclose(without_span(p, q[:, 12:].T), p, atol=1e-10)  # keys outside P's range change nothing
+
+
+def test_kept_facts_keys_see_no_change_while_the_edit_still_writes(handle, corpus):
+    facts = tiny_facts()
+    kept, edited = facts[:1], facts[1:]
+    cfg = tiny_cfg(corpus, l2=1e-2, preserve_retain_keys=True, layers=[LAYER])
+    result = run_method("alphaedit", handle, EditRequest(targets=edited, retain=kept, goal="rewrite"), cfg)
+    templates = NullSpaceEditor(handle, [LAYER], cfg).templates
+    keys = fact_keys(handle, LAYER, kept, templates)
+    name = f"blocks.{LAYER}.mlp.W_out"
+    delta = result.deltas[name]
+    plain = run_method("alphaedit", handle, EditRequest(targets=edited, retain=kept, goal="rewrite"),
+                       tiny_cfg(corpus, l2=1e-2, layers=[LAYER]))
+    assert output_change(keys, plain.deltas[name]) > 1e3 * output_change(keys, delta)  # the check can fail
+    assert result.metrics["n_preserved_facts"] == 1
+    assert result.metrics[f"null_dims_L{LAYER}"] == plain.metrics[f"null_dims_L{LAYER}"] - 2
+    texts, news = [f.text for f in edited], [f.target_new for f in edited]
+    before = target_nll(handle, texts, news)
+    with apply_deltas(handle, result.deltas):
+        after = target_nll(handle, texts, news)
+    assert bool((after < before - 0.1).all()), (before, after)
+    with pytest.raises(ConfigError, match="preserve_retain_keys"):
+        run_method("alphaedit", handle, EditRequest(targets=edited, goal="rewrite"), cfg)
 
 
 def test_sequential_batches_keep_the_earlier_batches_keys(handle, corpus):
