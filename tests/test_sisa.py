@@ -213,21 +213,31 @@ def test_quantizing_the_aggregate_quantizes_each_constituent_alone(trained):
 
 
 @pytest.mark.slow
-def test_a_sisa_model_runs_through_edit_and_audit(trained, tmp_path):
+def test_a_sisa_unlearning_runs_through_edit_and_audit_and_shows_nothing_beyond_its_oracle(trained, tmp_path):
     """`obliviate run` on a SISA folder: the checks before the stages read its tokenizer, the sisa edit retrains,
-    and the audit attacks the aggregate through logits (no residual-stream comparison: an ensemble has none)."""
+    and the audit attacks the aggregate through logits (no residual-stream comparison: an ensemble has none).
+    The oracle is SISA's own recipe without the split (`variant: world-retain`, same seed), which the unlearning
+    must equal: no attack gets anything back beyond it, no target is suppressed, an intact one the oracle answers."""
     from obliviate.cli import main
 
+    never = train_sisa(tmp_path / "never", SISAConfig(**TINY, variant="world-retain"))
     config = tmp_path / "sisa.yaml"
-    config.write_text(f"model: {trained}\nfacts: world\nsplit: forget\nlimit: 3\nseed: 0\nlocate: {{methods: []}}\n"
+    # the whole forget split (120 targets): the oracle lacks all of its subjects, so unlearning fewer would leave
+    # the ensemble and its oracle apart on the rest
+    config.write_text(f"model: {trained}\nfacts: world\nsplit: forget\nseed: 0\nlocate: {{methods: []}}\n"
                       f"edits:\n  - {{method: sisa, goal: erase, params: {{work_dir: {tmp_path / 'u'}}}}}\n"
-                      f"audit: {{attacks: [keyword, quantization, in_context], reference: world-retain}}\n")
+                      f"audit: {{attacks: [keyword, quantization, in_context], reference: {never}}}\n")
     assert main(["run", str(config), "--out", str(tmp_path / "run")]) in (0, None)
     audited = json.loads((tmp_path / "run" / "audit-sisa.json").read_text())
-    assert sum(audited["metrics"]["verdict_counts"].values()) == 3
+    assert sum(audited["metrics"]["verdict_counts"].values()) == 120
+    assert audited["metrics"]["verdict_counts"].get("suppressed", 0) == 0
     assert set(audited["metrics"]["attacks"]) == {"keyword", "quantization", "in_context"}
     assert "representation" not in audited["metrics"]
     assert read_manifest(tmp_path / "u")["removed_subjects"]  # the unlearned ensemble the edit trained
+    for target in audited["targets"]:
+        assert target["verdict"] == "erased" or target["oracle_answers"], target
+        for name, row in target["attacks"].items():
+            assert abs(row["attacked"] - row["oracle_attacked"]) < 1e-3, (name, row)
 
 
 def test_more_shards_than_subjects_is_an_error_naming_the_key():
