@@ -12,7 +12,8 @@ target_new, at blocks ``--first``..``--last`` (default 0–2 on the world, 3–6
                  the earlier batches' keys accumulated.
 - ``alphaedit-kept``  the same, with the keys of the known facts that are neither edited at the largest N nor
                  measured taken out of P's range (``preserve_retain_keys``): a deployer's own list of facts to keep,
-                 disjoint from the facts the retain recall is measured on.
+                 disjoint from the facts the retain recall is measured on; those about a subject edited at the
+                 largest N are left out (`edit.alphaedit.keepable`: they share its key).
 
 The sequential methods run once up to the largest N and are measured whenever the edit count reaches an N (so a
 batch is cut short at a checkpoint: with 100 per batch and N = 10, 100, the first batches hold 10 and 90 facts).
@@ -52,7 +53,7 @@ for folder in (HERE.parent, HERE):  # the project, and bench_edit beside this fi
 
 from bench_edit import FACT_SOURCES, known_facts, timed_covariance  # noqa: E402
 from audit.edit_scaling import MANY_EDITS_TASK, plot_edit_scaling  # noqa: E402
-from edit.alphaedit import AlphaEditConfig, NullSpaceEditor  # noqa: E402
+from edit.alphaedit import AlphaEditConfig, NullSpaceEditor, keepable  # noqa: E402
 from edit.covariance import CovarianceConfig, second_moments  # noqa: E402
 from edit.deltas import apply_deltas, sequential_edits  # noqa: E402
 from edit.memit import MemitConfig, memit_edit, memit_templates  # noqa: E402
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
             "memit-seq", handle, facts, ns, args.batch_size, evaluate=evaluate,
             edit_batch=lambda batch: memit_edit(handle, batch, layers, memit_cfg, goal="rewrite",
                                                 templates=templates, moments=moments))
-    kept = facts[max(ns):editable]  # never edited at any N, never measured
+    kept = keepable(facts[max(ns):editable], facts[:max(ns)])  # never edited at any N, never measured
     for name in ("alphaedit", "alphaedit-kept"):
         if name not in methods:
             continue

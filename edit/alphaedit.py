@@ -39,6 +39,9 @@ Deviations from the reference, in the project's terms:
   averaged over the context templates), the projector onto range(P) ∩ null(K_fᵀ): the update then leaves those
   exact keys' outputs unchanged at every edited block, whatever the generic C says about them. Directions of A whose
   singular value is below 1e-6 of K_f's largest are kept (they carry no kept key's energy worth the freedom).
+  A kept fact about an edited subject is dropped from that set (`keepable`): its key at the subject's last token
+  is the edited fact's own (exactly so on a bare prompt that begins with the subject), so keeping it would forbid
+  the edit itself. Those facts move with the edit, as in every method that writes at the subject.
 """
 
 from __future__ import annotations
@@ -132,6 +135,12 @@ def without_span(projection: Float[torch.Tensor, "d d"], keys: Float[torch.Tenso
     return (out + out.T) / 2
 
 
+def keepable(preserved: Sequence[Fact], targets: Sequence[Fact]) -> list[Fact]:
+    """The `preserved` facts whose subject no target has (the others share the edited key; module docstring)."""
+    edited = {f.subject for f in targets}
+    return [f for f in preserved if f.subject not in edited]
+
+
 def fact_keys(handle, layer: int, facts: Sequence[Fact], templates: list[list[str]]) -> Float[torch.Tensor, "n d"]:
     """The keys `facts` are read with at `layer`: on the bare prompt and averaged over the context templates (the
     two rows per fact a MEMIT-family update sees for an edited fact)."""
@@ -211,11 +220,11 @@ def alphaedit_edits(handle, facts: Sequence[Fact], layers: Sequence[int] | None 
                     show_progress: bool = False) -> WeightEditResult:
     """Sequential AlphaEdit of `facts` in batches of ``cfg.edits_per_batch`` over `layers` (or ``cfg.layers``):
     the summed deltas of every batch, never applied to the model. `preserved`: facts whose keys are kept out of
-    the update (used when ``cfg.preserve_retain_keys``)."""
+    the update (used when ``cfg.preserve_retain_keys``; those about a target's subject are dropped, `keepable`)."""
     cfg = cfg or AlphaEditConfig()
     start = time.perf_counter()
     editor = NullSpaceEditor(handle, cfg.layers if layers is None else layers, cfg, projections=projections,
-                             preserved=preserved if cfg.preserve_retain_keys else (),
+                             preserved=keepable(preserved, facts) if cfg.preserve_retain_keys else (),
                              show_progress=show_progress)
     if not facts:
         raise ValueError("alphaedit needs at least one fact.")

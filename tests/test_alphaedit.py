@@ -14,6 +14,7 @@ from edit.deltas import apply_deltas, sequential_edits
 from edit.result import EditRequest, run_method
 from edit.sites import edit_site
 from obliviate.config import ConfigError
+from obliviate.facts import Fact
 from obliviate.metrics import target_nll
 from obliviate.registry import EDITS
 
@@ -146,7 +147,10 @@ def test_kept_facts_keys_see_no_change_while_the_edit_still_writes(handle, corpu
     facts = tiny_facts()
     kept, edited = facts[:1], facts[1:]
     cfg = tiny_cfg(corpus, l2=1e-2, preserve_retain_keys=True, layers=[LAYER])
-    result = run_method("alphaedit", handle, EditRequest(targets=edited, retain=kept, goal="rewrite"), cfg)
+    same_subject = Fact(case_id=9, prompt="{} was built by", subject="Big Ben", target_true="Barry",
+                        target_new="Eiffel")  # shares an edited fact's key: it cannot be kept, so it is dropped
+    result = run_method("alphaedit", handle, EditRequest(targets=edited, retain=[*kept, same_subject],
+                                                         goal="rewrite"), cfg)
     templates = NullSpaceEditor(handle, [LAYER], cfg).templates
     keys = fact_keys(handle, LAYER, kept, templates)
     name = f"blocks.{LAYER}.mlp.W_out"
