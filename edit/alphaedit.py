@@ -41,7 +41,8 @@ Deviations from the reference, in the project's terms:
   singular value is below 1e-6 of K_f's largest are kept (they carry no kept key's energy worth the freedom).
   A kept fact about an edited subject is dropped from that set (`keepable`): its key at the subject's last token
   is the edited fact's own (exactly so on a bare prompt that begins with the subject), so keeping it would forbid
-  the edit itself. Those facts move with the edit, as in every method that writes at the subject.
+  the edit on that prompt. Those facts move with the edit, as in every method that writes at the subject. (On
+  SmolLM2 at N = 10 the one such fact among 181 made no measured difference; the kept set's size did, README.)
 """
 
 from __future__ import annotations
