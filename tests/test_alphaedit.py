@@ -11,6 +11,7 @@ from edit.alphaedit import (AlphaEditConfig, NullSpaceEditor, alphaedit_edits, f
                             without_span)
 from edit.covariance import CovarianceConfig, corpus_texts, packed_rows
 from edit.deltas import apply_deltas, sequential_edits
+from edit.memit import memit_templates
 from edit.result import EditRequest, run_method
 from edit.sites import edit_site
 from obliviate.config import ConfigError
@@ -151,8 +152,7 @@ def test_kept_facts_keys_see_no_change_while_the_edit_still_writes(handle, corpu
                         target_new="Eiffel")  # shares an edited fact's key: it cannot be kept, so it is dropped
     result = run_method("alphaedit", handle, EditRequest(targets=edited, retain=[*kept, same_subject],
                                                          goal="rewrite"), cfg)
-    templates = NullSpaceEditor(handle, [LAYER], cfg).templates
-    keys = fact_keys(handle, LAYER, kept, templates)
+    keys = fact_keys(handle, LAYER, kept, memit_templates(handle, cfg))
     name = f"blocks.{LAYER}.mlp.W_out"
     delta = result.deltas[name]
     plain = run_method("alphaedit", handle, EditRequest(targets=edited, retain=kept, goal="rewrite"),

@@ -373,8 +373,7 @@ def unlearn(sisa_dir: str | Path, subjects: Sequence[str], out_dir: str | Path) 
     Resumable: a shard already finished in `out_dir` for the same request is kept. If retraining fails part-way,
     `sisa_dir` is untouched (still a usable model) and UnlearningInterrupted names the shard to rerun.
     """
-    from transformers import AutoTokenizer
-
+    from obliviate.ensemble import ensemble_tokenizer
     from obliviate.world import ensure_world
 
     sisa_dir, out_dir = Path(sisa_dir), Path(out_dir)
@@ -386,7 +385,7 @@ def unlearn(sisa_dir: str | Path, subjects: Sequence[str], out_dir: str | Path) 
     gone = set(subjects)
     plan = without_subjects(manifest["plan"], subjects)
     world_dir = ensure_world(seed=cfg.world_seed)
-    tokenizer = AutoTokenizer.from_pretrained(sisa_dir / "tokenizer")
+    tokenizer = ensemble_tokenizer(sisa_dir)
     request = request_id(subjects)
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
