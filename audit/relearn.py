@@ -71,7 +71,9 @@ def relearn_pool(all_facts: Sequence[Fact], targets: Sequence[Fact]) -> list[Fac
     return [f for f in all_facts if f.relation_id in relations and f.subject not in subjects]
 
 
-def _examples(handle: Any, facts: Sequence[Fact], include_paraphrases: bool) -> list[tuple[list[int], list[int]]]:
+def answer_examples(handle: Any, facts: Sequence[Fact], include_paraphrases: bool
+                    ) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, answer ids) of each fact's rewrite prompt (and paraphrases) with " " + its true answer."""
     out = []
     for fact in facts:
         answer = continuation_ids(handle, fact.target_true)
@@ -86,7 +88,7 @@ def relearned_tl(handle: Any, relearn_facts: Sequence[Fact], config: RelearnConf
     check_disjoint(targets, relearn_facts)
     if not relearn_facts:
         raise ValueError("relearning needs at least one fact outside the targets.")
-    return fine_tuned_copy(handle, _examples(handle, relearn_facts, config.include_paraphrases), config)
+    return fine_tuned_copy(handle, answer_examples(handle, relearn_facts, config.include_paraphrases), config)
 
 
 def fine_tuned_copy(handle: Any, examples: Sequence[tuple[list[int], list[int]]], config: Any

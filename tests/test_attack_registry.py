@@ -15,7 +15,7 @@ from obliviate.registry import ATTACKS
 
 def test_every_attack_is_registered_with_a_config_dataclass():
     assert {"keyword", "quantization", "probe", "logit_lens", "relearn", "sae_restore", "uds", "base_lens",
-            "tuned_lens", "in_context", "benign_relearn"} <= set(ATTACKS.names())
+            "tuned_lens", "in_context", "benign_relearn", "heldout_relearn"} <= set(ATTACKS.names())
     for entry in ATTACKS:
         assert dataclasses.is_dataclass(entry.config) and entry.doc
 
