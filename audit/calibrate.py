@@ -228,7 +228,7 @@ def confusion_of(case_verdicts: Mapping[str, Mapping[int, str]]) -> Confusion:
 
 def judge_cases(case_ids: Sequence[int], recalled: Mapping[str, Mapping[int, bool]],
                 scores: Mapping[str, Sequence[AttackScores]], oracle: Sequence[AttackScores] | None,
-                config: VerdictConfig, null: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+                config: VerdictConfig, null: Mapping[str, Mapping[str, AttackScores]] | None = None,
                 peers: Sequence[Sequence[AttackScores]] = ()) -> dict[str, dict[int, str]]:
     """Verdicts of every case under one rule (no attack is re-run); `null` is per case, per attack; `peers` as
     audit/verdict.py `judge` takes them (with an oracle only)."""
@@ -280,7 +280,7 @@ def calibrate(world=None, oracle=None, facts: Sequence[Fact] | None = None,
         peers = [[(runners.get(name) or attack_runner(name, probe_facts, config.attack_params.get(name)))(
             world, peer, kept) for name in config.attacks]]
         timings["peer"] = time.perf_counter() - began
-    null: dict[str, dict[str, list[float]]] = {}
+    null: dict[str, dict[str, AttackScores]] = {}
     if config.null:
         # each audited model's own counterfactual answers (audit/verdict.py). Every intact-case target is still
         # recalled, and judge never reads the null of a recalled target: that case reuses the suppressed one's.
@@ -290,7 +290,7 @@ def calibrate(world=None, oracle=None, facts: Sequence[Fact] | None = None,
             for name in config.attacks:
                 began = time.perf_counter()
                 run = runners.get(name) or attack_runner(name, probe_facts, config.attack_params.get(name))
-                null[case][name] = list(run(world, handles[case], counterfactual).recovered.values())
+                null[case][name] = run(world, handles[case], counterfactual)
                 timings[f"{name}:null:{case}"] = time.perf_counter() - began
         null["intact"] = null["suppressed"]
 

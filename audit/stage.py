@@ -174,7 +174,7 @@ def run(config: RunConfig, run_dir: RunDir, *, force: bool = False) -> list[dict
 
 
 def calibrate_command(argv: Sequence[str] = ()) -> int:
-    """`obliviate audit --calibrate [--zoo [--constructions a,b]]`: the auditor on known cases of the world's
+    """`obliviate audit --calibrate [--zoo [--constructions a,b] [--attacks x,y]]`: the auditor on known cases of the world's
     forget split — three (audit/calibrate.py) or the zoo of constructions (audit/zoo.py)."""
     import argparse
 
@@ -185,20 +185,26 @@ def calibrate_command(argv: Sequence[str] = ()) -> int:
                              "and bases besides the three cases; minutes instead of seconds.")
     parser.add_argument("--constructions", default=None,
                         help="With --zoo: comma-separated construction names (default: all).")
+    parser.add_argument("--attacks", default=None,
+                        help="With --zoo: comma-separated registered attack names (default: the zoo's seven; add "
+                             "heldout_relearn, say, to see what it catches alone and together).")
     args = parser.parse_args(list(argv))
     start = time.perf_counter()
     if args.zoo:
         from audit.zoo import ZooConfig, calibrate_zoo
 
-        names = tuple(n.strip() for n in args.constructions.split(",") if n.strip()) if args.constructions else None
-        zoo = calibrate_zoo(config=ZooConfig(constructions=names, show_progress=True))
+        def listed(text: str | None) -> tuple[str, ...] | None:
+            return tuple(n.strip() for n in text.split(",") if n.strip()) if text else None
+
+        attacks = {"attacks": listed(args.attacks)} if args.attacks else {}
+        zoo = calibrate_zoo(config=ZooConfig(constructions=listed(args.constructions), show_progress=True, **attacks))
         print(zoo.summary())
         passed = zoo.passed()
         print(f"zoo calibration {'passed' if passed else 'FAILED'} (≥ 95% per construction with the oracle, ≥ 90% "
               f"without) in {time.perf_counter() - start:.1f} s")
         return 0 if passed else 1
-    if args.constructions:
-        parser.error("--constructions needs --zoo")
+    if args.constructions or args.attacks:
+        parser.error(f"{'--constructions' if args.constructions else '--attacks'} needs --zoo")
     from audit.calibrate import CalibrationConfig, calibrate
 
     result = calibrate(config=CalibrationConfig(show_progress=True))

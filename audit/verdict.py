@@ -78,7 +78,11 @@ not the base: the base holds a competing (true) answer, which deflates its count
 model with no answer at all gives; calibrated on the world, a base-model null called 7.5% of the never-learned
 oracle's targets recovered, the audited-model null keeps the erased row at its ≥ 95% (audit/calibrate.py). Both
 are weaker than an oracle (they do not share the target's own difficulty) and the verdict's `reference_kind` says
-which was used.
+which was used. With `null_per_site`, a several-site attack given its null *run* (not just its scores) is judged
+per site, as with the oracle: at each site the threshold base is the null's quantile at that site, at level `null_quantile`^(1/S) so
+that taking a target's best of S sites keeps one site's false-alarm rate (`null_site_thresholds`). Why: a
+suppression in the last block hides the answer at the probe's chosen (last) depth but not one block earlier, and
+a null read at the headline depth only cannot see that.
 """
 
 from __future__ import annotations
@@ -122,6 +126,12 @@ class VerdictConfig:
     """Spreads (the peers' rms paired difference) a target's excess must beat at a site the group test opened."""
     pooled_z: float = 3.0
     """The group test's z before the correction for the number of attack × site pairs looked at."""
+    null_per_site: bool = False
+    """Without an oracle, judge a several-site attack (the probe) per site against its null run there
+    (`null_site_thresholds`) instead of at its headline site. Off by default: measured on the zoo it lifts the
+    last-MLP GradDiff row from 0.000 to 0.175 and costs the never-taught rows 5-7.5pp (the counterfactual answers
+    are less guessable than the true ones, so at the best of 14 sites a never-taught model's true answer beats the
+    null more often than the nominal rate)."""
     peer_rule: Literal["replace", "widen"] = "replace"
     """With peers: their paired spread from the oracle replaces the oracle's spread over targets ("replace"), or
     only widens it ("widen"); module docstring. Without peers σ is the only estimate, whatever this says."""
@@ -263,13 +273,15 @@ def _matching(peers: Sequence[Sequence[AttackScores]], attack: str) -> list[Atta
 
 
 def judge(case_ids: Sequence[int], recalled: Mapping[int, bool], edited: Sequence[AttackScores],
-          oracle: Sequence[AttackScores] | None = None, *, null: Mapping[str, Sequence[float]] | None = None,
+          oracle: Sequence[AttackScores] | None = None, *,
+          null: Mapping[str, "Sequence[float] | AttackScores"] | None = None,
           config: VerdictConfig = VerdictConfig(), peers: Sequence[Sequence[AttackScores]] = ()) -> VerdictSet:
     """Verdict per target from the edited model's recall and attack scores, referenced as the docstring says.
 
     `recalled[c]`: the edited model's answer is top-1 on the target's prompt. `edited` / `oracle`: the same attacks
     run on the edited model and on the oracle (matched by attack name). `null`: per attack, scores on facts the
-    model does not know, used only when `oracle` is None. `peers`: the same attacks run on other never-taught
+    model does not know, or the attack's run on them (then a several-site attack is judged per site against the
+    null at that site, `null_site_thresholds`), used only when `oracle` is None. `peers`: the same attacks run on other never-taught
     models, which widen each attack's margin by their paired spread from the oracle (used only with `oracle`).
     """
     reference, margins, kind = _references(case_ids, edited, oracle, null, config, peers)
@@ -285,6 +297,12 @@ def judge(case_ids: Sequence[int], recalled: Mapping[int, bool], edited: Sequenc
                 peer_sites = [{s: _sites(p).get(s, {}) for s in shared} for p in _matching(peers, result.attack)]
                 per_site[result.attack] = site_margins(sites[result.attack]["oracle"], case_ids, config, peer_sites)
                 margins[result.attack] = min(per_site[result.attack].values())
+    elif kind == "null" and config.null_per_site:
+        for result in edited:
+            thresholds = null_site_thresholds(result, null.get(result.attack), case_ids, config)
+            if thresholds:
+                sites[result.attack] = {"edited": {s: _sites(result)[s] for s in thresholds}, "oracle": thresholds}
+                per_site[result.attack] = {s: config.margin for s in thresholds}
     verdicts = []
     for case_id in case_ids:
         if recalled.get(case_id, False):
@@ -311,6 +329,21 @@ def judge(case_ids: Sequence[int], recalled: Mapping[int, bool], edited: Sequenc
     if kind == "oracle" and peers and config.pooled:
         verdicts, opened = pooled_stage(verdicts, case_ids, edited, oracle, peers, config)
     return VerdictSet(verdicts, margins, kind, config, per_site, opened)
+
+
+def null_site_thresholds(edited: AttackScores, null_run: "AttackScores | Sequence[float] | None",
+                         case_ids: Sequence[int], config: VerdictConfig) -> dict[str, dict[int, float]]:
+    """Per site both runs report, the null's threshold base for every target: the quantile of the null run's scores
+    at that site at level `null_quantile`^(1/S) (Šidák over the S sites, so that taking a target's best site keeps
+    one site's false-alarm rate). Empty for a single-site attack or a null given as plain scores."""
+    theirs = _sites(null_run) if null_run is not None and not isinstance(null_run, Sequence) else {}
+    shared = [s for s in _sites(edited) if s in theirs and any(_finite(v) for v in theirs[s].values())]
+    level = config.null_quantile ** (1.0 / len(shared)) if shared else config.null_quantile
+    out = {}
+    for site in shared:
+        threshold = float(np.quantile([float(v) for v in theirs[site].values() if _finite(v)], level))
+        out[site] = {c: threshold for c in case_ids}
+    return out
 
 
 def _pairs(run: AttackScores) -> dict[str | None, Mapping[int, float]]:
@@ -372,7 +405,7 @@ def pooled_stage(verdicts: list[TargetVerdict], case_ids: Sequence[int], edited:
 
 
 def _references(case_ids: Sequence[int], edited: Sequence[AttackScores], oracle: Sequence[AttackScores] | None,
-                null: Mapping[str, Sequence[float]] | None, config: VerdictConfig,
+                null: Mapping[str, "Sequence[float] | AttackScores"] | None, config: VerdictConfig,
                 peers: Sequence[Sequence[AttackScores]] = ()
                 ) -> tuple[dict[str, dict[int, float]], dict[str, float], str]:
     """Per attack: the reference score per target and the margin its excess must beat."""
@@ -391,7 +424,8 @@ def _references(case_ids: Sequence[int], edited: Sequence[AttackScores], oracle:
     if null:
         reference, margins = {}, {}
         for name in names:
-            scores = [s for s in null.get(name, ()) if _finite(s)]
+            given = null.get(name, ())
+            scores = [s for s in (given.recovered.values() if hasattr(given, "recovered") else given) if _finite(s)]
             if not scores:
                 raise ValueError(f"judge: no null scores for attack {name!r}; give them or use no null at all.")
             reference[name] = {c: float(np.quantile(scores, config.null_quantile)) for c in case_ids}

@@ -55,7 +55,9 @@ class ZooConfig:
     """Constructions to build (None: all of `CONSTRUCTIONS`)."""
     attacks: tuple[str, ...] = ("logit_lens", "base_lens", "tuned_lens", "in_context", "benign_relearn", "relearn",
                                 "probe")
-    """Registered attacks run on every construction."""
+    """Registered attacks run on every construction. heldout_relearn is not among the defaults: measured on the
+    zoo, it catches the refusal block alone (1.000) but adds one target to DPO's row (0.475 → 0.500) for one false
+    alarm on the fine-tuned oracle (0.950 → 0.925): the verdict does not correct for the number of attacks."""
     attack_params: dict[str, dict[str, Any]] = field(default_factory=lambda: {
         "probe": {"C_grid": (1.0,), "n_splits": 3, "inner_splits": 2}})
     """Per attack name, its config fields. The probe runs with one C and three folds (about 10 s a model instead
@@ -94,6 +96,12 @@ class ZooConfig:
         if unknown:
             raise InvalidField("constructions", f"unknown construction {unknown[0]!r}; known: "
                                                 f"{', '.join(CONSTRUCTIONS)}.")
+        from obliviate.registry import ATTACKS
+
+        unregistered = [a for a in self.attacks if a not in ATTACKS.names()]
+        if unregistered or not self.attacks:
+            raise InvalidField("attacks", f"unknown attack {unregistered[0]!r}; registered: "
+                                          f"{', '.join(ATTACKS.names())}." if unregistered else "give at least one.")
         check_range("limit", self.limit, minimum=1)
         check_range("steps", self.steps, minimum=1)
         check_range("noise", self.noise, minimum=0)
@@ -463,9 +471,10 @@ Runner = Callable[[Any, Any, Sequence[Fact]], AttackScores]
 def judge_zoo(case_ids: Sequence[int], recalled: Mapping[str, Mapping[int, bool]],
               scores: Mapping[str, Sequence[AttackScores]], oracle: Sequence[AttackScores] | None,
               config: VerdictConfig, *, peers: Sequence[Sequence[AttackScores]] = (),
-              null: Mapping[str, Mapping[str, Sequence[float]]] | None = None) -> dict[str, dict[int, str]]:
+              null: Mapping[str, Mapping[str, AttackScores]] | None = None) -> dict[str, dict[int, str]]:
     """Per construction, per target, the verdict under one rule (attacks are not re-run). Without an oracle, a
-    construction with a `null` entry is judged against it (the others have every target recalled)."""
+    construction with a `null` entry (per attack, its run on the counterfactual answers) is judged against it (the
+    others have every target recalled)."""
     verdicts = {}
     for name, runs in scores.items():
         own_null = None
@@ -517,7 +526,7 @@ def calibrate_zoo(world=None, oracle=None, facts: Sequence[Fact] | None = None,
     for name, handle in handles.items():
         scores[name] = oracle_scores if handle is oracle else [run[a](world, handle, kept) for a in config.attacks]
         if config.null and not all(recalled[name].values()):  # judge reads the null of unrecalled targets only
-            null[name] = {a: list(run[a](world, handle, counterfactual).recovered.values()) for a in config.attacks}
+            null[name] = {a: run[a](world, handle, counterfactual) for a in config.attacks}
     timings["attacks"] = time.perf_counter() - began
 
     rule = config.verdict

@@ -262,3 +262,26 @@ def test_pooled_stage_leaves_a_never_taught_model_and_answered_targets_alone():
     verdicts = judge(cases, {c: c < 20 for c in cases}, edited, oracle, peers=[peer]).by_case()
     assert all(verdicts[c].verdict == "intact" for c in range(20))
     assert all(verdicts[c].verdict == "erased" for c in range(20, 40))
+
+
+def test_without_an_oracle_a_several_site_attack_can_be_judged_per_site_against_its_null_there():
+    rng = np.random.default_rng(7)
+    n_sites = 7
+    null_sites = _site_oracle(rng, n_sites)  # counterfactual answers: what the attack reads of answers never held
+    null_run = SiteScores("probe", dict(null_sites["depth 6"]), null_sites)
+    edited_sites = _site_oracle(rng, n_sites)
+    for c in range(10):
+        edited_sites["depth 4"][c] = 0.7  # depth 4 reads ten targets; the headline depth does not
+    edited = [SiteScores("probe", dict(edited_sites["depth 6"]), edited_sites)]
+    config = VerdictConfig(margin=0.1, null_quantile=0.95, null_per_site=True)
+    verdicts = judge(list(range(40)), {}, edited, None, null={"probe": null_run}, config=config)
+    by_case = verdicts.by_case()
+    assert all(by_case[c].verdict == "suppressed" and by_case[c].site == "depth 4" for c in range(10))
+    assert verdicts.counts()["suppressed"] == 10  # the best of 7 sites: the quantile is Šidák-corrected
+    level = 0.95 ** (1 / n_sites)
+    assert by_case[0].reference == pytest.approx(float(np.quantile(list(null_sites["depth 4"].values()), level)))
+    # the same null given as plain headline scores cannot see depth 4
+    plain = judge(list(range(40)), {}, edited, None, null={"probe": list(null_run.recovered.values())}, config=config)
+    assert plain.counts()["suppressed"] == 0
+    headline = judge(list(range(40)), {}, edited, None, null={"probe": null_run}, config=VerdictConfig(margin=0.1))
+    assert headline.counts()["suppressed"] == 0  # off by default: the headline site only

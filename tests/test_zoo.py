@@ -147,6 +147,16 @@ def test_calibrate_command_rejects_constructions_without_zoo(capsys):
     with pytest.raises(SystemExit):
         calibrate_command(["--constructions", "oracle"])
     assert "--zoo" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        calibrate_command(["--attacks", "heldout_relearn"])
+    assert "--attacks needs --zoo" in capsys.readouterr().err
+
+
+def test_an_unregistered_zoo_attack_is_refused_naming_the_registered_ones():
+    from obliviate.config.loader import InvalidField
+
+    with pytest.raises(InvalidField, match="unknown attack 'relern'; registered: .*heldout_relearn"):
+        ZooConfig(attacks=("relern",))
 
 
 def test_the_zoo_runs_end_to_end_on_tiny_models(tmp_path):
