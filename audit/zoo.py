@@ -86,6 +86,9 @@ class ZooConfig:
     after a short fine-tune on retained facts, `finetuned_oracle`), or None (the oracle's spread alone)."""
     null: bool = True
     """Also judge without the oracle against the counterfactual-answer null (one more run per attack and model)."""
+    relearn_check_steps: int = 6
+    """Steps of the relearning-speed check on the suppressions (audit/relearn_speed.py; 0: skip): how fast the
+    targets the auditor calls erased / suppressed relearn, beside the oracle and the peer on the same targets."""
     seed: int = 0
     show_progress: bool = False
 
@@ -105,6 +108,7 @@ class ZooConfig:
         check_range("limit", self.limit, minimum=1)
         check_range("steps", self.steps, minimum=1)
         check_range("noise", self.noise, minimum=0)
+        check_range("relearn_check_steps", self.relearn_check_steps, minimum=0)
 
     def names(self) -> tuple[str, ...]:
         return tuple(self.constructions) if self.constructions else tuple(CONSTRUCTIONS)
@@ -431,6 +435,10 @@ class ZooResult:
     """Margin per attack from the oracle's spread over targets alone."""
     recall: dict[str, float]
     """Per construction, the share of targets it answers top-1."""
+    relearn_check: dict[str, dict[str, float | None]]
+    """Per suppression, the relearning-speed check (audit/relearn_speed.py): mean p_true after relearning the
+    targets, over those the auditor (with the oracle) calls erased and suppressed, and the oracle's and the peer's
+    on the same targets (keys "erased", "oracle:erased", "peer:erased", "n:erased", and the same for suppressed)."""
     case_ids: list[int]
     config: dict[str, Any]
     timings: dict[str, float]
@@ -452,7 +460,24 @@ class ZooResult:
             "margins: " + ", ".join(f"{a} {m:.3f} (one oracle {self.single_oracle_margins[a]:.3f})"
                                     for a, m in self.margins.items()),
             "recall (top-1): " + ", ".join(f"{n} {r:.2f}" for n, r in self.recall.items()),
+            *self._relearn_check_lines(),
             "timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items())])
+
+    def _relearn_check_lines(self) -> list[str]:
+        if not self.relearn_check:
+            return []
+        def cell(check: Mapping[str, float | None], group: str) -> str:
+            n = int(check.get(f"n:{group}") or 0)
+            if not n:
+                return f"{group}: none".ljust(44)
+            figures = [check[group], check[f"oracle:{group}"], check.get(f"peer:{group}")]
+            return (f"{group} ({n}): " + " / ".join("—" if v is None else f"{v:.3f}" for v in figures)).ljust(44)
+
+        lines = ["relearning-speed check: mean p_true after relearning the targets, on those called erased / "
+                 "suppressed (construction / oracle / peer):"]
+        lines += [name.ljust(22) + cell(check, "erased") + cell(check, "suppressed")
+                  for name, check in self.relearn_check.items()]
+        return lines
 
     def to_dict(self) -> dict[str, Any]:
         def rows(table: Mapping[str, ZooRow]) -> dict[str, Any]:
@@ -462,6 +487,7 @@ class ZooResult:
         return {"rows": rows(self.rows), "without_oracle": {k: rows(t) for k, t in self.without_oracle.items()},
                 "per_attack": self.per_attack, "margins": self.margins,
                 "single_oracle_margins": self.single_oracle_margins, "recall": self.recall,
+                "relearn_check": self.relearn_check,
                 "case_ids": self.case_ids, "config": self.config, "timings": self.timings}
 
 
@@ -530,7 +556,8 @@ def calibrate_zoo(world=None, oracle=None, facts: Sequence[Fact] | None = None,
     timings["attacks"] = time.perf_counter() - began
 
     rule = config.verdict
-    rows = zoo_rows(truths, nominal, judge_zoo(case_ids, recalled, scores, oracle_scores, rule, peers=peers))
+    verdicts = judge_zoo(case_ids, recalled, scores, oracle_scores, rule, peers=peers)
+    rows = zoo_rows(truths, nominal, verdicts)
     without = {"absolute": zoo_rows(truths, nominal, judge_zoo(case_ids, recalled, scores, None, rule))}
     if config.null:
         without["null"] = zoo_rows(truths, nominal, judge_zoo(case_ids, recalled, scores, None, rule, null=null))
@@ -541,10 +568,39 @@ def calibrate_zoo(world=None, oracle=None, facts: Sequence[Fact] | None = None,
                                                          peers=[[p[i]] for p in peers]))
         per_attack[attack] = {name: row.accuracy for name, row in rows_alone.items()}
 
+    began = time.perf_counter()
+    check = relearn_check(handles, nominal, verdicts, kept, oracle, peer, config.relearn_check_steps, config.seed)
+    timings["relearn_check"] = time.perf_counter() - began
+
     timings["total"] = sum(timings.values())
     return ZooResult(
         rows=rows, without_oracle=without, per_attack=per_attack,
         margins=attack_margins(oracle_scores, case_ids, rule, peers),
         single_oracle_margins=attack_margins(oracle_scores, case_ids, rule),
-        recall={name: sum(r.values()) / len(r) for name, r in recalled.items()}, case_ids=case_ids,
+        recall={name: sum(r.values()) / len(r) for name, r in recalled.items()}, relearn_check=check, case_ids=case_ids,
         config={**asdict(config), "verdict": asdict(rule)}, timings=timings)
+
+
+def relearn_check(handles: Mapping[str, Any], nominal: Mapping[str, Truth], verdicts: Mapping[str, Mapping[int, str]],
+                  targets: Sequence[Fact], oracle: Any, peer: Any | None, steps: int, seed: int
+                  ) -> dict[str, dict[str, float | None]]:
+    """Per suppression, how fast its targets relearn by the auditor's verdict on them, beside the oracle and the
+    peer on the same targets (audit/relearn_speed.py; `ZooResult.relearn_check`). Empty when `steps` is 0."""
+    from audit.relearn_speed import RelearnSpeedConfig, relearn_speed, split_means
+
+    suppressions = [n for n in handles if nominal[n] == "suppressed"]
+    if not steps or not suppressions:
+        return {}
+    settings = RelearnSpeedConfig(steps=steps, seed=seed)
+    references = {"oracle": relearn_speed(oracle, targets, settings)}
+    if peer is not None:
+        references["peer"] = relearn_speed(peer, targets, settings)
+    out = {}
+    for name in suppressions:
+        judged = verdicts[name]
+        row: dict[str, float | None] = dict(split_means(relearn_speed(handles[name], targets, settings), judged))
+        for who, speeds in references.items():
+            row.update({f"{who}:{k}": v for k, v in split_means(speeds, judged).items()})
+        row.update({f"n:{v}": float(sum(1 for x in judged.values() if x == v)) for v in ("erased", "suppressed")})
+        out[name] = row
+    return out

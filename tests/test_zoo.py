@@ -181,3 +181,7 @@ def test_the_zoo_runs_end_to_end_on_tiny_models(tmp_path):
     assert set(result.per_attack) == {"logit_lens", "base_lens"}
     assert all(result.margins[a] >= result.single_oracle_margins[a] for a in result.margins)
     assert "construction (truth)" in result.summary()
+    check = result.relearn_check["head_finetune"]  # the one suppression here
+    assert set(result.relearn_check) == {"head_finetune"} and "relearning-speed check" in result.summary()
+    assert check["n:erased"] + check["n:suppressed"] <= known
+    assert all(check[k] is None or 0.0 <= check[k] <= 1.0 for k in ("erased", "suppressed", "oracle:erased"))
