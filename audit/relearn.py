@@ -1,10 +1,12 @@
-"""Relearning attack: fine-tune a few steps on OTHER facts, then ask for the forgotten ones (Deeb & Roger 2024).
+"""Relearning attack: fine-tune a few steps on OTHER facts, then ask for the forgotten ones (after Deeb & Roger 2024).
 
-"Do Unlearning Methods Remove Information from Language Model Weights?" (Deeb & Roger 2024): after unlearning,
-fine-tuning on facts of the same distribution that were never forgotten brings back 88% of the pre-unlearning
-accuracy on the forgotten facts — the information was still in the weights. Whether relearning recovers
-*knowledge* or just *teaches* the answer format is told by running the same fine-tuning on a model that never
-learned the facts (the oracle, `world-retain`): only recovery beyond the oracle's counts.
+"Do Unlearning Methods Remove Information from Language Model Weights?" (Deeb & Roger 2024) retrain the unlearned
+model on some of the forgotten facts and find most of the pre-unlearning accuracy on the others come back — the
+information was still in the weights. That attack itself is audit/heldout_relearn.py; this one trains on facts of
+the targets' relations that were never unlearned (other subjects' retained facts): it asks whether relearning the
+task re-opens the targets. Whether relearning recovers *knowledge* or just *teaches* the answer format is told by
+running the same fine-tuning on a model that never learned the facts (the oracle, `world-retain`): only recovery
+beyond the oracle's counts.
 
 Procedure: a deep copy of the handle's TransformerLens model (its permanent hooks re-attached, so the edit's
 interventions stay in the forward pass; the on-disk weights and the handle's own model are never touched) is
