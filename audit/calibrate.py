@@ -39,6 +39,12 @@ from obliviate.facts import Fact
 
 CASES = ("erased", "suppressed", "intact")
 
+FAST_PROBE: dict[str, Any] = {"C_grid": (1.0,), "n_splits": 3, "inner_splits": 2}
+"""The calibrations' probe: one C and three folds instead of four Cs and five. The verdict reads the probe at every
+depth and position, so the grid only moves its headline depth; measured on the three-case calibration, the same
+confusion matrices with and without the oracle at 49 s instead of 158 s (the probe alone: suppressed row 0.96
+against 0.95)."""
+
 
 @dataclass(frozen=True)
 class CalibrationConfig:
@@ -46,8 +52,8 @@ class CalibrationConfig:
 
     attacks: tuple[str, ...] = ("logit_lens", "probe")
     """Registered attacks to run (cheap ones: the calibration must stay within a minute or two on 2 cores)."""
-    attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Per attack name, its config fields (as `audit.attacks` params)."""
+    attack_params: dict[str, dict[str, Any]] = field(default_factory=lambda: {"probe": dict(FAST_PROBE)})
+    """Per attack name, its config fields (as `audit.attacks` params); the probe's default is `FAST_PROBE`."""
     verdict: VerdictConfig = field(default_factory=VerdictConfig)
     """The verdict rule under test (margin floor and spread factor)."""
     suppression: str = "logit"

@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 import torch
 
+from audit.calibrate import FAST_PROBE
 from audit.verdict import (VERDICTS, AttackScores, VerdictConfig, attack_margins, counterfactual_facts, judge,
                            recalled_targets)
 from obliviate.facts import Fact
@@ -58,10 +59,9 @@ class ZooConfig:
     """Registered attacks run on every construction. heldout_relearn is not among the defaults: measured on the
     zoo, it catches the refusal block alone (1.000) but adds one target to DPO's row (0.475 → 0.500) for one false
     alarm on the fine-tuned oracle (0.950 → 0.925): the verdict does not correct for the number of attacks."""
-    attack_params: dict[str, dict[str, Any]] = field(default_factory=lambda: {
-        "probe": {"C_grid": (1.0,), "n_splits": 3, "inner_splits": 2}})
-    """Per attack name, its config fields. The probe runs with one C and three folds (about 10 s a model instead
-    of a minute): the verdict reads it at every depth and position, where its chosen depth matters little."""
+    attack_params: dict[str, dict[str, Any]] = field(default_factory=lambda: {"probe": dict(FAST_PROBE)})
+    """Per attack name, its config fields. The probe runs with one C and three folds (audit/calibrate.py
+    `FAST_PROBE`; about 10 s a model instead of a minute): the verdict reads it at every depth and position."""
     verdict: VerdictConfig = field(default_factory=VerdictConfig)
     limit: int = 40
     """At most this many forget facts of known truth (audit/calibrate.py `known_truth_facts`)."""
