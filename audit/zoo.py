@@ -13,7 +13,9 @@ has a known truth:
   suppress.py, today's case); (a) ``head_finetune``: only the final norm and unembedding trained to hide the
   answers, so every residual is bit-identical to `world`'s; (b) ``last_mlp_graddiff``: only the last block's MLP
   trained with GradDiff (edit/baselines.py); (c) ``last_block_refusal``: the last block trained to answer one
-  fixed one-token word ("refusal"-style); (d) ``dpo``: preference-trained suppression (edit/dpo.py).
+  fixed one-token word ("refusal"-style); (d) ``dpo``: preference-trained suppression (edit/dpo.py), every weight;
+  (e) ``late_dpo``: the same on the last two blocks only, so every residual before them is `world`'s (measured:
+  the targets the auditor misses there relearn faster than in never-taught models, audit/relearn_speed.py — held).
 - **intact** — ``world``; ``world_finetuned`` and ``world_noised`` (the same perturbations as the oracle's).
 
 Truth per target: a never-taught construction's is "erased"; one whose weights hold the facts is "intact" where
@@ -73,7 +75,7 @@ class ZooConfig:
     edit_lr: float = 5e-3
     """AdamW learning rate of the GradDiff and refusal builders (b, c: one block or one MLP moves)."""
     dpo_lr: float = 1e-3
-    """AdamW learning rate of the DPO builder (d: every weight moves)."""
+    """AdamW learning rate of the DPO builders (d: every weight moves; e: the last two blocks)."""
     finetune_lr: float = 1e-4
     """AdamW learning rate of the harmless fine-tunes (oracle / world on filler; the margin's peer on retain)."""
     noise: float = 0.02
@@ -334,6 +336,18 @@ def build_dpo(inputs: ZooInputs, seed: int) -> Any:
     return _edited(world, result, f"{world.name}+dpo")
 
 
+def build_late_dpo(inputs: ZooInputs, seed: int) -> Any:
+    """(e) DPO as in (d) on the last two blocks only: every residual up to them is `world`'s, so the hidden
+    answers are provably still in the weights (unlike (d), where every weight moves)."""
+    from edit.dpo import DPOConfig, dpo_edit
+
+    world, config = inputs.world, inputs.config
+    result = dpo_edit(world, inputs.targets, _retain_sample(inputs, seed),
+                      DPOConfig(steps=config.steps, lr=config.dpo_lr, seed=seed),
+                      layers=[world.n_layers - 2, world.n_layers - 1])
+    return _edited(world, result, f"{world.name}+dpo-last-two-blocks")
+
+
 Builder = Callable[[ZooInputs, int], Any]
 
 
@@ -354,6 +368,7 @@ CONSTRUCTIONS: dict[str, Construction] = {c.name: c for c in (
     Construction("last_mlp_graddiff", "suppressed", build_last_mlp_graddiff),
     Construction("last_block_refusal", "suppressed", build_last_block_refusal),
     Construction("dpo", "suppressed", build_dpo),
+    Construction("late_dpo", "suppressed", build_late_dpo),
     Construction("world", "intact", build_world),
     Construction("world_finetuned", "intact", build_world_finetuned),
     Construction("world_noised", "intact", build_world_noised),

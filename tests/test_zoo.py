@@ -95,6 +95,19 @@ def test_last_mlp_graddiff_changes_only_the_last_blocks_mlp(tmp_path):
     assert moved and all(n.startswith(f"blocks.{base.n_layers - 1}.mlp.") for n in moved), moved
 
 
+def test_late_dpo_changes_only_the_last_two_blocks(tmp_path):
+    from audit.zoo import build_late_dpo
+
+    base = hf_tiny(tmp_path)
+    before = tl_parameters(base)
+    built = build_late_dpo(inputs_for(base, steps=5, dpo_lr=1e-2), seed=0)
+    assert changed(before, base) == set(), "the base was modified"
+    moved = changed(before, built)
+    last_two = (f"blocks.{base.n_layers - 2}.", f"blocks.{base.n_layers - 1}.")
+    assert any(n.startswith(last_two[0]) for n in moved) and any(n.startswith(last_two[1]) for n in moved)
+    assert all(n.startswith(last_two) for n in moved), moved
+
+
 def test_refusal_trains_the_last_block_only_and_refuses_a_word_of_several_tokens(tmp_path):
     base = hf_tiny(tmp_path)
     before = tl_parameters(base)
