@@ -33,6 +33,13 @@ because no model there put a plausible answer below every other token by chance 
 variant of the reference (head projection, probability delta, and their top-k / bottom-k halves) is reported in
 `variants`, and each target's details list its hit layers. p_true / rank: the best over attacked layers of the
 head projection's p(answer) / 1-based rank.
+
+Sites (what the verdict reads when the oracle's run has them too, audit/verdict.py): p(answer) at each attacked
+layer ("layer l") and the bottom-k hit ("bottom-k", 0/1), each judged against the oracle at the same site with the
+margin corrected for the number of sites, as for the re-fitted probe. Why not the headline alone: the best layer
+of the audited model and of the oracle need not be the same layer, and a never-taught model's best layer is
+wherever its prior peaks, which widens the margin. Measured on the calibration zoo (re-judging its runs): the
+last-MLP GradDiff suppression 0.900 → 0.950, DPO 0.475 → 0.500, the never-taught rows unchanged.
 """
 
 from __future__ import annotations
@@ -130,12 +137,18 @@ def window_hits(values: Float[torch.Tensor, "depth batch vocab"], answer: Int[to
     return target >= kth_largest, target <= kth_smallest
 
 
+BOTTOM_SITE = "bottom-k"
+"""The site that carries the bottom-k hit (the headline's 1.0), beside the per-layer p(answer) sites."""
+
+
 @dataclass
 class LensOutcome:
     """Per target: which attack hit at which attacked layer."""
 
     scores: dict[int, TargetScore] = field(default_factory=dict)
     variants: dict[str, dict[int, float]] = field(default_factory=dict)
+    sites: dict[str, dict[int, float]] = field(default_factory=dict)
+    """p(answer) per attacked layer ("layer l"), and "bottom-k" (1 where the answer is in the bottom-k at some layer)."""
 
 
 def logit_lens_scores(handle: Any, facts: Sequence[Fact], config: LogitLensConfig = LogitLensConfig(),
@@ -175,6 +188,9 @@ def logit_lens_scores(handle: Any, facts: Sequence[Fact], config: LogitLensConfi
                 outcome.variants[name][fact.case_id] = float(hits[name].any())
             best = int(p_answer[:, i].argmax())
             bottom = bool(hits["head_bottomk"].any())
+            for j, layer in enumerate(layers):
+                outcome.sites.setdefault(f"layer {layer}", {})[fact.case_id] = float(p_answer[j, i])
+            outcome.sites.setdefault(BOTTOM_SITE, {})[fact.case_id] = float(bottom)
             outcome.scores[fact.case_id] = TargetScore(
                 case_id=fact.case_id,
                 score=1.0 if bottom else float(p_answer[best, i]),
@@ -195,12 +211,14 @@ def run_logit_lens(base: Any, edited: Any, facts: Sequence[Fact], oracle: Any | 
     def one(handle: Any, before, unlearned, nested: AttackResult | None) -> AttackResult:
         start = time.perf_counter()
         outcome = logit_lens_scores(handle, facts, config, decoder, attack)
-        return assemble(attack, f"{lens}'s best p(answer) over the attacked layers, or 1 if the answer "
+        result = assemble(attack, f"{lens}'s best p(answer) over the attacked layers, or 1 if the answer "
                         f"is in the lens's bottom-{config.k} at one of them",
                         settings if settings is not None else asdict(config), facts, attacked=outcome.scores,
                         unlearned=unlearned, before=before, variants=outcome.variants, oracle=nested,
                         timings={**(timings or {}), "total": time.perf_counter() - start}, handle_name=handle.name,
                         min_gap=config.min_gap)
+        result.sites = outcome.sites
+        return result
 
     return with_oracle(base, edited, oracle, facts, one, plain="top1")
 

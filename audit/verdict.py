@@ -128,10 +128,10 @@ class VerdictConfig:
     """The group test's z before the correction for the number of attack × site pairs looked at."""
     null_per_site: bool = False
     """Without an oracle, judge a several-site attack (the probe) per site against its null run there
-    (`null_site_thresholds`) instead of at its headline site. Off by default: measured on the zoo it lifts the
-    last-MLP GradDiff row from 0.000 to 0.175 and costs the never-taught rows 5-7.5pp (the counterfactual answers
-    are less guessable than the true ones, so at the best of 14 sites a never-taught model's true answer beats the
-    null more often than the nominal rate)."""
+    (`null_site_thresholds`) instead of at its headline site. Off by default: re-judging the zoo's runs, with the
+    probe's and the lenses' sites it lifts the last-MLP GradDiff row from 0.000 to 0.800 and costs the never-taught
+    rows 5-10pp, one to 0.875 (the counterfactual answers are less guessable than the true ones, so at the best of
+    many sites a never-taught model's true answer beats the null more often than the nominal rate)."""
     peer_rule: Literal["replace", "widen"] = "replace"
     """With peers: their paired spread from the oracle replaces the oracle's spread over targets ("replace"), or
     only widens it ("widen"); module docstring. Without peers σ is the only estimate, whatever this says."""

@@ -73,3 +73,17 @@ def test_world_suppression_recovered_beyond_the_oracle(world_handle, world_retai
     assert result.metrics["mean_attacked"] - result.oracle.metrics["mean_attacked"] >= 0.2
     # the oracle's rate under the same attack is reported for the verdict
     assert 0.0 <= result.oracle.metrics["mean_attacked"] <= 1.0
+
+
+def test_every_attacked_layer_and_the_bottom_k_hit_are_sites_the_verdict_can_read():
+    handle = tiny_handle("gpt2")
+    facts = tiny_facts()
+    config = LogitLensConfig(layers=(0, 1), k=2)
+    result = run_logit_lens(handle, handle, facts, oracle=handle, config=config)
+    assert set(result.sites) == {"layer 0", "layer 1", "bottom-k"}
+    for fact in facts:
+        details = result.targets[fact.case_id].details
+        by_layer = [result.sites[f"layer {layer}"][fact.case_id] for layer in (0, 1)]
+        assert by_layer == pytest.approx(details["p_answer_by_layer"], abs=1e-6)
+        assert result.sites["bottom-k"][fact.case_id] == float(bool(details["hit_layers"]["head_bottomk"]))
+    assert set(result.oracle.sites) == set(result.sites)  # the oracle's run has the same sites to compare with
