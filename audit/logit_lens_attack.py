@@ -38,8 +38,8 @@ Sites (what the verdict reads when the oracle's run has them too, audit/verdict.
 layer ("layer l") and the bottom-k hit ("bottom-k", 0/1), each judged against the oracle at the same site with the
 margin corrected for the number of sites, as for the re-fitted probe. Why not the headline alone: the best layer
 of the audited model and of the oracle need not be the same layer, and a never-taught model's best layer is
-wherever its prior peaks, which widens the margin. Measured on the calibration zoo (re-judging its runs): the
-last-MLP GradDiff suppression 0.900 → 0.950, DPO 0.475 → 0.500, the never-taught rows unchanged.
+wherever its prior peaks, which widens the margin. Measured on the calibration zoo: the last-MLP GradDiff
+suppression 0.900 → 0.950, DPO on the last two blocks 0.750 → 0.900, DPO 0.475 → 0.500, never-taught rows unchanged.
 """
 
 from __future__ import annotations

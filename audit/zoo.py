@@ -59,8 +59,9 @@ class ZooConfig:
     attacks: tuple[str, ...] = ("logit_lens", "base_lens", "tuned_lens", "in_context", "benign_relearn", "relearn",
                                 "probe")
     """Registered attacks run on every construction. heldout_relearn is not among the defaults: measured on the
-    zoo, it catches the refusal block alone (1.000) but adds one target to DPO's row (0.475 → 0.500) for one false
-    alarm on the fine-tuned oracle (0.950 → 0.925): the verdict does not correct for the number of attacks."""
+    zoo (before the lenses were judged per layer), it catches the refusal block alone (1.000) but added one target
+    to DPO's row (0.475 → 0.500) for one false alarm on the fine-tuned oracle (0.950 → 0.925): the verdict does not
+    correct for the number of attacks."""
     attack_params: dict[str, dict[str, Any]] = field(default_factory=lambda: {"probe": dict(FAST_PROBE)})
     """Per attack name, its config fields. The probe runs with one C and three folds (audit/calibrate.py
     `FAST_PROBE`; about 10 s a model instead of a minute): the verdict reads it at every depth and position."""
