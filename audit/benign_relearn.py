@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from audit.attack_result import (AttackContext, AttackResult, TargetScore, answer_stats, assemble, fact_sentence,
+from audit.attack_result import (AttackContext, AttackResult, TargetScore, assemble, fact_sentence, plain_scores,
                                  retain_texts, with_oracle, with_tl)
 from audit.relearn import TargetLeakError, fine_tuned_copy
 from obliviate.facts import Fact
@@ -104,10 +104,7 @@ def benign_relearn_scores(handle: Any, targets: Sequence[Fact], texts: Sequence[
     """Targets' p_true / top-1 / rank after fine-tuning a copy of `handle` on `texts` (language-model loss)."""
     check_unrelated(texts, targets)
     model, losses = lm_fine_tuned_copy(handle, texts, config)
-    stats = answer_stats(with_tl(handle, model), [f.text for f in targets], [f.target_true for f in targets])
-    scores = {f.case_id: TargetScore(f.case_id, float(stats.p_true[i]), float(stats.p_true[i]), bool(stats.top1[i]),
-                                     int(stats.rank[i])) for i, f in enumerate(targets)}
-    return scores, losses
+    return plain_scores(with_tl(handle, model), targets), losses
 
 
 def run_benign_relearn(base: Any, edited: Any, facts: Sequence[Fact], texts: Sequence[str],

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from audit.attack_result import AttackContext, AttackResult, TargetScore, answer_stats, assemble, with_oracle, with_tl
+from audit.attack_result import AttackContext, AttackResult, TargetScore, assemble, plain_scores, with_oracle, with_tl
 from audit.relearn import answer_examples, check_disjoint, fine_tuned_copy
 from obliviate.facts import Fact
 from obliviate.registry import ATTACKS
@@ -102,10 +102,7 @@ def heldout_relearn_scores(handle: Any, targets: Sequence[Fact],
     for scored in subject_folds(targets, config.folds, config.seed):
         trained = training_facts(targets, scored, config.unseen_answers)
         model, losses = fine_tuned_copy(handle, answer_examples(handle, trained, config.include_paraphrases), config)
-        stats = answer_stats(with_tl(handle, model), [f.text for f in scored], [f.target_true for f in scored])
-        for i, f in enumerate(scored):
-            scores[f.case_id] = TargetScore(f.case_id, float(stats.p_true[i]), float(stats.p_true[i]),
-                                            bool(stats.top1[i]), int(stats.rank[i]))
+        scores.update(plain_scores(with_tl(handle, model), scored))
         last_losses.append(losses[-1])
         del model
     return scores, last_losses

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from audit.attack_result import (AttackContext, AttackResult, TargetScore, answer_stats, assemble, clone_tl,
+from audit.attack_result import (AttackContext, AttackResult, TargetScore, assemble, clone_tl, plain_scores,
                                  with_oracle, with_tl)
 from obliviate.facts import Fact
 from obliviate.metrics import continuation_ids, encode
@@ -136,10 +136,7 @@ def relearn_scores(handle: Any, targets: Sequence[Fact], relearn_facts: Sequence
                    config: RelearnConfig = RelearnConfig()) -> tuple[dict[int, TargetScore], list[float]]:
     """Targets' p_true / top-1 / rank after relearning a copy of `handle` on `relearn_facts`."""
     model, losses = relearned_tl(handle, relearn_facts, config, targets)
-    stats = answer_stats(with_tl(handle, model), [f.text for f in targets], [f.target_true for f in targets])
-    scores = {f.case_id: TargetScore(f.case_id, float(stats.p_true[i]), float(stats.p_true[i]), bool(stats.top1[i]),
-                                     int(stats.rank[i])) for i, f in enumerate(targets)}
-    return scores, losses
+    return plain_scores(with_tl(handle, model), targets), losses
 
 
 def run_relearn(base: Any, edited: Any, facts: Sequence[Fact], relearn_facts: Sequence[Fact],

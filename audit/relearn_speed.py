@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from audit.attack_result import answer_stats, with_tl
+from audit.attack_result import plain_scores, with_tl
 from audit.relearn import answer_examples, fine_tuned_copy
 from obliviate.facts import Fact
 
@@ -41,8 +41,7 @@ def relearn_speed(handle: Any, targets: Sequence[Fact], config: RelearnSpeedConf
                   ) -> dict[int, float]:
     """case_id → p_true on its rewrite prompt after `config.steps` fine-tuning steps on all `targets`' answers."""
     model, _ = fine_tuned_copy(handle, answer_examples(handle, targets, include_paraphrases=False), config)
-    stats = answer_stats(with_tl(handle, model), [f.text for f in targets], [f.target_true for f in targets])
-    return {f.case_id: float(stats.p_true[i]) for i, f in enumerate(targets)}
+    return {c: t.score for c, t in plain_scores(with_tl(handle, model), targets).items()}
 
 
 def split_means(speeds: Mapping[int, float], verdicts: Mapping[int, str]) -> dict[str, float | None]:
