@@ -336,7 +336,7 @@ def null_site_thresholds(edited: AttackScores, null_run: "AttackScores | Sequenc
     """Per site both runs report, the null's threshold base for every target: the quantile of the null run's scores
     at that site at level `null_quantile`^(1/S) (Šidák over the S sites, so that taking a target's best site keeps
     one site's false-alarm rate). Empty for a single-site attack or a null given as plain scores."""
-    theirs = _sites(null_run) if null_run is not None and not isinstance(null_run, Sequence) else {}
+    theirs = _sites(null_run)  # plain scores (a list) or None carry no sites
     shared = [s for s in _sites(edited) if s in theirs and any(_finite(v) for v in theirs[s].values())]
     level = config.null_quantile ** (1.0 / len(shared)) if shared else config.null_quantile
     out = {}

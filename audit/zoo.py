@@ -14,8 +14,9 @@ has a known truth:
   answers, so every residual is bit-identical to `world`'s; (b) ``last_mlp_graddiff``: only the last block's MLP
   trained with GradDiff (edit/baselines.py); (c) ``last_block_refusal``: the last block trained to answer one
   fixed one-token word ("refusal"-style); (d) ``dpo``: preference-trained suppression (edit/dpo.py), every weight;
-  (e) ``late_dpo``: the same on the last two blocks only, so every residual before them is `world`'s (measured:
-  the targets the auditor misses there relearn faster than in never-taught models, audit/relearn_speed.py — held).
+  (e) ``late_dpo``: the same on the last two blocks only, so every residual before them is `world`'s (measured
+  with the lenses judged at their best layer only: the targets the auditor missed there relearned faster than in
+  never-taught models, audit/relearn_speed.py — held).
 - **intact** — ``world``; ``world_finetuned`` and ``world_noised`` (the same perturbations as the oracle's).
 
 Truth per target: a never-taught construction's is "erased"; one whose weights hold the facts is "intact" where
@@ -327,26 +328,27 @@ def build_last_block_refusal(inputs: ZooInputs, seed: int) -> Any:
     return _edited(world, result, f"{world.name}+refusal-{word}")
 
 
-def build_dpo(inputs: ZooInputs, seed: int) -> Any:
-    """(d) DPO (edit/dpo.py): each target's counterfactual answer preferred over its true one, every weight."""
+def _dpo_suppression(inputs: ZooInputs, seed: int, layers: list[int] | None, name: str) -> Any:
+    """DPO (edit/dpo.py) on `layers` (None: every weight): each target's counterfactual answer preferred over its
+    true one, with the builders' retain sample."""
     from edit.dpo import DPOConfig, dpo_edit
 
     world, config = inputs.world, inputs.config
     result = dpo_edit(world, inputs.targets, _retain_sample(inputs, seed),
-                      DPOConfig(steps=config.steps, lr=config.dpo_lr, seed=seed))
-    return _edited(world, result, f"{world.name}+dpo")
+                      DPOConfig(steps=config.steps, lr=config.dpo_lr, seed=seed), layers=layers)
+    return _edited(world, result, f"{world.name}+{name}")
+
+
+def build_dpo(inputs: ZooInputs, seed: int) -> Any:
+    """(d) DPO on every weight."""
+    return _dpo_suppression(inputs, seed, None, "dpo")
 
 
 def build_late_dpo(inputs: ZooInputs, seed: int) -> Any:
-    """(e) DPO as in (d) on the last two blocks only: every residual up to them is `world`'s, so the hidden
-    answers are provably still in the weights (unlike (d), where every weight moves)."""
-    from edit.dpo import DPOConfig, dpo_edit
-
-    world, config = inputs.world, inputs.config
-    result = dpo_edit(world, inputs.targets, _retain_sample(inputs, seed),
-                      DPOConfig(steps=config.steps, lr=config.dpo_lr, seed=seed),
-                      layers=[world.n_layers - 2, world.n_layers - 1])
-    return _edited(world, result, f"{world.name}+dpo-last-two-blocks")
+    """(e) DPO as in (d) on the last two blocks only: every residual up to them is `world`'s (unlike (d), where
+    every weight moves), so whatever the first blocks hold about a target is still there."""
+    n = inputs.world.n_layers
+    return _dpo_suppression(inputs, seed, [n - 2, n - 1], "dpo-last-two-blocks")
 
 
 Builder = Callable[[ZooInputs, int], Any]
