@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from audit.verdict import VERDICTS, AttackScores, VerdictConfig, counterfactual_facts, judge, recalled_targets
+from audit.verdict import VERDICTS, AttackScores, NullAnswers, VerdictConfig, judge, null_facts, recalled_targets
 from obliviate.facts import Fact
 
 CASES = ("erased", "suppressed", "intact")
@@ -67,7 +67,11 @@ class CalibrationConfig:
     spread_ks: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 5.0)
     """Spread factors swept for the robustness table."""
     null: bool = True
-    """Also judge without the oracle against the counterfactual-answer null (two more runs per attack)."""
+    """Also judge without the oracle against a null of answers the audited model never held (two more runs per
+    attack)."""
+    null_answers: NullAnswers = "decoy"
+    """The null's answers (audit/verdict.py `null_facts`): "decoy" (another answer of the relation, drawn as the
+    true answers are) or "counterfactual" (CounterFact's target_new, which a rewrite or DPO promotes)."""
     peer: str | None = "world-retain-2"
     """The second never-taught model whose paired spread from the oracle sets each attack's margin (audit/verdict.py
     `peers`; audit/zoo.py `peer_model`): a model name, "finetuned", or None. One more run per attack."""
@@ -75,6 +79,12 @@ class CalibrationConfig:
     """World seed."""
     show_progress: bool = False
     """Progress bars."""
+
+    def __post_init__(self) -> None:
+        if self.null_answers not in ("decoy", "counterfactual"):
+            from obliviate.config.loader import InvalidField
+
+            raise InvalidField("null_answers", f"{self.null_answers!r}: use 'decoy' or 'counterfactual'.")
 
 
 @dataclass
@@ -107,7 +117,7 @@ class CalibrationResult:
 
     confusion: Confusion
     without_oracle: dict[str, Confusion]
-    """The same cases judged without the oracle: "null" (counterfactual-answer null on the audited model) and
+    """The same cases judged without the oracle: "null" (a null of unheld answers on the audited model) and
     "absolute" (the stated threshold) — the rules used where no oracle exists."""
     margins: dict[str, float]
     """Margin per attack the verdicts used."""
@@ -288,15 +298,15 @@ def calibrate(world=None, oracle=None, facts: Sequence[Fact] | None = None,
         timings["peer"] = time.perf_counter() - began
     null: dict[str, dict[str, AttackScores]] = {}
     if config.null:
-        # each audited model's own counterfactual answers (audit/verdict.py). Every intact-case target is still
+        # each audited model's own unheld answers (audit/verdict.py `null_facts`). Every intact-case target is still
         # recalled, and judge never reads the null of a recalled target: that case reuses the suppressed one's.
-        counterfactual = counterfactual_facts(kept)
         for case in ("erased", "suppressed"):
             null[case] = {}
+            unheld = null_facts(kept, [*facts, *probe_facts], config.null_answers, config.seed, handles[case])
             for name in config.attacks:
                 began = time.perf_counter()
                 run = runners.get(name) or attack_runner(name, probe_facts, config.attack_params.get(name))
-                null[case][name] = run(world, handles[case], counterfactual)
+                null[case][name] = run(world, handles[case], unheld)
                 timings[f"{name}:null:{case}"] = time.perf_counter() - began
         null["intact"] = null["suppressed"]
 

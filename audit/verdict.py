@@ -72,8 +72,10 @@ Without an oracle (e.g. SmolLM2, whose training data cannot be re-run without th
 a null distribution per attack, with the threshold at its `null_quantile` plus `margin`; or, with no null either,
 the stated absolute threshold `absolute_threshold` (a score above it means "more than that share of the answer came
 back"). The null is the attack's score on answers the audited model does not hold: the same attack run on the
-*audited* model with each target's counterfactual answer (CounterFact's target_new) in place of the true one
-(`counterfactual_facts`) — what the attack "recovers" of an answer that was never there. Why the audited model and
+*audited* model with a decoy in place of each target's true answer — the true answer of another fact of the same
+relation, never the target's own or its counterfactual (`decoy_facts`) — what the attack "recovers" of an answer
+that was never there. Not CounterFact's target_new (`counterfactual_facts`, the earlier null): an edit may promote
+exactly that answer (a rewrite; DPO prefers it), which lifts the null by construction. Why the audited model and
 not the base: the base holds a competing (true) answer, which deflates its counterfactual scores far below what a
 model with no answer at all gives; calibrated on the world, a base-model null called 7.5% of the never-learned
 oracle's targets recovered, the audited-model null keeps the erased row at its ≥ 95% (audit/calibrate.py). Both
@@ -90,7 +92,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 import numpy as np
@@ -127,11 +129,18 @@ class VerdictConfig:
     pooled_z: float = 3.0
     """The group test's z before the correction for the number of attack × site pairs looked at."""
     null_per_site: bool = False
-    """Without an oracle, judge a several-site attack (the probe) per site against its null run there
-    (`null_site_thresholds`) instead of at its headline site. Off by default: re-judging the zoo's runs, with the
-    probe's and the lenses' sites it lifts the last-MLP GradDiff row from 0.000 to 0.800 and costs the never-taught
-    rows 5-10pp, one to 0.875 (the counterfactual answers are less guessable than the true ones, so at the best of
-    many sites a never-taught model's true answer beats the null more often than the nominal rate)."""
+    """Without an oracle, judge a several-site attack (the probe, the lenses) per site against its null run there
+    (`null_site_thresholds`) instead of at its headline site. Off by default: re-judging the zoo's runs (decoy
+    null, Šidák over attacks and sites), it lifts the suppressions (last-MLP GradDiff 0.825 → 0.875, DPO 0.200 →
+    0.275, DPO on two blocks 0.475 → 0.600) and costs the never-taught rows 2.5–10pp (0.925 / 0.925 / 0.900 →
+    0.825 / 0.900 / 0.800): at the best of many sites a never-taught model's true answer beats the null more often
+    than the nominal rate (some true answers are guessable from what the model knows; a decoy is not)."""
+    null_across_attacks: bool = True
+    """Without an oracle, read each attack's null at level `null_quantile`^(1/A) for A attacks (Šidák): a target's
+    verdict takes its best attack, so each attack's level alone would let a never-taught target beat some null far
+    more often than 1 − `null_quantile` (7 attacks at 0.95: up to 30%). Measured on the zoo (audit/zoo.py, decoy
+    null): never-taught rows 0.900 / 0.850 / 0.900 → 0.925 / 0.925 / 0.900, suppressions 0.875 → 0.825 (last-MLP
+    GradDiff), 0.425 → 0.200 (DPO), 0.625 → 0.475 (DPO on two blocks)."""
     peer_rule: Literal["replace", "widen"] = "replace"
     """With peers: their paired spread from the oracle replaces the oracle's spread over targets ("replace"), or
     only widens it ("widen"); module docstring. Without peers σ is the only estimate, whatever this says."""
@@ -223,10 +232,60 @@ def recalled_targets(handle, facts: Sequence) -> dict[int, bool]:
 
 
 def counterfactual_facts(facts: Sequence) -> list:
-    """The facts with target_true := target_new: attacked on the audited model they give the no-oracle null."""
-    from dataclasses import replace
-
+    """The facts with target_true := target_new (CounterFact's counterfactual answer). Kept for comparison only:
+    as a null it is contaminated wherever the edit promotes target_new (a rewrite, DPO's chosen answer); the
+    calibrations use `decoy_facts`."""
     return [replace(f, target_true=f.target_new, target_new=f.target_true) for f in facts]
+
+
+NullAnswers = Literal["decoy", "counterfactual"]
+
+
+def null_facts(facts: Sequence, pool: Sequence, kind: NullAnswers, seed: int, handle=None) -> list:
+    """The facts whose attack scores on the audited model (`handle`) form the no-oracle null: `decoy_facts` or
+    `counterfactual_facts`."""
+    if kind == "decoy":
+        return decoy_facts(facts, pool, seed, handle)
+    if kind == "counterfactual":
+        return counterfactual_facts(facts)
+    raise ValueError(f"null_answers {kind!r}: use 'decoy' or 'counterfactual'.")
+
+
+def decoy_facts(facts: Sequence, pool: Sequence, seed: int, handle=None) -> list:
+    """The facts with target_true := a decoy: the true answer of another fact of the same relation in `pool`
+    (drawn with the pool's multiplicity, seeded), never this fact's true or counterfactual answer, and never the
+    answer `handle` (the audited model) already gives top-1 on the prompt. Attacked on the audited model they give
+    the no-oracle null: what an attack "recovers" of an answer the model holds no more than an erased one.
+
+    Why these exclusions: the verdict judges only targets the audited model does not produce, so the null's answers
+    must not be produced either — on the world, the never-taught oracle's own guess was CounterFact's target_new on
+    4 of 40 targets, and those 4 made the null's whole upper tail. And not target_new at all: an edit may promote
+    exactly that answer (a rewrite; DPO prefers it), which lifts the null by construction. A relation with no
+    admissible answer in the pool falls back to target_new (``extra["null_answer"]`` says which was used)."""
+    import random
+
+    answers: dict[str, list[str]] = {}
+    for fact in pool:
+        answers.setdefault(fact.relation_id, []).append(fact.target_true)
+    given = _top1_tokens(handle, facts) if handle is not None else [None] * len(facts)
+    token_of: dict[str, int] = {}
+    rng = random.Random(seed)
+    out = []
+    for fact, top1 in zip(facts, given):
+        candidates = [a for a in answers.get(fact.relation_id, ()) if a not in (fact.target_true, fact.target_new)]
+        if top1 is not None:
+            candidates = [a for a in candidates
+                          if token_of.setdefault(a, handle.answer_token(a)) != top1]
+        decoy, kind = (rng.choice(candidates), "decoy") if candidates else (fact.target_new, "target_new")
+        out.append(replace(fact, target_true=decoy, target_new=fact.target_true,
+                           extra={**fact.extra, "null_answer": kind}))
+    return out
+
+
+def _top1_tokens(handle, facts: Sequence) -> list[int]:
+    from obliviate.metrics import last_token_logprobs
+
+    return last_token_logprobs(handle, [f.text for f in facts]).argmax(-1).tolist() if facts else []
 
 
 def attack_margins(oracle: Sequence[AttackScores], case_ids: Sequence[int], config: VerdictConfig,
@@ -298,8 +357,9 @@ def judge(case_ids: Sequence[int], recalled: Mapping[int, bool], edited: Sequenc
                 per_site[result.attack] = site_margins(sites[result.attack]["oracle"], case_ids, config, peer_sites)
                 margins[result.attack] = min(per_site[result.attack].values())
     elif kind == "null" and config.null_per_site:
+        per_attack = replace(config, null_quantile=null_level(config, len(edited)))
         for result in edited:
-            thresholds = null_site_thresholds(result, null.get(result.attack), case_ids, config)
+            thresholds = null_site_thresholds(result, null.get(result.attack), case_ids, per_attack)
             if thresholds:
                 sites[result.attack] = {"edited": {s: _sites(result)[s] for s in thresholds}, "oracle": thresholds}
                 per_site[result.attack] = {s: config.margin for s in thresholds}
@@ -329,6 +389,11 @@ def judge(case_ids: Sequence[int], recalled: Mapping[int, bool], edited: Sequenc
     if kind == "oracle" and peers and config.pooled:
         verdicts, opened = pooled_stage(verdicts, case_ids, edited, oracle, peers, config)
     return VerdictSet(verdicts, margins, kind, config, per_site, opened)
+
+
+def null_level(config: VerdictConfig, n_attacks: int) -> float:
+    """The quantile each attack's null is read at: `null_quantile`, Šidák-corrected over the attacks if asked."""
+    return config.null_quantile ** (1.0 / max(n_attacks, 1)) if config.null_across_attacks else config.null_quantile
 
 
 def null_site_thresholds(edited: AttackScores, null_run: "AttackScores | Sequence[float] | None",
@@ -423,12 +488,13 @@ def _references(case_ids: Sequence[int], edited: Sequence[AttackScores], oracle:
                 "oracle")
     if null:
         reference, margins = {}, {}
+        level = null_level(config, len(names))
         for name in names:
             given = null.get(name, ())
             scores = [s for s in (given.recovered.values() if hasattr(given, "recovered") else given) if _finite(s)]
             if not scores:
                 raise ValueError(f"judge: no null scores for attack {name!r}; give them or use no null at all.")
-            reference[name] = {c: float(np.quantile(scores, config.null_quantile)) for c in case_ids}
+            reference[name] = {c: float(np.quantile(scores, level)) for c in case_ids}
             margins[name] = config.margin
         return reference, margins, "null"
     # absolute: "score > absolute_threshold" written as excess over 0 beating a margin of the threshold

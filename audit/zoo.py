@@ -44,7 +44,7 @@ from typing import Any, Literal
 import torch
 
 from audit.calibrate import FAST_PROBE
-from audit.verdict import (VERDICTS, AttackScores, VerdictConfig, attack_margins, counterfactual_facts, judge,
+from audit.verdict import (VERDICTS, AttackScores, NullAnswers, VerdictConfig, attack_margins, judge, null_facts,
                            recalled_targets)
 from obliviate.facts import Fact
 
@@ -89,7 +89,11 @@ class ZooConfig:
     `peers`): a model name (default world-retain-2, the oracle's recipe from another seed), "finetuned" (the oracle
     after a short fine-tune on retained facts, `finetuned_oracle`), or None (the oracle's spread alone)."""
     null: bool = True
-    """Also judge without the oracle against the counterfactual-answer null (one more run per attack and model)."""
+    """Also judge without the oracle against a null of answers the audited model never held (one more run per
+    attack and model)."""
+    null_answers: NullAnswers = "decoy"
+    """The null's answers (audit/verdict.py `null_facts`): "decoy" (another answer of the relation) or
+    "counterfactual" (target_new: the answer the DPO builders prefer, so their null is lifted by construction)."""
     relearn_check_steps: int = 6
     """Steps of the relearning-speed check on the suppressions (audit/relearn_speed.py; 0: skip): how fast the
     targets the auditor calls erased / suppressed relearn, beside the oracle and the peer on the same targets."""
@@ -113,6 +117,8 @@ class ZooConfig:
         check_range("steps", self.steps, minimum=1)
         check_range("noise", self.noise, minimum=0)
         check_range("relearn_check_steps", self.relearn_check_steps, minimum=0)
+        if self.null_answers not in ("decoy", "counterfactual"):
+            raise InvalidField("null_answers", f"{self.null_answers!r}: use 'decoy' or 'counterfactual'.")
 
     def names(self) -> tuple[str, ...]:
         return tuple(self.constructions) if self.constructions else tuple(CONSTRUCTIONS)
@@ -444,7 +450,7 @@ class ZooResult:
 
     rows: dict[str, ZooRow]
     without_oracle: dict[str, dict[str, ZooRow]]
-    """"null" (the counterfactual-answer null on the audited model) and "absolute" (the stated threshold)."""
+    """"null" (the null of unheld answers on the audited model) and "absolute" (the stated threshold)."""
     per_attack: dict[str, dict[str, float]]
     """Attack → construction → accuracy with that attack alone (with the oracle)."""
     margins: dict[str, float]
@@ -517,7 +523,7 @@ def judge_zoo(case_ids: Sequence[int], recalled: Mapping[str, Mapping[int, bool]
               config: VerdictConfig, *, peers: Sequence[Sequence[AttackScores]] = (),
               null: Mapping[str, Mapping[str, AttackScores]] | None = None) -> dict[str, dict[int, str]]:
     """Per construction, per target, the verdict under one rule (attacks are not re-run). Without an oracle, a
-    construction with a `null` entry (per attack, its run on the counterfactual answers) is judged against it (the
+    construction with a `null` entry (per attack, its run on the null's unheld answers) is judged against it (the
     others have every target recalled)."""
     verdicts = {}
     for name, runs in scores.items():
@@ -566,11 +572,11 @@ def calibrate_zoo(world=None, oracle=None, facts: Sequence[Fact] | None = None,
     oracle_scores = [run[a](world, oracle, kept) for a in config.attacks]
     peers = [[run[a](world, peer, kept) for a in config.attacks]] if peer is not None else []
     scores, null = {}, {}
-    counterfactual = counterfactual_facts(kept)
     for name, handle in handles.items():
         scores[name] = oracle_scores if handle is oracle else [run[a](world, handle, kept) for a in config.attacks]
         if config.null and not all(recalled[name].values()):  # judge reads the null of unrecalled targets only
-            null[name] = {a: run[a](world, handle, counterfactual) for a in config.attacks}
+            unheld = null_facts(kept, [*facts, *probe_facts], config.null_answers, config.seed, handle)
+            null[name] = {a: run[a](world, handle, unheld) for a in config.attacks}
     timings["attacks"] = time.perf_counter() - began
 
     rule = config.verdict

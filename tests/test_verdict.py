@@ -285,3 +285,59 @@ def test_without_an_oracle_a_several_site_attack_can_be_judged_per_site_against_
     assert plain.counts()["suppressed"] == 0
     headline = judge(list(range(40)), {}, edited, None, null={"probe": null_run}, config=VerdictConfig(margin=0.1))
     assert headline.counts()["suppressed"] == 0  # off by default: the headline site only
+
+
+def test_the_null_answers_are_decoys_of_the_same_relation_never_the_true_or_the_counterfactual():
+    from obliviate.facts import Fact
+    from audit.verdict import decoy_facts, null_facts
+
+    def fact(case_id, relation, true, new):
+        return Fact(case_id, "{} x", f"S{case_id}", true, new, relation_id=relation)
+
+    pool = [fact(0, "P1", "a", "b"), fact(1, "P1", "b", "c"), fact(2, "P1", "c", "a"), fact(3, "P1", "d", "a"),
+            fact(4, "P2", "y", "z")]
+    targets = [pool[0], pool[1], pool[4]]
+    decoys = decoy_facts(targets, pool, seed=0)
+    for target, decoy in zip(targets, decoys):
+        assert decoy.target_new == target.target_true and decoy.case_id == target.case_id
+    assert decoys[0].target_true in {"c", "d"}  # P1's other answers, neither "a" (true) nor "b" (new)
+    assert decoys[1].target_true in {"a", "d"}
+    assert decoys[2].target_true == "z" and decoys[2].extra["null_answer"] == "target_new"  # P2 has no other answer
+    assert [d.extra["null_answer"] for d in decoys[:2]] == ["decoy", "decoy"]
+    assert [d.target_true for d in decoy_facts(targets, pool, seed=0)] == [d.target_true for d in decoys]
+    drawn = {decoy_facts(targets[:1], pool, seed=s)[0].target_true for s in range(40)}
+    assert drawn == {"c", "d"}  # seeded, but not a fixed pick
+    assert [f.target_true for f in null_facts(targets, pool, "counterfactual", 0)] == ["b", "c", "z"]
+    with pytest.raises(ValueError, match="null_answers 'x'"):
+        null_facts(targets, pool, "x", 0)
+
+
+def test_a_decoy_is_never_the_answer_the_audited_model_already_gives():
+    from audit.verdict import decoy_facts
+    from obliviate.facts import Fact
+    from obliviate.metrics import last_token_logprobs
+    from tests._edit_tiny import WORDS, tiny_hf_handle
+
+    handle = tiny_hf_handle()
+    fact = Fact(0, "The {} is in the city of", "Eiffel Tower", "Paris", "London", relation_id="P")
+    given = WORDS[int(last_token_logprobs(handle, [fact.text]).argmax(-1)[0])]
+    others = [w for w in ("Rome", "Colosseum", "river", "people") if w != given][:1]
+    pool = [Fact(i + 1, "{} x", f"S{i}", answer, "y", relation_id="P") for i, answer in enumerate([given, *others])]
+    with_model = {decoy_facts([fact], pool, seed=s, handle=handle)[0].target_true for s in range(30)}
+    without = {decoy_facts([fact], pool, seed=s)[0].target_true for s in range(30)}
+    assert given not in ("Paris", "London")  # else the exclusion below would not be the model's doing
+    assert with_model == set(others) and without == {given, *others}
+
+
+def test_without_an_oracle_the_null_is_read_at_a_level_corrected_for_the_number_of_attacks():
+    attacks = [f"a{k}" for k in range(7)]
+    null = {name: list(np.linspace(0, 1, 101)) for name in attacks}  # quantile q reads q
+    edited = [Scores(name, {0: 0.0, 1: 0.0}) for name in attacks]
+    edited[3].recovered.update({0: 0.97, 1: 0.999})  # 0: past one attack's 95% only; 1: past the corrected level
+    recalled = {0: False, 1: False}
+    plain = judge([0, 1], recalled, edited, null=null, config=VerdictConfig(margin=0.0, null_across_attacks=False))
+    corrected = judge([0, 1], recalled, edited, null=null, config=VerdictConfig(margin=0.0))
+    assert [t.verdict for t in plain.targets] == ["suppressed", "suppressed"]
+    assert [t.verdict for t in corrected.targets] == ["erased", "suppressed"]
+    assert corrected.by_case()[1].attack == "a3"
+    assert corrected.by_case()[0].reference == pytest.approx(0.95 ** (1 / 7), abs=1e-9)

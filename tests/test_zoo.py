@@ -198,3 +198,12 @@ def test_the_zoo_runs_end_to_end_on_tiny_models(tmp_path):
     assert set(result.relearn_check) == {"head_finetune"} and "relearning-speed check" in result.summary()
     assert check["n:erased"] + check["n:suppressed"] <= known
     assert all(check[k] is None or 0.0 <= check[k] <= 1.0 for k in ("erased", "suppressed", "oracle:erased"))
+
+
+def test_a_null_answer_kind_that_does_not_exist_is_refused_naming_the_key():
+    from audit.calibrate import CalibrationConfig
+    from obliviate.config.loader import InvalidField
+
+    for config in (ZooConfig, CalibrationConfig):
+        with pytest.raises(InvalidField, match="null_answers.*'decoy' or 'counterfactual'"):
+            config(null_answers="target_new")
