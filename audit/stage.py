@@ -10,7 +10,9 @@ Every attack runs unchanged on the edited model and on the oracle (``audit.refer
 and on each peer (``audit.peers``, e.g. ``world-retain-2``: another never-taught model, whose distance from the
 oracle sets the margins); audit/verdict.py judges the difference. The oracle's and peers' runs do not depend on
 the edit, so the stage runs them once and every edit's audit reuses them (audit/reference_runs.py). Without an
-oracle (SmolLM2), verdicts fall back to the absolute threshold documented there, and the record says so.
+oracle (SmolLM2), verdicts fall back to the absolute threshold documented there, or with
+``audit.without_reference: decoy`` to a null of decoy answers on the edited model (every attack run a second
+time), and the record says which.
 """
 
 from __future__ import annotations
@@ -81,6 +83,25 @@ def load_peers(config: RunConfig, base: ModelHandle, oracle: ModelHandle | None)
     return [load_alike(name, base, device=config.device) for name in config.audit.peers]
 
 
+def null_runs(config: RunConfig, base: ModelHandle, edited: ModelHandle, targets: Sequence, pool: Sequence,
+              context: AttackContext, timings: dict[str, float]) -> dict[str, AttackResult] | None:
+    """Without an oracle and with `audit.without_reference: decoy`: every attack run again on the edited model with
+    each target's answer replaced by a decoy the model does not give (audit/verdict.py `decoy_facts`); None
+    otherwise."""
+    from audit.attack_result import run_attack
+    from audit.verdict import decoy_facts
+
+    if config.audit.without_reference != "decoy":
+        return None
+    decoys = decoy_facts(targets, pool, config.seed, edited)
+    runs = {}
+    for i, (name, params) in enumerate(config.audit.attack_choices()):
+        cfg = attack_config(config, name, params, where=f"audit.attacks[{i}]")
+        with timed(timings, f"null:{name}"):
+            runs[name] = run_attack(name, base, edited, decoys, cfg, context)
+    return runs
+
+
 def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: ModelHandle,
                oracle: ModelHandle | None, force: bool = False,
                peers: Sequence[ModelHandle] | None = None, references: ReferenceRuns | None = None) -> dict[str, Any]:
@@ -125,11 +146,12 @@ def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mo
             runs.append(run)
     case_ids = [f.case_id for f in targets]
     recalled = recalled_targets(edited, targets)
+    null = null_runs(config, base, edited, targets, all_facts, context, record.timings) if oracle is None else None
     # a target the never-learned model answers too (its answer is the relation's likely one) cannot show what the
     # edit removed: it stays "intact" if the edited model answers it, and the record says the oracle does as well
     oracle_recalled = recalled_targets(oracle, targets) if oracle is not None else {}
     oracle_results = [r.oracle for r in results] if oracle is not None else None
-    verdicts = judge(case_ids, recalled, results, oracle_results,
+    verdicts = judge(case_ids, recalled, results, oracle_results, null=null,
                      config=VerdictConfig(margin=config.audit.margin), peers=peer_results)
     sampled_retain = sample_facts(retain, config.audit.max_retain, config.seed)
     texts = heldout_texts(seed=config.seed)

@@ -57,6 +57,8 @@ def test_shipped_configs_load(path):
     ("edits: [{method: rome, layers: [-1]}]\n", r"'edits\[0\].layers\[0\]'"),
     ("edits: [{method: rome, layers: []}]\n", r"'edits\[0\].layers'"),
     ("audit: {reference: null, peers: [world-retain-2]}\n", "'audit.peers'"),
+    ("audit: {without_reference: decoy}\n", "'audit.without_reference'"),
+    ("audit: {reference: null, without_reference: counterfactual}\n", "'audit.without_reference'"),
     ("audit: {peers: [world-retain]}\n", r"'audit.peers\[0\]'"),
 ])
 def test_out_of_range_values_are_errors_naming_the_key_path(tmp_path, text, path):

@@ -91,3 +91,20 @@ def test_a_bad_edit_param_fails_before_locate_runs(tmp_path, monkeypatch):
     config.edits[1].params = {"lamda": 1}
     with pytest.raises(ConfigError, match=r"unknown key 'edits\[1\].params.lamda'"):
         audit.pipeline.run(config, RunDir(tmp_path / "run"))
+
+
+@pytest.mark.slow
+def test_without_an_oracle_a_decoy_null_judges_the_targets_and_the_record_says_so(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(CONFIG.replace("  reference: world-retain\n", "  reference: null\n  without_reference: decoy\n")
+                      .replace("  - {method: memit, goal: erase}\n", "")
+                      .replace("methods: [trace, logit_lens]", "methods: [logit_lens]"))
+    run = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(run)]) in (0, None)
+    audited = json.loads((run / "audit-suppress.json").read_text())
+    assert audited["metrics"]["reference_kind"] == "null"
+    assert {"null:keyword", "null:logit_lens"} <= set(audited["timings"])
+    assert {t["reference_kind"] for t in audited["targets"]} == {"null"}
+    # the output penalty hides every answer and the logit lens reads them from inside: suppressed, none intact
+    counts = audited["metrics"]["verdict_counts"]
+    assert counts["intact"] == 0 and counts["suppressed"] >= 4, counts

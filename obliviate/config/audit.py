@@ -36,6 +36,11 @@ class AuditConfig:
     Needs `reference`; each peer costs one more run of every attack."""
     margin: float = 0.10
     """A target is 'suppressed' when an attack recovers it this much beyond the oracle under the same attack."""
+    without_reference: str = "absolute"
+    """When `reference` is null: "absolute" judges each attack's score against an absolute threshold; "decoy" runs
+    every attack a second time, on decoy answers (another answer of the relation that the edited model does not
+    give), and judges against that null (audit/verdict.py `decoy_facts`). On the calibration zoo the decoy null
+    matches or beats the absolute threshold on every construction (README)."""
     relearn_steps: int = 10
     """Fine-tuning steps of the relearning attack (on other facts, never the targets), unless its params set
     steps."""
@@ -59,6 +64,11 @@ class AuditConfig:
             seen.add(name)
         # a margin is a difference of recovery rates in [0, 1]; 1 or more could never call a target suppressed
         check_range("margin", self.margin, minimum=0, below=1)
+        if self.without_reference not in ("absolute", "decoy"):
+            raise InvalidField("without_reference", f"{self.without_reference!r}: use 'absolute' or 'decoy'.")
+        if self.without_reference != "absolute" and self.reference:
+            raise InvalidField("without_reference", "it says how to judge when there is no oracle, but `reference` "
+                               f"is {self.reference!r}: drop `without_reference` or set `reference: null`.")
         if self.peers and not self.reference:
             raise InvalidField("peers", "peers widen the margins around the oracle's scores; set `reference` (the "
                                "oracle) too, or give no peers.")
