@@ -139,7 +139,7 @@ class VerdictConfig:
     """Without an oracle, read each attack's null at level `null_quantile`^(1/A) for A attacks (Šidák): a target's
     verdict takes its best attack, so each attack's level alone would let a never-taught target beat some null far
     more often than 1 − `null_quantile` (7 attacks at 0.95: up to 30%). Measured on the zoo (audit/zoo.py, decoy
-    null): never-taught rows 0.900 / 0.850 / 0.900 → 0.925 / 0.925 / 0.900, suppressions 0.875 → 0.825 (last-MLP
+    null, one draw of decoys; other draws move the rows by up to 17.5pp, README): never-taught rows 0.900 / 0.850 / 0.900 → 0.925 / 0.925 / 0.900, suppressions 0.875 → 0.825 (last-MLP
     GradDiff), 0.425 → 0.200 (DPO), 0.625 → 0.475 (DPO on two blocks)."""
     peer_rule: Literal["replace", "widen"] = "replace"
     """With peers: their paired spread from the oracle replaces the oracle's spread over targets ("replace"), or

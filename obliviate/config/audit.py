@@ -39,8 +39,9 @@ class AuditConfig:
     without_reference: str = "absolute"
     """When `reference` is null: "absolute" judges each attack's score against an absolute threshold; "decoy" runs
     every attack a second time, on decoy answers (another answer of the relation that the edited model does not
-    give), and judges against that null (audit/verdict.py `decoy_facts`). On the calibration zoo the decoy null
-    matches or beats the absolute threshold on every construction (README)."""
+    give), and judges against that null (audit/verdict.py `decoy_facts`). On the calibration zoo it is about as
+    good as the absolute threshold: better on some constructions, worse on others, depending on the decoys drawn
+    (README)."""
     relearn_steps: int = 10
     """Fine-tuning steps of the relearning attack (on other facts, never the targets), unless its params set
     steps."""
