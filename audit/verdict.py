@@ -73,8 +73,8 @@ a null distribution per attack, with the threshold at its `null_quantile` plus `
 the stated absolute threshold `absolute_threshold` (a score above it means "more than that share of the answer came
 back"). The null is the attack's score on answers the audited model does not hold: the same attack run on the
 *audited* model with a decoy in place of each target's true answer — the true answer of another fact of the same
-relation, never the target's own or its counterfactual (`decoy_facts`) — what the attack "recovers" of an answer
-that was never there. Not CounterFact's target_new (`counterfactual_facts`, the earlier null): an edit may promote
+relation, never the target's own, its counterfactual, or the answer the audited model already gives (`decoy_facts`)
+— what the attack "recovers" of an answer that was never there. Not CounterFact's target_new (`counterfactual_facts`, the earlier null): an edit may promote
 exactly that answer (a rewrite; DPO prefers it), which lifts the null by construction. Why the audited model and
 not the base: the base holds a competing (true) answer, which deflates its counterfactual scores far below what a
 model with no answer at all gives; calibrated on the world, a base-model null called 7.5% of the never-learned
@@ -131,7 +131,7 @@ class VerdictConfig:
     null_per_site: bool = False
     """Without an oracle, judge a several-site attack (the probe, the lenses) per site against its null run there
     (`null_site_thresholds`) instead of at its headline site. Off by default: re-judging the zoo's runs (decoy
-    null, Šidák over attacks and sites), it lifts the suppressions (last-MLP GradDiff 0.825 → 0.875, DPO 0.200 →
+    null drawn with seed 0, Šidák over attacks and sites), it lifts the suppressions (last-MLP GradDiff 0.825 → 0.875, DPO 0.200 →
     0.275, DPO on two blocks 0.475 → 0.600) and costs the never-taught rows 2.5–10pp (0.925 / 0.925 / 0.900 →
     0.825 / 0.900 / 0.800): at the best of many sites a never-taught model's true answer beats the null more often
     than the nominal rate (some true answers are guessable from what the model knows; a decoy is not)."""
@@ -139,8 +139,9 @@ class VerdictConfig:
     """Without an oracle, read each attack's null at level `null_quantile`^(1/A) for A attacks (Šidák): a target's
     verdict takes its best attack, so each attack's level alone would let a never-taught target beat some null far
     more often than 1 − `null_quantile` (7 attacks at 0.95: up to 30%). Measured on the zoo (audit/zoo.py, decoy
-    null, one draw of decoys; other draws move the rows by up to 17.5pp, README): never-taught rows 0.900 / 0.850 / 0.900 → 0.925 / 0.925 / 0.900, suppressions 0.875 → 0.825 (last-MLP
-    GradDiff), 0.425 → 0.200 (DPO), 0.625 → 0.475 (DPO on two blocks)."""
+    null, one draw of decoys; other draws move the rows by up to 17.5pp, README): never-taught rows 0.900 / 0.850
+    / 0.900 → 0.925 / 0.925 / 0.900, suppressions 0.875 → 0.825 (last-MLP GradDiff), 0.425 → 0.200 (DPO), 0.625 →
+    0.475 (DPO on two blocks)."""
     peer_rule: Literal["replace", "widen"] = "replace"
     """With peers: their paired spread from the oracle replaces the oracle's spread over targets ("replace"), or
     only widens it ("widen"); module docstring. Without peers σ is the only estimate, whatever this says."""
