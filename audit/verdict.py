@@ -74,10 +74,10 @@ the stated absolute threshold `absolute_threshold` (a score above it means "more
 back"). The null is the attack's score on answers the audited model does not hold: the same attack run on the
 *audited* model with a decoy in place of each target's true answer — the true answer of another fact of the same
 relation, never the target's own, its counterfactual, or the answer the audited model already gives (`decoy_facts`)
-— what the attack "recovers" of an answer that was never there. Not CounterFact's target_new (`counterfactual_facts`, the earlier null): an edit may promote
-exactly that answer (a rewrite; DPO prefers it), which lifts the null by construction. Why the audited model and
-not the base: the base holds a competing (true) answer, which deflates its counterfactual scores far below what a
-model with no answer at all gives; calibrated on the world, a base-model null called 7.5% of the never-learned
+— what the attack "recovers" of an answer that was never there. Not CounterFact's target_new
+(`counterfactual_facts`, the earlier null): an edit may promote exactly that answer (a rewrite; DPO prefers it),
+which lifts the null by construction. Why the audited model and not the base: the base holds a competing (true)
+answer, which deflates its counterfactual scores far below what a model with no answer at all gives; calibrated on the world, a base-model null called 7.5% of the never-learned
 oracle's targets recovered, the audited-model null keeps the erased row at its ≥ 95% (audit/calibrate.py). Both
 are weaker than an oracle (they do not share the target's own difficulty) and the verdict's `reference_kind` says
 which was used. With `null_per_site`, a several-site attack given its null *run* (not just its scores) is judged
@@ -130,11 +130,11 @@ class VerdictConfig:
     """The group test's z before the correction for the number of attack × site pairs looked at."""
     null_per_site: bool = False
     """Without an oracle, judge a several-site attack (the probe, the lenses) per site against its null run there
-    (`null_site_thresholds`) instead of at its headline site. Off by default: re-judging the zoo's runs (decoy
-    null drawn with seed 0, Šidák over attacks and sites), it lifts the suppressions (last-MLP GradDiff 0.825 → 0.875, DPO 0.200 →
-    0.275, DPO on two blocks 0.475 → 0.600) and costs the never-taught rows 2.5–10pp (0.925 / 0.925 / 0.900 →
-    0.825 / 0.900 / 0.800): at the best of many sites a never-taught model's true answer beats the null more often
-    than the nominal rate (some true answers are guessable from what the model knows; a decoy is not)."""
+    (`null_site_thresholds`) instead of at its headline site. Off by default: re-judging the zoo's runs (decoy null
+    drawn with seed 0, Šidák over attacks and sites), it lifts the suppressions (last-MLP GradDiff 0.825 → 0.875,
+    DPO 0.200 → 0.275, DPO on two blocks 0.475 → 0.600) and costs the never-taught rows 2.5–10pp (0.925 / 0.925 /
+    0.900 → 0.825 / 0.900 / 0.800): at the best of many sites a never-taught model's true answer beats the null more
+    often than the nominal rate (some true answers are guessable from what the model knows; a decoy is not)."""
     null_across_attacks: bool = True
     """Without an oracle, read each attack's null at level `null_quantile`^(1/A) for A attacks (Šidák): a target's
     verdict takes its best attack, so each attack's level alone would let a never-taught target beat some null far
