@@ -68,23 +68,25 @@ spread_k = 3). Why not the empirical max-statistic over the oracle's target pair
 are heavy-tailed (a few targets decoded by chance at some depth), and on the world that max-statistic put the
 margin at 0.69 where the oracle's mean is 0.02, blind to the suppression it is meant to find.
 
-Without an oracle (e.g. SmolLM2, whose training data cannot be re-run without the facts) the reference is one of:
-a null distribution per attack, with the threshold at its `null_quantile` plus `margin`; or, with no null either,
-the stated absolute threshold `absolute_threshold` (a score above it means "more than that share of the answer came
+Without an oracle (e.g. SmolLM2, whose training data cannot be re-run without the facts) the reference is one of: a
+null distribution per attack, with the threshold at its `null_quantile` plus `margin`; or, with no null either, the
+stated absolute threshold `absolute_threshold` (a score above it means "more than that share of the answer came
 back"). The null is the attack's score on answers the audited model does not hold: the same attack run on the
 *audited* model with a decoy in place of each target's true answer — the true answer of another fact of the same
 relation, never the target's own, its counterfactual, or the answer the audited model already gives (`decoy_facts`)
 — what the attack "recovers" of an answer that was never there. Not CounterFact's target_new
 (`counterfactual_facts`, the earlier null): an edit may promote exactly that answer (a rewrite; DPO prefers it),
 which lifts the null by construction. Why the audited model and not the base: the base holds a competing (true)
-answer, which deflates its counterfactual scores far below what a model with no answer at all gives; calibrated on the world, a base-model null called 7.5% of the never-learned
-oracle's targets recovered, the audited-model null keeps the erased row at its ≥ 95% (audit/calibrate.py). Both
-are weaker than an oracle (they do not share the target's own difficulty) and the verdict's `reference_kind` says
-which was used. With `null_per_site`, a several-site attack given its null *run* (not just its scores) is judged
-per site, as with the oracle: at each site the threshold base is the null's quantile at that site, at level `null_quantile`^(1/S) so
-that taking a target's best of S sites keeps one site's false-alarm rate (`null_site_thresholds`). Why: a
-suppression in the last block hides the answer at the probe's chosen (last) depth but not one block earlier, and
-a null read at the headline depth only cannot see that.
+answer, which deflates its counterfactual scores far below what a model with no answer at all gives; calibrated on
+the world, a base-model null called 7.5% of the never-learned oracle's targets recovered, the audited-model null
+keeps the erased row at its ≥ 95% (audit/calibrate.py). Both are weaker than an oracle (they do not share the
+target's own difficulty) and the verdict's `reference_kind` says which was used. With `null_per_site`, a
+several-site attack given its null *run* (not just its scores) is judged per site, as with the oracle: at each site
+the threshold base is the null's quantile at that site, at level `null_quantile`^(1/S) so that taking a target's
+best of S sites keeps one site's false-alarm rate (`null_site_thresholds`). Why: a suppression in the last block
+hides the answer at the probe's chosen (last) depth but not one block earlier, and a null read at the headline depth
+only cannot see that. A target's verdict takes its best attack, so each attack's null is read at level
+`null_quantile`^(1/A) for A attacks (`null_across_attacks`).
 """
 
 from __future__ import annotations
