@@ -34,7 +34,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from audit.verdict import VERDICTS, AttackScores, NullAnswers, VerdictConfig, judge, null_facts, recalled_targets
+from audit.verdict import (VERDICTS, AttackScores, NullAnswers, VerdictConfig, check_null_answers, judge, null_facts,
+                           recalled_targets)
 from obliviate.facts import Fact
 
 CASES = ("erased", "suppressed", "intact")
@@ -81,10 +82,7 @@ class CalibrationConfig:
     """Progress bars."""
 
     def __post_init__(self) -> None:
-        if self.null_answers not in ("decoy", "counterfactual"):
-            from obliviate.config.loader import InvalidField
-
-            raise InvalidField("null_answers", f"{self.null_answers!r}: use 'decoy' or 'counterfactual'.")
+        check_null_answers(self.null_answers)
 
 
 @dataclass

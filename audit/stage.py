@@ -83,11 +83,12 @@ def load_peers(config: RunConfig, base: ModelHandle, oracle: ModelHandle | None)
     return [load_alike(name, base, device=config.device) for name in config.audit.peers]
 
 
-def null_runs(config: RunConfig, base: ModelHandle, edited: ModelHandle, targets: Sequence, pool: Sequence,
-              context: AttackContext, timings: dict[str, float]) -> dict[str, AttackResult] | None:
-    """Without an oracle and with `audit.without_reference: decoy`: every attack run again on the edited model with
-    each target's answer replaced by a decoy the model does not give (audit/verdict.py `decoy_facts`); None
-    otherwise."""
+def null_runs(config: RunConfig, attacks: Sequence[tuple[str, Any]], base: ModelHandle, edited: ModelHandle,
+              targets: Sequence, pool: Sequence, context: AttackContext,
+              timings: dict[str, float]) -> dict[str, AttackResult] | None:
+    """Without an oracle and with `audit.without_reference: decoy`: every attack (name, config) run again on the
+    edited model with each target's answer replaced by a decoy the model does not give (audit/verdict.py
+    `decoy_facts`); None otherwise."""
     from audit.attack_result import run_attack
     from audit.verdict import decoy_facts
 
@@ -95,8 +96,7 @@ def null_runs(config: RunConfig, base: ModelHandle, edited: ModelHandle, targets
         return None
     decoys = decoy_facts(targets, pool, config.seed, edited)
     runs = {}
-    for i, (name, params) in enumerate(config.audit.attack_choices()):
-        cfg = attack_config(config, name, params, where=f"audit.attacks[{i}]")
+    for name, cfg in attacks:
         with timed(timings, f"null:{name}"):
             runs[name] = run_attack(name, base, edited, decoys, cfg, context)
     return runs
@@ -136,8 +136,9 @@ def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mo
     results: list[AttackResult] = []
     peer_results: list[list[AttackResult]] = [[] for _ in peers]
     context = AttackContext(oracle=oracle, pool_facts=all_facts, retain_facts=retain, run_dir=run_dir)
-    for i, (name, params) in enumerate(config.audit.attack_choices()):
-        cfg = attack_config(config, name, params, where=f"audit.attacks[{i}]")
+    attacks = [(name, attack_config(config, name, params, where=f"audit.attacks[{i}]"))
+               for i, (name, params) in enumerate(config.audit.attack_choices())]
+    for name, cfg in attacks:
         # the timing includes the oracle's and peers' runs when this edit was the first to ask for them
         with timed(record.timings, f"attack:{name}"):
             result, peer_runs = references.run(name, base, edited, targets, cfg, context)
@@ -146,7 +147,8 @@ def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mo
             runs.append(run)
     case_ids = [f.case_id for f in targets]
     recalled = recalled_targets(edited, targets)
-    null = null_runs(config, base, edited, targets, all_facts, context, record.timings) if oracle is None else None
+    null = null_runs(config, attacks, base, edited, targets, all_facts, context, record.timings) if oracle is None \
+        else None
     # a target the never-learned model answers too (its answer is the relation's likely one) cannot show what the
     # edit removed: it stays "intact" if the edited model answers it, and the record says the oracle does as well
     oracle_recalled = recalled_targets(oracle, targets) if oracle is not None else {}

@@ -95,7 +95,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol
+from typing import Literal, Protocol, get_args
 
 import numpy as np
 
@@ -242,6 +242,14 @@ def counterfactual_facts(facts: Sequence) -> list:
 
 
 NullAnswers = Literal["decoy", "counterfactual"]
+
+
+def check_null_answers(kind: str) -> None:
+    """The calibration configs' check of their `null_answers` field."""
+    if kind not in get_args(NullAnswers):
+        from obliviate.config.loader import InvalidField
+
+        raise InvalidField("null_answers", f"{kind!r}: use 'decoy' or 'counterfactual'.")
 
 
 def null_facts(facts: Sequence, pool: Sequence, kind: NullAnswers, seed: int, handle=None) -> list:

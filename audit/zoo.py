@@ -44,8 +44,8 @@ from typing import Any, Literal
 import torch
 
 from audit.calibrate import FAST_PROBE
-from audit.verdict import (VERDICTS, AttackScores, NullAnswers, VerdictConfig, attack_margins, judge, null_facts,
-                           recalled_targets)
+from audit.verdict import (VERDICTS, AttackScores, NullAnswers, VerdictConfig, attack_margins, check_null_answers,
+                           judge, null_facts, recalled_targets)
 from obliviate.facts import Fact
 
 Truth = Literal["erased", "suppressed", "intact"]
@@ -117,8 +117,7 @@ class ZooConfig:
         check_range("steps", self.steps, minimum=1)
         check_range("noise", self.noise, minimum=0)
         check_range("relearn_check_steps", self.relearn_check_steps, minimum=0)
-        if self.null_answers not in ("decoy", "counterfactual"):
-            raise InvalidField("null_answers", f"{self.null_answers!r}: use 'decoy' or 'counterfactual'.")
+        check_null_answers(self.null_answers)
 
     def names(self) -> tuple[str, ...]:
         return tuple(self.constructions) if self.constructions else tuple(CONSTRUCTIONS)
