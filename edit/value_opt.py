@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 
 from edit.context import fill, lookup_batch
 from edit.sites import EditSite, post_norm_shift, projection_output
@@ -191,11 +191,14 @@ def _optimise_chunk(handle, facts: Sequence[Fact], site: EditSite, templates: Se
         per_row = delta[row_fact]
         return post_norm_shift(tl, site, per_row, own, normed) if through_norm else per_row
 
+    unembed_weight, unembed_bias = runner.unembedding()
+
     def forward(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-prob of each scored answer token, and the full log-distribution at each KL row."""
         hidden = runner(block_shift(delta))
-        picked = torch.cat([hidden[pos_row_t, pos_idx_t], hidden[kl_rows, 0]])
-        logprobs = runner.logits(picked).float().log_softmax(-1)
-        return logprobs[: len(pos_row)], logprobs[len(pos_row):]
+        token_lp = token_logprobs(hidden[pos_row_t, pos_idx_t], unembed_weight, unembed_bias, pos_tok_t)
+        kl_logits = torch.nn.functional.linear(hidden[kl_rows, 0], unembed_weight, unembed_bias)
+        return token_lp, kl_logits.float().log_softmax(-1)
 
     delta = torch.zeros(n_facts, init.shape[-1], device=device, requires_grad=True)
     optimiser = torch.optim.Adam([delta], lr=settings.lr)
@@ -207,10 +210,9 @@ def _optimise_chunk(handle, facts: Sequence[Fact], site: EditSite, templates: Se
     goal_prob = torch.zeros(n_facts, device=device)
 
     for step in range(settings.steps):
-        answer_lp, kl_lp = forward(delta)
+        token_lp, kl_lp = forward(delta)
         if kl_init is None:
             kl_init = kl_lp.detach()
-        token_lp = answer_lp.gather(-1, pos_tok_t[:, None])[:, 0]
         # Per row: sum of answer-token log-probs; per fact: mean over its template rows.
         row_sum = torch.zeros(n_facts * n_templates, device=device).index_add(0, pos_group_t, token_lp)
         row_sum = row_sum.view(n_facts, n_templates)
@@ -241,6 +243,37 @@ def _optimise_chunk(handle, facts: Sequence[Fact], site: EditSite, templates: Se
                            goal_prob=goal_prob.detach().cpu().tolist())
 
 
+def token_logprobs(hidden: Float[torch.Tensor, "n d_model"], weight: Float[torch.Tensor, "vocab d_model"],
+                   bias: Float[torch.Tensor, " vocab"] | None, tokens: Int[torch.Tensor, " n"]) -> Float[torch.Tensor, " n"]:
+    """log softmax(hidden · weightᵀ + bias)[token] per row, in float32: what a log-softmax and a gather give, with a
+    backward that makes one pass over the vocabulary instead of three full-size buffers (see `_TokenLogProb`).
+    Differentiable with respect to `hidden` only: the output layer is a constant here (the v* loop takes gradients
+    with respect to δ alone)."""
+    return _TokenLogProb.apply(hidden, weight.detach(), None if bias is None else bias.detach(), tokens)
+
+
+class _TokenLogProb(torch.autograd.Function):
+    """The log-prob of one token per row of an output layer. The gradient of log pₜ with respect to the logits is
+    onehot(t) − p, so the backward rebuilds p from the saved logits and their log-sum-exp in place and multiplies
+    it into the weight once (the weight and bias take no gradient); autograd's log_softmax → gather chain would
+    zero-fill, scatter and copy rows the size of the vocabulary at every step of the v* loop."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, tokens):
+        logits = torch.nn.functional.linear(hidden, weight, bias).float()
+        lse = logits.logsumexp(-1)
+        ctx.save_for_backward(weight, logits, lse, tokens)
+        return logits.gather(-1, tokens[:, None])[:, 0] - lse
+
+    @staticmethod
+    def backward(ctx, grad):
+        weight, logits, lse, tokens = ctx.saved_tensors
+        # d/d logits of Σ gᵢ log pᵢ[tᵢ] = gᵢ (onehot(tᵢ) − pᵢ)
+        grad_logits = logits.sub(lse[:, None]).exp_().mul_(-grad[:, None])
+        grad_logits.scatter_add_(1, tokens[:, None], grad[:, None].to(grad_logits.dtype))
+        return grad_logits.to(weight.dtype) @ weight, None, None, None
+
+
 class _PrefixCachedRunner:
     """Runs the prompts with δ added to block L's output at the subject's last token, recomputing only what δ
     can change.
@@ -259,7 +292,7 @@ class _PrefixCachedRunner:
 
         hf = handle.hf
         self.base = hf.base_model
-        self.logits = hf.get_output_embeddings()
+        self._unembed = hf.get_output_embeddings()
         self.block = hf_blocks(hf)[layer]
         device = next(hf.parameters()).device
         pad = handle.tokenizer.pad_token_id or 0
@@ -332,6 +365,10 @@ class _PrefixCachedRunner:
         hidden = torch.cat([hidden[:, :1] + shift[:, None], hidden[:, 1:]], 1)
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
+    def unembedding(self) -> tuple[Float[torch.Tensor, "vocab d_model"], Float[torch.Tensor, " vocab"] | None]:
+        """The output embedding's weight and bias (None where it has none)."""
+        return self._unembed.weight, self._unembed.bias
+
     def __call__(self, shift: Float[torch.Tensor, "row d_model"]) -> Float[torch.Tensor, "row suffix d_model"]:
         """Final hidden states (after the last norm) of the suffixes, with each row's shift added to block L's
         output at the subject's last token."""
@@ -382,5 +419,6 @@ class _TLRunner:
         suffix = resid[rows[:, None], self.gather]
         return self.tl.ln_final(suffix) if self.tl.cfg.normalization_type is not None else suffix
 
-    def logits(self, hidden: Float[torch.Tensor, "n d_model"]) -> Float[torch.Tensor, "n vocab"]:
-        return self.tl.unembed(hidden[:, None, :])[:, 0]
+    def unembedding(self) -> tuple[Float[torch.Tensor, "vocab d_model"], Float[torch.Tensor, " vocab"]]:
+        """The unembedding as an output layer: W_U transposed (a view) and b_U."""
+        return self.tl.unembed.W_U.T, self.tl.unembed.b_U

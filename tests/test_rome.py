@@ -11,7 +11,7 @@ from edit.covariance import CovarianceConfig
 from edit.deltas import apply_deltas, changed_tensors
 from edit.rome import RomeConfig, rome_edit, rome_templates
 from edit.sites import edit_site, post_norm, projection_output
-from edit.value_opt import ValueOptSettings, _PrefixCachedRunner, _TLRunner, goal_answer
+from edit.value_opt import ValueOptSettings, _PrefixCachedRunner, _TLRunner, goal_answer, token_logprobs
 from obliviate.config import from_dict
 from obliviate.metrics import last_token_logprobs, target_nll
 
@@ -63,6 +63,24 @@ def test_prefix_cached_runner_equals_full_forward(arch):
         assert ours.shape == reference.shape
         mask = valid[:, : ours.shape[1]]
         assert torch.allclose(ours[mask], reference[mask], atol=1e-4)
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_token_logprobs_and_their_gradient_equal_log_softmax_then_gather(with_bias):
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(7, 16, generator=generator, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(50, 16, generator=generator, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(50, generator=generator, dtype=torch.float64) if with_bias else None
+    tokens = torch.tensor([0, 3, 3, 49, 12, 7, 0])
+    upstream = torch.randn(7, generator=generator, dtype=torch.float64)
+    ours = token_logprobs(hidden, weight, bias, tokens)
+    logits = torch.nn.functional.linear(hidden, weight, bias)
+    reference = logits.log_softmax(-1).gather(-1, tokens[:, None])[:, 0]
+    assert torch.allclose(ours.double(), reference, atol=1e-5)  # float32 logits inside
+    (ours_grad,) = torch.autograd.grad((ours * upstream).sum(), [hidden])
+    (reference_grad,) = torch.autograd.grad((reference * upstream).sum(), [hidden])
+    assert torch.allclose(ours_grad, reference_grad, atol=1e-5)
+    assert weight.grad is None  # the output layer is a constant
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "gemma3"])
