@@ -26,7 +26,7 @@ import torch
 from jaxtyping import Float
 
 from edit.context import activations_at_subject, context_templates, fill, template_keys
-from edit.covariance import CovarianceConfig, regularised, second_moment
+from edit.covariance import CovarianceConfig, MetricSolver, metric_solver
 from edit.deltas import WeightEditResult, apply_deltas, changed_tensors, hf_name_map
 from edit.result import EditRequest, EditResult
 from edit.sites import edit_site
@@ -84,14 +84,14 @@ class RomeConfig:
 
 
 def every_key_direction(keys: Float[torch.Tensor, "n_templates d"],
-                        metric: Float[torch.Tensor, "d d"] | None) -> Float[torch.Tensor, " d"]:
+                        metric: MetricSolver | None) -> Float[torch.Tensor, " d"]:
     """The u of least uᵀCu with k·u = 1 for every row k of `keys`: u = C⁻¹K(KᵀC⁻¹K)⁻¹1 (C = I when None).
 
     The template keys of one subject are close to each other, so KᵀC⁻¹K can be near-singular: a ridge of 1e-6 of
     its mean diagonal keeps the solve stable (SmolLM2, 21 templates, layers 4 and 6: every k·u is 1 to 5 decimals).
     """
     k = keys.double().T  # [d, n]
-    c_inv_k = torch.linalg.solve(metric.double(), k) if metric is not None else k
+    c_inv_k = metric.solve(k) if metric is not None else k
     gram = k.T @ c_inv_k
     gram = gram + 1e-6 * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=gram.dtype)
     return (c_inv_k @ torch.linalg.solve(gram, torch.ones(gram.shape[0], dtype=gram.dtype))).float()
@@ -118,7 +118,7 @@ def rome_edit(handle, fact: Fact, layer: int | None = None, cfg: RomeConfig | No
     timings["templates_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    moment = second_moment(handle, layer, cfg.covariance, show_progress=show_progress) if cfg.mom2_adjustment \
+    metric = metric_solver(handle, layer, cfg.covariance, show_progress=show_progress) if cfg.mom2_adjustment \
         else None
     timings["covariance_s"] = time.perf_counter() - tick
 
@@ -126,11 +126,10 @@ def rome_edit(handle, fact: Fact, layer: int | None = None, cfg: RomeConfig | No
     flat = [t for group in groups for t in group]
     keys = template_keys(handle, site.key_hook, [fact.prompt], [fact.subject], flat)[0]
     k_star = keys.mean(0)
-    metric = regularised(moment, cfg.covariance.ridge) if moment is not None else None
     if cfg.every_template_key:
         direction = every_key_direction(keys, metric)
     else:
-        direction = torch.linalg.solve(metric, k_star.double()).float() if metric is not None else k_star.clone()
+        direction = metric.solve(k_star).float() if metric is not None else k_star.clone()
     u = direction / direction.norm()
     timings["keys_s"] = time.perf_counter() - tick
 

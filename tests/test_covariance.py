@@ -9,7 +9,8 @@ import torch
 
 from _edit_tiny import tiny_corpus, tiny_hf_handle
 from edit import covariance
-from edit.covariance import CovarianceConfig, cache_path, packed_rows, regularised, second_moment, second_moments
+from edit.covariance import (CovarianceConfig, cache_path, metric_solver, packed_rows, regularised, second_moment,
+                             second_moments)
 from edit.deltas import apply_deltas
 from edit.sites import edit_site
 
@@ -81,6 +82,24 @@ def test_cache_key_follows_the_weights_that_shape_the_keys(corpus, cache_root):
     with apply_deltas(handle, {upstream: torch.ones_like(handle.tl.get_parameter(upstream))}):
         assert cache_path(handle, 1, cfg) != before  # an earlier block does
     assert cache_path(handle, 1, CovarianceConfig(corpus=str(corpus), n_tokens=800, seq_len=20)) != before
+
+
+def test_metric_solver_solves_the_regularised_moment_and_is_factorised_once_per_weights(corpus, cache_root):
+    handle = tiny_hf_handle("gpt2")
+    cfg = CovarianceConfig(corpus=str(corpus), n_tokens=400, seq_len=20, ridge=1e-3)
+    solver = metric_solver(handle, 1, cfg)
+    rhs = torch.randn(handle.tl.cfg.d_mlp, 3, dtype=torch.float64)
+    expected = torch.linalg.solve(regularised(second_moment(handle, 1, cfg), cfg.ridge), rhs)
+    assert torch.allclose(solver.solve(rhs), expected, rtol=1e-8, atol=1e-10)
+    assert torch.allclose(solver.solve(rhs[:, 0]), expected[:, 0], rtol=1e-8, atol=1e-10)
+    assert metric_solver(handle, 1, cfg) is solver  # the memo: one factorisation per cached C
+    upstream = edit_site(handle, 0).weight
+    with apply_deltas(handle, {upstream: torch.ones_like(handle.tl.get_parameter(upstream))}):
+        edited = metric_solver(handle, 1, cfg)  # other keys, another C: never the stale factor
+        assert edited is not solver
+        assert not torch.allclose(edited.solve(rhs), expected)
+    other_ridge = CovarianceConfig(corpus=str(corpus), n_tokens=400, seq_len=20, ridge=1e-1)
+    assert metric_solver(handle, 1, other_ridge) is not solver
 
 
 def test_too_small_corpus_is_an_error(tmp_path):
