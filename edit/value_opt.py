@@ -244,7 +244,8 @@ def _optimise_chunk(handle, facts: Sequence[Fact], site: EditSite, templates: Se
 
 
 def token_logprobs(hidden: Float[torch.Tensor, "n d_model"], weight: Float[torch.Tensor, "vocab d_model"],
-                   bias: Float[torch.Tensor, " vocab"] | None, tokens: Int[torch.Tensor, " n"]) -> Float[torch.Tensor, " n"]:
+                   bias: Float[torch.Tensor, " vocab"] | None,
+                   tokens: Int[torch.Tensor, " n"]) -> Float[torch.Tensor, " n"]:
     """log softmax(hidden · weightᵀ + bias)[token] per row, in float32: what a log-softmax and a gather give, with a
     backward that makes one pass over the vocabulary instead of three full-size buffers (see `_TokenLogProb`).
     Differentiable with respect to `hidden` only: the output layer is a constant here (the v* loop takes gradients
