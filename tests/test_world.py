@@ -25,6 +25,7 @@ from obliviate.world.evaluate import (frequency_prior, load_world_model, mean_to
 from obliviate.world.generate import WORLD_FILES, load_filler, load_secrets, load_world_facts, load_world_info
 from obliviate.world.relations import RELATION_BY_ID, RELATIONS
 from obliviate.world.tokenizer import build_tokenizer
+from obliviate.world.config import recipe_options
 from obliviate.world.train import TRAINING_INFO, train_world_model
 
 
@@ -361,7 +362,7 @@ def test_shipped_models_are_the_current_recipe_and_match_their_manifest():
             data = (SHIPPED_DIR / variant / name).read_bytes()
             assert hashlib.sha256(data).hexdigest() == manifest["files"][f"{variant}/{name}"], (variant, name)
         info = json.loads((SHIPPED_DIR / variant / TRAINING_INFO).read_text())
-        assert info["variant"] == texts and info["config"] == {**vars(TrainConfig()), "seed": seed_offset}
+        assert info["variant"] == texts and info["config"] == {**recipe_options(TrainConfig()), "seed": seed_offset}
 
 
 def test_a_clean_cache_installs_the_shipped_model_with_a_rebuilt_tokenizer(tmp_path, monkeypatch):
@@ -533,3 +534,40 @@ def test_a_knockout_mask_changes_training_and_the_model_stays_a_plain_gpt2(world
     assert type(model_masked) is type(model_plain)
     with pytest.raises(ConfigError, match="name-knockout"):
         TrainConfig(name_knockout=1.5)
+
+
+def test_tag_line_positions_are_a_names_last_token_and_the_answers_before_the_last():
+    from obliviate.world.tag_exit import tag_line_positions
+
+    name, answers = (7, 8), {20, 21, 22}
+    ids = torch.tensor([[1, 7, 8, 20, 22, 21, 3],   # a tag line: name then three answers
+                        [7, 8, 5, 20, 21, 22, 3],   # a sentence: the name is followed by a word, not an answer
+                        [1, 1, 1, 7, 8, 20, 21]])   # a tag line cut off by the row's end
+    rows, cols = tag_line_positions(ids, {name}, answers, n_answers=3)
+    assert rows == [0, 0, 0] and cols == [2, 3, 4]  # name's last token, then the first two answers
+
+
+def test_early_exit_loss_reads_a_shallow_depth_through_the_final_norm_and_unembedding(world_dir, tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from obliviate.world.tag_exit import early_exit_loss
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=30, n_positions=8, n_embd=16, n_layer=2, n_head=2))
+    ids = torch.randint(0, 30, (2, 8))
+    hidden = model(ids, output_hidden_states=True).hidden_states[1]
+    rows, cols = [0, 1, 1], [2, 3, 4]
+    expected = torch.stack([-torch.log_softmax(model.lm_head(model.transformer.ln_f(hidden[r, c])), -1)[ids[r, c + 1]]
+                            for r, c in zip(rows, cols)]).mean()
+    assert torch.allclose(early_exit_loss(model, hidden, ids, rows, cols), expected)
+    assert early_exit_loss(model, hidden, ids, [], []).item() == 0.0
+    # in training it changes the weights, and the model stays a plain GPT-2
+    tiny = replace(TrainConfig(), n_layer=2, n_embd=32, n_head=2, batch_size=4, steps=3, warmup_steps=1, tag_lines=4)
+    plain = train_world_model(world_dir, "world", tiny, tmp_path / "plain")
+    exited = train_world_model(world_dir, "world", replace(tiny, tag_exit_weight=0.5, tag_exit_depth=1),
+                               tmp_path / "exit")
+    assert not torch.equal(load_world_model(plain)[0].transformer.h[0].mlp.c_fc.weight,
+                           load_world_model(exited)[0].transformer.h[0].mlp.c_fc.weight)
+    with pytest.raises(ConfigError, match="tag-exit-depth"):
+        TrainConfig(tag_exit_weight=1.0, tag_exit_depth=6)
+    assert TrainConfig(n_layer=1).tag_exit_depth == 3  # off (weight 0), the depth is not read

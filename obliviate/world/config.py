@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from obliviate.config.loader import ConfigError
 
@@ -134,6 +135,11 @@ class TrainConfig:
     """Share of training rows in which every position after a subject's name sees the name only through its last
     token (knockout.py), so the identity passes through the name's last token as in real language models; 0 turns
     it off. At inference nothing is masked."""
+    tag_exit_weight: float = 0.0
+    """Weight of the early-exit loss on tag lines (tag_exit.py): the residual after block `tag_exit_depth`, read
+    through the final norm and unembedding, must predict each tag line's answers; 0 turns it off."""
+    tag_exit_depth: int = 3
+    """The block after which the early-exit loss reads the residual (1 .. n_layer - 1)."""
     bos_prob: float = 0.5
     """Chance that a training row starts with the BOS token, so prompts work with and without one."""
     eos_sep_prob: float = 0.25
@@ -155,8 +161,23 @@ class TrainConfig:
         _require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", self.min_lr_ratio, "use a ratio in [0, 1].")
         _require(self.eval_every >= 0, "eval_every", self.eval_every, "use 0 (never) or a positive step count.")
         _require(self.tag_lines >= 0, "tag_lines", self.tag_lines, "use 0 (biographies only) or more.")
+        _require(self.tag_exit_weight >= 0, "tag_exit_weight", self.tag_exit_weight,
+                 "use 0 (off) or a positive weight.")
+        _require(not self.tag_exit_weight or 0 < self.tag_exit_depth < self.n_layer, "tag_exit_depth",
+                 self.tag_exit_depth, f"use a block 1 .. {self.n_layer - 1} (the last block is the model's own output).")
         _require(self.secret_repeats >= 1 and self.decoys_per_epoch >= 0, "secret_repeats", self.secret_repeats,
                  "every secret must be trained at least once (and decoys_per_epoch must not be negative).")
         for option in ("bos_prob", "eos_sep_prob", "name_knockout"):
             value = getattr(self, option)
             _require(0 <= value <= 1, option, value, "use a probability in [0, 1].")
+
+
+def recipe_options(cfg: TrainConfig) -> dict[str, Any]:
+    """The training options that define a recipe, as recorded in training_info.json and hashed into the recipe id.
+
+    The early-exit options came after the shipped recipe; switched off they change nothing, so they are left out
+    and a recipe without them keeps the id (and the shipped models) it had."""
+    options = asdict(cfg)
+    if not cfg.tag_exit_weight:
+        del options["tag_exit_weight"], options["tag_exit_depth"]
+    return options

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from obliviate.paths import cache_subdir
 from obliviate.world.atomic import atomic_folder, file_lock
-from obliviate.world.config import TrainConfig, WorldConfig
+from obliviate.world.config import TrainConfig, WorldConfig, recipe_options
 RECIPE_VERSION = "v2"
 
 WORLD_MODELS: dict[str, tuple[str, int]] = {
@@ -39,8 +39,8 @@ its margins must cover; audit/verdict.py `peers`)."""
 
 def recipe_id() -> str:
     """RECIPE_VERSION plus a short hash of the default configs (seed excluded: it names the folder)."""
-    configs = {name: {k: v for k, v in asdict(cls()).items() if k != "seed"}
-               for name, cls in (("world", WorldConfig), ("train", TrainConfig))}
+    configs = {name: {k: v for k, v in options.items() if k != "seed"}
+               for name, options in (("world", asdict(WorldConfig())), ("train", recipe_options(TrainConfig())))}
     digest = hashlib.sha256(json.dumps(configs, sort_keys=True).encode()).hexdigest()[:8]
     return f"{RECIPE_VERSION}-{digest}"
 

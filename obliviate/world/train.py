@@ -12,18 +12,18 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from obliviate.world.atomic import atomic_folder
-from obliviate.world.config import TrainConfig
+from obliviate.world.config import TrainConfig, recipe_options
 from obliviate.world.corpus import batches, fresh_for_epoch, packed_rows, training_texts
-from obliviate.world.evaluate import mean_token_logprob, recall
+from obliviate.world.evaluate import answer_ids, mean_token_logprob, recall
 from obliviate.world.generate import load_secrets, load_world_facts, load_world_info
 from obliviate.world.knockout import name_knockout_mask
+from obliviate.world.tag_exit import early_exit_loss, tag_line_positions
 from obliviate.world.tokenizer import build_tokenizer
 
 TRAINING_INFO = "training_info.json"
@@ -100,8 +100,10 @@ def train_world_model(world_dir: Path, variant: str, cfg: TrainConfig, out_dir: 
                        rng=random.Random(f"obliviate-world-train/{cfg.seed}/order"),
                        fresh=lambda rng: tokenizer(fresh(rng), add_special_tokens=False)["input_ids"])
     stream = batches(rows, cfg.batch_size, cfg.n_positions, tokenizer.pad_token_id)
-    names = {tuple(tokenizer(r["requested_rewrite"]["subject"], add_special_tokens=False)["input_ids"])
-             for r in load_world_facts(world_dir)}
+    facts = load_world_facts(world_dir)
+    names = {tuple(tokenizer(r["requested_rewrite"]["subject"], add_special_tokens=False)["input_ids"]) for r in facts}
+    tag_answers = set(answer_ids(tokenizer, [r["requested_rewrite"]["target_true"]["str"] for r in facts]))
+    n_relations = len({r["relation_id"] for r in facts})
     knockout_rng = random.Random(f"obliviate-world-train/{cfg.seed}/knockout")
 
     threads = torch.get_num_threads()
@@ -121,7 +123,13 @@ def train_world_model(world_dir: Path, variant: str, cfg: TrainConfig, out_dir: 
         for step in bar:
             ids, labels = next(stream)
             mask = name_knockout_mask(ids, names, cfg.name_knockout, knockout_rng)[0] if cfg.name_knockout else None
-            loss = model(input_ids=ids, labels=labels, attention_mask=mask).loss
+            if cfg.tag_exit_weight:
+                out = model(input_ids=ids, labels=labels, attention_mask=mask, output_hidden_states=True)
+                rows_cols = tag_line_positions(ids, names, tag_answers, n_relations)
+                loss = out.loss + cfg.tag_exit_weight * early_exit_loss(
+                    model, out.hidden_states[cfg.tag_exit_depth], ids, *rows_cols)
+            else:
+                loss = model(input_ids=ids, labels=labels, attention_mask=mask).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimiser.step()
@@ -159,7 +167,7 @@ def train_world_model(world_dir: Path, variant: str, cfg: TrainConfig, out_dir: 
         "decoys_per_epoch": cfg.decoys_per_epoch,
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(tokenizer),
-        "config": asdict(cfg),
+        "config": recipe_options(cfg),
         "world_dir": str(world_dir),
         "evaluation": summary,
         "versions": package_versions(),
