@@ -57,8 +57,9 @@ class CovarianceConfig:
     """How the key second moment C is estimated."""
 
     corpus: str = "auto"
-    """'auto' (world-filler for world models, else stdlib-docstrings), 'world-filler', 'stdlib-docstrings',
-    'place-mentions', 'stdlib-docstrings+place-mentions', or a path to a text file."""
+    """'auto' (world-filler for world models, embedded or trained into a folder, else stdlib-docstrings),
+    'world-filler', 'stdlib-docstrings', 'place-mentions', 'stdlib-docstrings+place-mentions', or a path to a text
+    file."""
     n_tokens: int = 50_000
     """Tokens (key vectors) averaged: ~33 per key dimension for SmolLM2 (d_mlp 1536). The references average over
     100k Wikipedia texts, far more than a CPU affords; the ridge covers the poorly sampled directions."""
@@ -157,7 +158,17 @@ def resolve_corpus(handle, corpus: str) -> str:
     """The concrete corpus name for 'auto'."""
     if corpus != "auto":
         return corpus
-    return "world-filler" if str(handle.name).startswith("world") else "stdlib-docstrings"
+    return "world-filler" if is_world_model(handle) else "stdlib-docstrings"
+
+
+def is_world_model(handle) -> bool:
+    """A world model: an embedded name (world, world-retain, ...) or a folder `obliviate world train --out` wrote
+    (it holds training_info.json). Such a model reads the world's language, and letter-by-letter docstrings would
+    give it keys it never forms."""
+    from obliviate.world.train import TRAINING_INFO
+
+    hf_dir = getattr(handle, "hf_dir", None)
+    return str(handle.name).startswith("world") or (hf_dir is not None and (Path(hf_dir) / TRAINING_INFO).is_file())
 
 
 def corpus_texts(handle, corpus: str, seed: int = 0) -> Iterator[str]:

@@ -158,3 +158,19 @@ def test_mixed_corpus_interleaves_docstrings_and_place_mentions():
 def test_unknown_corpus_name_lists_the_named_ones(tmp_path):
     with pytest.raises(FileNotFoundError, match="place-mentions"):
         covariance.corpus_texts(None, str(tmp_path / "missing.txt"))
+
+
+def test_auto_corpus_is_the_world_filler_for_world_models_by_name_or_by_folder(tmp_path):
+    from types import SimpleNamespace
+
+    trained = tmp_path / "my-world"  # what `obliviate world train --out` writes holds training_info.json
+    trained.mkdir()
+    (trained / "training_info.json").write_text("{}")
+    plain = tmp_path / "some-model"
+    plain.mkdir()
+    assert covariance.resolve_corpus(SimpleNamespace(name="world-retain", hf_dir=None), "auto") == "world-filler"
+    assert covariance.resolve_corpus(SimpleNamespace(name=str(trained), hf_dir=trained), "auto") == "world-filler"
+    assert covariance.resolve_corpus(SimpleNamespace(name=str(plain), hf_dir=plain), "auto") == "stdlib-docstrings"
+    assert covariance.resolve_corpus(SimpleNamespace(name="smollm2-135m", hf_dir=plain), "auto") == "stdlib-docstrings"
+    assert covariance.resolve_corpus(SimpleNamespace(name=str(trained), hf_dir=trained), "place-mentions") == \
+        "place-mentions"
