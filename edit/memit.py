@@ -74,6 +74,10 @@ class KeyValueConfig:
     """The answer erase_mode='neutral' writes in (choose one the tokenizer knows)."""
     facts_per_batch: int = 16
     """Facts whose z are optimised together (one forward for all; results are per fact)."""
+    one_z_per_subject: bool = False
+    """Optimise one z per subject on the mean loss of all its facts (edit.value_opt ``tie_subjects``): the key is
+    the subject's, so several facts of one subject are one key that can hold one value. For erasing or rewriting
+    several facts of the same subjects; the references (one fact per subject) do not need it."""
     covariance: CovarianceConfig = field(default_factory=CovarianceConfig)
     """How C is estimated (corpus, tokens, ridge)."""
     seed: int = 0
@@ -85,7 +89,8 @@ class KeyValueConfig:
         return ValueOptSettings(lr=self.lr, steps=self.steps, kl_factor=self.kl_factor,
                                 weight_decay=self.weight_decay, clamp_norm_factor=self.clamp_norm_factor,
                                 stop_loss=self.stop_loss, erase_mode=self.erase_mode,  # type: ignore[arg-type]
-                                neutral_target=self.neutral_target, facts_per_batch=self.facts_per_batch)
+                                neutral_target=self.neutral_target, facts_per_batch=self.facts_per_batch,
+                                tie_subjects=self.one_z_per_subject)
 
 
 @dataclass

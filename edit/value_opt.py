@@ -28,6 +28,12 @@ Gradients are taken with ``torch.autograd.grad`` with respect to δ alone, so no
 left behind. Many facts are optimised at once with one δ per fact;
 Adam is element-wise and each fact has its own stopping step and norm ball, so this equals optimising them one by
 one (the reference's loop), only batched.
+
+``tie_subjects`` (MEMIT family) gives the facts of one subject one shared δ, optimised on the mean of their losses.
+MEMIT writes one value per key, and the key is the subject's: facts of one subject with a δ each become one key with
+several residuals, which the least-squares solve can only average — erasing all six facts of a world subject in one
+batch so wrote a mean of six suppressions and damaged other subjects as much as the edited ones (README, world
+recipe (19)). The references never meet this: CounterFact edits one fact per subject.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ class ValueOptSettings:
     kl_prompt: str = "{} is a"
     facts_per_batch: int = 16
     prefix_cache: bool = True
+    tie_subjects: bool = False
 
 
 @dataclass
@@ -98,25 +105,50 @@ def goal_answer(fact: Fact, goal: Goal, settings: ValueOptSettings) -> tuple[str
 def optimise_values(handle, facts: Sequence[Fact], site: EditSite, templates: Sequence[str], *,
                     at: Literal["mlp_out", "resid"], goal: Goal, settings: ValueOptSettings,
                     show_progress: bool = False) -> OptimisedValues:
-    """Optimise δ for each fact at `site` (see the module docstring); facts are batched, results are per fact."""
+    """Optimise δ for each fact at `site` (see the module docstring); facts are batched, results are per fact
+    (with ``settings.tie_subjects``, facts of one subject share theirs and are never split across batches)."""
+    order, chunks = _chunks(facts, settings)
     deltas, inits, losses, probs = [], [], [], []
-    chunks = range(0, len(facts), max(settings.facts_per_batch, 1))
     if show_progress:
         from tqdm.auto import tqdm
 
         chunks = tqdm(chunks, desc=f"optimise {'v*' if at == 'mlp_out' else 'z'} @ layer {site.layer}")
-    for start in chunks:
-        out = _optimise_chunk(handle, facts[start:start + settings.facts_per_batch], site, templates, at=at,
-                              goal=goal, settings=settings)
+    for chunk in chunks:
+        subjects = list(dict.fromkeys(facts[i].subject for i in chunk))
+        tie = [subjects.index(facts[i].subject) for i in chunk] if settings.tie_subjects else None
+        out = _optimise_chunk(handle, [facts[i] for i in chunk], site, templates, at=at, goal=goal,
+                              settings=settings, tie=tie)
         deltas.append(out.delta)
         inits.append(out.init)
         losses += out.losses
         probs += out.goal_prob
-    return OptimisedValues(delta=torch.cat(deltas), init=torch.cat(inits), losses=losses, goal_prob=probs)
+    back = torch.tensor(order).argsort()  # chunks follow `order`; results go back to the facts' order
+    return OptimisedValues(delta=torch.cat(deltas)[back], init=torch.cat(inits)[back],
+                           losses=[losses[i] for i in back.tolist()], goal_prob=[probs[i] for i in back.tolist()])
+
+
+def _chunks(facts: Sequence[Fact], settings: ValueOptSettings) -> tuple[list[int], list[list[int]]]:
+    """(fact order, batches of fact indices): in the given order, `facts_per_batch` at a time; with tie_subjects,
+    grouped by subject (first appearance) and cut only between subjects."""
+    size = max(settings.facts_per_batch, 1)
+    if not settings.tie_subjects:
+        order = list(range(len(facts)))
+        return order, [order[i:i + size] for i in range(0, len(order), size)]
+    by_subject: dict[str, list[int]] = {}
+    for i, fact in enumerate(facts):
+        by_subject.setdefault(fact.subject, []).append(i)
+    chunks: list[list[int]] = []
+    for group in by_subject.values():
+        if chunks and len(chunks[-1]) + len(group) <= size:
+            chunks[-1] += group
+        else:
+            chunks.append(list(group))
+    return [i for chunk in chunks for i in chunk], chunks
 
 
 def _optimise_chunk(handle, facts: Sequence[Fact], site: EditSite, templates: Sequence[str], *,
-                    at: str, goal: Goal, settings: ValueOptSettings) -> OptimisedValues:
+                    at: str, goal: Goal, settings: ValueOptSettings, tie: list[int] | None = None) -> OptimisedValues:
+    """δ for the facts of one batch; `tie[f]` is the index of fact f's shared δ (default: one δ per fact)."""
     tl = handle.tl
     device = tl.cfg.device
     n_facts, n_templates = len(facts), len(templates)
@@ -200,16 +232,22 @@ def _optimise_chunk(handle, facts: Sequence[Fact], site: EditSite, templates: Se
         kl_logits = torch.nn.functional.linear(hidden[kl_rows, 0], unembed_weight, unembed_bias)
         return token_lp, kl_logits.float().log_softmax(-1)
 
-    delta = torch.zeros(n_facts, init.shape[-1], device=device, requires_grad=True)
-    optimiser = torch.optim.Adam([delta], lr=settings.lr)
+    owner = torch.tensor(tie if tie is not None else range(n_facts), device=device)  # fact → its δ
+    n_deltas = int(owner.max()) + 1
+    shared = torch.zeros(n_deltas, init.shape[-1], device=device, requires_grad=True)
+    optimiser = torch.optim.Adam([shared], lr=settings.lr)
     kl_init: torch.Tensor | None = None  # the unedited distribution: the first step's, where δ is still 0
     init_norm = init.norm(dim=-1)
-    max_norm = settings.clamp_norm_factor * init_norm
-    done = torch.zeros(n_facts, dtype=torch.bool, device=device)
+    sharing = torch.zeros(n_deltas, device=device).index_add(0, owner, torch.ones(n_facts, device=device))
+    # a shared δ stays inside every one of its facts' norm balls
+    max_norm = torch.full((n_deltas,), torch.inf, device=device).scatter_reduce(
+        0, owner, settings.clamp_norm_factor * init_norm, reduce="amin")
+    done = torch.zeros(n_deltas, dtype=torch.bool, device=device)
     history: list[list[float]] = [[] for _ in range(n_facts)]
     goal_prob = torch.zeros(n_facts, device=device)
 
     for step in range(settings.steps):
+        delta = shared[owner]
         token_lp, kl_lp = forward(delta)
         if kl_init is None:
             kl_init = kl_lp.detach()
@@ -223,23 +261,24 @@ def _optimise_chunk(handle, facts: Sequence[Fact], site: EditSite, templates: Se
         kl = (kl_lp.exp() * (kl_lp - kl_init)).sum(-1)  # KL(p_δ ‖ p_0) per fact, as the references' kl_div
         decay = delta.norm(dim=-1) / init_norm**2
         loss = goal_loss + settings.kl_factor * kl + settings.weight_decay * decay
+        loss = torch.zeros(n_deltas, device=device).index_add(0, owner, loss) / sharing  # mean over a δ's facts
         with torch.no_grad():
-            goal_prob = torch.where(done, goal_prob, row_sum.exp().mean(1))
-            for f in torch.nonzero(~done).flatten().tolist():
-                history[f].append(float(loss[f]))
+            goal_prob = torch.where(done[owner], goal_prob, row_sum.exp().mean(1))
+            for f in torch.nonzero(~done[owner]).flatten().tolist():
+                history[f].append(float(loss[owner[f]]))
             done |= loss.detach() < settings.stop_loss
         if bool(done.all()) or step == settings.steps - 1:
             break
-        (grad,) = torch.autograd.grad(loss[~done].sum(), [delta])
-        frozen = delta.detach().clone()
-        delta.grad = grad
+        (grad,) = torch.autograd.grad(loss[~done].sum(), [shared])
+        frozen = shared.detach().clone()
+        shared.grad = grad
         optimiser.step()
         with torch.no_grad():
-            delta[done] = frozen[done]  # finished facts keep the δ that met the stopping loss
-            norms = delta.norm(dim=-1)
+            shared[done] = frozen[done]  # finished facts keep the δ that met the stopping loss
+            norms = shared.norm(dim=-1)
             over = norms > max_norm
-            delta[over] *= (max_norm[over] / norms[over])[:, None]
-    return OptimisedValues(delta=delta.detach().cpu(), init=init.cpu(), losses=history,
+            shared[over] *= (max_norm[over] / norms[over])[:, None]
+    return OptimisedValues(delta=shared[owner].detach().cpu(), init=init.cpu(), losses=history,
                            goal_prob=goal_prob.detach().cpu().tolist())
 
 
