@@ -71,18 +71,38 @@ def test_sequential_calls_with_restore_give_identical_results(corpus):
     handle = tiny_hf_handle("llama")
     before = {k: v.clone() for k, v in handle.tl.state_dict().items()}
     cfg = tiny_cfg(corpus)
-    first = memit_edit(handle, tiny_facts(), [0, 1], cfg, goal="erase")
+    first = memit_edit(handle, tiny_facts(), [0, 1], cfg, goal="rewrite")
     with apply_deltas(handle, first.deltas):
         pass
-    second = memit_edit(handle, tiny_facts(), [0, 1], cfg, goal="erase")
+    second = memit_edit(handle, tiny_facts(), [0, 1], cfg, goal="rewrite")
     for name in first.deltas:
         assert torch.equal(first.deltas[name], second.deltas[name])
     for key, value in handle.tl.state_dict().items():
         assert torch.equal(value, before[key]), key
     # an edit computed on top of the first one differs: the deltas really were applied in between
     with apply_deltas(handle, first.deltas):
-        stacked = memit_edit(handle, tiny_facts(), [0, 1], cfg, goal="erase")
+        stacked = memit_edit(handle, tiny_facts(), [0, 1], cfg, goal="rewrite")
     assert not torch.equal(stacked.deltas["blocks.1.mlp.W_out"], first.deltas["blocks.1.mlp.W_out"])
+
+
+def test_one_z_per_subject_gives_a_subjects_facts_one_value_and_leaves_single_facts_alone(corpus):
+    from obliviate.facts import Fact
+
+    handle = tiny_hf_handle("gpt2")
+    facts = [*tiny_facts(), Fact(case_id=3, prompt="{} can be found in the city of", subject="Eiffel Tower",
+                                 target_true="Paris", target_new="London")]
+    # one fact per batch: the two Eiffel Tower facts must still be optimised together
+    # (rewrite: on a random tiny model every true answer is already improbable, so erase has nothing to optimise)
+    tied = memit_edit(handle, facts, [1], tiny_cfg(corpus, one_z_per_subject=True, facts_per_batch=1),
+                      goal="rewrite")
+    free = memit_edit(handle, facts, [1], tiny_cfg(corpus), goal="rewrite")
+    shift, free_shift = tied.vectors["z"] - tied.vectors["z_init"], free.vectors["z"] - free.vectors["z_init"]
+    # z − z_init gives back the shared δ up to rounding ((init + δ) − init)
+    assert torch.allclose(shift[0], shift[3], atol=1e-5) and not torch.allclose(free_shift[0], free_shift[3])
+    assert not torch.allclose(shift[0], free_shift[0])  # the shared value answers to both facts' losses
+    for single in (1, 2):  # a subject with one fact gets the value it gets untied
+        assert torch.allclose(shift[single], free_shift[single], atol=1e-4 * float(free_shift[single].norm()))
+    assert len(tied.losses) == 4 and tied.losses[0] == tied.losses[3]  # one curve per fact, shared by the tie
 
 
 def test_layers_must_be_contiguous(corpus):
