@@ -183,7 +183,9 @@ class NullSpaceEditor:
             self.summary[f"null_dims_L{layer}"] = round(float(p.trace()))
             if moments is not None:
                 c = moments[layer].double()
-                self.summary[f"null_energy_L{layer}"] = float((p * c).sum() / c.trace().clamp(min=1e-30))
+                # tr(PC) ≥ 0 for PSD P and C; in float64 it can land a few 1e-9 below 0 when P holds almost none of C
+                energy = float((p * c).sum() / c.trace().clamp(min=1e-30))
+                self.summary[f"null_energy_L{layer}"] = max(energy, 0.0)
         if not any(self.summary[f"null_dims_L{layer}"] for layer in self.layers):
             if preserved:
                 raise InvalidField("preserve_retain_keys", f"the {len(preserved)} kept facts' keys fill the null "
