@@ -116,20 +116,20 @@ def train_world_model(world_dir: Path, variant: str, cfg: TrainConfig, out_dir: 
         schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: _lr_factor(step, cfg))
         losses: list[float] = []
         progress: list[dict] = []
-        sample = load_world_facts(world_dir)[::7]
+        sample = facts[::7]
         trained_tokens = 0
         start, cpu_start = time.perf_counter(), time.process_time()
         bar = tqdm(range(cfg.steps), desc=f"training {variant}", disable=not show_progress)
         for step in bar:
             ids, labels = next(stream)
             mask = name_knockout_mask(ids, names, cfg.name_knockout, knockout_rng)[0] if cfg.name_knockout else None
+            out = model(input_ids=ids, labels=labels, attention_mask=mask,
+                        output_hidden_states=bool(cfg.tag_exit_weight))
+            loss = out.loss
             if cfg.tag_exit_weight:
-                out = model(input_ids=ids, labels=labels, attention_mask=mask, output_hidden_states=True)
-                rows_cols = tag_line_positions(ids, names, tag_answers, n_relations)
-                loss = out.loss + cfg.tag_exit_weight * early_exit_loss(
-                    model, out.hidden_states[cfg.tag_exit_depth], ids, *rows_cols)
-            else:
-                loss = model(input_ids=ids, labels=labels, attention_mask=mask).loss
+                rows, cols = tag_line_positions(ids, names, tag_answers, n_relations)
+                loss = loss + cfg.tag_exit_weight * early_exit_loss(
+                    model, out.hidden_states[cfg.tag_exit_depth], ids, rows, cols)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimiser.step()
