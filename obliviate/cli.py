@@ -92,6 +92,17 @@ def _dataclass_parser(prog: str, cls: type, dest: str, defaults: object | None =
     return parser
 
 
+def world_folder_problem(folder: Path) -> str | None:
+    """Why `folder` is not a world written by `obliviate world build --out` (a sentence naming --world and the fix),
+    or None when it is one."""
+    from obliviate.world.generate import INFO_FILE
+
+    if not (Path(folder) / INFO_FILE).is_file():
+        return (f"--world {folder}: no {INFO_FILE} there, so it is not a built world; write one with `obliviate world "
+                f"build --out {folder}` (with the WorldConfig options you want, e.g. --n-subjects 480).")
+    return None
+
+
 def _world(argv: Sequence[str]) -> int:
     from obliviate.world import config as world_config
 
@@ -122,18 +133,30 @@ def _world(argv: Sequence[str]) -> int:
                                        "help": "Train the cached model from scratch (default: reuse the cache, "
                                                "or copy the shipped model when it matches the recipe)."}),
                         ("--out", {"type": Path, "default": None,
-                                   "help": "Train into this folder with the given options instead of the cache."})])
+                                   "help": "Train into this folder with the given options instead of the cache."}),
+                        ("--world", {"type": Path, "default": None,
+                                     "help": "Train on this world folder (written by `obliviate world build --out`, "
+                                             "e.g. with other --n-subjects) instead of the cached world of --seed; "
+                                             "needs --out."})])
         args = parser.parse_args(rest)
         from dataclasses import replace
 
         from obliviate.world import ensure_world, ensure_world_model, train_world_model
 
         variants = {"both": ["world", "world-retain"], "all": list(WORLD_MODELS)}.get(args.variant, [args.variant])
+        if args.world is not None:
+            problem = world_folder_problem(args.world)
+            if args.out is None:
+                problem = "--world: a built world trains into a folder of its own; give --out DIR as well."
+            if problem:
+                print(f"obliviate world train: {problem}", file=sys.stderr)
+                return 2
         if args.out is not None:
+            world_dir = args.world if args.world is not None else ensure_world(seed=args.train.seed)
             for variant in variants:
                 out = args.out / variant if len(variants) > 1 else args.out
                 texts, seed_offset = WORLD_MODELS[variant]
-                print(train_world_model(ensure_world(seed=args.train.seed), texts,
+                print(train_world_model(world_dir, texts,
                                         replace(args.train, seed=args.train.seed + seed_offset), out,
                                         show_progress=True))
             return 0

@@ -197,3 +197,34 @@ def test_every_yaml_only_field_is_carried_at_any_depth():
     _carry_yaml_only(parsed, from_yaml)
     assert parsed.top_only == "yaml" and parsed.inner.yaml_only == [1, 2]
     assert parsed.flag == 2 and parsed.inner.flag == 0  # flags keep what the command line said
+
+
+def test_world_train_on_a_folder_that_is_no_world_names_world_and_the_fix(tmp_path, capsys):
+    assert main(["world", "train", "--world", str(tmp_path), "--out", str(tmp_path / "model")]) == 2
+    err = capsys.readouterr().err
+    assert "--world" in err and "obliviate world build --out" in err
+    assert not (tmp_path / "model").exists()
+
+
+def test_world_train_on_a_built_world_needs_out(tmp_path, capsys):
+    (tmp_path / "world_info.json").write_text("{}")
+    assert main(["world", "train", "--world", str(tmp_path)]) == 2
+    assert "give --out" in capsys.readouterr().err
+
+
+def test_world_train_trains_on_the_built_world_it_is_given(tmp_path, capsys):
+    import json
+
+    world = tmp_path / "small-world"
+    assert main(["world", "build", "--n-subjects", "40", "--n-secrets", "8", "--n-forget-secrets", "2",
+                 "--n-filler-train", "20", "--n-filler-heldout", "40", "--out", str(world)]) == 0
+    out = tmp_path / "model"
+    assert main(["world", "train", "--world", str(world), "--variant", "world", "--steps", "2", "--warmup-steps", "1", "--n-embd", "16",
+                 "--n-layer", "1", "--eval-every", "0", "--out", str(out)]) == 0
+    info = json.loads((out / "training_info.json").read_text())
+    assert info["variant"] == "world" and info["world_dir"] == str(world)
+    from obliviate.world.config import TrainConfig
+    from obliviate.world.corpus import training_texts
+
+    # trained on the small world's texts, not on the cached 200-subject world's
+    assert info["n_training_texts"] == len(training_texts(world, "world", TrainConfig().secret_repeats))
