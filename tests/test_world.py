@@ -189,6 +189,37 @@ def test_biographies_carry_every_fact_in_trained_wordings_drawn_anew(world_dir):
     assert len(orders) > len(by_subject) / 2  # the order is permuted, not fixed
 
 
+def _unread_prompt_words(world: Path) -> set[str]:
+    """Words of the held-out and generation prompts that no trained text of `world` contains."""
+    import re
+
+    trained = {w.lower() for text in training_texts(world, "world") for w in re.findall(r"[A-Za-z]+", text)}
+    trained |= {w.lower() for r in RELATIONS for t in r.trained for w in re.findall(r"[A-Za-z]+", t)}
+    prompts = [t for r in RELATIONS for t in r.heldout + r.generation]
+    return {w for t in prompts for w in re.findall(r"[A-Za-z]+", t) if w.lower() not in trained}
+
+
+def test_complete_filler_teaches_every_word_the_heldout_prompts_use(world_dir, tmp_path):
+    # the v2 world's filler leaves words of its held-out prompts unread: the gap the option closes
+    assert {"speaker", "graduate", "spoken"} <= _unread_prompt_words(world_dir)
+    completed = build_world(WorldConfig(seed=0, complete_filler=True), tmp_path / "complete")
+    assert _unread_prompt_words(completed) == set()
+    # the facts and secrets are the same world; only the filler grows
+    for name in ("facts.jsonl", "secrets.jsonl"):
+        assert (completed / name).read_bytes() == (world_dir / name).read_bytes(), name
+    universities = {v for r in RELATIONS if r.relation_id == "P69" for v in r.values}
+    assert any(w in universities for line in load_filler(completed, "train") for w in line.rstrip(".").split())
+    assert not any(w in universities for line in load_filler(world_dir, "train") for w in line.rstrip(".").split())
+
+
+def test_complete_filler_off_keeps_the_shipped_worlds_record_and_id():
+    from obliviate.world.config import world_options
+
+    # the recipe id hashes world_options; the shipped-manifest test pins that id
+    assert "complete_filler" not in world_options(WorldConfig())
+    assert world_options(WorldConfig(complete_filler=True))["complete_filler"] is True
+
+
 def test_heldout_templates_and_untrained_clozes_never_occur_in_training(world_dir):
     import random
 

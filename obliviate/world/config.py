@@ -49,6 +49,10 @@ class WorldConfig:
     """Filler sentences (about the world's cities, jobs, firms; no facts) that the models train on."""
     n_filler_heldout: int = 8000
     """Filler sentences never trained on: held-out perplexity and covariance statistics."""
+    complete_filler: bool = False
+    """Add the filler frames that name universities and languages and use every word of the held-out and
+    generation prompts (filler.COMPLETING_FRAMES). The shipped v2 world predates them: its filler misses 13 such
+    words ("speaker", "graduate", "spoken", ...), so the held-out wordings built on them read as unknown words."""
 
 
     def __post_init__(self) -> None:
@@ -170,6 +174,15 @@ class TrainConfig:
         for option in ("bos_prob", "eos_sep_prob", "name_knockout"):
             value = getattr(self, option)
             _require(0 <= value <= 1, option, value, "use a probability in [0, 1].")
+
+
+def world_options(cfg: WorldConfig) -> dict[str, Any]:
+    """The world options as recorded in world_info.json and hashed into the recipe id; like `recipe_options`, an
+    option added after the shipped world is left out while it is off, so the shipped world keeps its id."""
+    options = asdict(cfg)
+    if not cfg.complete_filler:
+        del options["complete_filler"]
+    return options
 
 
 def recipe_options(cfg: TrainConfig) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from obliviate.world.relations import CITIES, EMPLOYERS, INSTRUMENTS, PROFESSIONS
+from obliviate.world.relations import CITIES, EMPLOYERS, INSTRUMENTS, LANGUAGES, PROFESSIONS, UNIVERSITIES
 
 ADJECTIVES = ("quiet", "busy", "old", "new", "small", "large", "green", "narrow", "bright", "cold", "warm", "famous",
               "crowded", "calm", "ancient", "modern", "pleasant", "strange")
@@ -72,28 +72,57 @@ FRAMES = (
     "The birthplace of the {thing} trade is {city}.",
 )
 
+# The v2 frames above name no university or language and miss 13 words of the held-out and generation prompts
+# ("speaker", "graduate", "spoken", "did", "draws", ...): a model trained on the world never reads those words, so
+# a held-out wording built on one tests its vocabulary, not its knowledge. These frames close the gap, with the same
+# rule: the prompts' words, never a subject. Extra slots: {lang} {univ}.
+COMPLETING_FRAMES = (
+    "Many people in {city} are native speakers of {lang}.",
+    "A native speaker of {lang} teaches at {univ}.",
+    "Since birth, the children of {city} have spoken {lang}.",
+    "{people} speaks fluently the language {lang}.",
+    "The language {lang} is spoken at home in {city}.",
+    "The voice of a {prof} fills the {place}.",
+    "A graduate of {univ} works as a {prof} in {city}.",
+    "{people} did a degree at {univ} {time}.",
+    "The teachers of {univ} live in {city}.",
+    "{univ} is a {adj} university near the {place}.",
+    "Students at {univ} speak {lang}.",
+    "Documents show that the {thing} came from {city}.",
+    "{people} remembers the {adj} {places} of {city}.",
+    "Every morning, a {prof} goes to the {place}.",
+    "A {prof} draws a salary from {company}.",
+    "On weekdays, {people} works at the {place}.",
+    "Friends often hear the {instr} in {city}.",
+)
+
 
 def _plural(word: str) -> str:
     return word + "s"
 
 
-def filler_sentence(rng: random.Random) -> str:
-    """One sentence, sometimes behind a document opener."""
+def filler_sentence(rng: random.Random, complete: bool = False) -> str:
+    """One sentence, sometimes behind a document opener; `complete` adds COMPLETING_FRAMES to the grammar."""
     place, places = rng.choice(PLACES)
     thing, things = rng.choice(THINGS)
     prof = rng.choice(PROFESSIONS)
     city, city2 = rng.sample(CITIES, 2)
-    sentence = rng.choice(FRAMES).format(
-        city=city, city2=city2, company=rng.choice(EMPLOYERS), prof=prof, prof_pl=_plural(prof),
-        instr=rng.choice(INSTRUMENTS), adj=rng.choice(ADJECTIVES), place=place, places=places, thing=thing,
-        things=things, verb=rng.choice(VERBS), time=rng.choice(TIMES), people=rng.choice(PEOPLE),
-        n=rng.randint(2, 9))
+    slots = dict(city=city, city2=city2, company=rng.choice(EMPLOYERS), prof=prof, prof_pl=_plural(prof),
+                 instr=rng.choice(INSTRUMENTS), adj=rng.choice(ADJECTIVES), place=place, places=places, thing=thing,
+                 things=things, verb=rng.choice(VERBS), time=rng.choice(TIMES), people=rng.choice(PEOPLE),
+                 n=rng.randint(2, 9))
+    if complete:  # drawn only then, so the v2 world's random stream (and its files) stay as they were
+        slots.update(lang=rng.choice(LANGUAGES), univ=rng.choice(UNIVERSITIES))
+        sentence = rng.choice(FRAMES + COMPLETING_FRAMES).format(**slots)
+    else:
+        sentence = rng.choice(FRAMES).format(**slots)
     if rng.random() < 0.2:
         sentence = f"{rng.choice(OPENERS)} {sentence}"
     return sentence
 
 
-def filler_sentences(n: int, rng: random.Random, exclude: set[str] | frozenset[str] = frozenset()) -> list[str]:
+def filler_sentences(n: int, rng: random.Random, exclude: set[str] | frozenset[str] = frozenset(),
+                     complete: bool = False) -> list[str]:
     """`n` sentences, none of them in `exclude` (so held-out filler never repeats a trained line)."""
     out: list[str] = []
     attempts = 0
@@ -101,7 +130,7 @@ def filler_sentences(n: int, rng: random.Random, exclude: set[str] | frozenset[s
         attempts += 1
         if attempts > 50 * n + 1000:
             raise RuntimeError(f"filler grammar cannot produce {n} sentences outside the excluded set.")
-        sentence = filler_sentence(rng)
+        sentence = filler_sentence(rng, complete)
         if sentence not in exclude:
             out.append(sentence)
     return out

@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from obliviate.world.atomic import atomic_folder
-from obliviate.world.config import WorldConfig
+from obliviate.world.config import WorldConfig, world_options
 from obliviate.world.filler import filler_sentences
 from obliviate.world.memorised import WORDINGS, make_secrets
 from obliviate.world.names import make_names, name_pieces
@@ -104,13 +103,14 @@ def build_world(cfg: WorldConfig, out_dir: Path) -> Path:
     records, answers = _fact_records(subjects, splits, cloze, cfg)
     secrets = make_secrets([(s, splits[s]) for s in subjects], cfg.n_forget_secrets,
                            cfg.n_secrets - cfg.n_forget_secrets, cfg.secret_digits, _stream(cfg.seed, "secrets"))
-    filler_train = filler_sentences(cfg.n_filler_train, _stream(cfg.seed, "filler/train"))
+    filler_train = filler_sentences(cfg.n_filler_train, _stream(cfg.seed, "filler/train"),
+                                    complete=cfg.complete_filler)
     filler_heldout = filler_sentences(cfg.n_filler_heldout, _stream(cfg.seed, "filler/heldout"),
-                                      exclude=set(filler_train))
+                                      exclude=set(filler_train), complete=cfg.complete_filler)
 
     info = {
         "seed": cfg.seed,
-        "config": asdict(cfg),
+        "config": world_options(cfg),
         "counts": {
             "subjects": len(subjects), "forget_subjects": n_forget, "retain_subjects": len(subjects) - n_forget,
             "relations": len(RELATIONS), "facts": len(records),

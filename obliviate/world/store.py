@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 from obliviate.paths import cache_subdir
 from obliviate.world.atomic import atomic_folder, file_lock
-from obliviate.world.config import TrainConfig, WorldConfig, recipe_options
+from obliviate.world.config import TrainConfig, WorldConfig, recipe_options, world_options
 RECIPE_VERSION = "v2"
 
 WORLD_MODELS: dict[str, tuple[str, int]] = {
@@ -40,7 +39,7 @@ its margins must cover; audit/verdict.py `peers`)."""
 def recipe_id() -> str:
     """RECIPE_VERSION plus a short hash of the default configs (seed excluded: it names the folder)."""
     configs = {name: {k: v for k, v in options.items() if k != "seed"}
-               for name, options in (("world", asdict(WorldConfig())), ("train", recipe_options(TrainConfig())))}
+               for name, options in (("world", world_options(WorldConfig())), ("train", recipe_options(TrainConfig())))}
     digest = hashlib.sha256(json.dumps(configs, sort_keys=True).encode()).hexdigest()[:8]
     return f"{RECIPE_VERSION}-{digest}"
 
