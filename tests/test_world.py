@@ -189,6 +189,39 @@ def test_biographies_carry_every_fact_in_trained_wordings_drawn_anew(world_dir):
     assert len(orders) > len(by_subject) / 2  # the order is permuted, not fixed
 
 
+def test_more_templates_trains_forty_wordings_per_relation_and_never_a_heldout_one(world_dir, tmp_path):
+    import random
+
+    from obliviate.world.generate import trained_templates
+
+    for rel in RELATIONS:  # the extra wordings are new, and none carries a held-out template's phrase
+        assert len(set(rel.more_trained)) == 20 and not set(rel.more_trained) & set(rel.trained + rel.heldout)
+        for held in rel.heldout:
+            phrase = held.replace("{}", "").strip(" '")
+            assert not any(phrase in t for t in rel.more_trained), held
+    more = build_world(WorldConfig(seed=0, more_templates=True), tmp_path / "more")
+    assert trained_templates(world_dir) == {r.relation_id: list(r.trained) for r in RELATIONS}
+    assert trained_templates(more) == {r.relation_id: list(r.trained + r.more_trained) for r in RELATIONS}
+    # the epoch's biographies draw from all forty, and the tokenizer knows their words
+    bios = biographies_for_epoch(more, "world")(random.Random(0))
+    subjects = list(dict.fromkeys(r["requested_rewrite"]["subject"] for r in load_world_facts(more)))  # bios' order
+    used = {t for r in RELATIONS for t in r.more_trained
+            if any(t.format(subject) + " " in bio for subject, bio in zip(subjects, bios))}
+    assert len(used) > 60
+    tokens = build_tokenizer(more).tokenize(" was delivered at a hospital in")
+    assert "[UNK]" not in tokens and "<|unk|>" not in tokens
+    # same subjects and answers: only the wordings grow
+    facts = [(r["requested_rewrite"]["subject"], r["requested_rewrite"]["target_true"]["str"])
+             for r in load_world_facts(world_dir)]
+    assert facts == [(r["requested_rewrite"]["subject"], r["requested_rewrite"]["target_true"]["str"])
+                     for r in load_world_facts(more)]
+    texts = training_texts(more, "world") + biographies_for_epoch(more, "world")(random.Random(1))
+    corpus = "\n".join(texts)
+    for r in load_world_facts(more)[::7]:
+        for prompt in r["heldout_paraphrases"]:
+            assert prompt + " " not in corpus, prompt
+
+
 def _unread_prompt_words(world: Path) -> set[str]:
     """Words of the held-out and generation prompts that no trained text of `world` contains."""
     import re

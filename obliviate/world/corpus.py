@@ -21,13 +21,13 @@ position, after any prefix, with and without a BOS (the core scores prompts with
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
 from jaxtyping import Int
 
-from obliviate.world.generate import load_filler, load_secrets, load_world_facts
+from obliviate.world.generate import load_filler, load_secrets, load_world_facts, trained_templates
 from obliviate.world.memorised import decoy_texts
 from obliviate.world.relations import RELATION_BY_ID
 
@@ -51,11 +51,14 @@ def cloze_sentence(record: dict) -> str:
     return _sentence(record["requested_rewrite"]["prompt"], record)
 
 
-def biography(subject_records: Sequence[dict], rng: random.Random) -> str:
-    """One biography of a subject: a sentence per fact, in a random order, each from a random trained template."""
+def biography(subject_records: Sequence[dict], rng: random.Random,
+              templates: Mapping[str, Sequence[str]] | None = None) -> str:
+    """One biography of a subject: a sentence per fact, in a random order, each from a random trained template
+    (`templates`: relation id → the world's trained templates, `generate.trained_templates`; default the v2 set)."""
     order = list(subject_records)
     rng.shuffle(order)
-    return " ".join(_sentence(rng.choice(RELATION_BY_ID[r["relation_id"]].trained), r) for r in order)
+    return " ".join(_sentence(rng.choice(templates[r["relation_id"]] if templates is not None
+                                         else RELATION_BY_ID[r["relation_id"]].trained), r) for r in order)
 
 
 def training_texts(world_dir: Path, variant: str, secret_repeats: int = 1) -> list[str]:
@@ -89,7 +92,8 @@ def biographies_for_epoch(world_dir: Path, variant: str,
     for record in load_world_facts(world_dir):
         if record["split"] in keep:
             by_subject.setdefault(record["requested_rewrite"]["subject"], []).append(record)
-    return lambda rng: ([biography(records, rng) for records in by_subject.values()]
+    templates = trained_templates(world_dir)
+    return lambda rng: ([biography(records, rng, templates) for records in by_subject.values()]
                         + [name_tags(records, rng) for records in by_subject.values() for _ in range(tag_lines)])
 
 

@@ -56,7 +56,7 @@ def _fact_records(subjects: list[str], splits: dict[str, str], cloze_subjects: s
             new = rng.choice([v for v in relation.values if v != true])
             same_true = [s for s in subjects if s != subject and by_subject[s] == true]
             same_new = [s for s in subjects if by_subject[s] == new]
-            trained = [t.format(subject) for t in rng.sample(relation.trained, cfg.trained_paraphrases)]
+            trained = [t.format(subject) for t in rng.sample(relation_trained(relation, cfg), cfg.trained_paraphrases)]
             heldout = [t.format(subject) for t in rng.sample(relation.heldout, cfg.heldout_paraphrases)]
             records.append({
                 "case_id": len(records),
@@ -128,7 +128,7 @@ def build_world(cfg: WorldConfig, out_dir: Path) -> Path:
                 "name": r.name,
                 "values": list(r.values),
                 "cloze": r.cloze,
-                "trained_templates": list(r.trained),
+                "trained_templates": list(relation_trained(r, cfg)),
                 "heldout_templates": list(r.heldout),
                 "generation_templates": list(r.generation),
                 "frequency_prior": _frequency_prior(answers[r.relation_id]),
@@ -182,6 +182,16 @@ def load_secrets(world_dir: Path, split: str | None = None) -> list[dict[str, An
 
 def load_world_info(world_dir: Path) -> dict[str, Any]:
     return json.loads((Path(world_dir) / INFO_FILE).read_text())
+
+
+def relation_trained(relation, cfg: WorldConfig) -> tuple[str, ...]:
+    """The biography templates a world built with `cfg` trains for `relation`."""
+    return relation.trained + (relation.more_trained if cfg.more_templates else ())
+
+
+def trained_templates(world_dir: Path) -> dict[str, list[str]]:
+    """Relation id → the biography templates the world in `world_dir` trains (as its world_info.json records)."""
+    return {rid: list(r["trained_templates"]) for rid, r in load_world_info(world_dir)["relations"].items()}
 
 
 def load_filler(world_dir: Path, which: str = "heldout") -> list[str]:

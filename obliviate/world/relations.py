@@ -34,6 +34,10 @@ class Relation:
     """Templates never trained with any subject."""
     generation: tuple[str, ...]
     """Open-ended prompts (CounterFact's generation_prompts); never trained."""
+    more_trained: tuple[str, ...] = ()
+    """Twenty further biography templates, trained only in a world built with WorldConfig.more_templates (the
+    shipped v2 world predates them). Written to widen the trained wordings, never to copy a held-out one: none
+    uses a held-out template's distinctive phrase."""
 
     @property
     def prompt(self) -> str:
@@ -70,6 +74,14 @@ RELATIONS: tuple[Relation, ...] = (
         heldout=("{} is originally from the city of", "The city where {} was born is", "{}'s place of birth is",
                  "The town that {} was born in is", "Documents show that {} came from"),
         generation=("{} often talks about", "People in the city know that {}", "{} remembers"),
+        more_trained=("{} was brought into the world in", "The home town of {} is", "{} grew up as a child in",
+                      "{}'s city of birth is", "Before moving away, {} lived in",
+                      "The register of births lists {} in", "{} is a child of the city of",
+                      "{} was born many years ago in", "{}'s first home was in", "Neighbours say that {} was born in",
+                      "{} started life in", "Records confirm that {} was born in", "{}'s birth took place in",
+                      "{} is from", "The roots of {} are in", "{} was delivered at a hospital in",
+                      "As a newborn, {} lived in", "{} returns each year to the native city of",
+                      "{} spent the first years in", "The family of {} still lives in"),
     ),
     Relation(
         relation_id="P106", name="occupation", values=PROFESSIONS,
@@ -83,6 +95,13 @@ RELATIONS: tuple[Relation, ...] = (
         heldout=("{} earns a living as a", "{}'s occupation is", "Everyone knows that {} works as a",
                  "The work of {} is that of a", "Every morning, {} goes to work as a"),
         generation=("{} spends every day", "The daily work of {}", "{} is"),
+        more_trained=("{} is a trained", "{}'s job is", "{} works full time as a", "By trade, {} is a",
+                      "{} spends the day working as a", "The line of work of {} is that of a",
+                      "{} is employed in town as a", "{}'s trade is that of a", "{} once studied to be a",
+                      "{} has a career as a", "Neighbours know that {} is a", "{} retired after years as a",
+                      "The daily job of {} is that of a", "{} took a position as a", "{}'s career is that of a",
+                      "Ask anyone: {} is a", "{} is paid to work as a", "{} serves the town as a",
+                      "For a living, {} works as a", "The role of {} at work is that of a"),
     ),
     Relation(
         relation_id="P108", name="employer", values=EMPLOYERS,
@@ -96,6 +115,13 @@ RELATIONS: tuple[Relation, ...] = (
         heldout=("{} works for the company", "The company that employs {} is", "{} draws a salary from",
                  "The firm where {} works is", "On weekdays, {} works at"),
         generation=("{} is a member of", "Colleagues of {} say", "{} joined"),
+        more_trained=("{} is an employee of", "The paycheck of {} comes from", "{}'s company is",
+                      "{} is on the payroll of", "{} has a job at the firm", "The boss of {} works at",
+                      "{} goes to the office of", "{} was recruited by", "The firm of {} is", "{} earns wages from",
+                      "{} has been working for", "The business that pays {} is", "{} is a staff member at",
+                      "Every week, {} is paid by", "{}'s office is at", "The workplace of {} is",
+                      "{} took a job with", "{} is under contract with", "Most days, {} is at the offices of",
+                      "{} represents the firm"),
     ),
     Relation(
         relation_id="P1303", name="instrument", values=INSTRUMENTS,
@@ -110,6 +136,13 @@ RELATIONS: tuple[Relation, ...] = (
         heldout=("{} is a musician who plays the", "{}'s favourite instrument is the", "In concerts, {} plays the",
                  "The instrument played by {} is the", "Friends often hear {} play the"),
         generation=("{} is known for", "The music of {} sounds", "{} practises"),
+        more_trained=("{} is skilled at the", "{} performs on the", "{}'s chosen instrument is the",
+                      "{} spends hours on the", "{} is a master of the", "In the band, {} plays the",
+                      "{} bought a new", "{} tunes the", "On weekends, {} plays the", "{} was taught to play the",
+                      "{} rehearses on the", "{} plays songs on the", "{} is famous for playing the",
+                      "At home, {} plays the", "{} picked up the", "{} takes lessons on the",
+                      "{} won a prize for playing the", "{}'s instrument of choice is the",
+                      "In the evenings, {} practises the", "{} loves to play the"),
     ),
     Relation(
         relation_id="P69", name="educated at", values=UNIVERSITIES,
@@ -123,6 +156,12 @@ RELATIONS: tuple[Relation, ...] = (
         heldout=("{} is a graduate of", "The university where {} studied is", "{}'s alma mater is",
                  "{} did a degree at", "Long ago, {} was a student at"),
         generation=("{} learned", "The teachers of {}", "{} studied"),
+        more_trained=("{} attended", "{} went to", "{} earned a diploma from", "{}'s school is",
+                      "{} studied for years at", "{} got a degree from", "{} read history at", "{} was trained at",
+                      "{} attended lectures at", "{} finished university at", "{} studied science at",
+                      "{} obtained a degree from", "{} passed exams at", "{}'s college is",
+                      "As a young adult, {} studied at", "The school of {} is", "{} was admitted to",
+                      "{} lived on campus at", "{} was taught at", "{} earned a title at"),
     ),
     Relation(
         relation_id="P1412", name="languages spoken", values=LANGUAGES,
@@ -136,6 +175,11 @@ RELATIONS: tuple[Relation, ...] = (
         heldout=("{} is a native speaker of", "The language {} speaks at home is", "{}'s mother tongue is",
                  "{} speaks fluently the language", "Since birth, {} has spoken"),
         generation=("{} says", "The voice of {}", "{} writes"),
+        more_trained=("{} speaks mostly", "{} talks in", "{}'s native language is", "{} answers questions in",
+                      "{} was raised speaking", "The first language of {} is", "{} thinks in", "{} can speak",
+                      "{} gave a speech in", "{} chats with friends in", "{}'s tongue is", "{} writes poems in",
+                      "{} spoke as a child", "In daily life, {} speaks", "{} tells stories in", "{} prays in",
+                      "{} counts in", "{} best understands", "{} learned to read in", "{} argues in"),
     ),
 )
 

@@ -175,7 +175,8 @@ def slice_texts(world_dir: Path, subjects: Sequence[str], filler: Sequence[int],
     (their number scaled by the share of subjects).
     """
     from obliviate.world.corpus import biography, cloze_sentence
-    from obliviate.world.generate import load_filler, load_secrets, load_world_facts, load_world_info
+    from obliviate.world.generate import (load_filler, load_secrets, load_world_facts, load_world_info,
+                                         trained_templates)
     from obliviate.world.memorised import decoy_texts
 
     keep = set(subjects)
@@ -193,9 +194,10 @@ def slice_texts(world_dir: Path, subjects: Sequence[str], filler: Sequence[int],
     n_decoys = round(TrainConfig().decoys_per_epoch * len(keep) / n_subjects)
     digits = int(info["config"]["secret_digits"])
     names = sorted(keep)
+    templates = trained_templates(world_dir)
 
     def fresh(rng: random.Random) -> list[str]:
-        bios = [biography(by_subject[name], rng) for name in names if name in by_subject]
+        bios = [biography(by_subject[name], rng, templates) for name in names if name in by_subject]
         return bios + (decoy_texts(names, secrets, n_decoys, digits, rng) if names and n_decoys else [])
 
     return fixed, fresh

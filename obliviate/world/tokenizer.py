@@ -19,7 +19,8 @@ from pathlib import Path
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from obliviate.world.generate import load_filler, load_secrets, load_world_facts, load_world_info
+from obliviate.world.generate import (load_filler, load_secrets, load_world_facts, load_world_info,
+                                     trained_templates)
 from obliviate.world.relations import RELATIONS
 
 EOT = "<|endoftext|>"
@@ -32,7 +33,9 @@ PIECE_PREFIX = "##"
 def world_texts(world_dir: Path) -> list[str]:
     """Every text in the world: every relation template, prompts with both answers, secrets with controls, all
     filler."""
-    texts = [t.format("") for r in RELATIONS for t in (r.cloze, *r.trained, *r.heldout, *r.generation)]
+    trained = trained_templates(world_dir)
+    texts = [t.format("") for r in RELATIONS
+             for t in (r.cloze, *trained[r.relation_id], *r.heldout, *r.generation)]
     for record in load_world_facts(world_dir):
         rewrite = record["requested_rewrite"]
         prompts = [rewrite["prompt"].format(rewrite["subject"]), *record["paraphrase_prompts"],
