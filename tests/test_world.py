@@ -373,6 +373,20 @@ def test_training_is_reproducible_and_writes_a_loadable_folder(world_dir, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c"]  # no temp folders left behind
 
 
+def test_mlp_ratio_widens_the_mlp_in_hf_and_transformerlens_and_four_stays_the_shipped_recipe(world_dir, tmp_path):
+    from obliviate.models import load
+
+    tiny = replace(TrainConfig(), n_layer=1, n_embd=32, n_head=2, batch_size=4, steps=2, warmup_steps=1)
+    wide = train_world_model(world_dir, "world", replace(tiny, mlp_ratio=8), tmp_path / "wide")
+    assert json.loads((wide / "config.json").read_text())["n_inner"] == 256
+    handle = load(str(wide))
+    assert handle.tl.cfg.d_mlp == 256 and handle.tl.blocks[0].mlp.W_in.shape == (32, 256)
+    assert json.loads((wide / TRAINING_INFO).read_text())["config"]["mlp_ratio"] == 8
+    assert "mlp_ratio" not in recipe_options(TrainConfig())  # GPT-2's 4 leaves the recipe id as it was
+    with pytest.raises(ConfigError, match="--mlp-ratio"):
+        TrainConfig(mlp_ratio=0)
+
+
 def test_an_interrupted_training_leaves_no_model_folder(world_dir, tmp_path, monkeypatch):
     import obliviate.world.train as train
 

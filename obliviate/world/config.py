@@ -106,6 +106,9 @@ class TrainConfig:
     """Residual-stream width (d_model)."""
     n_head: int = 4
     """Attention heads per block."""
+    mlp_ratio: int = 4
+    """MLP hidden width as a multiple of n_embd (GPT-2's 4). MEMIT edits an MLP whose keys must tell the edited
+    subjects from the kept ones: a key space narrower than the subject count leaves it little room."""
     n_positions: int = 128
     """Context length; training rows fill it, so every position is trained."""
     batch_size: int = 16
@@ -156,7 +159,7 @@ class TrainConfig:
     """CPU threads for training."""
 
     def __post_init__(self) -> None:
-        for option in ("n_layer", "n_embd", "n_head", "batch_size", "steps", "num_threads"):
+        for option in ("n_layer", "n_embd", "n_head", "mlp_ratio", "batch_size", "steps", "num_threads"):
             value = getattr(self, option)
             _require(value > 0, option, value, "use a positive number.")
         _require(self.n_embd % self.n_head == 0, "n_head", self.n_head, f"it must divide n_embd ({self.n_embd}).")
@@ -193,9 +196,12 @@ def world_options(cfg: WorldConfig) -> dict[str, Any]:
 def recipe_options(cfg: TrainConfig) -> dict[str, Any]:
     """The training options that define a recipe, as recorded in training_info.json and hashed into the recipe id.
 
-    The early-exit options came after the shipped recipe; switched off they change nothing, so they are left out
-    and a recipe without them keeps the id (and the shipped models) it had."""
+    The early-exit options and the MLP ratio came after the shipped recipe; at their off values (no exit, GPT-2's
+    ratio 4) they change nothing, so they are left out and a recipe without them keeps the id (and the shipped
+    models) it had."""
     options = asdict(cfg)
     if not cfg.tag_exit_weight:
         del options["tag_exit_weight"], options["tag_exit_depth"]
+    if cfg.mlp_ratio == 4:
+        del options["mlp_ratio"]
     return options
