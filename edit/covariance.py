@@ -18,6 +18,11 @@ most reported problem, so C comes from a local corpus:
   directions every entity key shares and ROME's u = C⁻¹k* answers to other subjects as well (SmolLM2 layer 6:
   the median ratio (k_neighbour · u) / (k* · u) over same-answer neighbours 0.09, 90th percentile 0.50; with the
   mix 0.05 / 0.28, README "ROME on SmolLM2");
+- ``world-mentions`` (world models): the held-out filler interleaved with short neutral sentences that name every
+  subject of the model's own world (PLACE_SENTENCES' kind: "{} was mentioned in the report."), four names a
+  paragraph — the world's stand-in for Wikipedia's named entities. The filler names no subject, so with it C knows
+  nothing of the keys that subjects form and C⁻¹ amplifies what all of them share; MEMIT's erase of a 480-subject
+  world's forget split then takes the kept subjects with it (README, world v2, stop 33);
 - a path to a UTF-8 text file (paragraphs separated by blank lines).
 
 Texts are packed back-to-back into rows of `seq_len` tokens and streamed through the blocks up to the highest
@@ -58,8 +63,8 @@ class CovarianceConfig:
 
     corpus: str = "auto"
     """'auto' (world-filler for world models, embedded or trained into a folder, else stdlib-docstrings),
-    'world-filler', 'stdlib-docstrings', 'place-mentions', 'stdlib-docstrings+place-mentions', or a path to a text
-    file."""
+    'world-filler', 'world-mentions', 'stdlib-docstrings', 'place-mentions', 'stdlib-docstrings+place-mentions',
+    or a path to a text file."""
     n_tokens: int = 50_000
     """Tokens (key vectors) averaged: ~33 per key dimension for SmolLM2 (d_mlp 1536). The references average over
     100k Wikipedia texts, far more than a CPU affords; the ridge covers the poorly sampled directions."""
@@ -145,12 +150,49 @@ def _world_filler() -> Iterator[str]:
     yield from (line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
 
 
+SUBJECT_SENTENCES = (
+    "{} was mentioned in the report.", "The letter was addressed to {}.", "We talked about {} yesterday.",
+    "A photo of {} hangs in the hall.", "Someone asked about {} this morning.", "The list includes {}.",
+    "{} is on the guest list.", "Nobody has seen {} today.",
+)
+"""Neutral frames for a subject's name: no relation's word, so they say nothing a fact asks for."""
+
+
+def model_world(handle) -> Path:
+    """The world a world model was trained on: the folder its training_info.json names (when it still exists), else
+    the cached default world."""
+    import json
+
+    from obliviate.world import ensure_world
+    from obliviate.world.train import TRAINING_INFO
+
+    hf_dir = getattr(handle, "hf_dir", None)
+    info = Path(hf_dir) / TRAINING_INFO if hf_dir is not None else None
+    if info is not None and info.is_file():
+        world = Path(json.loads(info.read_text()).get("world_dir", ""))
+        if (world / "facts.jsonl").is_file():
+            return world
+    return ensure_world()
+
+
+def _subject_mentions(world: Path, seed: int) -> Iterator[str]:
+    from obliviate.world.generate import load_world_facts
+
+    names = sorted({r["requested_rewrite"]["subject"] for r in load_world_facts(world)})
+    rng = random.Random(seed)
+    while True:  # as many rounds over the names as the token budget asks for
+        rng.shuffle(names)
+        for start in range(0, len(names), 4):
+            yield " ".join(rng.choice(SUBJECT_SENTENCES).format(name) for name in names[start:start + 4])
+
+
 def _text_file(path: Path) -> Iterator[str]:
     text = path.read_text(encoding="utf-8", errors="replace")
     yield from (block.strip() for block in text.split("\n\n") if block.strip())
 
 
-NAMED_CORPORA = ("auto", "world-filler", "stdlib-docstrings", "place-mentions", "stdlib-docstrings+place-mentions")
+NAMED_CORPORA = ("auto", "world-filler", "world-mentions", "stdlib-docstrings", "place-mentions",
+                 "stdlib-docstrings+place-mentions")
 """The corpora known by name (anything else must be a path to a text file)."""
 
 
@@ -176,6 +218,8 @@ def corpus_texts(handle, corpus: str, seed: int = 0) -> Iterator[str]:
     corpus = resolve_corpus(handle, corpus)
     if corpus == "world-filler":
         return _world_filler()
+    if corpus == "world-mentions":
+        return _interleaved(_world_filler(), _subject_mentions(model_world(handle), seed))
     if corpus == "stdlib-docstrings":
         return _stdlib_docstrings(seed)
     if corpus == "place-mentions":

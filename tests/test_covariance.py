@@ -174,3 +174,27 @@ def test_auto_corpus_is_the_world_filler_for_world_models_by_name_or_by_folder(t
     assert covariance.resolve_corpus(SimpleNamespace(name="smollm2-135m", hf_dir=plain), "auto") == "stdlib-docstrings"
     assert covariance.resolve_corpus(SimpleNamespace(name=str(trained), hf_dir=trained), "place-mentions") == \
         "place-mentions"
+
+
+def test_world_mentions_names_every_subject_of_the_models_own_world_between_filler_lines(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from obliviate.world import WorldConfig, build_world
+    from obliviate.world.generate import load_filler, load_world_facts
+
+    world = build_world(WorldConfig(n_subjects=40, n_secrets=8, n_forget_secrets=2), tmp_path / "w40")
+    folder = tmp_path / "model"  # a folder `obliviate world train --world w40 --out model` wrote
+    folder.mkdir()
+    (folder / "training_info.json").write_text(json.dumps({"world_dir": str(world)}))
+    handle = SimpleNamespace(name=str(folder), hf_dir=folder)
+    assert covariance.model_world(handle) == world
+    texts = covariance.corpus_texts(handle, "world-mentions")
+    paragraphs = [next(texts) for _ in range(40)]
+    filler = set(load_filler(covariance.model_world(SimpleNamespace(name="world", hf_dir=None)), "heldout"))
+    assert all(p in filler for p in paragraphs[::2])  # filler and mentions take turns
+    subjects = {r["requested_rewrite"]["subject"] for r in load_world_facts(world)}
+    named = {s for p in paragraphs[1::2] for s in subjects if s in p}
+    assert named == subjects  # ten paragraphs of four names: the whole world once
+    frames = "|".join(re.escape(f).replace(r"\{\}", ".+") for f in covariance.SUBJECT_SENTENCES)
+    assert all(re.fullmatch(f"(?:{frames})(?: (?:{frames})){{3}}", p) for p in paragraphs[1::2])
