@@ -145,9 +145,8 @@ def _world(argv: Sequence[str]) -> int:
 
         variants = {"both": ["world", "world-retain"], "all": list(WORLD_MODELS)}.get(args.variant, [args.variant])
         if args.world is not None:
-            problem = world_folder_problem(args.world)
-            if args.out is None:
-                problem = "--world: a built world trains into a folder of its own; give --out DIR as well."
+            problem = (world_folder_problem(args.world) if args.out is not None
+                       else "--world: a built world trains into a folder of its own; give --out DIR as well.")
             if problem:
                 print(f"obliviate world train: {problem}", file=sys.stderr)
                 return 2

@@ -165,6 +165,8 @@ def test_biographies_carry_every_fact_in_trained_wordings_drawn_anew(world_dir):
     completed by the true answer, the full name in every sentence; redrawn each epoch."""
     import random
 
+    from obliviate.world.generate import trained_templates
+
     records = load_world_facts(world_dir)
     subjects = sorted({r["requested_rewrite"]["subject"] for r in records})
     draw = biographies_for_epoch(world_dir, "world")
@@ -175,7 +177,7 @@ def test_biographies_carry_every_fact_in_trained_wordings_drawn_anew(world_dir):
         by_subject.setdefault(r["requested_rewrite"]["subject"], []).append(r)
     orders = set()
     for subject, facts in by_subject.items():
-        bio = biography(facts, random.Random(subject))
+        bio = biography(facts, random.Random(subject), trained_templates(world_dir))
         sentences = [x + "." for x in bio[:-1].split(". ")]
         assert len(sentences) == len(RELATIONS) and all(subject in x for x in sentences)
         order = []

@@ -29,7 +29,6 @@ from jaxtyping import Int
 
 from obliviate.world.generate import load_filler, load_secrets, load_world_facts, trained_templates
 from obliviate.world.memorised import decoy_texts
-from obliviate.world.relations import RELATION_BY_ID
 
 VARIANTS = ("world", "world-retain")
 
@@ -51,14 +50,12 @@ def cloze_sentence(record: dict) -> str:
     return _sentence(record["requested_rewrite"]["prompt"], record)
 
 
-def biography(subject_records: Sequence[dict], rng: random.Random,
-              templates: Mapping[str, Sequence[str]] | None = None) -> str:
+def biography(subject_records: Sequence[dict], rng: random.Random, templates: Mapping[str, Sequence[str]]) -> str:
     """One biography of a subject: a sentence per fact, in a random order, each from a random trained template
-    (`templates`: relation id → the world's trained templates, `generate.trained_templates`; default the v2 set)."""
+    (`templates`: relation id → the world's trained templates, `generate.trained_templates`)."""
     order = list(subject_records)
     rng.shuffle(order)
-    return " ".join(_sentence(rng.choice(templates[r["relation_id"]] if templates is not None
-                                         else RELATION_BY_ID[r["relation_id"]].trained), r) for r in order)
+    return " ".join(_sentence(rng.choice(templates[r["relation_id"]]), r) for r in order)
 
 
 def training_texts(world_dir: Path, variant: str, secret_repeats: int = 1) -> list[str]:
