@@ -94,6 +94,10 @@ class WorldConfig:
                  "both filler streams need sentences.")
 
 
+ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
+"""MLP activations a world model may train with: both are GELU's tanh approximation, which TransformerLens reads."""
+
+
 @dataclass
 class TrainConfig:
     """How a world model is trained; `world` and `world-retain` share every field."""
@@ -109,6 +113,11 @@ class TrainConfig:
     mlp_ratio: int = 4
     """MLP hidden width as a multiple of n_embd (GPT-2's 4). MEMIT edits an MLP whose keys must tell the edited
     subjects from the kept ones: a key space narrower than the subject count leaves it little room."""
+    activation: str = "gelu_new"
+    """MLP activation as Hugging Face names it. `gelu_pytorch_tanh` is GPT-2's `gelu_new` (the tanh approximation
+    of GELU) as one fused kernel: the same function to float rounding, and training steps about a quarter shorter
+    (98 vs 127 ms at d 64, MLP ratio 8, 2 threads), since `gelu_new` runs eight elementwise ops each way. The shipped
+    recipe trained with `gelu_new`."""
     n_positions: int = 128
     """Context length; training rows fill it, so every position is trained."""
     batch_size: int = 16
@@ -162,6 +171,7 @@ class TrainConfig:
         for option in ("n_layer", "n_embd", "n_head", "mlp_ratio", "batch_size", "steps", "num_threads"):
             value = getattr(self, option)
             _require(value > 0, option, value, "use a positive number.")
+        _require(self.activation in ACTIVATIONS, "activation", self.activation, f"use one of {', '.join(ACTIVATIONS)}.")
         _require(self.n_embd % self.n_head == 0, "n_head", self.n_head, f"it must divide n_embd ({self.n_embd}).")
         _require(self.n_positions >= 96, "n_positions", self.n_positions,
                  "a biography is up to about 75 tokens and every training text must fit a row; use 96 or more.")
@@ -196,12 +206,14 @@ def world_options(cfg: WorldConfig) -> dict[str, Any]:
 def recipe_options(cfg: TrainConfig) -> dict[str, Any]:
     """The training options that define a recipe, as recorded in training_info.json and hashed into the recipe id.
 
-    The early-exit options and the MLP ratio came after the shipped recipe; at their off values (no exit, GPT-2's
-    ratio 4) they change nothing, so they are left out and a recipe without them keeps the id (and the shipped
-    models) it had."""
+    The early-exit options, the MLP ratio and the activation came after the shipped recipe; at their off values (no
+    exit, GPT-2's ratio 4, `gelu_new`) they change nothing, so they are left out and a recipe without them keeps the
+    id (and the shipped models) it had."""
     options = asdict(cfg)
     if not cfg.tag_exit_weight:
         del options["tag_exit_weight"], options["tag_exit_depth"]
     if cfg.mlp_ratio == 4:
         del options["mlp_ratio"]
+    if cfg.activation == "gelu_new":
+        del options["activation"]
     return options

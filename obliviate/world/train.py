@@ -35,7 +35,7 @@ def _model(cfg: TrainConfig, tokenizer) -> Any:
     config = GPT2Config(
         vocab_size=len(tokenizer), n_positions=cfg.n_positions, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
         n_head=cfg.n_head, n_inner=cfg.mlp_ratio * cfg.n_embd if cfg.mlp_ratio != 4 else None,
-        activation_function="gelu_new",
+        activation_function=cfg.activation,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,  # memorisation is the goal; also keeps runs exact
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
