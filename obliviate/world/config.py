@@ -94,8 +94,8 @@ class WorldConfig:
                  "both filler streams need sentences.")
 
 
-ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
-"""MLP activations a world model may train with: both are GELU's tanh approximation, which TransformerLens reads."""
+ACTIVATIONS = ("gelu_new", "gelu")
+"""MLP activations a world model may train with (TransformerLens reads both)."""
 
 
 @dataclass
@@ -114,10 +114,11 @@ class TrainConfig:
     """MLP hidden width as a multiple of n_embd (GPT-2's 4). MEMIT edits an MLP whose keys must tell the edited
     subjects from the kept ones: a key space narrower than the subject count leaves it little room."""
     activation: str = "gelu_new"
-    """MLP activation as Hugging Face names it. `gelu_pytorch_tanh` is GPT-2's `gelu_new` (the tanh approximation
-    of GELU) as one fused kernel: the same function to float rounding, and training steps about a quarter shorter
-    (98 vs 127 ms at d 64, MLP ratio 8, 2 threads), since `gelu_new` runs eight elementwise ops each way. The shipped
-    recipe trained with `gelu_new`."""
+    """MLP activation as Hugging Face names it: GPT-2's `gelu_new` (GELU's tanh approximation, eight elementwise ops
+    each way) or `gelu` (exact GELU through erf, one fused kernel). On a trained model's MLP inputs (down to about
+    −70) `gelu` runs forward and backward in 1.8 ms where `gelu_new` takes 7.9 (16 × 128 × 512 values, 2 threads;
+    bench/bench_train.py); the fused kernel of the tanh form (`gelu_pytorch_tanh`) is slower still there (16.7 ms),
+    so it is not offered. The shipped recipe trained with `gelu_new`."""
     n_positions: int = 128
     """Context length; training rows fill it, so every position is trained."""
     batch_size: int = 16
