@@ -11,7 +11,9 @@
   timed apart from the edit;
 - bench_edit.py methods-world: task vector, SSD, SalUn, counter-example fine-tuning, DPO and Idk-DPO on the world's
   whole forget split at their defaults, each edit's seconds as a ratio to MEMIT's in the same run (lora_removal and
-  sisa need their own bases, built beforehand: `--lora-model` / `--sisa-model`, by hand).
+  sisa need their own bases, built beforehand: `--lora-model` / `--sisa-model`, by hand);
+- bench_train.py: seconds per world-training step with GPT-2's gelu_new against exact GELU, on the shipped recipe
+  and the world-v2 candidate, and each GELU form's cost on a trained model's MLP inputs.
 
 Each benchmark prints ratios measured in its own run; nothing here asserts a time.
 
@@ -45,6 +47,7 @@ def main() -> int:
         "rome-reference": [HERE / "bench_edit.py", "rome-reference", "--n-facts", "5"],
         "memit-world": [HERE / "bench_edit.py", "memit-world"],
         "methods-world": [HERE / "bench_edit.py", "methods-world"],
+        "train": [HERE / "bench_train.py"],
     }
     failed = []
     for name, command in runs.items():
