@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
 import time
@@ -33,13 +32,14 @@ from statistics import mean
 
 import torch
 from jaxtyping import Float
+from transformers.activations import ACT2FN
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from obliviate.results import atomic_write_json  # noqa: E402
-from obliviate.world.config import TrainConfig  # noqa: E402
+from obliviate.world.config import ACTIVATIONS, TrainConfig  # noqa: E402
 from obliviate.world.train import TRAINING_INFO, train_world_model  # noqa: E402
 
 RECIPES = {
@@ -56,13 +56,9 @@ def step_seconds(world_dir: Path, cfg: TrainConfig, folder: Path) -> float:
     return json.loads((folder / TRAINING_INFO).read_text())["wall_time_s"] / cfg.steps
 
 
-GELU_FORMS = {
-    "gelu_new": lambda x: 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0)))),
-    "gelu_pytorch_tanh": lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
-    "gelu": torch.nn.functional.gelu,
-}
-"""The GELU forms timed on trained inputs: GPT-2's (as transformers' NewGELUActivation computes it), PyTorch's fused
-kernel of the same tanh form, and exact GELU."""
+GELU_FORMS = {name: ACT2FN[name] for name in ("gelu_new", "gelu_pytorch_tanh", "gelu")}
+"""The GELU forms timed on trained inputs, as transformers runs them: GPT-2's, PyTorch's fused kernel of the same
+tanh form, and exact GELU."""
 
 
 def trained_mlp_inputs(model: str = "world") -> Float[torch.Tensor, "rows pos d_mlp"]:
@@ -112,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         for recipe in args.recipes:
             base = replace(RECIPES[recipe], steps=args.steps, eval_every=0, warmup_steps=min(40, args.steps - 1),
                            num_threads=args.threads)
-            times: dict[str, list[float]] = {"gelu_new": [], "gelu": []}
+            times: dict[str, list[float]] = {activation: [] for activation in ACTIVATIONS}
             for round_index in range(args.repeats):
                 for activation in times:
                     folder = Path(scratch) / f"{recipe}-{activation}-{round_index}"

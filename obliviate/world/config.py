@@ -172,7 +172,8 @@ class TrainConfig:
         for option in ("n_layer", "n_embd", "n_head", "mlp_ratio", "batch_size", "steps", "num_threads"):
             value = getattr(self, option)
             _require(value > 0, option, value, "use a positive number.")
-        _require(self.activation in ACTIVATIONS, "activation", self.activation, f"use one of {', '.join(ACTIVATIONS)}.")
+        _require(self.activation in ACTIVATIONS, "activation", self.activation,
+                 f"use one of {', '.join(ACTIVATIONS)}.")
         _require(self.n_embd % self.n_head == 0, "n_head", self.n_head, f"it must divide n_embd ({self.n_embd}).")
         _require(self.n_positions >= 96, "n_positions", self.n_positions,
                  "a biography is up to about 75 tokens and every training text must fit a row; use 96 or more.")
