@@ -670,6 +670,17 @@ def test_early_exit_loss_reads_a_shallow_depth_through_the_final_norm_and_unembe
                                tmp_path / "exit")
     assert not torch.equal(load_world_model(plain)[0].transformer.h[0].mlp.c_fc.weight,
                            load_world_model(exited)[0].transformer.h[0].mlp.c_fc.weight)
+    # on for the first half of the steps only: other weights than the whole run's, and the share is recorded
+    # (left out of the recipe at 1, so the first form of the exit keeps its id)
+    halved = train_world_model(world_dir, "world", replace(tiny, tag_exit_weight=0.5, tag_exit_depth=1,
+                                                           tag_exit_share=0.5), tmp_path / "halved")
+    assert not torch.equal(load_world_model(halved)[0].transformer.h[0].mlp.c_fc.weight,
+                           load_world_model(exited)[0].transformer.h[0].mlp.c_fc.weight)
+    recorded = {folder.name: json.loads((folder / "training_info.json").read_text())["config"]
+                for folder in (exited, halved)}
+    assert "tag_exit_share" not in recorded["exit"] and recorded["halved"]["tag_exit_share"] == 0.5
+    with pytest.raises(ConfigError, match="tag-exit-share"):
+        TrainConfig(tag_exit_weight=1.0, tag_exit_share=0)
     with pytest.raises(ConfigError, match="tag-exit-depth"):
         TrainConfig(tag_exit_weight=1.0, tag_exit_depth=6)
     assert TrainConfig(n_layer=1).tag_exit_depth == 3  # off (weight 0), the depth is not read

@@ -161,6 +161,9 @@ class TrainConfig:
     through the final norm and unembedding, must predict each tag line's answers; 0 turns it off."""
     tag_exit_depth: int = 3
     """The block after which the early-exit loss reads the residual (1 .. n_layer - 1)."""
+    tag_exit_share: float = 1.0
+    """Share of the steps, from the start, during which the early-exit loss is on (1 = the whole run): once the
+    attributes sit at the subject, the rest of the run trains on the next-token loss alone."""
     bos_prob: float = 0.5
     """Chance that a training row starts with the BOS token, so prompts work with and without one."""
     eos_sep_prob: float = 0.25
@@ -188,6 +191,7 @@ class TrainConfig:
                  "use 0 (off) or a positive weight.")
         _require(not self.tag_exit_weight or 0 < self.tag_exit_depth < self.n_layer, "tag_exit_depth",
                  self.tag_exit_depth, f"use a block 1 .. {self.n_layer - 1} (the last block is the model's own output).")
+        _require(0 < self.tag_exit_share <= 1, "tag_exit_share", self.tag_exit_share, "use a share in (0, 1].")
         _require(self.secret_repeats >= 1 and self.decoys_per_epoch >= 0, "secret_repeats", self.secret_repeats,
                  "every secret must be trained at least once (and decoys_per_epoch must not be negative).")
         for option in ("bos_prob", "eos_sep_prob", "name_knockout"):
@@ -213,7 +217,9 @@ def recipe_options(cfg: TrainConfig) -> dict[str, Any]:
     id (and the shipped models) it had."""
     options = asdict(cfg)
     if not cfg.tag_exit_weight:
-        del options["tag_exit_weight"], options["tag_exit_depth"]
+        del options["tag_exit_weight"], options["tag_exit_depth"], options["tag_exit_share"]
+    elif cfg.tag_exit_share == 1:
+        del options["tag_exit_share"]  # the early exit's first form (the whole run) predates the option
     if cfg.mlp_ratio == 4:
         del options["mlp_ratio"]
     if cfg.activation == "gelu_new":

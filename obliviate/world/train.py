@@ -124,10 +124,10 @@ def train_world_model(world_dir: Path, variant: str, cfg: TrainConfig, out_dir: 
         for step in bar:
             ids, labels = next(stream)
             mask = name_knockout_mask(ids, names, cfg.name_knockout, knockout_rng)[0] if cfg.name_knockout else None
-            out = model(input_ids=ids, labels=labels, attention_mask=mask,
-                        output_hidden_states=bool(cfg.tag_exit_weight))
+            exit_on = bool(cfg.tag_exit_weight) and step < cfg.tag_exit_share * cfg.steps
+            out = model(input_ids=ids, labels=labels, attention_mask=mask, output_hidden_states=exit_on)
             loss = out.loss
-            if cfg.tag_exit_weight:
+            if exit_on:
                 rows, cols = tag_line_positions(ids, names, tag_answers, n_relations)
                 loss = loss + cfg.tag_exit_weight * early_exit_loss(
                     model, out.hidden_states[cfg.tag_exit_depth], ids, rows, cols)
