@@ -676,7 +676,7 @@ def test_early_exit_loss_reads_a_shallow_depth_through_the_final_norm_and_unembe
                                                            tag_exit_share=0.5), tmp_path / "halved")
     assert not torch.equal(load_world_model(halved)[0].transformer.h[0].mlp.c_fc.weight,
                            load_world_model(exited)[0].transformer.h[0].mlp.c_fc.weight)
-    recorded = {folder.name: json.loads((folder / "training_info.json").read_text())["config"]
+    recorded = {folder.name: json.loads((folder / TRAINING_INFO).read_text())["config"]
                 for folder in (exited, halved)}
     assert "tag_exit_share" not in recorded["exit"] and recorded["halved"]["tag_exit_share"] == 0.5
     with pytest.raises(ConfigError, match="tag-exit-share"):

@@ -216,12 +216,13 @@ def recipe_options(cfg: TrainConfig) -> dict[str, Any]:
 
     The early-exit options, the MLP ratio and the activation came after the shipped recipe; at their off values (no
     exit, GPT-2's ratio 4, `gelu_new`) they change nothing, so they are left out and a recipe without them keeps the
-    id (and the shipped models) it had."""
+    id (and the shipped models) it had. The exit's share came after the exit: at 1 (the whole run) it is left out
+    too, so the exit recipes measured before it keep theirs."""
     options = asdict(cfg)
     if not cfg.tag_exit_weight:
         del options["tag_exit_weight"], options["tag_exit_depth"], options["tag_exit_share"]
     elif cfg.tag_exit_share == 1:
-        del options["tag_exit_share"]  # the early exit's first form (the whole run) predates the option
+        del options["tag_exit_share"]
     if cfg.mlp_ratio == 4:
         del options["mlp_ratio"]
     if cfg.activation == "gelu_new":
