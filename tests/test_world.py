@@ -496,6 +496,30 @@ def test_a_damaged_shipped_model_is_refused(tmp_path, monkeypatch):
     assert not (store.world_root(0) / "world").exists()
 
 
+def test_the_default_world_is_the_one_the_shipped_models_were_trained_on(world_dir):
+    import hashlib
+
+    from obliviate.world.store import shipped_manifest
+
+    # a generator change that moves the default world's random stream (as the completed filler's slot order once
+    # did) changes these files under the same recipe id: the shipped models would no longer be reproducible
+    recorded = shipped_manifest()["world_files"]
+    assert set(recorded) == set(WORLD_FILES)
+    for name in WORLD_FILES:
+        assert hashlib.sha256((world_dir / name).read_bytes()).hexdigest() == recorded[name], name
+
+
+def test_a_world_the_shipped_models_were_not_trained_on_is_refused(tmp_path, monkeypatch):
+    import obliviate.world.store as store
+
+    monkeypatch.setenv("OBLIVIATE_CACHE", str(tmp_path))
+    filler = ensure_world(seed=0) / "filler_train.txt"
+    filler.write_text(filler.read_text().replace("farmers", "fishers"))
+    with pytest.raises(RuntimeError, match="not the one the shipped models were trained on.*RECIPE_VERSION"):
+        ensure_world_model(variant="world", seed=0)
+    assert not (store.world_root(0) / "world").exists()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The cached models: acceptance figures
 # ---------------------------------------------------------------------------------------------------------------

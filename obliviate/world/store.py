@@ -85,7 +85,17 @@ def _install_shipped(shipped: Path, variant: str, world_dir: Path, out_dir: Path
     """Copy a shipped model into the cache (sha256-checked) with the tokenizer rebuilt from the world."""
     from obliviate.world.tokenizer import build_tokenizer
 
-    expected = shipped_manifest()["files"]
+    manifest = shipped_manifest()
+    # the world files the models were trained on (generate.WORLD_FILES): a generator change that alters them under
+    # the same recipe id would otherwise go unnoticed, and --retrain would no longer reproduce the shipped models
+    for name, want in manifest.get("world_files", {}).items():
+        digest = hashlib.sha256((world_dir / name).read_bytes()).hexdigest()
+        if digest != want:
+            raise RuntimeError(f"the world built here ({world_dir / name}, sha256 {digest}) is not the one the "
+                               f"shipped models were trained on: the world generator changed without a new recipe. "
+                               f"Restore its output, or bump RECIPE_VERSION in obliviate/world/store.py and retrain "
+                               f"(`obliviate world train --retrain`).")
+    expected = manifest["files"]
     with atomic_folder(out_dir) as tmp:
         for name in SHIPPED_FILES:
             data = (shipped / name).read_bytes()
