@@ -497,8 +497,7 @@ def test_a_damaged_shipped_model_is_refused(tmp_path, monkeypatch):
 
 
 def test_the_default_world_is_the_one_the_shipped_models_were_trained_on(world_dir):
-    import hashlib
-
+    from obliviate.integrity import file_sha256
     from obliviate.world.store import shipped_manifest
 
     # a generator change that moves the default world's random stream (as the completed filler's slot order once
@@ -506,7 +505,7 @@ def test_the_default_world_is_the_one_the_shipped_models_were_trained_on(world_d
     recorded = shipped_manifest()["world_files"]
     assert set(recorded) == set(WORLD_FILES)
     for name in WORLD_FILES:
-        assert hashlib.sha256((world_dir / name).read_bytes()).hexdigest() == recorded[name], name
+        assert file_sha256(world_dir / name) == recorded[name], name
 
 
 def test_a_world_the_shipped_models_were_not_trained_on_is_refused(tmp_path, monkeypatch):

@@ -20,6 +20,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from obliviate.integrity import file_sha256
 from obliviate.paths import cache_subdir
 from obliviate.world.atomic import atomic_folder, file_lock
 from obliviate.world.config import TrainConfig, WorldConfig, recipe_options, world_options
@@ -89,7 +90,7 @@ def _install_shipped(shipped: Path, variant: str, world_dir: Path, out_dir: Path
     # the world files the models were trained on (generate.WORLD_FILES): a generator change that alters them under
     # the same recipe id would otherwise go unnoticed, and --retrain would no longer reproduce the shipped models
     for name, want in manifest.get("world_files", {}).items():
-        digest = hashlib.sha256((world_dir / name).read_bytes()).hexdigest()
+        digest = file_sha256(world_dir / name)
         if digest != want:
             raise RuntimeError(f"the world built here ({world_dir / name}, sha256 {digest}) is not the one the "
                                f"shipped models were trained on: the world generator changed without a new recipe. "
