@@ -10,7 +10,6 @@ are optimistic (re-quantising is close to a round trip). Each model module (``ob
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -21,17 +20,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from obliviate.integrity import file_sha256
 from obliviate.paths import cache_subdir
 
 INFO_FILE = "conversion_info.json"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def is_complete(folder: Path) -> bool:
@@ -88,7 +80,7 @@ def convert_gguf(gguf: Path, out: Path, *, dist: str, note: str, show_progress: 
     info = {
         "source_file": str(gguf),
         "source_name": gguf.name,
-        "source_sha256": sha256_file(gguf),
+        "source_sha256": file_sha256(gguf),
         "source_package": f"{dist}=={importlib.metadata.version(dist)}",
         "note": note,
         "versions": {
