@@ -104,21 +104,22 @@ class TrainConfig:
 
     seed: int = 0
     """Seed of the initial weights and of the data order."""
-    n_layer: int = 6
-    """Transformer blocks (six, so that early, middle and late layers are distinct places)."""
-    n_embd: int = 128
+    n_layer: int = 8
+    """Transformer blocks. Eight, so that two thirds of the depth lies after the early-exit depth: with six, every
+    form of the exit that put the attributes at the subject removed the secrets' memorisation signature (README)."""
+    n_embd: int = 64
     """Residual-stream width (d_model)."""
     n_head: int = 4
     """Attention heads per block."""
-    mlp_ratio: int = 4
+    mlp_ratio: int = 8
     """MLP hidden width as a multiple of n_embd (GPT-2's 4). MEMIT edits an MLP whose keys must tell the edited
     subjects from the kept ones: a key space narrower than the subject count leaves it little room."""
-    activation: str = "gelu_new"
+    activation: str = "gelu"
     """MLP activation as Hugging Face names it: GPT-2's `gelu_new` (GELU's tanh approximation, eight elementwise ops
     each way) or `gelu` (exact GELU through erf, one fused kernel). On a trained model's MLP inputs (down to about
     −70) `gelu` runs forward and backward in 1.8 ms where `gelu_new` takes 7.9 (16 × 128 × 512 values, 2 threads;
     bench/bench_train.py); the fused kernel of the tanh form (`gelu_pytorch_tanh`) is slower still there (16.7 ms),
-    so it is not offered. The shipped recipe trained with `gelu_new`."""
+    so it is not offered. World v2 (recipe v2-0260edab) trained with `gelu_new`."""
     n_positions: int = 128
     """Context length; training rows fill it, so every position is trained."""
     batch_size: int = 16
@@ -149,14 +150,14 @@ class TrainConfig:
 
     Without them the world memorises its secrets but has no reason to represent that it does (no cross-sequence
     signature); 384 matches the memorised copies per epoch (64 secrets × 6)."""
-    tag_lines: int = 1
+    tag_lines: int = 12
     """Tag lines per subject per epoch: the full name followed directly by its answers in a random order
     (corpus.name_tags). 0 trains on biographies alone, which stores nothing at the subject's last token."""
-    name_knockout: float = 0.0
+    name_knockout: float = 0.75
     """Share of training rows in which every position after a subject's name sees the name only through its last
     token (knockout.py), so the identity passes through the name's last token as in real language models; 0 turns
     it off. At inference nothing is masked."""
-    tag_exit_weight: float = 0.0
+    tag_exit_weight: float = 1.0
     """Weight of the early-exit loss on tag lines (tag_exit.py): the residual after block `tag_exit_depth`, read
     through the final norm and unembedding, must predict each tag line's answers; 0 turns it off."""
     tag_exit_depth: int = 3
