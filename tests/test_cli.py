@@ -220,7 +220,8 @@ def test_world_train_trains_on_the_built_world_it_is_given(tmp_path, capsys):
                  "--n-filler-train", "20", "--n-filler-heldout", "40", "--out", str(world)]) == 0
     out = tmp_path / "model"
     assert main(["world", "train", "--world", str(world), "--variant", "world", "--steps", "2", "--warmup-steps", "1",
-                 "--n-embd", "16", "--n-layer", "1", "--eval-every", "0", "--out", str(out)]) == 0
+                 "--n-embd", "16", "--n-layer", "1", "--tag-exit-weight", "0", "--eval-every", "0",
+                 "--out", str(out)]) == 0
     info = json.loads((out / "training_info.json").read_text())
     assert info["variant"] == "world" and info["world_dir"] == str(world)
     from obliviate.world.config import TrainConfig

@@ -359,7 +359,8 @@ def test_tokenizer_vocab_is_a_function_of_the_world(world_dir, tokenizer, tmp_pa
 
 
 def test_training_is_reproducible_and_writes_a_loadable_folder(world_dir, tmp_path):
-    tiny = replace(TrainConfig(), n_layer=1, n_embd=32, n_head=2, batch_size=4, steps=4, warmup_steps=1)
+    tiny = replace(TrainConfig(), n_layer=1, n_embd=32, n_head=2, batch_size=4, steps=4, warmup_steps=1,
+                   tag_exit_weight=0)  # one block: no depth for the early exit
     a = train_world_model(world_dir, "world", tiny, tmp_path / "a")
     b = train_world_model(world_dir, "world", tiny, tmp_path / "b")
     info = json.loads((a / TRAINING_INFO).read_text())
@@ -378,7 +379,8 @@ def test_training_is_reproducible_and_writes_a_loadable_folder(world_dir, tmp_pa
 def test_mlp_ratio_widens_the_mlp_in_hf_and_transformerlens_and_four_stays_the_shipped_recipe(world_dir, tmp_path):
     from obliviate.models import load
 
-    tiny = replace(TrainConfig(), n_layer=1, n_embd=32, n_head=2, batch_size=4, steps=2, warmup_steps=1)
+    tiny = replace(TrainConfig(), n_layer=1, n_embd=32, n_head=2, batch_size=4, steps=2, warmup_steps=1,
+                   tag_exit_weight=0)  # one block: no depth for the early exit
     wide = train_world_model(world_dir, "world", replace(tiny, mlp_ratio=8), tmp_path / "wide")
     assert json.loads((wide / "config.json").read_text())["n_inner"] == 256
     handle = load(str(wide))
@@ -394,7 +396,8 @@ def test_exact_gelu_trains_and_transformerlens_runs_the_same_function(world_dir,
 
     from obliviate.models import load
 
-    tiny = replace(TrainConfig(), n_layer=1, n_embd=32, n_head=2, batch_size=4, steps=2, warmup_steps=1)
+    tiny = replace(TrainConfig(), n_layer=1, n_embd=32, n_head=2, batch_size=4, steps=2, warmup_steps=1,
+                   tag_exit_weight=0)  # one block: no depth for the early exit
     exact = train_world_model(world_dir, "world", replace(tiny, activation="gelu"), tmp_path / "exact")
     assert json.loads((exact / "config.json").read_text())["activation_function"] == "gelu"
     assert json.loads((exact / TRAINING_INFO).read_text())["config"]["activation"] == "gelu"
@@ -418,7 +421,8 @@ def test_an_interrupted_training_leaves_no_model_folder(world_dir, tmp_path, mon
         raise KeyboardInterrupt  # as a user's Ctrl-C after the optimiser steps, before the folder is written
 
     monkeypatch.setattr(train, "_summary", crash)
-    tiny = replace(TrainConfig(), n_layer=1, n_embd=32, n_head=2, batch_size=4, steps=2, warmup_steps=1)
+    tiny = replace(TrainConfig(), n_layer=1, n_embd=32, n_head=2, batch_size=4, steps=2, warmup_steps=1,
+                   tag_exit_weight=0)  # one block: no depth for the early exit
     with pytest.raises(KeyboardInterrupt):
         train_world_model(world_dir, "world", tiny, tmp_path / "model")
     assert list(tmp_path.iterdir()) == []
@@ -649,7 +653,8 @@ def test_name_knockout_hides_a_names_first_tokens_from_later_positions_only():
 
 
 def test_a_knockout_mask_changes_training_and_the_model_stays_a_plain_gpt2(world_dir, tmp_path):
-    tiny = replace(TrainConfig(), n_layer=1, n_embd=32, n_head=2, batch_size=4, steps=3, warmup_steps=1)
+    tiny = replace(TrainConfig(), n_layer=1, n_embd=32, n_head=2, batch_size=4, steps=3, warmup_steps=1,
+                   tag_exit_weight=0)  # one block: no depth for the early exit
     plain = train_world_model(world_dir, "world", tiny, tmp_path / "plain")
     masked = train_world_model(world_dir, "world", replace(tiny, name_knockout=1.0), tmp_path / "masked")
     model_plain, _ = load_world_model(plain)
@@ -687,7 +692,8 @@ def test_early_exit_loss_reads_a_shallow_depth_through_the_final_norm_and_unembe
     assert torch.allclose(early_exit_loss(model, hidden, ids, rows, cols), expected)
     assert early_exit_loss(model, hidden, ids, [], []).item() == 0.0
     # in training it changes the weights, and the model stays a plain GPT-2
-    tiny = replace(TrainConfig(), n_layer=2, n_embd=32, n_head=2, batch_size=4, steps=3, warmup_steps=1, tag_lines=4)
+    tiny = replace(TrainConfig(), n_layer=2, n_embd=32, n_head=2, batch_size=4, steps=3, warmup_steps=1, tag_lines=4,
+                   tag_exit_weight=0)
     plain = train_world_model(world_dir, "world", tiny, tmp_path / "plain")
     exited = train_world_model(world_dir, "world", replace(tiny, tag_exit_weight=0.5, tag_exit_depth=1),
                                tmp_path / "exit")
