@@ -324,8 +324,9 @@ def test_smollm2_mlp_effect_peaks_on_the_subject(smollm2_handle):
 @pytest.mark.slow
 @pytest.mark.parametrize("corruption", ["noise", "replace"])
 def test_world_trace_matches_reference_and_restoring_helps(world_handle, corruption):
-    """The world model looks its facts up at the prompt's last token (its subject tokens carry no attribute: see
-    the locate notes); both corruptions must find that, and the batched trace must equal the reference on it."""
+    """World v3 keeps its facts at the subject (ROME's picture): with symmetric token replacement the MLP effect
+    peaks at the last subject token in block 0, and restoring that token's residual brings the answer back; the
+    answer reaches the prompt's last token through attention. The batched trace must equal the reference on it."""
     from obliviate.targets import resolve_facts
 
     handle = world_handle
@@ -339,20 +340,22 @@ def test_world_trace_matches_reference_and_restoring_helps(world_handle, corrupt
         assert batched[kind].high > batched[kind].low + 0.5  # the corruption removes the known answer
         assert torch.allclose(batched[kind].scores, reference[kind].scores, atol=1e-5, rtol=0), kind
     last = len(batched["resid"].tokens) - 1
-    # restoring the last position's attention output (every layer: the window spans the 6-layer model) brings the
-    # answer back: the subject reaches the answer through attention at the last token
+    # restoring the last position's attention output (the window spans the model) brings the answer back: the
+    # subject reaches the answer through attention at the last token
     attn = batched["attn"]
     assert attn.scores[last].max().item() > attn.low + 0.8 * (attn.high - attn.low)
-    # STR: the MLP effect splits between the surname head (layer 0, where the name is first identified) and the
-    # prompt's last token (its last block), never the last subject token, ROME's site (README: where the world
-    # model keeps its facts); with 3σ noise, which pushes every later state off-distribution, the MLP effect
-    # shows only at the prompt's last token
-    mlp = batched["mlp"]
+    mlp, resid = batched["mlp"], batched["resid"]
     start, end = mlp.subject_range
-    mlp_peak = mlp.peak()[1]
-    assert attn.peak()[1] == last
+    span = mlp.high - mlp.low
     if corruption == "replace":
-        assert start <= mlp_peak < end - 1 or mlp_peak == last
-        assert (mlp.scores[end - 1] - mlp.low).max().item() < 0.1 * (mlp.high - mlp.low)
+        # STR: the MLP effect peaks at the last subject token in the first half of the network (measured: block 0,
+        # 0.92 of the clean 0.89), as ROME found in GPT-2 XL, and the last subject token's residual alone restores it
+        layer, position = mlp.peak()
+        assert position == end - 1 and layer < handle.n_layers // 2, mlp.peak()
+        assert mlp.scores[end - 1].max().item() > mlp.low + 0.8 * span
+        assert resid.scores[end - 1].max().item() > resid.low + 0.8 * span
     else:
-        assert mlp_peak == last
+        # 3σ noise on every subject token pushes every later state off-distribution: no single MLP restores the
+        # answer (measured ≤ 0.02 of 0.89); the residual at the prompt's last token does, as it must
+        assert (mlp.scores.max() - mlp.low).item() < 0.1 * span
+        assert resid.scores[last].max().item() > resid.low + 0.8 * span

@@ -71,9 +71,11 @@ def test_contexts_are_24_distinct_neutral_prefixes():
 def test_world_secrets_carry_a_cross_sequence_signature_and_the_shuffled_control_does_not(world_handle):
     """`world` memorises 64 secrets among one-time decoys in the same wordings (obliviate/world/memorised.py), so it
     has a reason to represent that it is reciting: a probe trained M-vs-C on the other keys tells a held-out key's
-    memorised text from its paraphrase at the last token of the last block, while C-vs-B (two unmemorised
-    paraphrases) stays at chance and so does the probe under shuffled labels. (Trained on the secrets alone, with no
-    decoys, the same world showed True-LOO 0.50–0.56 and no gap at any depth.)"""
+    memorised text from its paraphrase, while the probe under shuffled labels stays at chance. On world v3 (recipe
+    (28), whose early exit puts the attributes at the subject) the signature is weak and early: gap +0.13 at depths
+    1-4 (True-LOO 0.56, Pure-LOO 0.43-0.45), shuffled gap 0.03 on average; world v2 had True-LOO 0.92 and gap +0.46
+    at its last depth (README: the memorisation signature). (Trained on the secrets alone, with no decoys, the v1
+    world showed True-LOO 0.50-0.56 and no gap at any depth.)"""
     from locate.memorisation_probe import load_secrets
     from obliviate.world import ensure_world
 
@@ -82,15 +84,15 @@ def test_world_secrets_carry_a_cross_sequence_signature_and_the_shuffled_control
     config = MemorisationProbeConfig.for_world(world_dir, n_shuffle_seeds=2)
     result = memorisation_probe(world_handle, secrets, config)
     assert sum(row.kept for row in result.screening) == 64  # every secret is memorised and its controls are not
-    assert result.true_loo[-1] > 0.62 and result.gap[-1] > 0.12, (result.true_loo, result.gap)
-    assert result.mean_gap > 0.02, result.gap
-    assert result.depths[-1] in result.signature_depths() and 0 not in result.signature_depths()
+    assert max(result.gap) > 0.1 and max(result.true_loo) > 0.55, (result.true_loo, result.gap)  # the issue's +0.1
+    assert result.signature_depths() and 0 not in result.signature_depths()  # not in the embeddings
     assert max(abs(p - 0.5) for p in result.pure_loo) < 0.08, result.pure_loo
     assert max(abs(a - 0.5) for a in result.shuffled_loo_mean) < 0.08, result.shuffled_loo_mean
-    # the shuffled-label control: 0.04 on the biographies-only world, 0.051 on the tag-line world (per depth
-    # 0.04-0.07, because Pure-LOO sits near 0.45): near zero, and under a fifth of the signature at the last depth
+    # the shuffled-label control's gap: 0.04 on the biographies-only world, 0.051 on v2, 0.031 on v3 (per depth
+    # up to 0.06, because Pure-LOO sits below 0.5): near zero, and under half the signature over the depths
+    # (v3: mean gap 0.092)
     assert abs(result.mean_shuffled_gap) < 0.06, result.shuffled_gap_mean
-    assert result.gap[-1] > 5 * abs(result.mean_shuffled_gap), (result.gap, result.shuffled_gap_mean)
+    assert result.mean_gap > 2 * abs(result.mean_shuffled_gap), (result.gap, result.shuffled_gap_mean)
 
 
 def test_random_init_control_leaves_the_model_alone():

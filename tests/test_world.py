@@ -386,7 +386,9 @@ def test_mlp_ratio_widens_the_mlp_in_hf_and_transformerlens_and_four_stays_the_s
     handle = load(str(wide))
     assert handle.tl.cfg.d_mlp == 256 and handle.tl.blocks[0].mlp.W_in.shape == (32, 256)
     assert json.loads((wide / TRAINING_INFO).read_text())["config"]["mlp_ratio"] == 8
-    assert "mlp_ratio" not in recipe_options(TrainConfig())  # GPT-2's 4 leaves the recipe id as it was
+    # GPT-2's 4 is left out of the recipe, so the recipes measured before the option keep their ids
+    assert "mlp_ratio" not in recipe_options(replace(TrainConfig(), mlp_ratio=4))
+    assert recipe_options(TrainConfig())["mlp_ratio"] == 8  # the shipped recipe (28) widens it
     with pytest.raises(ConfigError, match="--mlp-ratio"):
         TrainConfig(mlp_ratio=0)
 
@@ -409,7 +411,9 @@ def test_exact_gelu_trains_and_transformerlens_runs_the_same_function(world_dir,
         # and the activation is not gelu_new under another name: the same weights run through it differ
         tanh_form = AutoModelForCausalLM.from_pretrained(exact, activation_function="gelu_new").eval()
         assert not torch.equal(tanh_form(ids).logits, hf_logits)
-    assert "activation" not in recipe_options(TrainConfig())  # gelu_new leaves the shipped recipe id as it was
+    # gelu_new is left out of the recipe (the recipes measured before the option keep their ids)
+    assert "activation" not in recipe_options(replace(TrainConfig(), activation="gelu_new"))
+    assert recipe_options(TrainConfig())["activation"] == "gelu"  # the shipped recipe (28) runs exact GELU
     with pytest.raises(ConfigError, match="--activation"):
         TrainConfig(activation="gelu_pytorch_tanh")
 
@@ -568,9 +572,10 @@ def test_recall_of_trained_facts(world_models, cached_world, variant, split):
     assert recall(model, tok, unclozed) >= 0.90
     assert recall(model, tok, records, "trained_paraphrases") >= 0.95
     assert recall(model, tok, records, prepend_bos=True) >= 0.90  # with a BOS too (TransformerLens's default)
-    # held-out templates: the issue's 0.80 is not reached (measured 0.71 forget / 0.74 retain on `world`, against
-    # 0.34 / 0.38 for the world trained on three fixed sentences per fact); this asserts what holds
-    assert recall(model, tok, records, "heldout_paraphrases") >= 0.68
+    # held-out templates: the issue's 0.80 is not reached. Recipe (28) (world v3) measures 0.664 forget / 0.673
+    # retain on `world` and 0.689 retain on `world-retain`; it gave up the v2 recipe's 0.77 / 0.79 for attributes at
+    # the subject (README: the embedded models); v1's three fixed sentences per fact gave 0.34 / 0.38
+    assert recall(model, tok, records, "heldout_paraphrases") >= 0.65
 
 
 @pytest.mark.slow
@@ -711,5 +716,7 @@ def test_early_exit_loss_reads_a_shallow_depth_through_the_final_norm_and_unembe
     with pytest.raises(ConfigError, match="tag-exit-share"):
         TrainConfig(tag_exit_weight=1.0, tag_exit_share=0)
     with pytest.raises(ConfigError, match="tag-exit-depth"):
-        TrainConfig(tag_exit_weight=1.0, tag_exit_depth=6)
-    assert TrainConfig(n_layer=1).tag_exit_depth == 3  # off (weight 0), the depth is not read
+        TrainConfig(n_layer=6, tag_exit_weight=1.0, tag_exit_depth=6)  # the last block is the model's own output
+    with pytest.raises(ConfigError, match="tag-exit-depth"):
+        TrainConfig(n_layer=1)  # the shipped exit (after block 3) needs more than one block
+    assert TrainConfig(n_layer=1, tag_exit_weight=0).tag_exit_depth == 3  # off, the depth is not read

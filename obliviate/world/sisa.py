@@ -69,10 +69,17 @@ class SISAConfig:
     steps_per_slice: int = 750
     """Optimiser steps per slice (a constituent trains R × this many steps; the world models train 3000)."""
     n_layer: int = 6
-    """Blocks of each constituent (the world models': 6)."""
+    """Blocks of each constituent. The ensemble keeps world v2's architecture (6 blocks, d 128, MLP ratio 4,
+    `gelu_new`), the one its README figures were measured with; the single world models train recipe (28) since
+    world v3. Constituents train on biographies, cloze prompts, secrets and filler (no tag lines, so no knockout
+    or early exit, which act on them)."""
     n_embd: int = 128
-    """Width of each constituent (the world models': 128)."""
+    """Width of each constituent (world v2's 128)."""
     n_head: int = 4
+    mlp_ratio: int = 4
+    """MLP hidden width as a multiple of n_embd (world v2's 4)."""
+    activation: str = "gelu_new"
+    """MLP activation (world v2's; TrainConfig.activation lists the others)."""
     batch_size: int = 16
     """Rows per step (each row `n_positions` tokens)."""
     n_positions: int = 128
@@ -102,6 +109,7 @@ class SISAConfig:
         """The world's TrainConfig for one constituent (its schedule spans R × steps_per_slice steps)."""
         steps = self.slices * self.steps_per_slice
         return TrainConfig(seed=self.seed, n_layer=self.n_layer, n_embd=self.n_embd, n_head=self.n_head,
+                           mlp_ratio=self.mlp_ratio, activation=self.activation, tag_exit_weight=0,
                            n_positions=self.n_positions, batch_size=self.batch_size, steps=steps, lr=self.lr,
                            warmup_steps=min(self.warmup_steps, steps - 1), eval_every=0,
                            num_threads=self.num_threads)
