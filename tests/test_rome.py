@@ -238,3 +238,22 @@ def test_rome_at_the_last_subject_token_erases_world_facts_at_block_0(world_hand
             assert not bool(recall(world_handle, [fact])), fact
             assert recall(world_handle, other) >= retain_before - 0.01
         assert nll_after - nll_before > 2.0, (fact, nll_before, nll_after)
+
+
+@pytest.mark.slow
+def test_rome_rewrites_world_facts_at_block_0_to_the_counterfact_targets(world_handle):
+    """The world issue's ROME target (ES >= 95, PS >= 85, NS >= 90) at the block the trace names, on the first ten
+    of the 50 forget facts the README measures (every second one; there ES 100, PS 91.6, NS 99.6 with 40 v* steps,
+    and ES 84, PS 74 with the reference's 20: the world's facts need the longer optimisation)."""
+    from obliviate.metrics import counterfact_scores
+    from obliviate.targets import resolve_facts
+
+    facts = resolve_facts("world", split="forget")[::2][:10]
+    cfg = RomeConfig(steps=40)
+    scores = []
+    for fact in facts:
+        result = rome_edit(world_handle, fact, 0, cfg, goal="rewrite")
+        with apply_deltas(world_handle, result.deltas):
+            scores.append(counterfact_scores(world_handle, [fact]))
+    es, ps, ns = (sum(getattr(s, key) for s in scores) / len(scores) for key in ("es", "ps", "ns"))
+    assert es >= 95 and ps >= 85 and ns >= 90, (es, ps, ns)
