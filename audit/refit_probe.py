@@ -53,8 +53,8 @@ class RefitProbeConfig:
     position: Literal["subject", "last", "best"] = "best"
     """Read the residual at the last subject token (ROME's key position), at the prompt's last token, or at
     whichever of the two the nested CV finds more decodable on the training subjects (per relation): where a
-    model keeps an attribute differs between models (the world models read it out at the prompt's last token),
-    and an attacker tries both."""
+    model keeps an attribute differs between models (world v2 read it out at the prompt's last token, world v3
+    keeps it at the subject), and an attacker tries both."""
     depths: tuple[int, ...] | None = None
     """Residual depths to consider (0 = embeddings, d = block d − 1's output); None: all."""
     n_splits: int = 5

@@ -9,9 +9,10 @@ per relation in a random order, each from a random trained template, the full na
 that meets each fact in many wordings and orders can no longer answer by completing a memorised sentence, and
 generalises to templates it never saw (measured: 0.71-0.74 against 0.34-0.38 for three fixed sentences per fact).
 The hope was that it would also store the attributes at the subject's last token, as real language models do;
-measured, it does not (it looks them up at the prompt's last token: README). One biography per subject per epoch, packed
-among all other texts in a global shuffle, so two texts about one person rarely share a row (in-context copying
-would stand in for storage).
+measured, biographies alone do not (the model looks them up at the prompt's last token); tag lines with an early
+exit (tag_exit.py) and name knockout (knockout.py) do, which is world v3 (README). One biography per subject per
+epoch, packed among all other texts in a global shuffle, so two texts about one person rarely share a row
+(in-context copying would stand in for storage).
 
 Rows are packed from whole texts in a seeded random order, each row filled up to the context length. A row starts
 with BOS or not, and texts are joined either directly or through an EOS token, so facts are learned at every
