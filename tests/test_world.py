@@ -29,6 +29,13 @@ from obliviate.world.config import recipe_options
 from obliviate.world.train import TRAINING_INFO, train_world_model
 
 
+def tiny_train_config(**changes) -> TrainConfig:
+    """A training run small enough for a unit test: one 32-wide block, two steps, and no early exit (one block
+    leaves no depth for it); `changes` override any of these."""
+    settings = dict(n_layer=1, n_embd=32, n_head=2, batch_size=4, steps=2, warmup_steps=1, tag_exit_weight=0)
+    return TrainConfig(**{**settings, **changes})
+
+
 @pytest.fixture(scope="module")
 def world_dir(tmp_path_factory) -> Path:
     return build_world(WorldConfig(seed=0), tmp_path_factory.mktemp("world") / "seed0")
@@ -359,8 +366,7 @@ def test_tokenizer_vocab_is_a_function_of_the_world(world_dir, tokenizer, tmp_pa
 
 
 def test_training_is_reproducible_and_writes_a_loadable_folder(world_dir, tmp_path):
-    tiny = replace(TrainConfig(), n_layer=1, n_embd=32, n_head=2, batch_size=4, steps=4, warmup_steps=1,
-                   tag_exit_weight=0)  # one block: no depth for the early exit
+    tiny = tiny_train_config(steps=4)
     a = train_world_model(world_dir, "world", tiny, tmp_path / "a")
     b = train_world_model(world_dir, "world", tiny, tmp_path / "b")
     info = json.loads((a / TRAINING_INFO).read_text())
@@ -379,8 +385,7 @@ def test_training_is_reproducible_and_writes_a_loadable_folder(world_dir, tmp_pa
 def test_mlp_ratio_widens_the_mlp_in_hf_and_transformerlens_and_four_stays_the_shipped_recipe(world_dir, tmp_path):
     from obliviate.models import load
 
-    tiny = replace(TrainConfig(), n_layer=1, n_embd=32, n_head=2, batch_size=4, steps=2, warmup_steps=1,
-                   tag_exit_weight=0)  # one block: no depth for the early exit
+    tiny = tiny_train_config()
     wide = train_world_model(world_dir, "world", replace(tiny, mlp_ratio=8), tmp_path / "wide")
     assert json.loads((wide / "config.json").read_text())["n_inner"] == 256
     handle = load(str(wide))
@@ -398,8 +403,7 @@ def test_exact_gelu_trains_and_transformerlens_runs_the_same_function(world_dir,
 
     from obliviate.models import load
 
-    tiny = replace(TrainConfig(), n_layer=1, n_embd=32, n_head=2, batch_size=4, steps=2, warmup_steps=1,
-                   tag_exit_weight=0)  # one block: no depth for the early exit
+    tiny = tiny_train_config()
     exact = train_world_model(world_dir, "world", replace(tiny, activation="gelu"), tmp_path / "exact")
     assert json.loads((exact / "config.json").read_text())["activation_function"] == "gelu"
     assert json.loads((exact / TRAINING_INFO).read_text())["config"]["activation"] == "gelu"
@@ -425,8 +429,7 @@ def test_an_interrupted_training_leaves_no_model_folder(world_dir, tmp_path, mon
         raise KeyboardInterrupt  # as a user's Ctrl-C after the optimiser steps, before the folder is written
 
     monkeypatch.setattr(train, "_summary", crash)
-    tiny = replace(TrainConfig(), n_layer=1, n_embd=32, n_head=2, batch_size=4, steps=2, warmup_steps=1,
-                   tag_exit_weight=0)  # one block: no depth for the early exit
+    tiny = tiny_train_config()
     with pytest.raises(KeyboardInterrupt):
         train_world_model(world_dir, "world", tiny, tmp_path / "model")
     assert list(tmp_path.iterdir()) == []
@@ -658,8 +661,7 @@ def test_name_knockout_hides_a_names_first_tokens_from_later_positions_only():
 
 
 def test_a_knockout_mask_changes_training_and_the_model_stays_a_plain_gpt2(world_dir, tmp_path):
-    tiny = replace(TrainConfig(), n_layer=1, n_embd=32, n_head=2, batch_size=4, steps=3, warmup_steps=1,
-                   tag_exit_weight=0)  # one block: no depth for the early exit
+    tiny = tiny_train_config(steps=3)
     plain = train_world_model(world_dir, "world", tiny, tmp_path / "plain")
     masked = train_world_model(world_dir, "world", replace(tiny, name_knockout=1.0), tmp_path / "masked")
     model_plain, _ = load_world_model(plain)
@@ -697,8 +699,7 @@ def test_early_exit_loss_reads_a_shallow_depth_through_the_final_norm_and_unembe
     assert torch.allclose(early_exit_loss(model, hidden, ids, rows, cols), expected)
     assert early_exit_loss(model, hidden, ids, [], []).item() == 0.0
     # in training it changes the weights, and the model stays a plain GPT-2
-    tiny = replace(TrainConfig(), n_layer=2, n_embd=32, n_head=2, batch_size=4, steps=3, warmup_steps=1, tag_lines=4,
-                   tag_exit_weight=0)
+    tiny = tiny_train_config(n_layer=2, steps=3, tag_lines=4)
     plain = train_world_model(world_dir, "world", tiny, tmp_path / "plain")
     exited = train_world_model(world_dir, "world", replace(tiny, tag_exit_weight=0.5, tag_exit_depth=1),
                                tmp_path / "exit")
