@@ -10,9 +10,9 @@ Every attack runs unchanged on the edited model and on the oracle (``audit.refer
 and on each peer (``audit.peers``, e.g. ``world-retain-2``: another never-taught model, whose distance from the
 oracle sets the margins); audit/verdict.py judges the difference. The oracle's and peers' runs do not depend on
 the edit, so the stage runs them once and every edit's audit reuses them (audit/reference_runs.py). Without an
-oracle (SmolLM2), verdicts fall back to the absolute threshold documented there, or with
-``audit.without_reference: decoy`` to a null of decoy answers on the edited model (every attack run a second
-time), and the record says which.
+oracle (SmolLM2), verdicts fall back to a null of decoy answers on the edited model (every attack run a second
+time; the default), or with ``audit.without_reference: absolute`` to the absolute threshold documented there, and
+the record says which.
 """
 
 from __future__ import annotations
@@ -86,13 +86,13 @@ def load_peers(config: RunConfig, base: ModelHandle, oracle: ModelHandle | None)
 def null_runs(config: RunConfig, attacks: Sequence[tuple[str, Any]], base: ModelHandle, edited: ModelHandle,
               targets: Sequence, pool: Sequence, context: AttackContext,
               timings: dict[str, float]) -> dict[str, AttackResult] | None:
-    """Without an oracle and with `audit.without_reference: decoy`: every attack (name, config) run again on the
+    """Without an oracle, unless `audit.without_reference` is absolute: every attack (name, config) run again on the
     edited model with each target's answer replaced by a decoy the model does not give (audit/verdict.py
     `decoy_facts`); None otherwise."""
     from audit.attack_result import run_attack
     from audit.verdict import decoy_facts
 
-    if config.audit.without_reference != "decoy":
+    if config.audit.without_reference == "absolute":
         return None
     decoys = decoy_facts(targets, pool, config.seed, edited)
     runs = {}

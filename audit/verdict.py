@@ -87,6 +87,16 @@ best of S sites keeps one site's false-alarm rate (`null_site_thresholds`). Why:
 hides the answer at the probe's chosen (last) depth but not one block earlier, and a null read at the headline depth
 only cannot see that. A target's verdict takes its best attack, so each attack's null is read at level
 `null_quantile`^(1/A) for A attacks (`null_across_attacks`).
+
+The null's quantile is a per-target test, and with the corrections over attacks it sits near the largest of the
+decoy scores: a suppression that leaves every answer a little more readable than a decoy passes it. The pooled stage
+has a no-oracle form (`pooled_null`, `pooled_null_stage`) built on the pairing the null run already has — each
+target's decoy is scored on the target's own prompt, so d_c = score(true) − score(decoy) cancels the prompt's own
+difficulty, and on a model that holds neither answer d has mean 0. Stage one is a one-sample test of mean d > 0 on
+the unanswered targets at each attack × site (its spread estimated from d itself, so no second model is needed);
+stage two, where it opens, calls a target suppressed when d_c beats √2 × the decoys' spread over targets (floored
+at `margin`). On the zoo it lifts DPO against the true answer (every weight moved a little) from 0.725 to 0.900
+without an oracle (one draw of decoys; 0.775-0.900 over four, README).
 """
 
 from __future__ import annotations
@@ -130,6 +140,12 @@ class VerdictConfig:
     """Spreads (the peers' rms paired difference) a target's excess must beat at a site the group test opened."""
     pooled_z: float = 3.0
     """The group test's z before the correction for the number of attack × site pairs looked at."""
+    pooled_null: bool = True
+    """Without an oracle, against a null *run* (decoy answers on the audited model): the pooled stage in its null
+    form (`pooled_null_stage`) — the group test on the paired differences true answer − decoy on the same prompt.
+    Measured on the zoo (audit/zoo.py, decoy null of seed 0, 40 targets): it opened no site on the three
+    never-taught constructions and 9-33 on every suppression, and lifted DPO against the true answer from 0.725 to
+    0.900 (three other draws of decoys: 0.525 → 0.900, 0.475 → 0.850, 0.250 → 0.775; README)."""
     null_per_site: bool = False
     """Without an oracle, judge a several-site attack (the probe, the lenses) per site against its null run there
     (`null_site_thresholds`) instead of at its headline site. Off by default: re-judging the zoo's runs (decoy null
@@ -399,6 +415,8 @@ def judge(case_ids: Sequence[int], recalled: Mapping[int, bool], edited: Sequenc
     opened: list[dict] = []
     if kind == "oracle" and peers and config.pooled:
         verdicts, opened = pooled_stage(verdicts, case_ids, edited, oracle, peers, config)
+    elif kind == "null" and config.pooled and config.pooled_null:
+        verdicts, opened = pooled_null_stage(verdicts, case_ids, edited, null, config)
     return VerdictSet(verdicts, margins, kind, config, per_site, opened)
 
 
@@ -464,20 +482,78 @@ def pooled_stage(verdicts: list[TargetVerdict], case_ids: Sequence[int], edited:
             if e > threshold and e - threshold > flagged.get(c, (-math.inf,))[0]:
                 flagged[c] = (e - threshold, attack, site, scores[c], reference[c], e, threshold,
                               float(excess.mean()), len(cases))
+    reasons = {c: f"{attack}{_where(site)}: recovered {score:.3f} vs oracle {base:.3f} (excess {e:+.3f} > "
+                  f"{threshold:.3f}, max of the floor and {config.pooled_k:g} spread), at a site where the {n} "
+                  f"unanswered targets together exceed the oracle by {mean:+.3f} on average (pooled stage)"
+               for c, (_, attack, site, score, base, e, threshold, mean, n) in flagged.items()}
+    return _flag_suppressed(verdicts, flagged, reasons), opened
+
+
+def pooled_null_stage(verdicts: list[TargetVerdict], case_ids: Sequence[int], edited: Sequence[AttackScores],
+                      null: Mapping[str, "Sequence[float] | AttackScores"], config: VerdictConfig
+                      ) -> tuple[list[TargetVerdict], list[dict]]:
+    """The pooled stage without an oracle, against the null's decoy run (module docstring). Only erased verdicts
+    change (to suppressed).
+
+    The null run scores a decoy answer on each target's own prompt (`decoy_facts` keeps the case id), so per
+    target the difference d_c = score(true answer) − score(decoy) is paired. On a model that never held the
+    answers the true answer and the decoy are two answers of the relation it does not hold, so d has mean 0 and
+    its own spread: stage one asks whether the unanswered targets' mean d exceeds ``z_P × sd(d) / √n`` (a one-sample
+    test that needs no second model; z_P corrected for every attack × site looked at). Stage two, at a site that
+    passes, calls a target suppressed when its d beats ``max(margin, pooled_k × √2 × sd(decoy scores))`` — √2 ×
+    the null's spread over targets is the spread of the difference between two unheld answers, the no-oracle
+    stand-in for the peers' paired spread. A null given as plain scores (no run, so no pairing) adds nothing."""
+    live = [v.case_id for v in verdicts if v.verdict != "intact"]
+    pairs = []  # (attack, site, edited scores, decoy scores)
+    for run in edited:
+        given = null.get(run.attack)
+        if not hasattr(given, "recovered"):
+            continue
+        theirs = _pairs(given)
+        pairs.extend((run.attack, site, scores, theirs[site]) for site, scores in _pairs(run).items() if site in theirs)
+    factor = corrected_z(config.pooled_z, len(pairs))
+    opened, flagged = [], {}
+    for attack, site, scores, decoys in pairs:
+        cases = [c for c in live if _finite(scores.get(c)) and _finite(decoys.get(c))]
+        if len(cases) < 3:
+            continue
+        diff = np.array([scores[c] - decoys[c] for c in cases])
+        stderr = float(diff.std(ddof=1)) / math.sqrt(len(cases))
+        if float(diff.mean()) <= factor * stderr:  # identical differences (stderr 0) open when positive
+            continue
+        spread = math.sqrt(2.0) * float(np.std([decoys[c] for c in cases], ddof=1))
+        threshold = max(config.margin, config.pooled_k * spread)
+        opened.append({"attack": attack, "site": site, "mean_excess": float(diff.mean()), "gate": factor * stderr,
+                       "spread": spread, "n_targets": len(cases), "reference": "decoy"})
+        for c, e in zip(cases, diff):
+            if e > threshold and e - threshold > flagged.get(c, (-math.inf,))[0]:
+                flagged[c] = (e - threshold, attack, site, scores[c], decoys[c], e, threshold, float(diff.mean()),
+                              len(cases))
+    reasons = {c: f"{attack}{_where(site)}: recovered {score:.3f} vs its decoy {base:.3f} (excess {e:+.3f} > "
+                  f"{threshold:.3f}, max of the floor and {config.pooled_k:g} spread of two unheld answers), at a "
+                  f"site where the {n} unanswered targets' true answers beat their decoys by {mean:+.3f} on average "
+                  f"(pooled stage, no oracle)"
+               for c, (_, attack, site, score, base, e, threshold, mean, n) in flagged.items()}
+    return _flag_suppressed(verdicts, flagged, reasons), opened
+
+
+def _where(site: str | None) -> str:
+    return f" at {site}" if site else ""
+
+
+def _flag_suppressed(verdicts: list[TargetVerdict], flagged: Mapping[int, tuple], reasons: Mapping[int, str]
+                     ) -> list[TargetVerdict]:
+    """The verdicts with every flagged erased target turned suppressed, its figures and reason from the flag."""
     out = []
     for v in verdicts:
         hit = flagged.get(v.case_id)
         if v.verdict != "erased" or hit is None:
             out.append(v)
             continue
-        _, attack, site, score, base, e, threshold, mean, n = hit
-        where = f" at {site}" if site else ""
-        reason = (f"{attack}{where}: recovered {score:.3f} vs oracle {base:.3f} (excess {e:+.3f} > {threshold:.3f}, "
-                  f"max of the floor and {config.pooled_k:g} spread), at a site where the {n} unanswered targets "
-                  f"together exceed the oracle by {mean:+.3f} on average (pooled stage)")
+        _, attack, site, score, base, e, threshold, *_ = hit
         out.append(TargetVerdict(v.case_id, "suppressed", attack, score, base, e, threshold, v.reference_kind,
-                                 excess_by_attack=v.excess_by_attack, site=site, reason=reason))
-    return out, opened
+                                 excess_by_attack=v.excess_by_attack, site=site, reason=reasons[v.case_id]))
+    return out
 
 
 def _references(case_ids: Sequence[int], edited: Sequence[AttackScores], oracle: Sequence[AttackScores] | None,

@@ -94,9 +94,9 @@ def test_a_bad_edit_param_fails_before_locate_runs(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_without_an_oracle_a_decoy_null_judges_the_targets_and_the_record_says_so(tmp_path):
+def test_without_an_oracle_a_decoy_null_judges_the_targets_by_default_and_the_record_says_so(tmp_path):
     config = tmp_path / "run.yaml"
-    config.write_text(CONFIG.replace("  reference: world-retain\n", "  reference: null\n  without_reference: decoy\n")
+    config.write_text(CONFIG.replace("  reference: world-retain\n", "  reference: null\n")
                       .replace("  - {method: memit, goal: erase}\n", "")
                       .replace("methods: [trace, logit_lens]", "methods: [logit_lens]"))
     run = tmp_path / "run"
@@ -108,3 +108,11 @@ def test_without_an_oracle_a_decoy_null_judges_the_targets_and_the_record_says_s
     # the output penalty hides every answer and the logit lens reads them from inside: suppressed, none intact
     counts = audited["metrics"]["verdict_counts"]
     assert counts["intact"] == 0 and counts["suppressed"] >= 4, counts
+
+
+def test_the_absolute_threshold_runs_no_null():
+    from audit.stage import null_runs
+    from obliviate.config import RunConfig, from_dict
+
+    config = from_dict(RunConfig, {"audit": {"reference": None, "without_reference": "absolute"}})
+    assert null_runs(config, [("keyword", None)], None, None, [], [], None, {}) is None

@@ -264,6 +264,44 @@ def test_pooled_stage_leaves_a_never_taught_model_and_answered_targets_alone():
     assert all(verdicts[c].verdict == "erased" for c in range(20, 40))
 
 
+def test_pooled_null_stage_calls_a_group_of_weak_recoveries_suppressed_against_the_decoys():
+    rng = np.random.default_rng(21)
+    cases = list(range(40))
+    # decoy scores as the lenses give them: most prompts read an unheld answer near 0, a few (guessable answers) high
+    decoy_scores = {c: 0.8 if c % 10 == 0 else float(abs(0.05 + 0.03 * rng.standard_normal())) for c in cases}
+    decoys = [Scores("lens", decoy_scores)]
+    spread = np.sqrt(2.0) * np.std(list(decoy_scores.values()), ddof=1)
+    # each true answer reads 1.2 spreads (± noise) above its own decoy: under the null's upper tail for most targets
+    edited = [Scores("lens", {c: decoy_scores[c] + 1.2 * spread + 0.02 * float(rng.standard_normal()) for c in cases})]
+    null = {"lens": decoys[0]}
+    plain = judge(cases, {}, edited, None, null=null, config=VerdictConfig(pooled_null=False))
+    pooled = judge(cases, {}, edited, None, null=null)
+    assert plain.counts()["suppressed"] == 4  # only the prompts whose decoy already read high
+    assert pooled.counts()["suppressed"] == len(cases)
+    assert [(s["attack"], s["site"], s["reference"]) for s in pooled.pooled_sites] == [("lens", None, "decoy")]
+    assert pooled.pooled_sites[0]["mean_excess"] == pytest.approx(1.2 * spread, abs=0.01)
+    target = pooled.by_case()[1]
+    assert "no oracle" in target.reason and target.margin == pytest.approx(spread)
+    assert target.reference == pytest.approx(decoy_scores[1])  # its own decoy, not the null's quantile
+    # a null given as plain scores carries no pairing: the stage does not run
+    scores_only = judge(cases, {}, edited, None, null={"lens": list(decoy_scores.values())})
+    assert scores_only.pooled_sites == [] and scores_only.counts()["suppressed"] == plain.counts()["suppressed"]
+
+
+def test_pooled_null_stage_leaves_a_never_taught_model_alone():
+    cases = list(range(40))
+    for seed in range(20):  # true answers and decoys exchangeable: the group test stays shut
+        edited, decoys, _ = _lens_family(np.random.default_rng(200 + seed))  # true and decoy: two draws
+        verdicts = judge(cases, {}, edited, None, null={"lens": decoys[0]})
+        assert verdicts.pooled_sites == [], seed
+    # answered targets stay intact and stay out of the group test
+    edited, decoys, _ = _lens_family(np.random.default_rng(13))
+    lifted = [Scores("lens", {c: edited[0].recovered[c] + (0.9 if c < 20 else 0.0) for c in cases})]
+    verdicts = judge(cases, {c: c < 20 for c in cases}, lifted, None, null={"lens": decoys[0]})
+    assert verdicts.pooled_sites == []
+    assert [verdicts.by_case()[c].verdict for c in range(20)] == ["intact"] * 20
+
+
 def test_without_an_oracle_a_several_site_attack_can_be_judged_per_site_against_its_null_there():
     rng = np.random.default_rng(7)
     n_sites = 7

@@ -36,12 +36,14 @@ class AuditConfig:
     Needs `reference`; each peer costs one more run of every attack."""
     margin: float = 0.10
     """A target is 'suppressed' when an attack recovers it this much beyond the oracle under the same attack."""
-    without_reference: str = "absolute"
-    """When `reference` is null: "absolute" judges each attack's score against an absolute threshold; "decoy" runs
-    every attack a second time, on decoy answers (another answer of the relation that the edited model does not
-    give), and judges against that null (audit/verdict.py `decoy_facts`). On the calibration zoo it is about as
-    good as the absolute threshold: better on some constructions, worse on others, depending on the decoys drawn
-    (README)."""
+    without_reference: str | None = None
+    """When `reference` is null: "decoy" (the default, None) runs every attack a second time on decoy answers
+    (another answer of the relation that the edited model does not give) and judges against that null, with the
+    pooled stage on the paired true − decoy differences (audit/verdict.py `decoy_facts`, `pooled_null_stage`);
+    "absolute" judges each attack's score against an absolute threshold, at half the attack time. Why decoy: on
+    the calibration zoo without the oracle, over four draws of decoys, it is at or above the absolute threshold on
+    every suppression (DPO 0.78-0.90 against 0.45) and within 5pp of it on the never-taught models (README). Leave
+    it unset when `reference` names an oracle."""
     relearn_steps: int = 10
     """Fine-tuning steps of the relearning attack (on other facts, never the targets), unless its params set
     steps."""
@@ -65,9 +67,9 @@ class AuditConfig:
             seen.add(name)
         # a margin is a difference of recovery rates in [0, 1]; 1 or more could never call a target suppressed
         check_range("margin", self.margin, minimum=0, below=1)
-        if self.without_reference not in ("absolute", "decoy"):
+        if self.without_reference not in (None, "absolute", "decoy"):
             raise InvalidField("without_reference", f"{self.without_reference!r}: use 'absolute' or 'decoy'.")
-        if self.without_reference != "absolute" and self.reference:
+        if self.without_reference is not None and self.reference:
             raise InvalidField("without_reference", "it says how to judge when there is no oracle, but `reference` "
                                f"is {self.reference!r}: drop `without_reference` or set `reference: null`.")
         if self.peers and not self.reference:
