@@ -19,7 +19,11 @@ The sequential methods run once up to the largest N and are measured whenever th
 batch is cut short at a checkpoint: with 100 per batch and N = 10, 100, the first batches hold 10 and 90 facts).
 The last ``--n-unedited`` facts of the shuffle are never edited at any N: their top-1 recall of target_true is the
 "retain recall" (also split: unedited facts of a relation some edited fact has, of other relations, of an edited
-subject). Measured per (method, N), beside the unedited model's values: CounterFact ES / PS / NS (%, over
+subject). With ``--unedited-subjects`` they are instead every fact of whole subjects (the shuffle's last subjects,
+until at least ``--n-unedited`` facts), and no fact of those subjects is edited: the MEMIT family writes at the
+subject's key, so an unedited fact of an edited subject shares the key its edit moved — on the world (200
+subjects x 6 facts) every unedited fact shares a subject with the edits at N = 1,000, and the retain recall measures
+only that interference, not the damage to knowledge the edits never touched (AlphaEdit's claim). Measured per (method, N), beside the unedited model's values: CounterFact ES / PS / NS (%, over
 the N edited facts; `obliviate.metrics.counterfact_scores`), retain recall, held-out perplexity (the end of the
 world's filler_heldout.txt; C is estimated from its beginning) and the edit's seconds (measurement excluded).
 
@@ -42,7 +46,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import torch
@@ -70,6 +74,19 @@ def checkpoint_spans(n_max: int, size: int, checkpoints: Sequence[int]) -> list[
     """[lo, hi) batches of at most `size` facts up to `n_max`, cut at every checkpoint."""
     bounds = sorted(set(range(size, n_max, size)) | {c for c in checkpoints if 0 < c < n_max} | {n_max})
     return list(zip([0, *bounds[:-1]], bounds))
+
+
+def split_unedited(facts: Sequence, n_unedited: int, whole_subjects: bool) -> tuple[list, list]:
+    """(editable, unedited): the last `n_unedited` facts, or every fact of the last subjects of the order until at
+    least `n_unedited` (then no editable fact shares a subject with an unedited one)."""
+    if not whole_subjects:
+        return list(facts[:len(facts) - n_unedited]), list(facts[len(facts) - n_unedited:])
+    held: set = set()
+    for fact in reversed(facts):
+        if sum(f.subject in held for f in facts) >= n_unedited:
+            break
+        held.add(fact.subject)
+    return [f for f in facts if f.subject not in held], [f for f in facts if f.subject in held]
 
 
 def retain_split(edited: Sequence, unedited: Sequence, correct: Sequence[bool]) -> dict:
@@ -114,12 +131,24 @@ def run_sequential(name: str, handle, facts: Sequence, ns: Sequence[int], size: 
     return rows
 
 
+def configured(params: dict, *configs):
+    """`configs` with each of `params` set on those that have the field; a key none has is an error."""
+    names = [{f.name for f in fields(c)} for c in configs]
+    unknown = sorted(k for k in params if not any(k in n for n in names))
+    if unknown:
+        raise SystemExit(f"--params: unknown field(s) {unknown}; MEMIT / AlphaEdit config fields are "
+                         f"{', '.join(sorted(set().union(*names)))}.")
+    return [replace(c, **{k: v for k, v in params.items() if k in n}) for c, n in zip(configs, names)]
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", default="10,100,1000", help="numbers of edited facts, comma-separated")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"any of {', '.join(METHODS)}")
     parser.add_argument("--batch-size", type=int, default=100, help="facts per sequential batch (the paper's 100)")
     parser.add_argument("--n-unedited", type=int, default=200, help="facts never edited (retain recall)")
+    parser.add_argument("--unedited-subjects", action="store_true",
+                        help="keep whole subjects unedited (at least --n-unedited facts) instead of the last facts")
     parser.add_argument("--model", default="world", choices=sorted(FACT_SOURCES))
     parser.add_argument("--first", type=int, default=None, help="first edited block (default: per model)")
     parser.add_argument("--last", type=int, default=None, help="last edited block (default: per model)")
@@ -132,6 +161,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n-tokens", type=int, default=50_000, help="corpus tokens for C")
     parser.add_argument("--corpus", default=CovarianceConfig.corpus,
                         help="C's corpus (edit.covariance: a named corpus or a text file)")
+    parser.add_argument("--params", type=json.loads, default={},
+                        help="JSON of MEMIT / AlphaEdit config fields, each given to the configs that have it, e.g. "
+                             '\'{"one_z_per_subject": true, "steps": 60, "clamp_norm_factor": 5}\'')
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
@@ -145,11 +177,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     handle = load(args.model)
     facts = known_facts(handle, FACT_SOURCES[args.model], None, args.seed)  # seeded shuffle
-    unedited = facts[len(facts) - args.n_unedited:]
-    editable = len(facts) - args.n_unedited
+    facts, unedited = split_unedited(facts, args.n_unedited, args.unedited_subjects)
+    editable = len(facts)
     ns = sorted({min(int(x), editable) for x in args.n.split(",")})
     if any(int(x) > editable for x in args.n.split(",")):
-        print(f"{args.model} knows {len(facts)} facts, {args.n_unedited} kept unedited: N capped at {editable}")
+        print(f"{args.model}: {len(facts) + len(unedited)} known facts, {len(unedited)} kept unedited: N capped at "
+              f"{editable}")
     from obliviate.world import ensure_world
 
     lines = [t for t in (ensure_world() / "filler_heldout.txt").read_text().splitlines() if t.strip()]
@@ -157,10 +190,11 @@ def main(argv: list[str] | None = None) -> dict:
     first, last = DEFAULT_LAYERS[args.model]
     layers = list(range(first if args.first is None else args.first, (last if args.last is None else args.last) + 1))
     cov = CovarianceConfig(corpus=args.corpus, n_tokens=args.n_tokens)
-    memit_cfg = MemitConfig(covariance=cov, seed=args.seed)
-    alpha_cfg = AlphaEditConfig(covariance=cov, seed=args.seed, nullspace_threshold=args.nullspace_threshold,
-                                nullspace_energy=args.nullspace_energy, l2=args.l2)
-    out: dict = {"task": MANY_EDITS_TASK, "model": args.model, "n_known": len(facts),
+    memit_cfg, alpha_cfg = configured(args.params, MemitConfig(covariance=cov, seed=args.seed), AlphaEditConfig(
+        covariance=cov, seed=args.seed, nullspace_threshold=args.nullspace_threshold,
+        nullspace_energy=args.nullspace_energy, l2=args.l2))
+    out: dict = {"task": MANY_EDITS_TASK, "model": args.model, "n_known": len(facts) + len(unedited),
+                 "params": args.params, "unedited_subjects": args.unedited_subjects,
                  "threads": torch.get_num_threads(), "layers": layers, "ns": ns, "batch_size": args.batch_size,
                  "n_unedited": len(unedited),
                  "covariance": timed_covariance(handle, layers, cov)}

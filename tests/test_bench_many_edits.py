@@ -47,3 +47,27 @@ def test_retain_recall_is_split_by_shared_relation_and_subject():
     assert (split["retain_recall_same_subject"], split["n_retain_same_subject"]) == (0.5, 2)  # Chile ✓, France ✗
     none = bench.retain_split(edited, unedited[3:], [True])
     assert none["retain_recall_same_relation"] is None and none["n_retain_same_relation"] == 0
+
+
+def test_unedited_facts_are_the_last_ones_or_whole_subjects_none_of_which_is_edited():
+    from types import SimpleNamespace as F
+
+    facts = [F(subject=s, relation_id=r) for s, r in
+             [("A", 1), ("B", 1), ("A", 2), ("C", 1), ("B", 2), ("C", 2), ("D", 1)]]
+    editable, unedited = bench.split_unedited(facts, 2, whole_subjects=False)
+    assert editable == facts[:5] and unedited == facts[5:]  # C's second fact unedited, its first editable
+    editable, unedited = bench.split_unedited(facts, 2, whole_subjects=True)
+    assert {f.subject for f in unedited} == {"D", "C"} and len(unedited) == 3  # D alone is 1 fact: C joins
+    assert not {f.subject for f in editable} & {f.subject for f in unedited}
+    assert editable == [facts[i] for i in (0, 1, 2, 4)]  # the shuffle's order kept
+
+
+def test_params_reach_the_configs_that_have_them_and_unknown_ones_are_refused():
+    from edit.alphaedit import AlphaEditConfig
+    from edit.memit import MemitConfig
+
+    memit, alpha = bench.configured({"steps": 60, "mom2_update_weight": 600.0, "l2": 3.0}, MemitConfig(),
+                                    AlphaEditConfig())
+    assert (memit.steps, alpha.steps, memit.mom2_update_weight, alpha.l2) == (60, 60, 600.0, 3.0)
+    with pytest.raises(SystemExit, match="stepz"):
+        bench.configured({"stepz": 1}, MemitConfig(), AlphaEditConfig())
