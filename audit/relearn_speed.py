@@ -3,15 +3,17 @@
 A model that still holds a fact can relearn it in fewer steps than one that never learned it (the "relearn time"
 of Golatkar et al. 2020, "Eternal sunshine of the spotless net", and the Anamnesis Index of Chundawat et al. 2023,
 "Zero-shot machine unlearning"). The auditor cannot use this as an attack — it teaches the very answers it would
-then read — but on the calibration zoo, where the oracle and a second never-taught model are at hand, it is a
-check from outside the attacks. It is one-sided: relearning FASTER than never-taught models says the targets are
+then read — but wherever never-taught models are at hand to relearn the same targets (the calibration zoo; an
+audit with an oracle and `audit.relearn_check_steps`), it is a check from outside the attacks, reported beside
+the verdicts and never changing them. It is one-sided: relearning FASTER than never-taught models says the targets are
 still held; relearning no faster says nothing, because a suppression that fights the answer relearns slower than a
 never-taught model although the fact is still in its earlier blocks (measured on the zoo, 6 steps: last-MLP
 GradDiff 0.06, head-only fine-tune 0.09, an output penalty 0.00 — its hook stays — against the oracle's 0.28).
 
 `relearn_speed` fine-tunes a copy (audit/relearn.py `fine_tuned_copy`, hooks kept, the handle untouched) for a few
 steps on every target's rewrite prompt with its true answer and returns each target's p_true afterwards;
-`split_means` averages it over the targets a verdict set calls erased and suppressed.
+`split_means` averages it over the targets a verdict set calls erased and suppressed; `verdict_check` does both
+for an audited model beside its never-taught references (the audit stage's `audit.relearn_check_steps`).
 """
 
 from __future__ import annotations
@@ -51,3 +53,13 @@ def split_means(speeds: Mapping[int, float], verdicts: Mapping[int, str]) -> dic
         values = [speeds[c] for c, v in verdicts.items() if v == verdict and c in speeds]
         out[verdict] = sum(values) / len(values) if values else None
     return out
+
+
+def verdict_check(edited: Any, references: Mapping[str, Any], targets: Sequence[Fact], verdicts: Mapping[int, str],
+                  config: RelearnSpeedConfig = RelearnSpeedConfig()) -> dict[str, dict[str, float | None]]:
+    """Per model ("edited" and each of `references` by name: the oracle, the peers), the mean relearned p_true over
+    the targets `verdicts` calls erased and over those it calls suppressed, with the counts ("n:erased", ...)."""
+    counts = {f"n:{v}": float(sum(1 for x in verdicts.values() if x == v)) for v in ("erased", "suppressed")}
+    models = {"edited": edited, **references}
+    return {name: {**split_means(relearn_speed(handle, targets, config), verdicts), **counts}
+            for name, handle in models.items()}

@@ -155,6 +155,15 @@ def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mo
     oracle_results = [r.oracle for r in results] if oracle is not None else None
     verdicts = judge(case_ids, recalled, results, oracle_results, null=null,
                      config=VerdictConfig(margin=config.audit.margin), peers=peer_results)
+    relearn_check = None
+    if oracle is not None and config.audit.relearn_check_steps:
+        from audit.relearn_speed import RelearnSpeedConfig, verdict_check
+
+        with timed(record.timings, "relearn_check"):
+            relearn_check = verdict_check(
+                edited, {config.audit.reference: oracle, **dict(zip(config.audit.peers, peers))}, targets,
+                {t.case_id: t.verdict for t in verdicts.targets},
+                RelearnSpeedConfig(steps=config.audit.relearn_check_steps, seed=config.seed))
     sampled_retain = sample_facts(retain, config.audit.max_retain, config.seed)
     texts = heldout_texts(seed=config.seed)
     with timed(record.timings, "collateral"):
@@ -173,6 +182,8 @@ def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mo
                                    operating_point=edit_operating_point(run_dir, edit),
                                    oracle_recalled=oracle_recalled)
     record.metrics["attacks"] = {r.attack: {"score": r.score_name, **r.metrics} for r in results}
+    if relearn_check is not None:
+        record.metrics["relearn_check"] = relearn_check
     by_case = verdicts.by_case()
     per_attack = {r.attack: {t["case_id"]: t for t in r.target_records()} for r in results}
     record.targets = [{"case_id": f.case_id, "subject": f.subject, "target_true": f.target_true,

@@ -59,6 +59,8 @@ def test_shipped_configs_load(path):
     ("audit: {reference: null, peers: [world-retain-2]}\n", "'audit.peers'"),
     ("audit: {without_reference: decoy}\n", "'audit.without_reference'"),
     ("audit: {reference: null, without_reference: counterfactual}\n", "'audit.without_reference'"),
+    ("audit: {reference: null, relearn_check_steps: 6}\n", "'audit.relearn_check_steps'"),
+    ("audit: {relearn_check_steps: -1}\n", "'audit.relearn_check_steps'"),
     ("audit: {peers: [world-retain]}\n", r"'audit.peers\[0\]'"),
 ])
 def test_out_of_range_values_are_errors_naming_the_key_path(tmp_path, text, path):

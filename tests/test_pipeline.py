@@ -31,7 +31,8 @@ audit:
 @pytest.mark.slow
 def test_run_then_compare_writes_every_stage_and_a_report(tmp_path, capsys):
     config = tmp_path / "run.yaml"
-    config.write_text(CONFIG)
+    with_check = "  reference: world-retain\n  relearn_check_steps: 6\n"
+    config.write_text(CONFIG.replace("  reference: world-retain\n", with_check))
     run = tmp_path / "run"
     assert main(["run", str(config), "--out", str(run)]) in (0, None)
 
@@ -59,6 +60,12 @@ def test_run_then_compare_writes_every_stage_and_a_report(tmp_path, capsys):
     # with keyword + logit lens only, it catches 4 and calls 2 erased (the demo: 97 of 120) — a miss of the auditor
     # that issue 14 is about, so this asserts what holds: suppressed is the verdict for most targets, none intact
     assert counts["suppressed"] >= 4 and counts["intact"] == 0, counts
+    # the relearning check beside the verdicts: the output penalty's hook stays on the relearned copy, so its
+    # targets relearn no faster than on the never-taught oracle (the check is one-sided), and it counts by verdict
+    check = json.loads((run / "audit-suppress.json").read_text())["metrics"]["relearn_check"]
+    assert set(check) == {"edited", "world-retain"}
+    assert check["edited"]["n:suppressed"] == counts["suppressed"]
+    assert check["edited"]["suppressed"] < check["world-retain"]["suppressed"]
 
     finished = json.loads((run / "audit-memit.json").read_text())["finished_at"]
     capsys.readouterr()

@@ -27,3 +27,17 @@ def test_split_means_follow_the_verdicts():
     assert split_means(speeds, {1: "erased", 2: "erased", 3: "suppressed"}) == {"erased": pytest.approx(0.3),
                                                                                  "suppressed": 0.9}
     assert split_means(speeds, {1: "erased", 3: "intact"}) == {"erased": 0.2, "suppressed": None}
+
+
+def test_verdict_check_gives_every_model_its_means_by_verdict_and_the_counts():
+    from audit.relearn_speed import verdict_check
+
+    handle, other = tiny_handle("gpt2"), tiny_handle("gpt2")
+    facts = tiny_facts()
+    settings = RelearnSpeedConfig(steps=2, lr=1e-2, batch_size=3)
+    check = verdict_check(handle, {"oracle": other}, facts, {0: "erased", 1: "suppressed", 2: "intact"}, settings)
+    assert set(check) == {"edited", "oracle"}
+    assert check["edited"]["n:erased"] == check["edited"]["n:suppressed"] == 1.0
+    alone = relearn_speed(handle, facts, settings)
+    assert check["edited"]["erased"] == pytest.approx(alone[0])  # seeded: the same copy relearns the same
+    assert check["edited"]["suppressed"] == pytest.approx(alone[1])

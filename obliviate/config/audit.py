@@ -47,6 +47,12 @@ class AuditConfig:
     relearn_steps: int = 10
     """Fine-tuning steps of the relearning attack (on other facts, never the targets), unless its params set
     steps."""
+    relearn_check_steps: int = 0
+    """With an oracle, when > 0: after the verdicts, copies of the edited model, the oracle and each peer relearn the
+    targets themselves for this many steps, and the record gives each one's mean p_true over the targets called
+    erased and over those called suppressed (`relearn_check`; audit/relearn_speed.py) — a check from outside the
+    attacks, one-sided: targets that relearn faster than on the never-taught models are still held. 0 (default)
+    skips it; the world configs set 6 (a few seconds per model)."""
     max_retain: int | None = None
     """Retain facts scored by the collateral and representation measurements: a seeded sample of this many (None =
     all). Both score every retain fact otherwise, the largest cost of a run with few targets."""
@@ -82,6 +88,10 @@ class AuditConfig:
                 raise InvalidField(f"peers[{i}]", f"{peer!r} is the reference itself; a peer must be another "
                                    f"never-taught model (e.g. world-retain-2).")
         check_range("relearn_steps", self.relearn_steps, minimum=1)
+        check_range("relearn_check_steps", self.relearn_check_steps, minimum=0)
+        if self.relearn_check_steps and not self.reference:
+            raise InvalidField("relearn_check_steps", "the check compares relearning with the never-taught oracle's; "
+                               "set `reference` too, or 0.")
         check_range("max_retain", self.max_retain, minimum=1, fix="null scores every retain fact")
         check_range("max_heldout_texts", self.max_heldout_texts, minimum=1)
 
