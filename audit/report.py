@@ -147,6 +147,7 @@ def method_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "ns_same_relation_base": collateral.get("neighborhood_ns_same_relation_base"),
                 "representation": metrics.get("representation"),
                 "operating_point": operating_point(run, record),
+                "relearn_check": metrics.get("relearn_check"),
                 "record": record, "run_dir": run.get("run_dir"),
             })
     return rows
@@ -169,6 +170,8 @@ def summary_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
         if row["operating_point"]:
             knob, value, status = _search_cells(row)
             parts.append(f"operating point {status} at {knob}={value}")
+        if row["relearn_check"]:
+            parts.append(f"relearned p_true suppressed / erased {_relearn_cell(row)}")
         lines.append(f"{_label(row, multi)}: {'; '.join(parts) or 'no verdicts or recall recorded'}")
     return lines
 
@@ -215,6 +218,29 @@ def _search_cells(row: Mapping[str, Any]) -> list[str]:
     return [knob_name(found) or "–", format_value((found.get("chosen") or {}).get("value")), status_text(found)]
 
 
+def _relearned(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether any row has the audit's relearning check (`audit.relearn_check_steps`; the column is left out
+    otherwise)."""
+    return any(row["relearn_check"] for row in rows)
+
+
+def _relearn_cell(row: Mapping[str, Any]) -> str:
+    """'suppressed / erased (the same on the never-taught models, the largest of them)': mean relearned p_true over
+    the targets of each verdict; a group above every never-taught model's is still held (audit/relearn_speed.py)."""
+    check = row["relearn_check"]
+    if not check:
+        return "–"
+    references = [figures for name, figures in check.items() if name != "edited"]
+
+    def largest(group: str) -> float | None:
+        values = [r[group] for r in references if r.get(group) is not None]
+        return max(values) if values else None
+
+    edited = check.get("edited", {})
+    return (f"{_fmt(edited.get('suppressed'))} / {_fmt(edited.get('erased'))} "
+            f"({_fmt(largest('suppressed'))} / {_fmt(largest('erased'))})")
+
+
 def _verdict_cell(row: Mapping[str, Any], verdict: str) -> str:
     """The count; for intact, with how many of them the never-learned oracle answers too ("11 (oracle 11)")."""
     also = row.get("intact_oracle_answers")
@@ -222,7 +248,7 @@ def _verdict_cell(row: Mapping[str, Any], verdict: str) -> str:
 
 
 def _table_cells(row: Mapping[str, Any], attacks: Sequence[str], same_relation: bool = False,
-                 searched: bool = False) -> list[str]:
+                 searched: bool = False, relearned: bool = False) -> list[str]:
     cells = [row["run"], row["method"], *(_search_cells(row) if searched else []),
              *(_verdict_cell(row, v) for v in VERDICTS)]
     for attack in attacks:
@@ -233,33 +259,38 @@ def _table_cells(row: Mapping[str, Any], attacks: Sequence[str], same_relation: 
     relative = 100 * delta / base if base and delta is not None else None  # the issues' targets are relative
     cells += [_fmt(row["forget_recall"]), _fmt(row["retain_recall"]), _fmt(relative, 1, signed=True),
               _before_after(row["ns_base"], row["ns"])]
-    return cells + ([_before_after(row["ns_same_relation_base"], row["ns_same_relation"])] if same_relation else [])
+    cells += [_before_after(row["ns_same_relation_base"], row["ns_same_relation"])] if same_relation else []
+    return cells + ([_relearn_cell(row)] if relearned else [])
 
 
-def _headers(attacks: Sequence[str], same_relation: bool = False, searched: bool = False) -> list[str]:
+def _headers(attacks: Sequence[str], same_relation: bool = False, searched: bool = False,
+             relearned: bool = False) -> list[str]:
     return ["run", "method", *(["knob", "value", "status"] if searched else []), *VERDICTS,
             *(f"{a} recovery" for a in attacks), "forget recall", "retain recall", "Δ perplexity %",
-            "NS % (base → edited)", *(["NS same-relation % (base → edited)"] if same_relation else [])]
+            "NS % (base → edited)", *(["NS same-relation % (base → edited)"] if same_relation else []),
+            *(["relearned p_true: suppressed / erased (never-taught)"] if relearned else [])]
 
 
 def markdown_table(runs: Sequence[Mapping[str, Any]]) -> str:
     """The comparison table as GitHub markdown (for the README)."""
     rows = method_rows(runs)
-    attacks, same_relation, searched = _attacks(rows), _same_relation(rows), _searched(rows)
-    headers = _headers(attacks, same_relation, searched)
+    attacks, same_relation = _attacks(rows), _same_relation(rows)
+    searched, relearned = _searched(rows), _relearned(rows)
+    headers = _headers(attacks, same_relation, searched, relearned)
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(_table_cells(row, attacks, same_relation, searched)) + " |" for row in rows]
+    lines += ["| " + " | ".join(_table_cells(row, attacks, same_relation, searched, relearned)) + " |"
+              for row in rows]
     return "\n".join(lines) + "\n"
 
 
 def _html_table(rows: Sequence[Mapping[str, Any]], attacks: Sequence[str]) -> str:
-    same_relation, searched = _same_relation(rows), _searched(rows)
-    headers = _headers(attacks, same_relation, searched)
+    same_relation, searched, relearned = _same_relation(rows), _searched(rows), _relearned(rows)
+    headers = _headers(attacks, same_relation, searched, relearned)
     text = {"run", "method", "knob", "status"}  # left-aligned: words, not figures
     head = "".join(f'<th class="{"l" if h in text else ""}">{html.escape(h)}</th>' for h in headers)
     body = []
     for row in rows:
-        cells = _table_cells(row, attacks, same_relation, searched)
+        cells = _table_cells(row, attacks, same_relation, searched, relearned)
         body.append("<tr>" + "".join(f'<td class="{"l" if h in text else ""}">{html.escape(c)}</td>'
                                      for h, c in zip(headers, cells)) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"

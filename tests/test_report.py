@@ -156,3 +156,21 @@ def test_intact_targets_the_oracle_answers_too_are_counted_and_shown(tmp_path):
     row = [c.strip() for c in lines[2].strip("|").split("|")]
     assert row[header.index("intact")] == "2 (oracle 1)" and row[header.index("erased")] == "2"
     assert summary_lines([run]) == ["lora_removal: 2 erased, 0 suppressed, 2 intact (1 of them the oracle answers too)"]
+
+
+def test_the_relearning_check_gets_a_column_beside_the_never_taught_models_largest_only_where_recorded(tmp_path):
+    from audit.report import summary_lines
+
+    world = _run(tmp_path, "world")
+    assert "relearned p_true" not in markdown_table([world])
+    run_dir = RunDir(tmp_path / "checked")
+    check = {"edited": {"erased": 0.43, "suppressed": 0.51}, "world-retain": {"erased": 0.06, "suppressed": 0.14},
+             "world-retain-2": {"erased": 0.01, "suppressed": 0.16}}
+    run_dir.write(StageRecord(stage="audit.memit", config={}, metrics={"method": "memit", "relearn_check": check}))
+    lines = markdown_table([load_run(run_dir.root)]).strip().splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    row = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert header[-1] == "relearned p_true: suppressed / erased (never-taught)"
+    assert row[-1] == "0.51 / 0.43 (0.16 / 0.06)"  # the largest never-taught figure per verdict
+    line = summary_lines([load_run(run_dir.root)])[0]
+    assert "relearned p_true suppressed / erased 0.51 / 0.43 (0.16 / 0.06)" in line
