@@ -1,14 +1,15 @@
-"""How fast a model relearns the targets themselves: a check on the zoo's truths, from outside the auditor's attacks.
+"""How fast a model relearns the targets themselves: a check on the verdicts from outside the auditor's attacks.
 
 A model that still holds a fact can relearn it in fewer steps than one that never learned it (the "relearn time"
 of Golatkar et al. 2020, "Eternal sunshine of the spotless net", and the Anamnesis Index of Chundawat et al. 2023,
 "Zero-shot machine unlearning"). The auditor cannot use this as an attack — it teaches the very answers it would
 then read — but wherever never-taught models are at hand to relearn the same targets (the calibration zoo; an
 audit with an oracle and `audit.relearn_check_steps`), it is a check from outside the attacks, reported beside
-the verdicts and never changing them. It is one-sided: relearning FASTER than never-taught models says the targets are
-still held; relearning no faster says nothing, because a suppression that fights the answer relearns slower than a
-never-taught model although the fact is still in its earlier blocks (measured on the zoo, 6 steps: last-MLP
-GradDiff 0.06, head-only fine-tune 0.09, an output penalty 0.00 — its hook stays — against the oracle's 0.28).
+the verdicts and never changing them. It is one-sided: relearning FASTER than never-taught models says the targets
+are still held; relearning no faster says nothing, because a suppression that fights the answer relearns slower
+than a never-taught model although the fact is still in its earlier blocks (measured on the zoo, 6 steps:
+last-MLP GradDiff 0.06, head-only fine-tune 0.09, an output penalty 0.00 — its hook stays — against the oracle's
+0.28).
 
 `relearn_speed` fine-tunes a copy (audit/relearn.py `fine_tuned_copy`, hooks kept, the handle untouched) for a few
 steps on every target's rewrite prompt with its true answer and returns each target's p_true afterwards;

@@ -23,9 +23,10 @@ subject). With ``--unedited-subjects`` they are instead every fact of whole subj
 until at least ``--n-unedited`` facts), and no fact of those subjects is edited: the MEMIT family writes at the
 subject's key, so an unedited fact of an edited subject shares the key its edit moved — on the world (200
 subjects x 6 facts) every unedited fact shares a subject with the edits at N = 1,000, and the retain recall measures
-only that interference, not the damage to knowledge the edits never touched (AlphaEdit's claim). Measured per (method, N), beside the unedited model's values: CounterFact ES / PS / NS (%, over
-the N edited facts; `obliviate.metrics.counterfact_scores`), retain recall, held-out perplexity (the end of the
-world's filler_heldout.txt; C is estimated from its beginning) and the edit's seconds (measurement excluded).
+only that interference, not the damage to knowledge the edits never touched (AlphaEdit's claim). Measured per
+(method, N), beside the unedited model's values: CounterFact ES / PS / NS (%, over the N edited facts;
+`obliviate.metrics.counterfact_scores`), retain recall, held-out perplexity (the end of the world's
+filler_heldout.txt; C is estimated from its beginning) and the edit's seconds (measurement excluded).
 
 On world v2 the rewrite could not take: that model looked its facts up at the prompt's last token, not at the
 subject's last token where the MEMIT family writes, so ES / PS stayed at the floor and only the collateral figures

@@ -52,7 +52,7 @@ class AuditConfig:
     targets themselves for this many steps, and the record gives each one's mean p_true over the targets called
     erased and over those called suppressed (`relearn_check`; audit/relearn_speed.py) — a check from outside the
     attacks, one-sided: targets that relearn faster than on the never-taught models are still held. 0 (default)
-    skips it; the world configs set 6 (a few seconds per model)."""
+    skips it; the demo's config sets 6 (1.2 s per edit there, for three models)."""
     max_retain: int | None = None
     """Retain facts scored by the collateral and representation measurements: a seeded sample of this many (None =
     all). Both score every retain fact otherwise, the largest cost of a run with few targets."""
