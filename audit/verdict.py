@@ -103,9 +103,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol, get_args
+from typing import Literal, NamedTuple, Protocol, get_args
 
 import numpy as np
 
@@ -477,16 +477,15 @@ def pooled_stage(verdicts: list[TargetVerdict], case_ids: Sequence[int], edited:
             continue
         opened.append({"attack": attack, "site": site, "mean_excess": float(excess.mean()), "gate": gate,
                        "spread": rms, "n_targets": len(cases)})
-        threshold = max(config.margin, config.pooled_k * rms)  # the floor, as for one target: a spread near 0
-        for c, e in zip(cases, excess):                      # (never-taught models agreeing) is not a licence
-            if e > threshold and e - threshold > flagged.get(c, (-math.inf,))[0]:
-                flagged[c] = (e - threshold, attack, site, scores[c], reference[c], e, threshold,
-                              float(excess.mean()), len(cases))
-    reasons = {c: f"{attack}{_where(site)}: recovered {score:.3f} vs oracle {base:.3f} (excess {e:+.3f} > "
-                  f"{threshold:.3f}, max of the floor and {config.pooled_k:g} spread), at a site where the {n} "
-                  f"unanswered targets together exceed the oracle by {mean:+.3f} on average (pooled stage)"
-               for c, (_, attack, site, score, base, e, threshold, mean, n) in flagged.items()}
-    return _flag_suppressed(verdicts, flagged, reasons), opened
+        # the floor, as for one target: a spread near 0 (never-taught models agreeing) is not a licence
+        _flag_site(flagged, attack, site, cases, scores, reference, excess, max(config.margin, config.pooled_k * rms))
+
+    def reason(f: _Flag) -> str:
+        return (f"{f.attack}{_where(f.site)}: recovered {f.score:.3f} vs oracle {f.reference:.3f} (excess "
+                f"{f.excess:+.3f} > {f.threshold:.3f}, max of the floor and {config.pooled_k:g} spread), at a site "
+                f"where the {f.n} unanswered targets together exceed the oracle by {f.mean:+.3f} on average "
+                f"(pooled stage)")
+    return _flag_suppressed(verdicts, flagged, reason), opened
 
 
 def pooled_null_stage(verdicts: list[TargetVerdict], case_ids: Sequence[int], edited: Sequence[AttackScores],
@@ -522,37 +521,61 @@ def pooled_null_stage(verdicts: list[TargetVerdict], case_ids: Sequence[int], ed
         if float(diff.mean()) <= factor * stderr:  # identical differences (stderr 0) open when positive
             continue
         spread = math.sqrt(2.0) * float(np.std([decoys[c] for c in cases], ddof=1))
-        threshold = max(config.margin, config.pooled_k * spread)
         opened.append({"attack": attack, "site": site, "mean_excess": float(diff.mean()), "gate": factor * stderr,
                        "spread": spread, "n_targets": len(cases), "reference": "decoy"})
-        for c, e in zip(cases, diff):
-            if e > threshold and e - threshold > flagged.get(c, (-math.inf,))[0]:
-                flagged[c] = (e - threshold, attack, site, scores[c], decoys[c], e, threshold, float(diff.mean()),
-                              len(cases))
-    reasons = {c: f"{attack}{_where(site)}: recovered {score:.3f} vs its decoy {base:.3f} (excess {e:+.3f} > "
-                  f"{threshold:.3f}, max of the floor and {config.pooled_k:g} spread of two unheld answers), at a "
-                  f"site where the {n} unanswered targets' true answers beat their decoys by {mean:+.3f} on average "
-                  f"(pooled stage, no oracle)"
-               for c, (_, attack, site, score, base, e, threshold, mean, n) in flagged.items()}
-    return _flag_suppressed(verdicts, flagged, reasons), opened
+        _flag_site(flagged, attack, site, cases, scores, decoys, diff, max(config.margin, config.pooled_k * spread))
+
+    def reason(f: _Flag) -> str:
+        return (f"{f.attack}{_where(f.site)}: recovered {f.score:.3f} vs its decoy {f.reference:.3f} (excess "
+                f"{f.excess:+.3f} > {f.threshold:.3f}, max of the floor and {config.pooled_k:g} spread of two unheld "
+                f"answers), at a site where the {f.n} unanswered targets' true answers beat their decoys by "
+                f"{f.mean:+.3f} on average (pooled stage, no oracle)")
+    return _flag_suppressed(verdicts, flagged, reason), opened
+
+
+class _Flag(NamedTuple):
+    """A target's best evidence at the sites a pooled stage opened."""
+
+    over: float
+    """excess − threshold: how the target's sites are ranked."""
+    attack: str
+    site: str | None
+    score: float
+    reference: float
+    excess: float
+    threshold: float
+    mean: float
+    """The opened site's mean excess over its targets."""
+    n: int
+
+
+def _flag_site(flagged: dict[int, _Flag], attack: str, site: str | None, cases: Sequence[int],
+               scores: Mapping[int, float], reference: Mapping[int, float], excess: np.ndarray,
+               threshold: float) -> None:
+    """At an opened site, flag each target whose excess beats `threshold`, keeping its best site."""
+    mean = float(excess.mean())
+    for c, e in zip(cases, excess):
+        if e > threshold and (c not in flagged or e - threshold > flagged[c].over):
+            flagged[c] = _Flag(float(e - threshold), attack, site, scores[c], reference[c], float(e), threshold,
+                               mean, len(cases))
 
 
 def _where(site: str | None) -> str:
     return f" at {site}" if site else ""
 
 
-def _flag_suppressed(verdicts: list[TargetVerdict], flagged: Mapping[int, tuple], reasons: Mapping[int, str]
+def _flag_suppressed(verdicts: list[TargetVerdict], flagged: Mapping[int, _Flag], reason: Callable[[_Flag], str]
                      ) -> list[TargetVerdict]:
-    """The verdicts with every flagged erased target turned suppressed, its figures and reason from the flag."""
+    """The verdicts with every flagged erased target turned suppressed, its figures and `reason` from its flag."""
     out = []
     for v in verdicts:
-        hit = flagged.get(v.case_id)
-        if v.verdict != "erased" or hit is None:
+        f = flagged.get(v.case_id)
+        if v.verdict != "erased" or f is None:
             out.append(v)
             continue
-        _, attack, site, score, base, e, threshold, *_ = hit
-        out.append(TargetVerdict(v.case_id, "suppressed", attack, score, base, e, threshold, v.reference_kind,
-                                 excess_by_attack=v.excess_by_attack, site=site, reason=reasons[v.case_id]))
+        out.append(TargetVerdict(v.case_id, "suppressed", f.attack, f.score, f.reference, f.excess, f.threshold,
+                                 v.reference_kind, excess_by_attack=v.excess_by_attack, site=f.site,
+                                 reason=reason(f)))
     return out
 
 
