@@ -8,6 +8,9 @@ and reads the base model only as the "before" reference. So they run on the firs
 Attacks that need the oracle *inside* their computation (registered with ``needs=("oracle",)``, e.g. UDS, whose
 first stage patches the oracle's activations into the attacked model) keep running the oracle per edit; their peer
 runs are still shared.
+
+The relearning check beside the verdicts (`audit.relearn_check_steps`, audit/relearn_speed.py) is shared the same
+way: the never-taught models relearn the same targets whatever the edit.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class ReferenceRuns:
     """Other never-taught models (their runs set the verdict's margins)."""
     _oracle_runs: dict[str, AttackResult] = field(default_factory=dict, repr=False)
     _peer_runs: dict[str, list[AttackResult]] = field(default_factory=dict, repr=False)
+    _relearned: dict[str, list[dict[int, float]]] = field(default_factory=dict, repr=False)
 
     @property
     def computed(self) -> int:
@@ -62,3 +66,12 @@ class ReferenceRuns:
         else:
             result = nest_oracle(run_attack(name, base, edited, targets, cfg, bare), self._oracle_runs[key])
         return result, self._peer_runs[key]
+
+    def relearn_speeds(self, targets: Sequence[Fact], config: Any) -> list[dict[int, float]]:
+        """audit/relearn_speed.py `relearn_speed` on the oracle, then on each peer — once per (settings, targets)."""
+        from audit.relearn_speed import relearn_speed
+
+        key = self.key("relearn_speed", config, targets)
+        if key not in self._relearned:
+            self._relearned[key] = [relearn_speed(model, targets, config) for model in (self.oracle, *self.peers)]
+        return self._relearned[key]

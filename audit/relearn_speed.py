@@ -13,8 +13,8 @@ last-MLP GradDiff 0.06, head-only fine-tune 0.09, an output penalty 0.00 — its
 
 `relearn_speed` fine-tunes a copy (audit/relearn.py `fine_tuned_copy`, hooks kept, the handle untouched) for a few
 steps on every target's rewrite prompt with its true answer and returns each target's p_true afterwards;
-`split_means` averages it over the targets a verdict set calls erased and suppressed; `verdict_check` does both
-for an audited model beside its never-taught references (the audit stage's `audit.relearn_check_steps`).
+`split_means` averages it over the targets a verdict set calls erased and suppressed; `verdict_check` splits the
+audited model's and its never-taught references' (the audit stage's `audit.relearn_check_steps`).
 """
 
 from __future__ import annotations
@@ -56,11 +56,12 @@ def split_means(speeds: Mapping[int, float], verdicts: Mapping[int, str]) -> dic
     return out
 
 
-def verdict_check(edited: Any, references: Mapping[str, Any], targets: Sequence[Fact], verdicts: Mapping[int, str],
-                  config: RelearnSpeedConfig = RelearnSpeedConfig()) -> dict[str, dict[str, float | None]]:
-    """Per model ("edited" and each of `references` by name: the oracle, the peers), the mean relearned p_true over
-    the targets `verdicts` calls erased and over those it calls suppressed, with the counts ("n:erased", ...)."""
+def verdict_check(edited: Any, references: Mapping[str, Mapping[int, float]], targets: Sequence[Fact],
+                  verdicts: Mapping[int, str], config: RelearnSpeedConfig = RelearnSpeedConfig()
+                  ) -> dict[str, dict[str, float | None]]:
+    """Per model ("edited", relearned here, and each of `references` by name: the never-taught models' relearned
+    p_true per target, `relearn_speed` on the same targets with the same config), the mean relearned p_true over the
+    targets `verdicts` calls erased and over those it calls suppressed, with the counts ("n:erased", ...)."""
     counts = {f"n:{v}": float(sum(1 for x in verdicts.values() if x == v)) for v in ("erased", "suppressed")}
-    models = {"edited": edited, **references}
-    return {name: {**split_means(relearn_speed(handle, targets, config), verdicts), **counts}
-            for name, handle in models.items()}
+    speeds = {"edited": relearn_speed(edited, targets, config), **references}
+    return {name: {**split_means(per_target, verdicts), **counts} for name, per_target in speeds.items()}

@@ -159,11 +159,12 @@ def audit_edit(config: RunConfig, edit: EditConfig, run_dir: RunDir, *, base: Mo
     if oracle is not None and config.audit.relearn_check_steps:
         from audit.relearn_speed import RelearnSpeedConfig, verdict_check
 
-        with timed(record.timings, "relearn_check"):
-            relearn_check = verdict_check(
-                edited, {config.audit.reference: oracle, **dict(zip(config.audit.peers, peers))}, targets,
-                {t.case_id: t.verdict for t in verdicts.targets},
-                RelearnSpeedConfig(steps=config.audit.relearn_check_steps, seed=config.seed))
+        settings = RelearnSpeedConfig(steps=config.audit.relearn_check_steps, seed=config.seed)
+        with timed(record.timings, "relearn_check"):  # the never-taught models' relearning is shared by every edit
+            names = [config.audit.reference, *config.audit.peers]
+            never_taught = dict(zip(names, references.relearn_speeds(targets, settings)))
+            relearn_check = verdict_check(edited, never_taught, targets,
+                                          {t.case_id: t.verdict for t in verdicts.targets}, settings)
     sampled_retain = sample_facts(retain, config.audit.max_retain, config.seed)
     texts = heldout_texts(seed=config.seed)
     with timed(record.timings, "collateral"):

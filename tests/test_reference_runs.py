@@ -93,3 +93,19 @@ def test_an_oracle_run_of_another_attack_is_refused(models):
     oracle = run_attack("base_lens", models["base"], models["oracle"], facts)
     with pytest.raises(ValueError, match="cannot nest an oracle run of base_lens in a run of logit_lens"):
         nest_oracle(edited, oracle)
+
+
+def test_the_never_taught_models_relearn_once_per_settings_and_targets(models, monkeypatch):
+    import audit.relearn_speed
+    from audit.relearn_speed import RelearnSpeedConfig
+
+    calls = []
+    real = audit.relearn_speed.relearn_speed
+    monkeypatch.setattr(audit.relearn_speed, "relearn_speed", lambda m, *a: calls.append(m.name) or real(m, *a))
+    references = ReferenceRuns(models["oracle"], [models["peer"]])
+    facts, settings = tiny_facts(), RelearnSpeedConfig(steps=2, lr=1e-2, batch_size=3)
+    first = references.relearn_speeds(facts, settings)
+    assert calls == ["oracle", "peer"] and [sorted(s) for s in first] == [[0, 1, 2]] * 2
+    assert references.relearn_speeds(facts, settings) is first and calls == ["oracle", "peer"]  # a second edit
+    references.relearn_speeds(facts, RelearnSpeedConfig(steps=3, lr=1e-2, batch_size=3))
+    assert calls == ["oracle", "peer"] * 2  # other settings relearn again

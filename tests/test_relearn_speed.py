@@ -35,9 +35,11 @@ def test_verdict_check_gives_every_model_its_means_by_verdict_and_the_counts():
     handle, other = tiny_handle("gpt2"), tiny_handle("gpt2")
     facts = tiny_facts()
     settings = RelearnSpeedConfig(steps=2, lr=1e-2, batch_size=3)
-    check = verdict_check(handle, {"oracle": other}, facts, {0: "erased", 1: "suppressed", 2: "intact"}, settings)
+    oracle = relearn_speed(other, facts, settings)
+    check = verdict_check(handle, {"oracle": oracle}, facts, {0: "erased", 1: "suppressed", 2: "intact"}, settings)
     assert set(check) == {"edited", "oracle"}
     assert check["edited"]["n:erased"] == check["edited"]["n:suppressed"] == 1.0
+    assert check["oracle"]["erased"] == oracle[0] and check["oracle"]["suppressed"] == oracle[1]
     alone = relearn_speed(handle, facts, settings)
     assert check["edited"]["erased"] == pytest.approx(alone[0])  # seeded: the same copy relearns the same
     assert check["edited"]["suppressed"] == pytest.approx(alone[1])

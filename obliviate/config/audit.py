@@ -52,7 +52,8 @@ class AuditConfig:
     targets themselves for this many steps, and the record gives each one's mean p_true over the targets called
     erased and over those called suppressed (`relearn_check`; audit/relearn_speed.py) — a check from outside the
     attacks, one-sided: targets that relearn faster than on the never-taught models are still held. 0 (default)
-    skips it; the demo's config sets 6 (1.2 s per edit there, for three models)."""
+    skips it; the demo's config sets 6 (1.0 s for its first edit, three models; 0.35 s for the next, as the
+    never-taught models' relearning is shared by every edit)."""
     max_retain: int | None = None
     """Retain facts scored by the collateral and representation measurements: a seeded sample of this many (None =
     all). Both score every retain fact otherwise, the largest cost of a run with few targets."""
