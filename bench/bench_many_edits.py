@@ -46,6 +46,7 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, fields, replace
 from pathlib import Path
@@ -82,9 +83,10 @@ def split_unedited(facts: Sequence, n_unedited: int, whole_subjects: bool) -> tu
     least `n_unedited` (then no editable fact shares a subject with an unedited one)."""
     if not whole_subjects:
         return list(facts[:len(facts) - n_unedited]), list(facts[len(facts) - n_unedited:])
+    per_subject = Counter(f.subject for f in facts)
     held: set = set()
     for fact in reversed(facts):
-        if sum(f.subject in held for f in facts) >= n_unedited:
+        if sum(per_subject[s] for s in held) >= n_unedited:
             break
         held.add(fact.subject)
     return [f for f in facts if f.subject not in held], [f for f in facts if f.subject in held]
