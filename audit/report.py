@@ -35,6 +35,7 @@ import json
 import math
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -200,28 +201,12 @@ def _before_after(base: Any, edited: Any, digits: int = 1) -> str:
     return f"{_fmt(base, digits)} → {_fmt(edited, digits)}"
 
 
-def _same_relation(rows: Sequence[Mapping[str, Any]]) -> bool:
-    """Whether any row has same-relation neighbours (the column is left out otherwise, as in the world's runs)."""
-    return any(row["ns_same_relation"] is not None for row in rows)
-
-
-def _searched(rows: Sequence[Mapping[str, Any]]) -> bool:
-    """Whether any row has an operating-point search (the knob / value / status columns are left out otherwise)."""
-    return any(row["operating_point"] for row in rows)
-
-
 def _search_cells(row: Mapping[str, Any]) -> list[str]:
     """Knob, value reached (or the best point's) and status; dashes for a row without a search."""
     found = row["operating_point"]
     if not found:
         return ["–"] * 3
     return [knob_name(found) or "–", format_value((found.get("chosen") or {}).get("value")), status_text(found)]
-
-
-def _relearned(rows: Sequence[Mapping[str, Any]]) -> bool:
-    """Whether any row has the audit's relearning check (`audit.relearn_check_steps`; the column is left out
-    otherwise)."""
-    return any(row["relearn_check"] for row in rows)
 
 
 def _relearn_cell(row: Mapping[str, Any]) -> str:
@@ -247,52 +232,65 @@ def _verdict_cell(row: Mapping[str, Any], verdict: str) -> str:
     return _fmt(row[verdict]) + (f" (oracle {also})" if verdict == "intact" and also else "")
 
 
-def _table_cells(row: Mapping[str, Any], attacks: Sequence[str], same_relation: bool = False,
-                 searched: bool = False, relearned: bool = False) -> list[str]:
-    cells = [row["run"], row["method"], *(_search_cells(row) if searched else []),
-             *(_verdict_cell(row, v) for v in VERDICTS)]
-    for attack in attacks:
-        value = row["recovery"].get(attack)
-        oracle = row["recovery_oracle"].get(attack)
-        cells.append(_fmt(value) + (f" ({_fmt(oracle)})" if oracle is not None else ""))
-    base, delta = row["ppl_base"], row["ppl_delta"]
-    relative = 100 * delta / base if base and delta is not None else None  # the issues' targets are relative
-    cells += [_fmt(row["forget_recall"]), _fmt(row["retain_recall"]), _fmt(relative, 1, signed=True),
-              _before_after(row["ns_base"], row["ns"])]
-    cells += [_before_after(row["ns_same_relation_base"], row["ns_same_relation"])] if same_relation else []
-    return cells + ([_relearn_cell(row)] if relearned else [])
+@dataclass(frozen=True)
+class _Columns:
+    """The table's attack columns and which optional columns it has: each is left out where no row recorded it."""
 
+    attacks: tuple[str, ...]
+    same_relation: bool
+    """Same-relation neighbours' NS (absent in the world's runs, whose neighbours share the answer)."""
+    searched: bool
+    """Knob / value / status of an operating-point search."""
+    relearned: bool
+    """The audit's relearning check (`audit.relearn_check_steps`)."""
 
-def _headers(attacks: Sequence[str], same_relation: bool = False, searched: bool = False,
-             relearned: bool = False) -> list[str]:
-    return ["run", "method", *(["knob", "value", "status"] if searched else []), *VERDICTS,
-            *(f"{a} recovery" for a in attacks), "forget recall", "retain recall", "Δ perplexity %",
-            "NS % (base → edited)", *(["NS same-relation % (base → edited)"] if same_relation else []),
-            *(["relearned p_true: suppressed / erased (never-taught)"] if relearned else [])]
+    @classmethod
+    def of(cls, rows: Sequence[Mapping[str, Any]]) -> _Columns:
+        return cls(attacks=tuple(_attacks(rows)),
+                   same_relation=any(row["ns_same_relation"] is not None for row in rows),
+                   searched=any(row["operating_point"] for row in rows),
+                   relearned=any(row["relearn_check"] for row in rows))
+
+    def headers(self) -> list[str]:
+        return ["run", "method", *(["knob", "value", "status"] if self.searched else []), *VERDICTS,
+                *(f"{a} recovery" for a in self.attacks), "forget recall", "retain recall", "Δ perplexity %",
+                "NS % (base → edited)", *(["NS same-relation % (base → edited)"] if self.same_relation else []),
+                *(["relearned p_true: suppressed / erased (never-taught)"] if self.relearned else [])]
+
+    def cells(self, row: Mapping[str, Any]) -> list[str]:
+        cells = [row["run"], row["method"], *(_search_cells(row) if self.searched else []),
+                 *(_verdict_cell(row, v) for v in VERDICTS)]
+        for attack in self.attacks:
+            value = row["recovery"].get(attack)
+            oracle = row["recovery_oracle"].get(attack)
+            cells.append(_fmt(value) + (f" ({_fmt(oracle)})" if oracle is not None else ""))
+        base, delta = row["ppl_base"], row["ppl_delta"]
+        relative = 100 * delta / base if base and delta is not None else None  # the issues' targets are relative
+        cells += [_fmt(row["forget_recall"]), _fmt(row["retain_recall"]), _fmt(relative, 1, signed=True),
+                  _before_after(row["ns_base"], row["ns"])]
+        cells += [_before_after(row["ns_same_relation_base"], row["ns_same_relation"])] if self.same_relation else []
+        return cells + ([_relearn_cell(row)] if self.relearned else [])
 
 
 def markdown_table(runs: Sequence[Mapping[str, Any]]) -> str:
     """The comparison table as GitHub markdown (for the README)."""
     rows = method_rows(runs)
-    attacks, same_relation = _attacks(rows), _same_relation(rows)
-    searched, relearned = _searched(rows), _relearned(rows)
-    headers = _headers(attacks, same_relation, searched, relearned)
+    columns = _Columns.of(rows)
+    headers = columns.headers()
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(_table_cells(row, attacks, same_relation, searched, relearned)) + " |"
-              for row in rows]
+    lines += ["| " + " | ".join(columns.cells(row)) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
-def _html_table(rows: Sequence[Mapping[str, Any]], attacks: Sequence[str]) -> str:
-    same_relation, searched, relearned = _same_relation(rows), _searched(rows), _relearned(rows)
-    headers = _headers(attacks, same_relation, searched, relearned)
+def _html_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    columns = _Columns.of(rows)
+    headers = columns.headers()
     text = {"run", "method", "knob", "status"}  # left-aligned: words, not figures
     head = "".join(f'<th class="{"l" if h in text else ""}">{html.escape(h)}</th>' for h in headers)
     body = []
     for row in rows:
-        cells = _table_cells(row, attacks, same_relation, searched, relearned)
         body.append("<tr>" + "".join(f'<td class="{"l" if h in text else ""}">{html.escape(c)}</td>'
-                                     for h, c in zip(headers, cells)) + "</tr>")
+                                     for h, c in zip(headers, columns.cells(row))) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
@@ -430,7 +428,6 @@ def write_report(runs: Sequence[Mapping[str, Any]], out_dir: str | Path, *, titl
     plots = out_dir / PLOTS_DIR
     plots.mkdir(parents=True, exist_ok=True)
     rows = method_rows(runs)
-    attacks = _attacks(rows)
     figures: list[tuple[str, Path | None]] = [
         ("Mean recovered score per attack; dashed: the oracle under the same attack.",
          plot_recovery(rows, plots / "recovery.png")),
@@ -452,7 +449,7 @@ def write_report(runs: Sequence[Mapping[str, Any]], out_dir: str | Path, *, titl
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
     parts.append("<h2>Comparison</h2>")
     if rows:
-        parts.append(_html_table(rows, attacks))
+        parts.append(_html_table(rows))
         parts.append("<p class='note'>Verdicts per target: <b>erased</b> (no attack recovers it beyond the oracle "
                      "under the same attack), <b>suppressed</b> (some attack does, by more than its margin), "
                      "<b>intact</b> (still top-1; \"(oracle n)\": n of them the never-learned oracle answers "
@@ -468,7 +465,7 @@ def write_report(runs: Sequence[Mapping[str, Any]], out_dir: str | Path, *, titl
         if margins:
             parts.append("<p class='note'>Margins: " + ", ".join(f"{html.escape(a)} {m:.3f}"
                                                                    for a, m in margins.items()) + "</p>")
-        if _searched(rows):
+        if _Columns.of(rows).searched:
             parts.append("<p class='note'>Knob, value, status: the edit stage searched each method's strength "
                          "knob for the weakest value whose forget recall meets the target within the retain "
                          "budget; value is the one it reached. A method that <b>does not reach</b> was edited and "
