@@ -24,8 +24,12 @@ demo: setup
 	$(VENV)/bin/obliviate run configs/world-demo.yaml --out runs/world-demo
 	$(VENV)/bin/obliviate compare runs/world-demo --out runs/world-demo/report
 
+# One worker per core (at most 8), one torch thread each: most tests are too small for a second thread to help, so two
+# workers on 2 cores finish sooner than one with two threads. A file stays on one worker (its module fixtures); the
+# notebooks, the longest files, go first so that no worker is left with one at the end.
 test: setup
-	HF_HUB_OFFLINE=1 $(PY) -m pytest --nbmake tests notebooks $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --maxprocesses 8 --dist loadfile --nbmake notebooks tests \
+		$(PYTEST_ARGS)
 
 bench: setup
 	$(PY) bench/run_all.py
