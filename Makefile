@@ -25,10 +25,10 @@ demo: setup
 	$(VENV)/bin/obliviate compare runs/world-demo --out runs/world-demo/report
 
 # One worker per core (at most 8), one torch thread each: most tests are too small for a second thread to help, so two
-# workers on 2 cores finish sooner than one with two threads. A file stays on one worker (its module fixtures); the
-# notebooks, the longest files, go first so that no worker is left with one at the end.
+# workers on 2 cores finish sooner than one with two threads (README, Tests). A file stays on one worker (its module
+# fixtures); pytest-xdist hands out the files with the most tests first, so the notebooks run last, two at a time.
 test: setup
-	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --maxprocesses 8 --dist loadfile --nbmake notebooks tests \
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --maxprocesses 8 --dist loadfile --nbmake tests notebooks \
 		$(PYTEST_ARGS)
 
 bench: setup
