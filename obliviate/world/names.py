@@ -12,6 +12,7 @@ The tokenizer keeps each syllable a token (see tokenizer.py), so a subject spans
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 # Heads open a name word (capitalised), tails close it. Letter patterns chosen to be rare in English text.
@@ -57,3 +58,13 @@ def name_pieces(names: list[Name]) -> dict[str, list[str]]:
         for word, syllables in name.words.items():
             pieces[word] = list(syllables)
     return dict(sorted(pieces.items()))
+
+
+def unused_names(taken: Sequence[str], n: int, rng: random.Random) -> list[str]:
+    """`n` names of the world's form whose surnames no subject in `taken` has: subjects a world model never saw
+    (locate/subject_ablation.py's reference for "unknown")."""
+    surnames = {name.split()[-1] for name in taken}
+    free = [h + t for h in SURNAME_HEADS for t in SURNAME_TAILS if h + t not in surnames]
+    if n > len(free):
+        raise ValueError(f"{n} unused names asked for; only {len(free)} surnames are free of the {len(taken)} taken.")
+    return [f"{rng.choice(GIVEN_HEADS)}{rng.choice(GIVEN_TAILS)} {surname}" for surname in rng.sample(free, n)]
