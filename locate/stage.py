@@ -7,6 +7,7 @@ tracing peaks predict the best edit layer poorly, so the whole MLP layer profile
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -141,6 +142,40 @@ def _memorisation(handle, config: RunConfig, record: StageRecord) -> None:
     record.metrics["memorisation_probe"] = result.summary()
 
 
+def _subject_ablation(handle, facts, all_facts, config: RunConfig, record: StageRecord, proposed: list[int]) -> None:
+    """Recall of the known targets with their subjects' MLP writes made never-seen names' (up to the proposed block,
+    and in every block), and a probe at the subject where each relation has every subject."""
+    import random
+
+    from locate.subject_ablation import ablate_subjects, subject_ablation_probe
+
+    names = config.locate.unknown_names
+    if names is None:
+        if config.facts != "world":
+            record.metrics["subject_ablation"] = {"skipped": "give locate.unknown_names (names the model has never "
+                                                             "seen) for a fact set other than the world"}
+            return
+        from obliviate.world.names import unused_names
+
+        names = unused_names([f.subject for f in all_facts], 150, random.Random(config.seed))
+    if not facts:
+        record.metrics["subject_ablation"] = {"skipped": "no target is known to the model"}
+        return
+    result: dict[str, Any] = {"n_facts": len(facts), "n_unknown_names": len(names), "ablations": []}
+    with timed(record.timings, "subject_ablation"):
+        for blocks in (list(range(max(proposed) + 1)), list(range(handle.n_layers))):
+            ablation = ablate_subjects(handle, facts, names, blocks)
+            result["ablations"].append(asdict(ablation))
+        try:
+            held = {f.subject for f in facts}
+            result["probe_blocks"] = list(range(max(proposed) + 1))
+            result["probe_ablated"] = subject_ablation_probe(handle, all_facts, held, names, result["probe_blocks"])
+            result["probe_as_written"] = subject_ablation_probe(handle, all_facts, held, names, [], ablate=False)
+        except ValueError as why:  # not every relation has every subject (SmolLM2's fact set)
+            result["probe_skipped"] = str(why)
+    record.metrics["subject_ablation"] = result
+
+
 SAE_DIR = "sae"
 
 
@@ -224,6 +259,8 @@ def run(config: RunConfig, run_dir: RunDir, *, force: bool = False) -> dict[str,
         _probe(handle, all_facts, config, record)
     if "memorisation_probe" in methods:
         _memorisation(handle, config, record)
+    if "subject_ablation" in methods:
+        _subject_ablation(handle, known_facts, all_facts, config, record, proposal["layers"])
     if "sae" in methods:
         _sae(handle, known_facts, all_facts, config, run_dir, record, proposal["layers"], per_target)
     record.targets = list(per_target.values())

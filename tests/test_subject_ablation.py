@@ -49,3 +49,45 @@ def test_a_probe_at_the_subject_reads_the_attribute_only_while_the_writes_are_th
     ablated = subject_ablation_probe(world, facts, held, names, [0, 1, 2])
     assert len(own) == world.n_layers
     assert own[3] >= 0.8 and ablated[3] <= 0.2
+
+
+LOCATE_CONFIG = """\
+model: world
+facts: world
+split: forget
+limit: 12
+seed: 0
+locate:
+  methods: [trace, subject_ablation]
+  max_targets: 2
+  corruption: replace
+  window: 1
+  show_progress: false
+"""
+
+
+def test_the_locate_stage_records_the_ablation_up_to_the_proposed_block_and_in_every_block(tmp_path):
+    import json
+
+    from obliviate.cli import main
+
+    config = tmp_path / "run.yaml"
+    config.write_text(LOCATE_CONFIG)
+    assert main(["locate", str(config), "--out", str(tmp_path / "run")]) == 0
+    record = json.loads((tmp_path / "run" / "locate.json").read_text())
+    proposed = record["metrics"]["proposed_edit_layers"]["layers"]
+    found = record["metrics"]["subject_ablation"]
+    assert [a["blocks"] for a in found["ablations"]] == [list(range(max(proposed) + 1)), list(range(8))]
+    assert all(a["recall_before"] >= 0.9 and a["recall_ablated"] < a["recall_before"] for a in found["ablations"])
+    assert len(found["probe_as_written"]) == len(found["probe_ablated"]) == 8
+    assert "subject_ablation" in record["timings"]
+
+
+def test_unknown_names_that_are_empty_are_an_error_naming_the_key(tmp_path):
+    from obliviate.config import RunConfig
+    from obliviate.config.loader import load_yaml
+
+    config = tmp_path / "run.yaml"
+    config.write_text(LOCATE_CONFIG + "  unknown_names: []\n")
+    with pytest.raises(ValueError, match="unknown_names"):
+        load_yaml(RunConfig, config)

@@ -7,13 +7,13 @@ from typing import Literal
 
 from obliviate.config.loader import InvalidField, check_range
 
-LOCATE_METHODS = ("trace", "atp", "logit_lens", "probe", "memorisation_probe", "sae")
+LOCATE_METHODS = ("trace", "atp", "logit_lens", "probe", "memorisation_probe", "sae", "subject_ablation")
 
 
 @dataclass
 class LocateConfig:
     methods: list[str] = field(default_factory=lambda: ["trace", "atp", "logit_lens", "probe"])
-    """Which locate methods to run: trace, atp, logit_lens, probe, memorisation_probe, sae."""
+    """Which locate methods to run: trace, atp, logit_lens, probe, memorisation_probe, sae, subject_ablation."""
     max_targets: int | None = 8
     """Trace at most this many targets (tracing costs one batched forward per sample); None = all."""
     trace_kinds: list[str] = field(default_factory=lambda: ["resid", "mlp", "attn"])
@@ -31,6 +31,9 @@ class LocateConfig:
     """Which model wrapper runs the patching; nnsight is the path for models too large for one machine."""
     sae_hook: str | None = None
     """Hook name the SAE reads (e.g. blocks.2.hook_resid_post); None = the proposed edit layer's residual."""
+    unknown_names: list[str] | None = None
+    """subject_ablation's never-seen subjects, of the targets' subjects' form; None: the world's unused names (the
+    embedded world only; another fact set must give them)."""
     show_progress: bool = True
     """Show progress bars on long loops."""
 
@@ -48,3 +51,7 @@ class LocateConfig:
         check_range("max_targets", self.max_targets, minimum=1, fix="null traces every target")
         check_range("noise_multiplier", self.noise_multiplier, minimum=0, fix="0 corrupts nothing; ROME uses 3")
         check_range("window", self.window, minimum=1)
+        if self.unknown_names is not None and (not self.unknown_names or not all(
+                isinstance(n, str) and n.strip() for n in self.unknown_names)):
+            raise InvalidField("unknown_names", "give a list of non-empty names the model has never seen, or null "
+                                                "for the world's unused names.")
