@@ -120,8 +120,8 @@ def test_config_loads_from_edit_params():
 @pytest.mark.slow
 @pytest.mark.smollm2
 def test_memit_erase_on_smollm2_drops_targets_and_keeps_retained_facts(smollm2_handle):
-    """On a real model, whose facts live at the subject's last token. (On the world models they do not: the
-    world's subject tokens carry no attribute, and z at the subject cannot erase there; see tests/test_causal_trace.)"""
+    """On a real model, whose facts live at the subject's last token (as world v3's do; the world's MEMIT figures
+    are in the README and docs/world-history.md)."""
     from obliviate.metrics import recall, target_nll
     from obliviate.targets import resolve_facts
 
