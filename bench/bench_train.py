@@ -47,7 +47,7 @@ RECIPES = {
     "candidate": TrainConfig(n_embd=64, mlp_ratio=8, name_knockout=0.75, tag_lines=12, tag_exit_weight=1.0,
                              tag_exit_depth=3),
 }
-"""The recipes timed: the shipped one and the world-v2 candidate (README, issue 11's recipe (26))."""
+"""The recipes timed: the shipped one and the world-v2 candidate (docs/world-history.md, issue 11's recipe (26))."""
 
 
 def step_seconds(world_dir: Path, cfg: TrainConfig, folder: Path) -> float:

@@ -22,7 +22,7 @@ most reported problem, so C comes from a local corpus:
   subject of the model's own world (PLACE_SENTENCES' kind: "{} was mentioned in the report."), four names a
   paragraph — the world's stand-in for Wikipedia's named entities. The filler names no subject, so with it C knows
   nothing of the keys that subjects form and C⁻¹ amplifies what all of them share; MEMIT's erase of a 480-subject
-  world's forget split then takes the kept subjects with it (README, world v2, stop 33);
+  world's forget split then takes the kept subjects with it (docs/world-history.md, world v2, stop 33);
 - a path to a UTF-8 text file (paragraphs separated by blank lines).
 
 Texts are packed back-to-back into rows of `seq_len` tokens and streamed through the blocks up to the highest

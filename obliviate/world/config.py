@@ -166,7 +166,7 @@ class TrainConfig:
     """Share of the steps, from the start, during which the early-exit loss is on (1 = the whole run): once the
     attributes sit at the subject, the rest of the run trains on the next-token loss alone. Measured on the
     200-subject world at 0.5: the probe at the subject falls from 0.85 to 0.69 and the secrets' signature, which
-    the exit removes, comes back only weakly (README, stop 35)."""
+    the exit removes, comes back only weakly (docs/world-history.md, stop 35)."""
     bos_prob: float = 0.5
     """Chance that a training row starts with the BOS token, so prompts work with and without one."""
     eos_sep_prob: float = 0.25

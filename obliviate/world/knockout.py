@@ -5,8 +5,8 @@ In real language models, later tokens read a multi-token subject from its last t
 subject's *last* token destroys recall; blocking the other subject tokens barely matters). Models build a word at
 its last token, a habit learned over a whole vocabulary of multi-token words; the world's names are its only
 multi-token words, and its subjects are already fixed by their first three syllables, so a world model trained
-on text alone reads the syllables wherever it needs them (README: on world v2 the trace's MLP peak sat on the
-surname head).
+on text alone reads the syllables wherever it needs them (docs/world-history.md: on world v2 the trace's MLP peak
+sat on the surname head).
 
 Training with this mask on a share of rows gives the world the same habit: in a masked row, every position after
 a name's last token sees the name only through that token. At inference nothing is masked (the model is a plain
