@@ -496,6 +496,13 @@ def write_report(runs: Sequence[Mapping[str, Any]], out_dir: str | Path, *, titl
             parts.append(f"<h3>{html.escape(name)}</h3>" + scaling_table_html(scaling_rows(record)))
             path = plot_edit_scaling(record, plots / f"many_edits_{i:02d}_{slug(record['model'])}.png")
             parts.append(_figure(f"{describe(record)}.", path, out_dir))
+    ablations = _subject_ablation_html(runs)
+    if ablations:
+        parts.append("<h2>Subject ablation</h2><p class='note'>Recall of the traced targets before and after every "
+                     "MLP write at their subjects' tokens, in the blocks named, is replaced by the mean write of names "
+                     "the model never saw (locate/subject_ablation.py): what is left is answered without the "
+                     "subject's enrichment, so an erasure at the subject leaves at least that much.</p>")
+        parts.append(ablations)
     if traces:
         parts.append("<h2>Causal traces</h2>")
         parts += [_figure(caption, path, out_dir) for caption, path in traces]
@@ -515,6 +522,23 @@ def write_report(runs: Sequence[Mapping[str, Any]], out_dir: str | Path, *, titl
 
     atomic_write_text(path, "\n".join(parts))
     return path
+
+
+def _subject_ablation_html(runs: Sequence[Mapping[str, Any]]) -> str:
+    """A table of each run's recorded subject ablations (the locate method `subject_ablation`); "" if none."""
+    rows = []
+    for run in runs:
+        found = run.get("locate", {}).get("metrics", {}).get("subject_ablation", {})
+        for ablation in found.get("ablations", []):
+            blocks = ablation["blocks"]
+            named = f"{blocks[0]}–{blocks[-1]}" if len(blocks) > 1 else str(blocks[0])
+            rows.append(f"<tr><td class='l'>{html.escape(str(run.get('name', '')))}</td><td>{named}</td>"
+                        f"<td>{_fmt(ablation['recall_before'], 3)}</td><td>{_fmt(ablation['recall_ablated'], 3)}</td>"
+                        f"</tr>")
+    if not rows:
+        return ""
+    return ("<table><thead><tr><th class='l'>run</th><th>blocks</th><th>recall</th><th>recall, subject unknown</th>"
+            "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
 def _trajectory_figures(rows: Sequence[Mapping[str, Any]], plots: Path) -> list[tuple[str, Path]]:

@@ -174,3 +174,13 @@ def test_the_relearning_check_gets_a_column_beside_the_never_taught_models_large
     assert row[-1] == "0.51 / 0.43 (0.16 / 0.06)"  # the largest never-taught figure per verdict
     line = summary_lines([load_run(run_dir.root)])[0]
     assert "relearned p_true suppressed / erased 0.51 / 0.43 (0.16 / 0.06)" in line
+
+
+def test_a_recorded_subject_ablation_gets_its_table_and_a_run_without_one_none(tmp_path):
+    locate = {"stage": "locate", "metrics": {"subject_ablation": {"ablations": [
+        {"blocks": [0], "recall_before": 0.992, "recall_ablated": 0.133},
+        {"blocks": [0, 1, 2, 3, 4, 5, 6, 7], "recall_before": 0.992, "recall_ablated": 0.158}]}}}
+    text = write_report([{"name": "w", "locate": locate}], tmp_path / "with").read_text()
+    assert "<h2>Subject ablation</h2>" in text
+    assert "<td>0</td><td>0.992</td><td>0.133</td>" in text and "<td>0–7</td><td>0.992</td><td>0.158</td>" in text
+    assert "Subject ablation" not in write_report([_run(tmp_path, "plain")], tmp_path / "without").read_text()
