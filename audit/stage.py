@@ -85,20 +85,21 @@ def load_peers(config: RunConfig, base: ModelHandle, oracle: ModelHandle | None)
 
 def null_runs(config: RunConfig, attacks: Sequence[tuple[str, Any]], base: ModelHandle, edited: ModelHandle,
               targets: Sequence, pool: Sequence, context: AttackContext,
-              timings: dict[str, float]) -> dict[str, AttackResult] | None:
+              timings: dict[str, float]) -> dict[str, Any] | None:
     """Without an oracle, unless `audit.without_reference` is absolute: every attack (name, config) run again on the
     edited model with each target's answer replaced by a decoy the model does not give (audit/verdict.py
-    `decoy_facts`); None otherwise."""
+    `decoy_facts`), once per `audit.null_draws` (several draws are read as one `DecoyNull`); None otherwise."""
     from audit.attack_result import run_attack
-    from audit.verdict import decoy_facts
+    from audit.verdict import DecoyNull, decoy_facts
 
     if config.audit.without_reference == "absolute":
         return None
-    decoys = decoy_facts(targets, pool, config.seed, edited)
+    draws = [decoy_facts(targets, pool, config.seed + j, edited) for j in range(config.audit.null_draws)]
     runs = {}
     for name, cfg in attacks:
         with timed(timings, f"null:{name}"):
-            runs[name] = run_attack(name, base, edited, decoys, cfg, context)
+            per_draw = tuple(run_attack(name, base, edited, decoys, cfg, context) for decoys in draws)
+        runs[name] = per_draw[0] if len(per_draw) == 1 else DecoyNull(name, per_draw)
     return runs
 
 
@@ -224,6 +225,8 @@ def calibrate_command(argv: Sequence[str] = ()) -> int:
     parser.add_argument("--attacks", default=None,
                         help="With --zoo: comma-separated registered attack names (default: the zoo's seven; add "
                              "heldout_relearn, say, to see what it catches alone and together).")
+    parser.add_argument("--null-draws", type=int, default=None,
+                        help="With --zoo: draws of decoys for the no-oracle null, read as one (default 2; README).")
     args = parser.parse_args(list(argv))
     start = time.perf_counter()
     if args.zoo:
@@ -232,15 +235,18 @@ def calibrate_command(argv: Sequence[str] = ()) -> int:
         def listed(text: str | None) -> tuple[str, ...] | None:
             return tuple(n.strip() for n in text.split(",") if n.strip()) if text else None
 
-        attacks = {"attacks": listed(args.attacks)} if args.attacks else {}
-        zoo = calibrate_zoo(config=ZooConfig(constructions=listed(args.constructions), show_progress=True, **attacks))
+        options = {"attacks": listed(args.attacks)} if args.attacks else {}
+        if args.null_draws is not None:
+            options["null_draws"] = args.null_draws
+        zoo = calibrate_zoo(config=ZooConfig(constructions=listed(args.constructions), show_progress=True, **options))
         print(zoo.summary())
         passed = zoo.passed()
         print(f"zoo calibration {'passed' if passed else 'FAILED'} (≥ 95% per construction with the oracle, ≥ 90% "
               f"without) in {time.perf_counter() - start:.1f} s")
         return 0 if passed else 1
-    if args.constructions or args.attacks:
-        parser.error(f"{'--constructions' if args.constructions else '--attacks'} needs --zoo")
+    if args.constructions or args.attacks or args.null_draws is not None:
+        parser.error(f"{'--constructions' if args.constructions else '--attacks' if args.attacks else '--null-draws'} "
+                     "needs --zoo")
     from audit.calibrate import CalibrationConfig, calibrate
 
     result = calibrate(config=CalibrationConfig(show_progress=True))

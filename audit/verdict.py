@@ -96,7 +96,8 @@ difficulty, and on a model that holds neither answer d has mean 0. Stage one is 
 the unanswered targets at each attack × site (its spread estimated from d itself, so no second model is needed);
 stage two, where it opens, calls a target suppressed when d_c beats √2 × the decoys' spread over targets (floored
 at `margin`). On the zoo it lifts DPO against the true answer (every weight moved a little) from 0.725 to 0.900
-without an oracle (one draw of decoys; 0.775-0.900 over four, README).
+without an oracle (one draw of decoys; 0.775-0.900 over four, README). Several draws of decoys (`DecoyNull`) are
+read as one: each target against the mean of its decoys in the pooled stage, every single decoy in the quantile.
 """
 
 from __future__ import annotations
@@ -119,6 +120,54 @@ class AttackScores(Protocol):
     attack: str
     recovered: Mapping[int, float]
     """case_id → recovered score in [0, 1]."""
+
+
+@dataclass(frozen=True)
+class DecoyNull:
+    """Several null runs of one attack (decoy draws with different seeds), read as one null.
+
+    Each draw scores an independent decoy on every target's prompt. The pooled stage pairs a target's true-answer
+    score with the *mean* of its decoys' (`recovered`, `sites`), whose spread is √(1 + 1/k) that of one unheld answer
+    against another instead of √2; the per-target quantile reads the distribution of *single* decoy scores
+    (`single_scores`), since the score it is compared with is a single answer's."""
+
+    attack: str
+    draws: tuple[AttackScores, ...]
+
+    def __post_init__(self) -> None:
+        if not self.draws:
+            raise ValueError("DecoyNull needs at least one null run.")
+
+    @property
+    def n_draws(self) -> int:
+        return len(self.draws)
+
+    @property
+    def recovered(self) -> dict[int, float]:
+        return _mean_over_draws([d.recovered for d in self.draws])
+
+    @property
+    def sites(self) -> dict[str, dict[int, float]]:
+        per_draw = [_sites(d) for d in self.draws]
+        return {site: _mean_over_draws([s.get(site, {}) for s in per_draw]) for site in per_draw[0]}
+
+    def single_scores(self, site: str | None = None, cases: Sequence[int] | None = None) -> list[float]:
+        """Every draw's finite score at `site` (None: the headline), over `cases` (None: all)."""
+        out = []
+        for draw in self.draws:
+            scores = draw.recovered if site is None else _sites(draw).get(site, {})
+            out += [float(v) for c, v in scores.items() if (cases is None or c in cases) and _finite(v)]
+        return out
+
+
+def _mean_over_draws(per_draw: Sequence[Mapping[int, float]]) -> dict[int, float]:
+    """Per case, the mean of its finite scores over the draws (cases no draw scored are left out)."""
+    values: dict[int, list[float]] = {}
+    for scores in per_draw:
+        for case, value in scores.items():
+            if _finite(value):
+                values.setdefault(case, []).append(float(value))
+    return {case: float(np.mean(v)) for case, v in values.items()}
 
 
 @dataclass(frozen=True)
@@ -435,7 +484,9 @@ def null_site_thresholds(edited: AttackScores, null_run: "AttackScores | Sequenc
     level = config.null_quantile ** (1.0 / len(shared)) if shared else config.null_quantile
     out = {}
     for site in shared:
-        threshold = float(np.quantile([float(v) for v in theirs[site].values() if _finite(v)], level))
+        values = null_run.single_scores(site) if isinstance(null_run, DecoyNull) else \
+            [float(v) for v in theirs[site].values() if _finite(v)]
+        threshold = float(np.quantile(values, level))
         out[site] = {c: threshold for c in case_ids}
     return out
 
@@ -503,16 +554,17 @@ def pooled_null_stage(verdicts: list[TargetVerdict], case_ids: Sequence[int], ed
     the null's spread over targets is the spread of the difference between two unheld answers, the no-oracle
     stand-in for the peers' paired spread. A null given as plain scores (no run, so no pairing) adds nothing."""
     live = [v.case_id for v in verdicts if v.verdict != "intact"]
-    pairs = []  # (attack, site, edited scores, decoy scores)
+    pairs = []  # (attack, site, edited scores, decoy scores, the null run)
     for run in edited:
         given = null.get(run.attack)
         if not hasattr(given, "recovered"):
             continue
         theirs = _pairs(given)
-        pairs.extend((run.attack, site, scores, theirs[site]) for site, scores in _pairs(run).items() if site in theirs)
+        pairs.extend((run.attack, site, scores, theirs[site], given) for site, scores in _pairs(run).items()
+                     if site in theirs)
     factor = corrected_z(config.pooled_z, len(pairs))
     opened, flagged = [], {}
-    for attack, site, scores, decoys in pairs:
+    for attack, site, scores, decoys, given in pairs:
         cases = [c for c in live if _finite(scores.get(c)) and _finite(decoys.get(c))]
         if len(cases) < 3:
             continue
@@ -520,7 +572,7 @@ def pooled_null_stage(verdicts: list[TargetVerdict], case_ids: Sequence[int], ed
         stderr = float(diff.std(ddof=1)) / math.sqrt(len(cases))
         if float(diff.mean()) <= factor * stderr:  # identical differences (stderr 0) open when positive
             continue
-        spread = math.sqrt(2.0) * float(np.std([decoys[c] for c in cases], ddof=1))
+        spread = _pair_spread(given, site, cases, decoys)
         opened.append({"attack": attack, "site": site, "mean_excess": float(diff.mean()), "gate": factor * stderr,
                        "spread": spread, "n_targets": len(cases), "reference": "decoy"})
         _flag_site(flagged, attack, site, cases, scores, decoys, diff, max(config.margin, config.pooled_k * spread))
@@ -531,6 +583,16 @@ def pooled_null_stage(verdicts: list[TargetVerdict], case_ids: Sequence[int], ed
                 f"answers), at a site where the {f.n} unanswered targets' true answers beat their decoys by "
                 f"{f.mean:+.3f} on average (pooled stage, no oracle)")
     return _flag_suppressed(verdicts, flagged, reason), opened
+
+
+def _pair_spread(given: AttackScores, site: str | None, cases: Sequence[int], decoys: Mapping[int, float]) -> float:
+    """The spread of (one unheld answer − the null's reference) on a never-taught model: √2 × the decoys' spread
+    over targets for one draw, √(1 + 1/k) × one decoy's spread for the mean of k draws (`DecoyNull`)."""
+    if isinstance(given, DecoyNull) and given.n_draws > 1:
+        chosen = set(cases)
+        one = float(np.std(given.single_scores(site, chosen), ddof=1))
+        return math.sqrt(1.0 + 1.0 / given.n_draws) * one
+    return math.sqrt(2.0) * float(np.std([decoys[c] for c in cases], ddof=1))
 
 
 class _Flag(NamedTuple):
@@ -601,7 +663,10 @@ def _references(case_ids: Sequence[int], edited: Sequence[AttackScores], oracle:
         level = null_level(config, len(names))
         for name in names:
             given = null.get(name, ())
-            scores = [s for s in (given.recovered.values() if hasattr(given, "recovered") else given) if _finite(s)]
+            if isinstance(given, DecoyNull):  # the quantile of single decoys: the true answer's score is a single one
+                scores = given.single_scores()
+            else:
+                scores = [s for s in (given.recovered.values() if hasattr(given, "recovered") else given) if _finite(s)]
             if not scores:
                 raise ValueError(f"judge: no null scores for attack {name!r}; give them or use no null at all.")
             reference[name] = {c: float(np.quantile(scores, level)) for c in case_ids}

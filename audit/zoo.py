@@ -44,8 +44,8 @@ from typing import Any, Literal
 import torch
 
 from audit.calibrate import FAST_PROBE
-from audit.verdict import (VERDICTS, AttackScores, NullAnswers, VerdictConfig, attack_margins, check_null_answers,
-                           judge, null_facts, recalled_targets)
+from audit.verdict import (VERDICTS, AttackScores, DecoyNull, NullAnswers, VerdictConfig, attack_margins,
+                           check_null_answers, judge, null_facts, recalled_targets)
 from obliviate.facts import Fact
 
 Truth = Literal["erased", "suppressed", "intact"]
@@ -94,6 +94,9 @@ class ZooConfig:
     null_answers: NullAnswers = "decoy"
     """The null's answers (audit/verdict.py `null_facts`): "decoy" (another answer of the relation) or
     "counterfactual" (target_new: the answer the DPO builders prefer, so their null is lifted by construction)."""
+    null_draws: int = 2
+    """Draws of decoys for the null (seeds seed … seed + k − 1), read as one (audit/verdict.py `DecoyNull`); the
+    audit stage's default (`audit.null_draws`, where the choice is measured)."""
     relearn_check_steps: int = 6
     """Steps of the relearning-speed check on the suppressions (audit/relearn_speed.py; 0: skip): how fast the
     targets the auditor calls erased / suppressed relearn, beside the oracle and the peer on the same targets."""
@@ -117,6 +120,7 @@ class ZooConfig:
         check_range("steps", self.steps, minimum=1)
         check_range("noise", self.noise, minimum=0)
         check_range("relearn_check_steps", self.relearn_check_steps, minimum=0)
+        check_range("null_draws", self.null_draws, minimum=1)
         check_null_answers(self.null_answers)
 
     def names(self) -> tuple[str, ...]:
@@ -574,8 +578,10 @@ def calibrate_zoo(world=None, oracle=None, facts: Sequence[Fact] | None = None,
     for name, handle in handles.items():
         scores[name] = oracle_scores if handle is oracle else [run[a](world, handle, kept) for a in config.attacks]
         if config.null and not all(recalled[name].values()):  # judge reads the null of unrecalled targets only
-            unheld = null_facts(kept, [*facts, *probe_facts], config.null_answers, config.seed, handle)
-            null[name] = {a: run[a](world, handle, unheld) for a in config.attacks}
+            draws = [null_facts(kept, [*facts, *probe_facts], config.null_answers, config.seed + j, handle)
+                     for j in range(config.null_draws)]
+            runs = {a: tuple(run[a](world, handle, unheld) for unheld in draws) for a in config.attacks}
+            null[name] = {a: r[0] if len(r) == 1 else DecoyNull(a, r) for a, r in runs.items()}
     timings["attacks"] = time.perf_counter() - began
 
     rule = config.verdict

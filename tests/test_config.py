@@ -60,6 +60,8 @@ def test_shipped_configs_load(path):
     ("audit: {without_reference: decoy}\n", "'audit.without_reference'"),
     ("audit: {reference: null, without_reference: counterfactual}\n", "'audit.without_reference'"),
     ("audit: {reference: null, relearn_check_steps: 6}\n", "'audit.relearn_check_steps'"),
+    ("audit: {reference: null, null_draws: 0}\n", "'audit.null_draws'"),
+    ("locate: {unknown_names: []}\n", "'locate.unknown_names'"),
     ("audit: {relearn_check_steps: -1}\n", "'audit.relearn_check_steps'"),
     ("audit: {peers: [world-retain]}\n", r"'audit.peers\[0\]'"),
 ])

@@ -379,3 +379,41 @@ def test_without_an_oracle_the_null_is_read_at_a_level_corrected_for_the_number_
     assert [t.verdict for t in corrected.targets] == ["erased", "suppressed"]
     assert corrected.by_case()[1].attack == "a3"
     assert corrected.by_case()[0].reference == pytest.approx(0.95 ** (1 / 7), abs=1e-9)
+
+
+def test_one_decoy_draw_read_as_a_decoy_null_gives_the_plain_nulls_verdicts():
+    from audit.verdict import DecoyNull
+
+    cases = list(range(40))
+    for seed in range(5):
+        rng = np.random.default_rng(300 + seed)
+        edited, decoys, _ = _lens_family(rng)
+        lifted = [Scores("lens", {c: v + (0.15 if c % 3 == 0 else 0.0) for c, v in edited[0].recovered.items()})]
+        plain = judge(cases, {}, lifted, None, null={"lens": decoys[0]})
+        wrapped = judge(cases, {}, lifted, None, null={"lens": DecoyNull("lens", (decoys[0],))})
+        assert [(t.verdict, t.excess) for t in plain.targets] == [(t.verdict, t.excess) for t in wrapped.targets]
+        assert plain.pooled_sites == wrapped.pooled_sites
+
+
+def test_several_decoy_draws_pair_each_target_with_its_mean_decoy_and_narrow_the_spread_to_sqrt_1_plus_1_over_k():
+    from audit.verdict import DecoyNull
+
+    rng = np.random.default_rng(7)
+    cases = list(range(40))
+    k = 4
+    draws = tuple(Scores("lens", {c: float(0.3 + 0.15 * rng.standard_normal()) for c in cases}) for _ in range(k))
+    null = DecoyNull("lens", draws)
+    assert null.recovered[3] == pytest.approx(np.mean([d.recovered[3] for d in draws]))
+    assert len(null.single_scores()) == k * len(cases)  # the per-target quantile reads single decoys
+    one = np.std(null.single_scores(), ddof=1)
+    # every true answer reads 1.3 single-decoy spreads above its mean decoy: beyond √(1 + 1/4) = 1.12 spreads (and
+    # the 0.10 floor), short of √2 = 1.41: only the k-draw null's threshold lets every target through
+    edited = [Scores("lens", {c: null.recovered[c] + 1.3 * one for c in cases})]
+    several = judge(cases, {}, edited, None, null={"lens": null})
+    single = judge(cases, {}, edited, None, null={"lens": draws[0]})
+    site = several.pooled_sites[0]
+    assert site["spread"] == pytest.approx(np.sqrt(1 + 1 / k) * one)
+    assert several.counts()["suppressed"] == len(cases)
+    assert single.counts()["suppressed"] < len(cases)
+    with pytest.raises(ValueError, match="at least one"):
+        DecoyNull("lens", ())

@@ -207,3 +207,28 @@ def test_a_null_answer_kind_that_does_not_exist_is_refused_naming_the_key():
     for config in (ZooConfig, CalibrationConfig):
         with pytest.raises(InvalidField, match="null_answers.*'decoy' or 'counterfactual'"):
             config(null_answers="target_new")
+
+
+def test_several_decoy_draws_judge_every_known_target_and_zero_draws_are_refused(tmp_path, capsys):
+    from dataclasses import replace
+
+    from audit.stage import calibrate_command
+    from audit.zoo import calibrate_zoo
+    from obliviate.config.loader import InvalidField
+    from tests._edit_tiny import tiny_hf_handle
+
+    world = hf_tiny(tmp_path)
+    oracle = replace(tiny_hf_handle("gpt2", n_layers=3, seed=1), hf_dir=world.hf_dir, name="tiny-oracle")
+    facts = answered_facts(world, TARGET_ROWS)
+    names = ("oracle", "head_finetune")
+    result = calibrate_zoo(world, oracle, facts, answered_facts(world, RETAIN_ROWS),
+                           ZooConfig(constructions=names, attacks=("logit_lens",), steps=20, peer=None,
+                                     null_draws=3, relearn_check_steps=0))
+    known = len(result.case_ids)
+    assert all(sum(r.counts.values()) + r.off_truth == known for r in result.without_oracle["null"].values())
+    assert result.config["null_draws"] == 3
+    with pytest.raises(InvalidField, match="null_draws"):
+        ZooConfig(null_draws=0)
+    with pytest.raises(SystemExit):
+        calibrate_command(["--null-draws", "3"])
+    assert "--null-draws needs --zoo" in capsys.readouterr().err

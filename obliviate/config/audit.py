@@ -37,13 +37,20 @@ class AuditConfig:
     margin: float = 0.10
     """A target is 'suppressed' when an attack recovers it this much beyond the oracle under the same attack."""
     without_reference: str | None = None
-    """When `reference` is null: "decoy" (the default, None) runs every attack a second time on decoy answers
-    (another answer of the relation that the edited model does not give) and judges against that null, with the
-    pooled stage on the paired true − decoy differences (audit/verdict.py `decoy_facts`, `pooled_null_stage`);
-    "absolute" judges each attack's score against an absolute threshold, at half the attack time. Why decoy: on
-    the calibration zoo without the oracle, over four draws of decoys, it is at or above the absolute threshold on
-    every suppression (DPO 0.78-0.90 against 0.45) and within 5pp of it on the never-taught models (README). Leave
-    it unset when `reference` names an oracle."""
+    """When `reference` is null: "decoy" (the default, None) runs every attack again on decoy answers (another
+    answer of the relation that the edited model does not give; `null_draws` times) and judges against that null,
+    with the pooled stage on the paired true − decoy differences (audit/verdict.py `decoy_facts`,
+    `pooled_null_stage`); "absolute" judges each attack's score against an absolute threshold, without those runs.
+    Why decoy: on the calibration zoo without the oracle it is at or above the absolute threshold on every
+    suppression (DPO 0.83-0.93 over six pairs of draws against 0.45) and, with two draws, on the never-taught
+    models (README). Leave it unset when `reference` names an oracle."""
+    null_draws: int = 2
+    """Without an oracle, with the decoy null: how many draws of decoys (seeds seed … seed + k − 1), each a run of
+    every attack. With k > 1 a target's true-answer score is paired with the mean of its k decoys' in the pooled
+    stage (the spread of that difference is √(1 + 1/k) of one decoy's, against √2 for one draw), and the per-target
+    quantile reads every single decoy score (audit/verdict.py `DecoyNull`). Why 2: on the zoo (12 draws re-judged,
+    README) one draw let a never-taught row fall to 0.875 and DPO to 0.775; pairs of draws kept every never-taught
+    row at ≥ 0.950 and DPO at ≥ 0.825 (3 and 4 draws: no better). Each draw costs one more run of the attacks."""
     relearn_steps: int = 10
     """Fine-tuning steps of the relearning attack (on other facts, never the targets), unless its params set
     steps."""
@@ -74,6 +81,7 @@ class AuditConfig:
             seen.add(name)
         # a margin is a difference of recovery rates in [0, 1]; 1 or more could never call a target suppressed
         check_range("margin", self.margin, minimum=0, below=1)
+        check_range("null_draws", self.null_draws, minimum=1, fix="one draw of decoys is the plain decoy null")
         if self.without_reference not in (None, "absolute", "decoy"):
             raise InvalidField("without_reference", f"{self.without_reference!r}: use 'absolute' or 'decoy'.")
         if self.without_reference is not None and self.reference:
