@@ -27,7 +27,7 @@ demo: setup
 # One worker per core (at most 8), one torch thread each: most tests are too small for a second thread to help, so two
 # workers on 2 cores finish sooner than one with two threads (README, Tests). A file stays on one worker (its module
 # fixtures); pytest-xdist hands out the files with the most tests first, so the notebooks run last, by then on a warm
-# cache (handed out first, from an empty cache, two of them failed at once; README, Tests).
+# cache (handed out first from an empty cache, the run began with two failures and was slower; README, Tests).
 test: setup
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --maxprocesses 8 --dist loadfile --nbmake tests notebooks \
 		$(PYTEST_ARGS)
