@@ -90,7 +90,7 @@ def null_runs(config: RunConfig, attacks: Sequence[tuple[str, Any]], base: Model
     edited model with each target's answer replaced by a decoy the model does not give (audit/verdict.py
     `decoy_facts`), once per `audit.null_draws` (several draws are read as one `DecoyNull`); None otherwise."""
     from audit.attack_result import run_attack
-    from audit.verdict import DecoyNull, decoy_facts
+    from audit.verdict import decoy_facts, null_of_draws
 
     if config.audit.without_reference == "absolute":
         return None
@@ -99,7 +99,7 @@ def null_runs(config: RunConfig, attacks: Sequence[tuple[str, Any]], base: Model
     for name, cfg in attacks:
         with timed(timings, f"null:{name}"):
             per_draw = tuple(run_attack(name, base, edited, decoys, cfg, context) for decoys in draws)
-        runs[name] = per_draw[0] if len(per_draw) == 1 else DecoyNull(name, per_draw)
+        runs[name] = null_of_draws(name, per_draw)
     return runs
 
 

@@ -106,6 +106,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Literal, NamedTuple, Protocol, get_args
 
 import numpy as np
@@ -142,11 +143,11 @@ class DecoyNull:
     def n_draws(self) -> int:
         return len(self.draws)
 
-    @property
+    @cached_property  # the draws are fixed: judge reads these per attack, site and stage
     def recovered(self) -> dict[int, float]:
         return _mean_over_draws([d.recovered for d in self.draws])
 
-    @property
+    @cached_property
     def sites(self) -> dict[str, dict[int, float]]:
         per_draw = [_sites(d) for d in self.draws]
         return {site: _mean_over_draws([s.get(site, {}) for s in per_draw]) for site in per_draw[0]}
@@ -158,6 +159,11 @@ class DecoyNull:
             scores = draw.recovered if site is None else _sites(draw).get(site, {})
             out += [float(v) for c, v in scores.items() if (cases is None or c in cases) and _finite(v)]
         return out
+
+
+def null_of_draws(attack: str, draws: Sequence[AttackScores]) -> AttackScores:
+    """The null of one attack's runs on k draws of decoys: the run itself for one draw, else their `DecoyNull`."""
+    return draws[0] if len(draws) == 1 else DecoyNull(attack, tuple(draws))
 
 
 def _mean_over_draws(per_draw: Sequence[Mapping[int, float]]) -> dict[int, float]:

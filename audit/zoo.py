@@ -44,8 +44,8 @@ from typing import Any, Literal
 import torch
 
 from audit.calibrate import FAST_PROBE
-from audit.verdict import (VERDICTS, AttackScores, DecoyNull, NullAnswers, VerdictConfig, attack_margins,
-                           check_null_answers, judge, null_facts, recalled_targets)
+from audit.verdict import (VERDICTS, AttackScores, NullAnswers, VerdictConfig, attack_margins, check_null_answers,
+                           judge, null_facts, null_of_draws, recalled_targets)
 from obliviate.facts import Fact
 
 Truth = Literal["erased", "suppressed", "intact"]
@@ -581,7 +581,7 @@ def calibrate_zoo(world=None, oracle=None, facts: Sequence[Fact] | None = None,
             draws = [null_facts(kept, [*facts, *probe_facts], config.null_answers, config.seed + j, handle)
                      for j in range(config.null_draws)]
             runs = {a: tuple(run[a](world, handle, unheld) for unheld in draws) for a in config.attacks}
-            null[name] = {a: r[0] if len(r) == 1 else DecoyNull(a, r) for a, r in runs.items()}
+            null[name] = {a: null_of_draws(a, r) for a, r in runs.items()}
     timings["attacks"] = time.perf_counter() - began
 
     rule = config.verdict
