@@ -67,10 +67,11 @@ def tiny_hf_handle(arch: str = "gpt2", *, n_layers: int = 3, d_model: int = 32, 
     hf.config.architectures = [type(hf).__name__]
     hf.eval()
     tokenizer = word_tokenizer()
-    folder = Path(tempfile.mkdtemp(prefix="obliviate-edit-tiny-")) / f"tiny-{arch}"
-    folder.mkdir()
-    hf.config.save_pretrained(folder)
-    tl = hooked_from_hf(folder, hf, tokenizer, prepend_bos=False)
+    with tempfile.TemporaryDirectory(prefix="obliviate-edit-tiny-") as scratch:  # only read while wrapping
+        folder = Path(scratch) / f"tiny-{arch}"
+        folder.mkdir()
+        hf.config.save_pretrained(folder)
+        tl = hooked_from_hf(folder, hf, tokenizer, prepend_bos=False)
     return ModelHandle(name=f"tiny-{arch}", hf_dir=None, hf=hf, tokenizer=tokenizer, tl=tl, prepend_bos=False)
 
 
