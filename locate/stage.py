@@ -147,7 +147,7 @@ def _subject_ablation(handle, facts, all_facts, config: RunConfig, record: Stage
     and in every block), and a probe at the subject where each relation has every subject."""
     import random
 
-    from locate.subject_ablation import ablate_subjects, subject_ablation_probe
+    from locate.subject_ablation import ablate_subjects_per_block_set, subject_ablation_probes
 
     names = config.locate.unknown_names
     if names is None:
@@ -161,16 +161,16 @@ def _subject_ablation(handle, facts, all_facts, config: RunConfig, record: Stage
     if not facts:
         record.metrics["subject_ablation"] = {"skipped": "no target is known to the model"}
         return
-    result: dict[str, Any] = {"n_facts": len(facts), "n_unknown_names": len(names), "ablations": []}
+    result: dict[str, Any] = {"n_facts": len(facts), "n_unknown_names": len(names)}
     with timed(record.timings, "subject_ablation"):
-        for blocks in (list(range(max(proposed) + 1)), list(range(handle.n_layers))):
-            ablation = ablate_subjects(handle, facts, names, blocks)
-            result["ablations"].append(asdict(ablation))
+        up_to_proposed = list(range(max(proposed) + 1))
+        ablations = ablate_subjects_per_block_set(handle, facts, names, [up_to_proposed, range(handle.n_layers)])
+        result["ablations"] = [asdict(ablation) for ablation in ablations]
         try:
             held = {f.subject for f in facts}
-            result["probe_blocks"] = list(range(max(proposed) + 1))
-            result["probe_ablated"] = subject_ablation_probe(handle, all_facts, held, names, result["probe_blocks"])
-            result["probe_as_written"] = subject_ablation_probe(handle, all_facts, held, names, [], ablate=False)
+            result["probe_blocks"] = up_to_proposed
+            result["probe_ablated"], result["probe_as_written"] = subject_ablation_probes(
+                handle, all_facts, held, names, [up_to_proposed, []])
         except ValueError as why:  # not every relation has every subject (SmolLM2's fact set)
             result["probe_skipped"] = str(why)
     record.metrics["subject_ablation"] = result

@@ -97,12 +97,22 @@ def _answer_probs(handle, facts: Sequence[Fact], writes: Writes | None, blocks: 
 def ablate_subjects(handle, facts: Sequence[Fact], unknown_names: Sequence[str], blocks: Sequence[int]
                     ) -> SubjectAblation:
     """Recall of `facts` with the MLP writes at their subjects' tokens, in `blocks`, made unknown names' writes."""
-    writes = unknown_name_writes(handle, unknown_names, blocks)
-    before_top1, before_p = _answer_probs(handle, facts, None, blocks)
-    after_top1, after_p = _answer_probs(handle, facts, writes, blocks)
-    return SubjectAblation(blocks=tuple(blocks), recall_before=float(before_top1.mean()),
-                           recall_ablated=float(after_top1.mean()), p_true_before=float(before_p.mean()),
-                           p_true_ablated=float(after_p.mean()))
+    return ablate_subjects_per_block_set(handle, facts, unknown_names, [blocks])[0]
+
+
+def ablate_subjects_per_block_set(handle, facts: Sequence[Fact], unknown_names: Sequence[str],
+                                  block_sets: Sequence[Sequence[int]]) -> list[SubjectAblation]:
+    """`ablate_subjects` for each set of blocks, sharing the unknown names' writes and the unablated recall."""
+    every_block = sorted({b for blocks in block_sets for b in blocks})
+    writes = unknown_name_writes(handle, unknown_names, every_block) if every_block else {}
+    before_top1, before_p = _answer_probs(handle, facts, None, [])
+    out = []
+    for blocks in block_sets:
+        after_top1, after_p = _answer_probs(handle, facts, writes, blocks)
+        out.append(SubjectAblation(blocks=tuple(blocks), recall_before=float(before_top1.mean()),
+                                   recall_ablated=float(after_top1.mean()), p_true_before=float(before_p.mean()),
+                                   p_true_ablated=float(after_p.mean())))
+    return out
 
 
 def name_residuals(handle, names: Sequence[str], depths: Sequence[int], *, writes: Writes | None = None,
@@ -139,23 +149,33 @@ def subject_ablation_probe(handle, facts: Sequence[Fact], held_out: set[str], un
     """Per depth (1..L), mean over relations: a probe fitted at the last token of the names of subjects *not* in
     `held_out`, read on those in it — with their MLP writes in `blocks` made unknown names' writes (`ablate`), or
     as the model writes them."""
+    return subject_ablation_probes(handle, facts, held_out, unknown_names, [blocks if ablate else []], seed=seed)[0]
+
+
+def subject_ablation_probes(handle, facts: Sequence[Fact], held_out: set[str], unknown_names: Sequence[str],
+                            block_sets: Sequence[Sequence[int]], *, seed: int = 0) -> list[list[float]]:
+    """`subject_ablation_probe` for each set of blocks (an empty set: as written), sharing the training subjects'
+    residuals and the unknown names' writes."""
     depths = list(range(1, handle.n_layers + 1))
     subjects = sorted({f.subject for f in facts})
     train_names = [s for s in subjects if s not in held_out]
     test_names = [s for s in subjects if s in held_out]
     if not train_names or not test_names:
         raise ValueError("subject_ablation_probe needs subjects both inside and outside `held_out`.")
-    writes = unknown_name_writes(handle, unknown_names, blocks) if ablate else None
-    train = name_residuals(handle, train_names, depths)
-    test = name_residuals(handle, test_names, depths, writes=writes, blocks=blocks)
     answers: dict[str, dict[str, str]] = {}
     for fact in facts:
         answers.setdefault(fact.relation_id, {})[fact.subject] = fact.target_true
-    per_relation = []
-    for by_subject in answers.values():
-        if all(s in by_subject for s in subjects):
-            per_relation.append(probe_on_held_out_subjects(train, [by_subject[s] for s in train_names], test,
-                                                           [by_subject[s] for s in test_names], seed=seed))
-    if not per_relation:
+    complete = [by_subject for by_subject in answers.values() if all(s in by_subject for s in subjects)]
+    if not complete:
         raise ValueError("no relation holds a fact for every subject; the probe needs one answer per subject.")
-    return np.mean(np.array(per_relation), axis=0).tolist()
+    every_block = sorted({b for blocks in block_sets for b in blocks})
+    writes = unknown_name_writes(handle, unknown_names, every_block) if every_block else None
+    train = name_residuals(handle, train_names, depths)
+    out = []
+    for blocks in block_sets:
+        test = name_residuals(handle, test_names, depths, writes=writes if blocks else None, blocks=blocks)
+        per_relation = [probe_on_held_out_subjects(train, [by_subject[s] for s in train_names], test,
+                                                   [by_subject[s] for s in test_names], seed=seed)
+                        for by_subject in complete]
+        out.append(np.mean(np.array(per_relation), axis=0).tolist())
+    return out

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from locate.subject_ablation import ablate_subjects, subject_ablation_probe
+from locate.subject_ablation import (ablate_subjects, ablate_subjects_per_block_set, subject_ablation_probe,
+                                     subject_ablation_probes)
 from obliviate.targets import resolve_facts
 from obliviate.world.names import unused_names
 
@@ -35,9 +36,10 @@ def test_unknown_writes_at_block_0_take_most_of_the_recall_and_no_blocks_change_
     ablated = ablate_subjects(world, forget, names, [0])
     assert ablated.recall_before >= 0.95
     assert ablated.recall_ablated <= 0.3 and ablated.p_true_ablated < ablated.p_true_before / 3
-    untouched = ablate_subjects(world, forget, names, [])
+    shared, untouched = ablate_subjects_per_block_set(world, forget, names, [[0], []])
     assert untouched.recall_ablated == untouched.recall_before
     assert untouched.p_true_ablated == pytest.approx(untouched.p_true_before, abs=1e-6)
+    assert shared == ablated  # one pass over the unknown names for several sets of blocks reads the same
 
 
 def test_a_probe_at_the_subject_reads_the_attribute_only_while_the_writes_are_the_subjects_own(world_setup):
@@ -49,6 +51,7 @@ def test_a_probe_at_the_subject_reads_the_attribute_only_while_the_writes_are_th
     ablated = subject_ablation_probe(world, facts, held, names, [0, 1, 2])
     assert len(own) == world.n_layers
     assert own[3] >= 0.8 and ablated[3] <= 0.2
+    assert subject_ablation_probes(world, facts, held, names, [[0, 1, 2], []]) == [ablated, own]
 
 
 LOCATE_CONFIG = """\
