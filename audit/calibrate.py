@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from audit.verdict import (VERDICTS, AttackScores, NullAnswers, VerdictConfig, check_null_answers, judge, null_facts,
-                           recalled_targets)
+                           null_of_draws, recalled_targets)
 from obliviate.facts import Fact
 
 CASES = ("erased", "suppressed", "intact")
@@ -73,6 +73,9 @@ class CalibrationConfig:
     null_answers: NullAnswers = "decoy"
     """The null's answers (audit/verdict.py `null_facts`): "decoy" (another answer of the relation, drawn as the
     true answers are) or "counterfactual" (CounterFact's target_new, which a rewrite or DPO promotes)."""
+    null_draws: int = 2
+    """Draws of decoys for that null (seeds seed … seed + k − 1), read as one (audit/verdict.py `DecoyNull`); the
+    audit stage's default (`audit.null_draws`)."""
     peer: str | None = "world-retain-2"
     """The second never-taught model whose paired spread from the oracle sets each attack's margin (audit/verdict.py
     `peers`; audit/zoo.py `peer_model`): a model name, "finetuned", or None. One more run per attack."""
@@ -82,6 +85,9 @@ class CalibrationConfig:
     """Progress bars."""
 
     def __post_init__(self) -> None:
+        from obliviate.config.loader import check_range
+
+        check_range("null_draws", self.null_draws, minimum=1)
         check_null_answers(self.null_answers)
 
 
@@ -300,11 +306,12 @@ def calibrate(world=None, oracle=None, facts: Sequence[Fact] | None = None,
         # recalled, and judge never reads the null of a recalled target: that case reuses the suppressed one's.
         for case in ("erased", "suppressed"):
             null[case] = {}
-            unheld = null_facts(kept, [*facts, *probe_facts], config.null_answers, config.seed, handles[case])
+            draws = [null_facts(kept, [*facts, *probe_facts], config.null_answers, config.seed + j, handles[case])
+                     for j in range(config.null_draws)]
             for name in config.attacks:
                 began = time.perf_counter()
                 run = runners.get(name) or attack_runner(name, probe_facts, config.attack_params.get(name))
-                null[case][name] = run(world, handles[case], unheld)
+                null[case][name] = null_of_draws(name, [run(world, handles[case], unheld) for unheld in draws])
                 timings[f"{name}:null:{case}"] = time.perf_counter() - began
         null["intact"] = null["suppressed"]
 

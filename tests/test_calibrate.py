@@ -31,13 +31,19 @@ def test_calibration_with_an_attack_blind_to_internals_fails_the_suppressed_row(
     # must notice that (the suppressed row collapses to erased), or it would prove nothing
     from audit.attack_result import plain_scores
 
+    answers_asked = []
+
     def output_only(base, handle, facts):
+        answers_asked.append(tuple(f.target_true for f in facts))
         return Scores("output", {c: t.score for c, t in plain_scores(handle, facts).items()})
 
     result = calibrate(world_handle, world_retain_handle, config=CalibrationConfig(attacks=("output",), limit=24),
                        runners={"output": output_only})
     assert result.confusion.row_accuracy["suppressed"] < 0.5
     assert result.confusion.row_accuracy["intact"] >= 0.95
+    # three cases, the peer, and the no-oracle null on two draws of decoys for the erased and suppressed cases
+    assert len(answers_asked) == 3 + 1 + 2 * 2 and len(set(answers_asked[4:])) >= 2
+    assert all(asked != answers_asked[0] for asked in answers_asked[4:])
 
 
 @pytest.mark.slow

@@ -209,10 +209,10 @@ def test_a_null_answer_kind_that_does_not_exist_is_refused_naming_the_key():
             config(null_answers="target_new")
 
 
-def test_several_decoy_draws_judge_every_known_target_and_zero_draws_are_refused(tmp_path, capsys):
+def test_several_decoy_draws_judge_every_known_target_and_zero_draws_are_refused(tmp_path):
     from dataclasses import replace
 
-    from audit.stage import calibrate_command
+    from audit.calibrate import CalibrationConfig
     from audit.zoo import calibrate_zoo
     from obliviate.config.loader import InvalidField
     from tests._edit_tiny import tiny_hf_handle
@@ -229,6 +229,5 @@ def test_several_decoy_draws_judge_every_known_target_and_zero_draws_are_refused
     assert result.config["null_draws"] == 3
     with pytest.raises(InvalidField, match="null_draws"):
         ZooConfig(null_draws=0)
-    with pytest.raises(SystemExit):
-        calibrate_command(["--null-draws", "3"])
-    assert "--null-draws needs --zoo" in capsys.readouterr().err
+    with pytest.raises(InvalidField, match="null_draws"):
+        CalibrationConfig(null_draws=0)
