@@ -54,9 +54,9 @@ def test_calibration_matrix_is_at_least_95_percent_in_every_row(world_handle, wo
     for case in CASES:
         assert result.confusion.row_accuracy[case] >= 0.95, (case, result.confusion.table())
     # the oracle-free rule (used where no oracle exists) must rarely call the never-learned model's facts recovered:
-    # world v2 kept it at >= 0.95; world v3 measures 0.946 (6 of 112 called suppressed; the absolute rule 0.964), so
-    # this asserts what holds and the README says so
-    assert result.without_oracle["null"].row_accuracy["erased"] >= 0.94, result.without_oracle["null"].table()
+    # world v2 kept it at >= 0.95; on world v3 one draw of decoys measured 0.946 (6 of 112 called suppressed), the
+    # default two draws read as one 0.982 (2 of 112; the absolute rule 0.964)
+    assert result.without_oracle["null"].row_accuracy["erased"] >= 0.95, result.without_oracle["null"].table()
     # the margin is not a knife edge: a band of margins around the chosen one also passes
     passing = [r["margin"] for r in result.robustness
                if r["spread_k"] == result.config["verdict"]["spread_k"] and r["min_row_accuracy"] >= 0.95]
