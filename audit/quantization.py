@@ -126,13 +126,23 @@ def _quanto_int8(m: torch.Tensor) -> torch.Tensor:
 
 
 def _quanto_int4(m: torch.Tensor, group_size: int | None) -> torch.Tensor:
-    from optimum.quanto import MaxOptimizer, qint4, quantize_weight
+    """quanto's INT4 codes for `m`, read back as quanto reads them (its QBitsDequantizer: scale × code − shift for
+    a float shift, per group). The codes are taken before quanto packs two to a byte: unpacking them on the CPU
+    compiles quanto's C++ kernel on first use (about 45 s here, and a C++ compiler the user may not have) to return
+    the same numbers."""
+    from optimum.quanto import MaxOptimizer, qint4
+    from optimum.quanto.tensor.grouped import ungroup
 
     if group_size is not None and (m.shape[1] % group_size or m.shape[1] <= group_size):
         group_size = None  # quanto groups whole rows only; a row shorter than a group is one group
     scale, shift = MaxOptimizer()(m, qtype=qint4, axis=0, group_size=group_size)
-    return quantize_weight(m, qint4, axis=0, scale=scale, shift=shift, group_size=group_size,
-                           optimized=False).dequantize()
+    codes = torch.ops.quanto.quantize_affine(m, bits=qint4.bits, axis=0, group_size=group_size, scale=scale,
+                                             shift=shift)
+    if shift.dtype.is_floating_point:
+        values = scale * codes - shift
+    else:  # an integer zero point
+        values = scale * (codes.to(torch.int8) - shift.to(torch.int8))
+    return ungroup(values, axis=0, orig_shape=m.shape) if group_size is not None else values
 
 
 @lru_cache(maxsize=None)

@@ -51,6 +51,22 @@ def test_int4_groups_have_at_most_16_levels():
     assert not torch.equal(d, m) and (d - m).abs().max() < (m.max() - m.min()) / 15
 
 
+@pytest.mark.parametrize("group_size", [64, None])
+def test_int4_reads_back_what_quanto_packs(group_size):
+    """The codes are read before quanto packs them (no compiled kernel); quanto's own packed weight, unpacked as its
+    reference kernel does (optimum/quanto/library/unpack.py: the low nibbles' rows, then the high nibbles') and read
+    back by its own dequantizer, gives the same numbers."""
+    from optimum.quanto import MaxOptimizer, qint4, quantize_weight
+
+    m = torch.randn(8, 128)
+    scale, shift = MaxOptimizer()(m, qtype=qint4, axis=0, group_size=group_size)
+    stored = quantize_weight(m, qint4, axis=0, scale=scale, shift=shift, group_size=group_size, optimized=False)
+    packed = stored._data._data
+    stored._data = torch.cat([packed & 0xF, packed >> 4])[: stored._data.shape[0]]  # the codes, unpacked
+    ours = quantize_dequantize(m, "int4", QuantizationConfig(int4_group_size=group_size))
+    assert torch.equal(ours, stored.dequantize())
+
+
 @pytest.mark.parametrize("kind", ["nf4", "fp4"])
 def test_4bit_values_are_codebook_times_block_absmax(kind):
     m = torch.randn(6, 100)  # 600 values: the last 64-block is padded
