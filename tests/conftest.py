@@ -67,12 +67,9 @@ def pytest_collection_modifyitems(config, items):
     all went to whichever worker asked last while the other sat idle (measured: one worker ran all three, 447 s,
     after the other had stopped). Notebooks first, then files with a slow test, then the rest; the order within
     each class is the collection order, the same on every worker (xdist requires that)."""
-    def weight(item) -> int:
-        if item.path.suffix == ".ipynb":
-            return 0
-        return 1 if slow_files.get(item.path) else 2
+    slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
 
-    slow_files: dict = {}
-    for item in items:
-        slow_files[item.path] = slow_files.get(item.path, False) or item.get_closest_marker("slow") is not None
+    def weight(item) -> int:
+        return 0 if item.path.suffix == ".ipynb" else 1 if item.path in slow_files else 2
+
     items.sort(key=weight)  # stable: the collection order within each class
