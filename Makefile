@@ -29,7 +29,7 @@ demo: setup
 # fixtures); pytest-xdist hands out the files with the most tests first, so the notebooks run last, by then on a warm
 # cache (handed out first from an empty cache, the run began with two failures and was slower; README, Tests).
 test: setup
-	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --maxprocesses 8 --dist loadfile --no-loadscope-reorder --nbmake tests notebooks \
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 LOKY_MAX_CPU_COUNT=1 $(PY) -m pytest -n auto --maxprocesses 8 --dist loadfile --no-loadscope-reorder --nbmake tests notebooks \
 		$(PYTEST_ARGS)
 
 bench: setup
