@@ -34,8 +34,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from audit.verdict import (VERDICTS, AttackScores, NullAnswers, VerdictConfig, check_null_answers, judge, null_facts,
-                           null_of_draws, recalled_targets)
+from audit.verdict import (VERDICTS, AttackScores, NullAnswers, VerdictConfig, check_null_answers, judge,
+                           null_fact_draws, null_of_draws, recalled_targets)
 from obliviate.facts import Fact
 
 CASES = ("erased", "suppressed", "intact")
@@ -75,7 +75,7 @@ class CalibrationConfig:
     true answers are) or "counterfactual" (CounterFact's target_new, which a rewrite or DPO promotes)."""
     null_draws: int = 2
     """Draws of decoys for that null (seeds seed … seed + k − 1), read as one (audit/verdict.py `DecoyNull`); the
-    audit stage's default (`audit.null_draws`)."""
+    audit stage's default (`audit.null_draws`). One for the counterfactual null, which no seed changes."""
     peer: str | None = "world-retain-2"
     """The second never-taught model whose paired spread from the oracle sets each attack's margin (audit/verdict.py
     `peers`; audit/zoo.py `peer_model`): a model name, "finetuned", or None. One more run per attack."""
@@ -306,8 +306,8 @@ def calibrate(world=None, oracle=None, facts: Sequence[Fact] | None = None,
         # recalled, and judge never reads the null of a recalled target: that case reuses the suppressed one's.
         for case in ("erased", "suppressed"):
             null[case] = {}
-            draws = [null_facts(kept, [*facts, *probe_facts], config.null_answers, config.seed + j, handles[case])
-                     for j in range(config.null_draws)]
+            draws = null_fact_draws(kept, [*facts, *probe_facts], config.null_answers, config.seed, handles[case],
+                                    config.null_draws)
             for name in config.attacks:
                 began = time.perf_counter()
                 run = runners.get(name) or attack_runner(name, probe_facts, config.attack_params.get(name))

@@ -90,11 +90,11 @@ def null_runs(config: RunConfig, attacks: Sequence[tuple[str, Any]], base: Model
     edited model with each target's answer replaced by a decoy the model does not give (audit/verdict.py
     `decoy_facts`), once per `audit.null_draws` (several draws are read as one `DecoyNull`); None otherwise."""
     from audit.attack_result import run_attack
-    from audit.verdict import decoy_facts, null_of_draws
+    from audit.verdict import null_fact_draws, null_of_draws
 
     if config.audit.without_reference == "absolute":
         return None
-    draws = [decoy_facts(targets, pool, config.seed + j, edited) for j in range(config.audit.null_draws)]
+    draws = null_fact_draws(targets, pool, "decoy", config.seed, edited, config.audit.null_draws)
     runs = {}
     for name, cfg in attacks:
         with timed(timings, f"null:{name}"):

@@ -333,6 +333,16 @@ def null_facts(facts: Sequence, pool: Sequence, kind: NullAnswers, seed: int, ha
     raise ValueError(f"null_answers {kind!r}: use 'decoy' or 'counterfactual'.")
 
 
+def null_fact_draws(facts: Sequence, pool: Sequence, kind: NullAnswers, seed: int, handle=None,
+                    draws: int = 1) -> list[list]:
+    """`null_facts` for each of `draws` seeds (seed … seed + draws − 1), the draws `DecoyNull` reads as one. The
+    counterfactual null gives one: its answers are CounterFact's, which no seed changes, and identical runs read as
+    independent draws would narrow the pooled stage's spread for nothing."""
+    if kind == "counterfactual":
+        return [null_facts(facts, pool, kind, seed, handle)]
+    return [null_facts(facts, pool, kind, seed + j, handle) for j in range(draws)]
+
+
 def decoy_facts(facts: Sequence, pool: Sequence, seed: int, handle=None) -> list:
     """The facts with target_true := a decoy: the true answer of another fact of the same relation in `pool`
     (drawn with the pool's multiplicity, seeded), never this fact's true or counterfactual answer, and never the

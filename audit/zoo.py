@@ -45,7 +45,7 @@ import torch
 
 from audit.calibrate import FAST_PROBE
 from audit.verdict import (VERDICTS, AttackScores, NullAnswers, VerdictConfig, attack_margins, check_null_answers,
-                           judge, null_facts, null_of_draws, recalled_targets)
+                           judge, null_fact_draws, null_of_draws, recalled_targets)
 from obliviate.facts import Fact
 
 Truth = Literal["erased", "suppressed", "intact"]
@@ -96,7 +96,8 @@ class ZooConfig:
     "counterfactual" (target_new: the answer the DPO builders prefer, so their null is lifted by construction)."""
     null_draws: int = 2
     """Draws of decoys for the null (seeds seed … seed + k − 1), read as one (audit/verdict.py `DecoyNull`); the
-    audit stage's default (`audit.null_draws`, where the choice is measured)."""
+    audit stage's default (`audit.null_draws`, where the choice is measured). One for the counterfactual null,
+    which no seed changes."""
     relearn_check_steps: int = 6
     """Steps of the relearning-speed check on the suppressions (audit/relearn_speed.py; 0: skip): how fast the
     targets the auditor calls erased / suppressed relearn, beside the oracle and the peer on the same targets."""
@@ -578,8 +579,8 @@ def calibrate_zoo(world=None, oracle=None, facts: Sequence[Fact] | None = None,
     for name, handle in handles.items():
         scores[name] = oracle_scores if handle is oracle else [run[a](world, handle, kept) for a in config.attacks]
         if config.null and not all(recalled[name].values()):  # judge reads the null of unrecalled targets only
-            draws = [null_facts(kept, [*facts, *probe_facts], config.null_answers, config.seed + j, handle)
-                     for j in range(config.null_draws)]
+            draws = null_fact_draws(kept, [*facts, *probe_facts], config.null_answers, config.seed, handle,
+                                    config.null_draws)
             runs = {a: tuple(run[a](world, handle, unheld) for unheld in draws) for a in config.attacks}
             null[name] = {a: null_of_draws(a, r) for a, r in runs.items()}
     timings["attacks"] = time.perf_counter() - began

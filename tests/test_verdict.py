@@ -327,7 +327,7 @@ def test_without_an_oracle_a_several_site_attack_can_be_judged_per_site_against_
 
 def test_the_null_answers_are_decoys_of_the_same_relation_never_the_true_or_the_counterfactual():
     from obliviate.facts import Fact
-    from audit.verdict import decoy_facts, null_facts
+    from audit.verdict import decoy_facts, null_fact_draws, null_facts
 
     def fact(case_id, relation, true, new):
         return Fact(case_id, "{} x", f"S{case_id}", true, new, relation_id=relation)
@@ -348,6 +348,12 @@ def test_the_null_answers_are_decoys_of_the_same_relation_never_the_true_or_the_
     assert [f.target_true for f in null_facts(targets, pool, "counterfactual", 0)] == ["b", "c", "z"]
     with pytest.raises(ValueError, match="null_answers 'x'"):
         null_facts(targets, pool, "x", 0)
+    # k draws of decoys take seeds seed … seed + k − 1; the counterfactual null has one draw, whatever k
+    draws = null_fact_draws(targets[:1], pool, "decoy", 5, draws=3)
+    assert [d[0].target_true for d in draws] == [decoy_facts(targets[:1], pool, seed=s)[0].target_true
+                                                 for s in (5, 6, 7)]
+    counterfactual = null_fact_draws(targets, pool, "counterfactual", 0, draws=3)
+    assert [[f.target_true for f in d] for d in counterfactual] == [["b", "c", "z"]]
 
 
 def test_a_decoy_is_never_the_answer_the_audited_model_already_gives():
