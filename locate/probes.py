@@ -109,21 +109,26 @@ class LinearProbe:
                    intercept=torch.as_tensor(classifier.intercept_, dtype=torch.float64), classes=classes)
 
 
-def _pipeline(C: float, max_iter: int, seed: int):
+def _pipeline(C: float, max_iter: int, seed: int, solver: str = "lbfgs", tol: float = 1e-4):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
+    classifier = LogisticRegression(C=C, max_iter=max_iter, random_state=seed, solver=solver, tol=tol)
+    return make_pipeline(StandardScaler(), classifier)
 
 
 def fit_probe(X: Float[torch.Tensor, "n d"] | np.ndarray, y: Sequence[Any] | np.ndarray, *, seed: int = 42,
-              C: float = 1.0, max_iter: int = 2000) -> LinearProbe:
-    """StandardScaler + LogisticRegression(C, max_iter, random_state=seed) fitted on (X, y)."""
+              C: float = 1.0, max_iter: int = 2000, solver: str = "lbfgs", tol: float = 1e-4) -> LinearProbe:
+    """StandardScaler + LogisticRegression(C, max_iter, random_state=seed) fitted on (X, y).
+
+    `solver` / `tol` go to scikit-learn; `solver="newton-cholesky"` with a small `tol` reaches the same objective's
+    optimum in a few Newton steps where there are far more samples than features (binary labels only).
+    """
     labels = np.asarray(y)
     if len(np.unique(labels)) < 2:
         raise ValueError("fit_probe needs at least two classes in y.")
-    pipe = _pipeline(C, max_iter, seed)
+    pipe = _pipeline(C, max_iter, seed, solver, tol)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)  # lbfgs convergence chatter on separable data
         pipe.fit(_numpy(X), labels)

@@ -62,6 +62,44 @@ def test_swapping_every_key_mirrors_the_accuracy():
     np.testing.assert_allclose(loo_accuracy(c, m), plain, atol=1e-9)
 
 
+def test_held_out_fits_reach_the_objectives_optimum():
+    """Each leave-one-out fit is the L2-logistic optimum: the same accuracies as lbfgs run to a tolerance far below
+    its default, and a coefficient equal to that fit's (the default lbfgs stops earlier)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from locate.memorisation_probe import loo_solver
+    from locate.probes import fit_probe
+
+    acts, _ = synthetic(alpha=1.0, n_keys=8, d=48, seed=5)
+    m, c = acts.memorised[0].double().numpy(), acts.control[0].double().numpy()
+    X = np.concatenate([m.reshape(-1, 48), c.reshape(-1, 48)])
+    y = np.r_[np.ones(len(X) // 2), np.zeros(len(X) // 2)].astype(int)
+    tight = LogisticRegression(C=1.0, max_iter=100_000, tol=1e-12).fit(StandardScaler().fit_transform(X), y)
+    newton = fit_probe(X, y, **loo_solver(*X.shape))
+    # Newton steps here: 1.2e-6 apart (coefficients up to 2.3); the default lbfgs stops 6.8e-3 away
+    np.testing.assert_allclose(newton.coef.numpy(), tight.coef_, atol=1e-5)
+
+    def tight_loo(pos, neg):
+        accuracy = []
+        for held in range(len(pos)):
+            train = np.arange(len(pos)) != held
+            Xk = np.concatenate([pos[train].reshape(-1, 48), neg[train].reshape(-1, 48)])
+            yk = np.r_[np.ones(len(Xk) // 2), np.zeros(len(Xk) // 2)]
+            scaler = StandardScaler().fit(Xk)
+            fit = LogisticRegression(C=1.0, max_iter=100_000, tol=1e-12).fit(scaler.transform(Xk), yk)
+            test = scaler.transform(np.concatenate([pos[held], neg[held]]))
+            accuracy.append(np.mean(fit.predict(test) == np.r_[np.ones(len(pos[held])), np.zeros(len(neg[held]))]))
+        return np.array(accuracy)
+
+    np.testing.assert_array_equal(loo_accuracy(m, c), tight_loo(m, c))
+    # fewer samples than features (SmolLM2's case): lbfgs, run to the same optimum
+    wide, _ = synthetic(alpha=1.0, n_keys=4, n_ctx=6, d=48, seed=6)
+    m, c = wide.memorised[0].double().numpy(), wide.control[0].double().numpy()
+    assert loo_solver(3 * 12, 48)["solver"] == "lbfgs"
+    np.testing.assert_array_equal(loo_accuracy(m, c), tight_loo(m, c))
+
+
 def test_contexts_are_24_distinct_neutral_prefixes():
     assert len(NEUTRAL_CONTEXTS) == 24 and len(set(NEUTRAL_CONTEXTS)) == 24
     assert NEUTRAL_CONTEXTS[0] == "Here is a passage: " and "From a book: " in NEUTRAL_CONTEXTS
@@ -88,9 +126,9 @@ def test_world_secrets_carry_a_cross_sequence_signature_and_the_shuffled_control
     assert result.signature_depths() and 0 not in result.signature_depths()  # not in the embeddings
     assert max(abs(p - 0.5) for p in result.pure_loo) < 0.08, result.pure_loo
     assert max(abs(a - 0.5) for a in result.shuffled_loo_mean) < 0.08, result.shuffled_loo_mean
-    # the shuffled-label control's gap: 0.04 on the biographies-only world, 0.051 on v2, 0.031 on v3 (per depth
+    # the shuffled-label control's gap: 0.04 on the biographies-only world, 0.051 on v2, 0.032 on v3 (per depth
     # up to 0.06, because Pure-LOO sits below 0.5): near zero, and under half the signature over the depths
-    # (v3: mean gap 0.092)
+    # (v3: mean gap 0.093)
     assert abs(result.mean_shuffled_gap) < 0.06, result.shuffled_gap_mean
     assert result.mean_gap > 2 * abs(result.mean_shuffled_gap), (result.gap, result.shuffled_gap_mean)
 
@@ -117,7 +155,9 @@ def test_smollm2_carries_a_memorisation_signature_on_texts_it_memorised(smollm2_
     / GPL / BSD / CC licence lines, lorem ipsum, famous openings), each with a term-swapped control C and a plain
     paraphrase B. The reference thresholds (−2.0 / −3.0 nats per token) keep the ones SmolLM2 reproduces; on those a
     probe trained on other keys tells M from C at every depth, well beyond C from B, while shuffled labels stay at
-    chance. Measured: 6 keys kept, gap +0.01…+0.42 (mean ≈ 0.2), shuffled True-LOO 0.36–0.56."""
+    chance. Measured: 6 keys kept, gap +0.02…+0.42 (mean 0.20), shuffled True-LOO 0.26–0.52 (mean 0.400: with 6 keys
+    the held-out key's labelling is outvoted by the other five's more often than not, so the control leans below
+    chance; the bound below holds by 3e-5 and is left as written)."""
     from pathlib import Path
 
     import obliviate
