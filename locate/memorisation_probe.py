@@ -20,7 +20,8 @@ its first 96 tokens, at the last token, at every depth (0 = embedding).
 Two departures: the reference reads HF ``hidden_states``, whose last entry is after the final norm; we read the raw
 residual at every depth (`locate.activations`), and `final_norm=True` in `secret_activations` gives the reference's
 last depth. And the held-out fits are solved to the optimum (`loo_solver`) where the reference's lbfgs
-stops at its default tolerance: the same objective, its answer without the solver's noise. The 24 contexts below are our own, in the reference's style.
+stops at its default tolerance: the same objective, its answer without the solver's noise. The 24 contexts below
+are our own, in the reference's style.
 The full-data M-vs-C probe per depth is returned as a `LinearProbe`; PGA projects out its direction.
 """
 
