@@ -103,32 +103,37 @@ class LinearProbe:
     @classmethod
     def from_sklearn(cls, scaler: Any, classifier: Any) -> LinearProbe:
         classes = tuple(c.item() if hasattr(c, "item") else c for c in classifier.classes_)
-        return cls(mean=torch.as_tensor(scaler.mean_, dtype=torch.float64),
-                   scale=torch.as_tensor(scaler.scale_, dtype=torch.float64),
+        d = classifier.coef_.shape[-1]  # an identity scaler (standardize=False) stores neither mean nor scale
+        mean = np.zeros(d) if scaler.mean_ is None else scaler.mean_
+        scale = np.ones(d) if scaler.scale_ is None else scaler.scale_
+        return cls(mean=torch.as_tensor(mean, dtype=torch.float64), scale=torch.as_tensor(scale, dtype=torch.float64),
                    coef=torch.as_tensor(classifier.coef_, dtype=torch.float64),
                    intercept=torch.as_tensor(classifier.intercept_, dtype=torch.float64), classes=classes)
 
 
-def _pipeline(C: float, max_iter: int, seed: int, solver: str = "lbfgs", tol: float = 1e-4):
+def _pipeline(C: float, max_iter: int, seed: int, solver: str = "lbfgs", tol: float = 1e-4, standardize: bool = True):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     classifier = LogisticRegression(C=C, max_iter=max_iter, random_state=seed, solver=solver, tol=tol)
-    return make_pipeline(StandardScaler(), classifier)
+    return make_pipeline(StandardScaler(with_mean=standardize, with_std=standardize), classifier)
 
 
 def fit_probe(X: Float[torch.Tensor, "n d"] | np.ndarray, y: Sequence[Any] | np.ndarray, *, seed: int = 42,
-              C: float = 1.0, max_iter: int = 2000, solver: str = "lbfgs", tol: float = 1e-4) -> LinearProbe:
+              C: float = 1.0, max_iter: int = 2000, solver: str = "lbfgs", tol: float = 1e-4,
+              standardize: bool = True) -> LinearProbe:
     """StandardScaler + LogisticRegression(C, max_iter, random_state=seed) fitted on (X, y).
 
     `solver` / `tol` go to scikit-learn; `solver="newton-cholesky"` with a small `tol` reaches the same objective's
     optimum in a few Newton steps where there are far more samples than features (binary labels only).
+    `standardize=False` fits on the raw activations (the probe's mean 0 and scale 1): the penalty then weighs the
+    residual's own directions as they are, instead of lifting its low-variance ones to unit variance.
     """
     labels = np.asarray(y)
     if len(np.unique(labels)) < 2:
         raise ValueError("fit_probe needs at least two classes in y.")
-    pipe = _pipeline(C, max_iter, seed, solver, tol)
+    pipe = _pipeline(C, max_iter, seed, solver, tol, standardize)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)  # lbfgs convergence chatter on separable data
         pipe.fit(_numpy(X), labels)
@@ -184,11 +189,12 @@ def _group_folds(groups: np.ndarray, n_splits: int, seed: int):
 
 
 def _nested_estimator(groups_train: np.ndarray, seed: int, max_iter: int, C_grid: Sequence[float],
-                      inner_splits: int):
+                      inner_splits: int, standardize: bool = True):
     from sklearn.model_selection import GridSearchCV
 
     inner = _group_folds(groups_train, inner_splits, seed)
-    return GridSearchCV(_pipeline(1.0, max_iter, seed), {"logisticregression__C": list(C_grid)}, cv=inner,
+    pipe = _pipeline(1.0, max_iter, seed, standardize=standardize)
+    return GridSearchCV(pipe, {"logisticregression__C": list(C_grid)}, cv=inner,
                         scoring="accuracy", error_score=np.nan)
 
 
@@ -207,13 +213,14 @@ def probe_accuracy_per_layer(
     depths: Sequence[int] | None = None,
     show_progress: bool = False,
     n_jobs: int = 1,
+    standardize: bool = True,
 ) -> ProbeCurve:
     """Probe accuracy at each depth with GroupKFold over `groups` (subjects): no group in train and test.
 
     `labels` may have any number of classes (multiclass logistic regression for attribute decoding).
     `depths` names the rows of `acts` (default 0..depth−1). With `nested_cv`, C is chosen from `C_grid` by an
     inner GroupKFold on each outer training fold. `n_jobs` > 1 fits the depths in that many worker processes
-    (joblib; -1 = all cores): the result is the same.
+    (joblib; -1 = all cores): the result is the same. `standardize`: as in `fit_probe`.
     """
     X_all = _numpy(acts)
     y = np.asarray(labels)
@@ -230,7 +237,8 @@ def probe_accuracy_per_layer(
         rows = tqdm(rows, desc="probe per depth")
     accuracy, accuracy_std, chance, chosen = [], [], [], []
     chance_hits = sum(int(np.sum(y[test] == _majority(y[train]))) for train, test in folds)
-    kwargs = dict(nested_cv=nested_cv, seed=seed, C=C, max_iter=max_iter, C_grid=C_grid, inner_splits=inner_splits)
+    kwargs = dict(nested_cv=nested_cv, seed=seed, C=C, max_iter=max_iter, C_grid=C_grid, inner_splits=inner_splits,
+                  standardize=standardize)
     if n_jobs == 1 or len(rows) == 1:
         per_depth = [_depth_accuracy_1thread(X_all[depth], y, g, folds, **kwargs) for depth in rows]
     else:  # depths are independent: one worker process each
@@ -256,21 +264,23 @@ def _depth_accuracy_1thread(*args, **kwargs) -> tuple[float, float, float]:
 
 
 def _depth_accuracy(X: np.ndarray, y: np.ndarray, g: np.ndarray, folds: list, *, nested_cv: bool, seed: int,
-                    C: float, max_iter: int, C_grid: Sequence[float], inner_splits: int) -> tuple[float, float, float]:
+                    C: float, max_iter: int, C_grid: Sequence[float], inner_splits: int,
+                    standardize: bool = True) -> tuple[float, float, float]:
     """Pooled held-out accuracy, its per-fold std, and the C used (median inner-CV choice when nested)."""
     hits, fold_acc, fold_C = 0, [], []
     for train, test in folds:
         if len(np.unique(y[train])) < 2:
             predicted = np.full(len(test), _majority(y[train]), dtype=object)
         elif nested_cv:
-            search = _nested_estimator(g[train], seed, max_iter, C_grid, inner_splits)
+            search = _nested_estimator(g[train], seed, max_iter, C_grid, inner_splits, standardize)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 search.fit(X[train], y[train], groups=g[train])
             predicted = search.predict(X[test])
             fold_C.append(float(search.best_params_["logisticregression__C"]))
         else:
-            predicted = fit_probe(X[train], y[train], seed=seed, C=C, max_iter=max_iter).predict(X[test])
+            predicted = fit_probe(X[train], y[train], seed=seed, C=C, max_iter=max_iter,
+                                  standardize=standardize).predict(X[test])
         correct = np.asarray(predicted, dtype=object) == y[test].astype(object)
         hits += int(correct.sum())
         fold_acc.append(float(correct.mean()))
@@ -313,13 +323,14 @@ def attribute_probe(
     position: Literal["subject", "last"] = "subject",
     batch_size: int = 32,
     show_progress: bool = False,
+    standardize: bool = True,
 ) -> AttributeProbeResult:
     """Probe each depth's residual for the fact's answer (target_true), at the last subject token (default: where
     ROME finds attributes enriched) or at the prompt's last token (`position="last"`, where the answer is read out).
 
     Facts are those of `relation_id` (all given facts when None). Answers seen fewer than `min_class_count`
     times are dropped: an answer no training subject has cannot be decoded, it only adds noise to the curve.
-    Folds hold out subjects (GroupKFold by subject).
+    Folds hold out subjects (GroupKFold by subject). `standardize=False` probes the raw residual (`fit_probe`).
     """
     from locate.activations import collect_residuals, last_subject_token_positions
 
@@ -340,6 +351,6 @@ def attribute_probe(
                              show_progress=show_progress)
     curve = probe_accuracy_per_layer(acts, [f.target_true for f in kept], [f.subject for f in kept], seed=seed,
                                      n_splits=n_splits, C=C, max_iter=max_iter, nested_cv=nested_cv,
-                                     show_progress=show_progress)
+                                     show_progress=show_progress, standardize=standardize)
     return AttributeProbeResult(relation_id=relation_id, curve=curve, classes=classes, n_facts=len(kept),
                                 uniform_chance=1.0 / len(classes), position=position, dropped_facts=dropped)

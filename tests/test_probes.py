@@ -109,6 +109,31 @@ def test_probe_recovers_a_planted_direction_and_matches_sklearn():
     assert (again.predict(X) == probe.predict(X)).all()
 
 
+def test_an_unstandardised_probe_is_logistic_regression_on_the_raw_activations():
+    """`standardize=False`: the same fit as scikit-learn's on the raw X, stored with mean 0 and scale 1; and the
+    held-out curve uses it (a feature whose variance is tiny but which carries the label decodes only when it is
+    lifted to unit variance, so the two curves differ)."""
+    from sklearn.linear_model import LogisticRegression
+
+    X, y, _ = _planted()
+    raw = fit_probe(X, y, standardize=False)
+    reference = LogisticRegression(C=1.0, max_iter=2000, random_state=42).fit(X, y)
+    np.testing.assert_allclose(raw.coef.numpy(), reference.coef_, atol=1e-6)
+    assert torch.equal(raw.mean, torch.zeros(X.shape[1], dtype=torch.float64))
+    assert torch.equal(raw.scale, torch.ones(X.shape[1], dtype=torch.float64))
+    assert (raw.predict(X).astype(int) == reference.predict(X)).all()
+
+    rng = np.random.default_rng(4)
+    n, d = 300, 10
+    labels = rng.integers(0, 2, size=n)
+    acts = rng.normal(size=(n, d))
+    acts[:, 0] = 1e-3 * (labels - 0.5) + 1e-4 * rng.normal(size=n)  # the label, at a thousandth of the scale
+    groups = np.arange(n)
+    scaled = probe_accuracy_per_layer(torch.tensor(acts[None]), labels, groups, C=0.01)
+    unscaled = probe_accuracy_per_layer(torch.tensor(acts[None]), labels, groups, C=0.01, standardize=False)
+    assert scaled.accuracy[0] > 0.95 and unscaled.accuracy[0] < 0.7, (scaled.accuracy, unscaled.accuracy)
+
+
 def test_held_out_subjects_curve_decodes_only_where_the_attribute_is():
     rng = np.random.default_rng(1)
     n_subjects, per_subject, d = 200, 2, 12
