@@ -164,6 +164,8 @@ class ProbeCurve:
     n_splits: int
     nested_cv: bool
     seed: int
+    standardize: bool = True
+    """Whether each feature was scaled to unit variance before the fit (`fit_probe`)."""
 
     @property
     def best_index(self) -> int:
@@ -255,7 +257,7 @@ def probe_accuracy_per_layer(
     return ProbeCurve(depths=names, accuracy=accuracy, accuracy_std=accuracy_std, chance=chance,
                       above_chance=above, abs_above_chance=[abs(v) for v in above], chosen_C=chosen,
                       n_samples=len(y), n_groups=len(np.unique(g)), n_classes=len(np.unique(y)),
-                      n_splits=len(folds), nested_cv=nested_cv, seed=seed)
+                      n_splits=len(folds), nested_cv=nested_cv, seed=seed, standardize=standardize)
 
 
 def _depth_accuracy_1thread(*args, **kwargs) -> tuple[float, float, float]:

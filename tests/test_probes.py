@@ -132,6 +132,7 @@ def test_an_unstandardised_probe_is_logistic_regression_on_the_raw_activations()
     scaled = probe_accuracy_per_layer(torch.tensor(acts[None]), labels, groups, C=0.01)
     unscaled = probe_accuracy_per_layer(torch.tensor(acts[None]), labels, groups, C=0.01, standardize=False)
     assert scaled.accuracy[0] > 0.95 and unscaled.accuracy[0] < 0.7, (scaled.accuracy, unscaled.accuracy)
+    assert scaled.standardize and not unscaled.standardize  # the curve records which probe it is
 
 
 def test_held_out_subjects_curve_decodes_only_where_the_attribute_is():
