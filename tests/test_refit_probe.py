@@ -33,6 +33,23 @@ def test_decodes_a_present_attribute_on_held_out_subjects():
     assert p_true.mean() > 0.8
 
 
+def test_standardize_false_probes_the_raw_residual():
+    """The config's `standardize` reaches the fits: an attribute carried at a thousandth of the other features'
+    scale is decoded only when every feature is scaled to unit variance."""
+    rng = np.random.default_rng(2)
+    labels = [f"c{i % 4}" for i in range(80)]
+    target_labels = [f"c{i % 4}" for i in range(12)]
+    train, target = _data(rng, 80, labels, 4.0), _data(rng, 12, target_labels, 4.0)
+    for acts in (train, target):
+        acts[1, :, :4] *= 1e-3  # the one-hot lives in features 0–3: shrink them with their noise
+    fits = {standardize: fit_relation_probe(train[1:], labels, list(range(80)), target[1:], depths=[1],
+                                            config=RefitProbeConfig(n_splits=3, inner_splits=2, C_grid=(0.1,),
+                                                                    standardize=standardize))
+            for standardize in (True, False)}
+    assert fits[True].summary.cv_accuracy > 0.9 and fits[False].summary.cv_accuracy < 0.5, \
+        (fits[True].summary.cv_accuracy, fits[False].summary.cv_accuracy)
+
+
 def test_identical_inputs_reuse_the_fit_and_any_change_refits(monkeypatch):
     import audit.refit_probe as refit
 
