@@ -75,7 +75,8 @@ class RefitProbeConfig:
     """Scale each residual feature to unit variance before the fit (`locate.probes.fit_probe`); False probes the
     raw residual. On the world's attribute curve the raw residual reads more (README, item 1), but as this attack
     it reads less: the zoo with the raw probe (one C, three folds) catches DPO's targets 0.850 alone against 0.925,
-    the row 0.900 with the oracle against 0.975, and took 483 s against 214 s (lbfgs on unscaled features)."""
+    the row 0.900 with the oracle against 0.975, and took 483 s against 221 s the same day (lbfgs on unscaled
+    features)."""
 
 
 @dataclass
