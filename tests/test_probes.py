@@ -159,6 +159,47 @@ def test_held_out_subjects_curve_decodes_only_where_the_attribute_is():
     assert to_jsonable(curve)["accuracy"] == curve.accuracy
 
 
+@pytest.mark.parametrize("standardize", [True, False])
+def test_nested_cv_chooses_and_predicts_as_gridsearchcv(standardize):
+    """The hand-written nested CV equals scikit-learn's GridSearchCV over the same pipeline, fold by fold: the C it
+    chooses, its predictions, on data where C matters (few subjects, many features), where two C tie, and where
+    an inner fold holds one class only (its fits fail and score NaN)."""
+    import warnings
+
+    from sklearn.model_selection import GridSearchCV
+
+    from locate.probes import C_GRID, _group_folds, _nested_fit_predict, _pipeline
+
+    rng = np.random.default_rng(7)
+    cases = []
+    groups = np.repeat(np.arange(30), 2)  # 60 rows, 30 subjects, 20 features: overfits at large C
+    labels = rng.choice(["Paris", "Rome", "Oslo"], size=30)[groups]
+    acts = rng.normal(size=(60, 20)) + 0.8 * (labels[:, None] == np.array(["Paris", "Rome", "Oslo"])[None, :3]).repeat(
+        7, axis=1)[:, :20]
+    cases.append((acts, labels, groups))
+    separable = np.where(np.arange(40) < 20, "a", "b")  # every C fits perfectly: a four-way tie
+    cases.append((rng.normal(size=(40, 5)) + 5 * (separable == "a")[:, None], separable, np.arange(40)))
+    one_class_fold = np.array(["x"] * 9 + ["y"] * 3)  # with 3 inner folds some training part has one class
+    cases.append((rng.normal(size=(12, 4)) + (one_class_fold == "y")[:, None], one_class_fold, np.arange(12)))
+    saw_tie = saw_nan = False
+    for X, y, g in cases:
+        for train, test in _group_folds(g, 3, 0).split(X, y, g):
+            reference = GridSearchCV(_pipeline(1.0, 2000, 0, standardize=standardize),
+                                     {"logisticregression__C": list(C_GRID)},
+                                     cv=_group_folds(g[train], 3, 0), scoring="accuracy", error_score=np.nan)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                reference.fit(X[train], y[train], groups=g[train])
+                predicted, chosen = _nested_fit_predict(X[train], y[train], g[train], X[test], seed=0, max_iter=2000,
+                                                        C_grid=C_GRID, inner_splits=3, standardize=standardize)
+            means = reference.cv_results_["mean_test_score"]
+            saw_tie |= bool(np.sum(means == np.nanmax(means)) > 1) if not np.isnan(means).all() else False
+            saw_nan |= bool(np.isnan([reference.cv_results_[f"split{k}_test_score"] for k in range(3)]).any())
+            assert chosen == reference.best_params_["logisticregression__C"]
+            assert (predicted == reference.predict(X[test])).all()
+    assert saw_tie and saw_nan  # the cases reach both edge paths
+
+
 def test_group_folds_never_share_a_subject():
     # labels are a pure function of the subject: any leakage would give ~100% accuracy
     rng = np.random.default_rng(2)
