@@ -209,23 +209,34 @@ def _nested_fit_predict(X_train: np.ndarray, y_train: np.ndarray, g_train: np.nd
     fails (one class in the fold) scores NaN; the best C has the highest mean accuracy over folds, the first of
     the grid on ties, NaN means counted as the worst. Written out because GridSearchCV's cloning, validation and
     scorer cost more than the small lbfgs fits themselves: the refitted-probe audit spent about a third of its
-    time there (cProfile on the world's forget split). Each fold's scaler is also fitted once, not once per C."""
-    inner = list(_group_folds(g_train, inner_splits, seed).split(X_train, y_train, g_train))
-    scores = np.full((len(C_grid), len(inner)), np.nan)
-    for j, (fit_rows, score_rows) in enumerate(inner):
-        scaler = _scaler(standardize).fit(X_train[fit_rows])
-        X_fit, X_score = scaler.transform(X_train[fit_rows]), scaler.transform(X_train[score_rows])
-        for i, C in enumerate(C_grid):
-            try:
-                classifier = _classifier(C, max_iter, seed).fit(X_fit, y_train[fit_rows])
-            except ValueError:  # e.g. one class only in this fold's training part
-                continue
-            scores[i, j] = np.mean(classifier.predict(X_score) == y_train[score_rows])
-    means = scores.mean(axis=1)
-    best = 0 if np.isnan(means).all() else int(np.argmax(np.nan_to_num(means, nan=np.nanmin(means) - 1)))
+    time there (cProfile on the world's forget split). Each fold's scaler is also fitted once, not once per C, and
+    a grid of one C (the demo's and the zoo's fast probe) skips the inner folds, whose choice is then fixed."""
+    best = 0 if len(C_grid) == 1 else _inner_cv_best(X_train, y_train, g_train, seed=seed, max_iter=max_iter,
+                                                       C_grid=C_grid, inner_splits=inner_splits,
+                                                       standardize=standardize)
     scaler = _scaler(standardize).fit(X_train)
     classifier = _classifier(C_grid[best], max_iter, seed).fit(scaler.transform(X_train), y_train)
     return classifier.predict(scaler.transform(X_test)), float(C_grid[best])
+
+
+def _inner_cv_best(X: np.ndarray, y: np.ndarray, g: np.ndarray, *, seed: int, max_iter: int,
+                   C_grid: Sequence[float], inner_splits: int, standardize: bool) -> int:
+    """Index in `C_grid` of the highest mean held-out accuracy over an inner GroupKFold (see `_nested_fit_predict`)."""
+    inner = list(_group_folds(g, inner_splits, seed).split(X, y, g))
+    scores = np.full((len(C_grid), len(inner)), np.nan)
+    for j, (fit_rows, score_rows) in enumerate(inner):
+        scaler = _scaler(standardize).fit(X[fit_rows])
+        X_fit, X_score = scaler.transform(X[fit_rows]), scaler.transform(X[score_rows])
+        for i, C in enumerate(C_grid):
+            try:
+                classifier = _classifier(C, max_iter, seed).fit(X_fit, y[fit_rows])
+            except ValueError:  # e.g. one class only in this fold's training part
+                continue
+            scores[i, j] = np.mean(classifier.predict(X_score) == y[score_rows])
+    means = scores.mean(axis=1)
+    if np.isnan(means).all():
+        return 0
+    return int(np.argmax(np.nan_to_num(means, nan=np.nanmin(means) - 1)))
 
 
 def probe_accuracy_per_layer(

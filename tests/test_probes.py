@@ -163,7 +163,7 @@ def test_held_out_subjects_curve_decodes_only_where_the_attribute_is():
 def test_nested_cv_chooses_and_predicts_as_gridsearchcv(standardize):
     """The hand-written nested CV equals scikit-learn's GridSearchCV over the same pipeline, fold by fold: the C it
     chooses, its predictions, on data where C matters (few subjects, many features), where two C tie, and where
-    an inner fold holds one class only (its fits fail and score NaN)."""
+    an inner fold holds one class only (its fits fail and score NaN); and with a grid of one C."""
     import warnings
 
     from sklearn.model_selection import GridSearchCV
@@ -186,11 +186,17 @@ def test_nested_cv_chooses_and_predicts_as_gridsearchcv(standardize):
             reference = GridSearchCV(_pipeline(1.0, 2000, 0, standardize=standardize),
                                      {"logisticregression__C": list(C_GRID)},
                                      cv=_group_folds(g[train], 3, 0), scoring="accuracy", error_score=np.nan)
+            one_C = GridSearchCV(_pipeline(1.0, 2000, 0, standardize=standardize), {"logisticregression__C": [0.1]},
+                                 cv=_group_folds(g[train], 3, 0), scoring="accuracy", error_score=np.nan)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 reference.fit(X[train], y[train], groups=g[train])
+                one_C.fit(X[train], y[train], groups=g[train])
                 predicted, chosen = _nested_fit_predict(X[train], y[train], g[train], X[test], seed=0, max_iter=2000,
                                                         C_grid=C_GRID, inner_splits=3, standardize=standardize)
+                predicted_one, _ = _nested_fit_predict(X[train], y[train], g[train], X[test], seed=0, max_iter=2000,
+                                                       C_grid=(0.1,), inner_splits=3, standardize=standardize)
+            assert (predicted_one == one_C.predict(X[test])).all()  # one C: the inner folds are skipped
             means = reference.cv_results_["mean_test_score"]
             saw_tie |= bool(np.sum(means == np.nanmax(means)) > 1) if not np.isnan(means).all() else False
             saw_nan |= bool(np.isnan([reference.cv_results_[f"split{k}_test_score"] for k in range(3)]).any())
