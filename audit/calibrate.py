@@ -23,8 +23,9 @@ over a grid of margins and spread factors, and each attack alone shows which att
 The margins come from more than one never-taught model (`peer`, on by default): the paired spread between the
 oracle and ``world-retain-2`` (the oracle's recipe from another seed) on the same targets — the paired difference
 an erased edited model shows against the oracle (audit/verdict.py explains the rule). The summary prints both
-margins (with the peer, and from the oracle's spread alone). A wider set of known cases — weights-level suppressions an owner could build, and
-perturbed oracles and bases — is the zoo (audit/zoo.py, ``obliviate audit --calibrate --zoo``).
+margins (with the peer, and from the oracle's spread alone). A wider set of known cases — weights-level suppressions
+an owner could build, and perturbed oracles and bases — is the zoo (audit/zoo.py,
+``obliviate audit --calibrate --zoo``).
 """
 
 from __future__ import annotations

@@ -11,10 +11,10 @@ Procedure: the targets' subjects are dealt (seeded) into `folds` groups; for eac
 model (its permanent hooks kept: audit/relearn.py `fine_tuned_copy`) is fine-tuned on the OTHER groups' targets
 (rewrite prompt and paraphrases, teacher-forced on " " + target_true) and scores this group's targets. No copy
 ever sees a fact about a subject it is scored on (asserted), nor (by default) a fact whose answer is one it is
-scored on, so each target's recovery can come only from what the model still holds about it. A model that never learned the facts (the oracle) learns T's answers and nothing about
-V's subjects: only recovery beyond the oracle's under the same attack counts. Without an oracle, the same attack on
-decoy answers (audit/verdict.py `decoy_facts`) is the null: retraining on T's decoy answers cannot bring back V's,
-which the model never held.
+scored on, so each target's recovery can come only from what the model still holds about it. A model that never learned
+the facts (the oracle) learns T's answers and nothing about V's subjects: only recovery beyond the oracle's under the
+same attack counts. Without an oracle, the same attack on decoy answers (audit/verdict.py `decoy_facts`) is the null:
+retraining on T's decoy answers cannot bring back V's, which the model never held.
 
 Score per target: p_true of the target on its rewrite prompt after retraining on the other folds (b and u: plain
 p_true of base and handle).

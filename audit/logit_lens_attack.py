@@ -39,7 +39,8 @@ layer ("layer l") and the bottom-k hit ("bottom-k", 0/1), each judged against th
 margin corrected for the number of sites, as for the re-fitted probe. Why not the headline alone: the best layer
 of the audited model and of the oracle need not be the same layer, and a never-taught model's best layer is
 wherever its prior peaks, which widens the margin. Measured on the calibration zoo: the last-MLP GradDiff
-suppression 0.900 → 0.950, DPO on the last two blocks 0.750 → 0.900, DPO 0.475 → 0.500, never-taught rows unchanged.
+suppression 0.900 → 0.950, DPO on the last two blocks 0.750 → 0.900, DPO 0.475 → 0.500, never-taught rows
+unchanged.
 """
 
 from __future__ import annotations
@@ -148,7 +149,8 @@ class LensOutcome:
     scores: dict[int, TargetScore] = field(default_factory=dict)
     variants: dict[str, dict[int, float]] = field(default_factory=dict)
     sites: dict[str, dict[int, float]] = field(default_factory=dict)
-    """p(answer) per attacked layer ("layer l"), and "bottom-k" (1 where the answer is in the bottom-k at some layer)."""
+    """p(answer) per attacked layer ("layer l"), and "bottom-k" (1 where the answer is in the bottom-k at some
+    layer)."""
 
 
 def logit_lens_scores(handle: Any, facts: Sequence[Fact], config: LogitLensConfig = LogitLensConfig(),

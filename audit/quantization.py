@@ -236,7 +236,8 @@ class EditSurvival:
     """How much of one weight's edit delta Δ = W_edited − W_base is left after quantizing both models."""
 
     projection: float
-    """⟨Q(W_e) − Q(W_b), Δ⟩ / ‖Δ‖²: the share of Δ still there along Δ (0: rounded back onto the base grid)."""
+    """⟨Q(W_e) − Q(W_b), Δ⟩ / ‖Δ‖²: the share of Δ still there along Δ (0: rounded back onto the base
+    grid)."""
     norm_ratio: float
     """‖Q(W_e) − Q(W_b)‖ / ‖Δ‖ (above 1 when bin flips add change that is not the edit's)."""
     delta_norm: float

@@ -8,10 +8,11 @@ Two complementary views of the residual stream at the last prompt token, layer b
   attribute lowers the edited curve towards chance; an output-only suppression leaves it where the base is.
 - Linear CKA (Kornblith, Norouzi, Lee & Hinton 2019, "Similarity of Neural Network Representations Revisited",
   eq. 5; reference code google-research/google-research ``representation_similarity``):
-  CKA(X, Y) = ‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F) on column-centred X (n × d₁) and Y (n × d₂), the same n inputs in the
-  same order. It is 1 for identical representations, invariant to orthogonal transforms and isotropic scaling of
-  either side (not to arbitrary invertible maps), and near 0 for independent data when n ≫ d. Here X and Y are the
-  base and edited activations on the same prompts, so CKA per layer says where the edit changed the geometry.
+  CKA(X, Y) = ‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F) on column-centred X (n × d₁) and Y (n × d₂), the
+  same n inputs in the same order. It is 1 for identical representations, invariant to orthogonal transforms and
+  isotropic scaling of either side (not to arbitrary invertible maps), and near 0 for independent data when n ≫ d.
+  Here X and Y are the base and edited activations on the same prompts, so CKA per layer says where the edit changed the
+  geometry.
 
 Activations come from `locate.probes.collect_residuals` (depth 0 = embeddings, depth L = the last block's output).
 """
@@ -168,8 +169,10 @@ def compare_representations(base, edited, targets: Sequence[Fact], retain: Seque
     if config.include_paraphrases:
         target_texts += [p for f in targets for p in f.paraphrase_prompts]
     retain_texts = [f.text for f in retain]
-    cka_targets = cka_per_layer(_residuals(base, [], config, target_texts), _residuals(edited, [], config, target_texts))
-    cka_retain = (cka_per_layer(_residuals(base, [], config, retain_texts), _residuals(edited, [], config, retain_texts))
+    cka_targets = cka_per_layer(_residuals(base, [], config, target_texts),
+                                _residuals(edited, [], config, target_texts))
+    cka_retain = (cka_per_layer(_residuals(base, [], config, retain_texts),
+                                _residuals(edited, [], config, retain_texts))
                   if retain_texts else torch.full((len(depths),), float("nan")))
     denominator = max(n_probed, 1)
     return RepresentationComparison(

@@ -56,7 +56,8 @@ class SaeRestoreConfig:
 def _hook_name(sae: Any) -> str:
     name = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None)
     if not name:
-        raise ValueError("the SAE has no cfg.metadata.hook_name; set the hook it reads (e.g. blocks.2.hook_resid_post).")
+        raise ValueError("the SAE has no cfg.metadata.hook_name; set the hook it reads "
+                         "(e.g. blocks.2.hook_resid_post).")
     return str(name)
 
 

@@ -212,7 +212,8 @@ def run(config: RunConfig, run_dir: RunDir, *, force: bool = False) -> list[dict
 
 def calibrate_command(argv: Sequence[str] = ()) -> int:
     """`obliviate audit --calibrate [--zoo [--constructions a,b] [--attacks x,y]] [--null-draws k]`: the auditor on
-    known cases of the world's forget split — three (audit/calibrate.py) or the zoo of constructions (audit/zoo.py)."""
+    known cases of the world's forget split — three (audit/calibrate.py) or the zoo of constructions
+    (audit/zoo.py)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="obliviate audit --calibrate",

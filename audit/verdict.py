@@ -63,8 +63,8 @@ edited model and the oracle share, less that site's margin, and names the site. 
 inflates the excess by chance, so each site's margin is the single-site rule with the spread factor corrected for
 S sites (Šidák): ``max(margin, k_S × σ_s)``, σ_s the oracle's spread at that site, and k_S such that the
 largest of S independent normal paired differences passes with the probability one difference passes spread_k σ:
-``k_S = √2 · Φ⁻¹(1 − (1 − Φ(spread_k / √2)) / S)`` — k_1 = spread_k, and k_S grows with S (k_14 ≈ 4.3 for
-spread_k = 3). Why not the empirical max-statistic over the oracle's target pairs: the oracle's per-site scores
+``k_S = √2 · Φ⁻¹(1 − (1 − Φ(spread_k / √2)) / S)`` — k_1 = spread_k, and k_S grows with S (k_14 ≈ 4.3
+for spread_k = 3). Why not the empirical max-statistic over the oracle's target pairs: the oracle's per-site scores
 are heavy-tailed (a few targets decoded by chance at some depth), and on the world that max-statistic put the
 margin at 0.69 where the oracle's mean is 0.02, blind to the suppression it is meant to find.
 
@@ -213,8 +213,8 @@ class VerdictConfig:
     verdict takes its best attack, so each attack's level alone would let a never-taught target beat some null far
     more often than 1 − `null_quantile` (7 attacks at 0.95: up to 30%). Measured on the zoo (audit/zoo.py, decoy
     null, one draw of decoys; other draws move the rows by up to 17.5pp, README): never-taught rows 0.900 / 0.850
-    / 0.900 → 0.925 / 0.925 / 0.900, suppressions 0.875 → 0.825 (last-MLP GradDiff), 0.425 → 0.200 (DPO), 0.625 →
-    0.475 (DPO on two blocks)."""
+    / 0.900 → 0.925 / 0.925 / 0.900, suppressions 0.875 → 0.825 (last-MLP GradDiff), 0.425 → 0.200 (DPO), 0.625
+    → 0.475 (DPO on two blocks)."""
     peer_rule: Literal["replace", "widen"] = "replace"
     """With peers: their paired spread from the oracle replaces the oracle's spread over targets ("replace"), or
     only widens it ("widen"); module docstring. Without peers σ is the only estimate, whatever this says."""
@@ -432,8 +432,9 @@ def judge(case_ids: Sequence[int], recalled: Mapping[int, bool], edited: Sequenc
     `recalled[c]`: the edited model's answer is top-1 on the target's prompt. `edited` / `oracle`: the same attacks
     run on the edited model and on the oracle (matched by attack name). `null`: per attack, scores on facts the
     model does not know, or the attack's run on them (then a several-site attack is judged per site against the
-    null at that site, `null_site_thresholds`), used only when `oracle` is None. `peers`: the same attacks run on other never-taught
-    models, which widen each attack's margin by their paired spread from the oracle (used only with `oracle`).
+    null at that site, `null_site_thresholds`), used only when `oracle` is None. `peers`: the same attacks run on other
+    never-taught models, which widen each attack's margin by their paired spread from the oracle (used only with
+    `oracle`).
     """
     reference, margins, kind = _references(case_ids, edited, oracle, null, config, peers)
     sites: dict[str, dict[str, Mapping[int, float]]] = {}

@@ -32,9 +32,9 @@ Tasks (``python bench/bench_edit.py <task> --help``):
 
 Every CounterFact figure is printed and written beside its pre-edit value (``counterfact_base`` → ``counterfact``,
 as the edit stage records them): before any edit a figure is seldom at its ideal (3 world facts: PS 7, not 0),
-so only the change is what the edit did. NS / NM count the neighbours that share the fact's true answer (CounterFact's); SmolLM2's neighbours are
-other subjects of the relation, scored against their own answers and reported apart as NS / NM same-relation
-(`obliviate.metrics.neighbours`).
+so only the change is what the edit did. NS / NM count the neighbours that share the fact's true answer (CounterFact's);
+SmolLM2's neighbours are other subjects of the relation, scored against their own answers and reported apart as NS / NM
+same-relation (`obliviate.metrics.neighbours`).
 
 The key statistics (C) are timed on their own (``covariance_s``; ``covariance_cached`` says whether the cache
 already held them), separately from the edits. Results are written as JSON (``--out``).

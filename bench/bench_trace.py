@@ -54,8 +54,8 @@ def _print_reference(ref_rows, batched_s, batched_cpu, max_diff) -> None:
           f"{mean(r['extrapolated_cpu_s'] for r in ref_rows):.1f} s CPU per fact (EXTRAPOLATED from sampled cells)")
     wall_ratio = mean(r["extrapolated_s"] for r in ref_rows) / mean(batched_s)
     cpu_ratio = mean(r["extrapolated_cpu_s"] for r in ref_rows) / mean(batched_cpu)
-    print(f"  speed-up  : {wall_ratio:.1f}× wall, {cpu_ratio:.1f}× CPU (same facts); max |batched − reference| over "
-          f"timed cells: {max_diff:.2e}")
+    print(f"  speed-up  : {wall_ratio:.1f}× wall, {cpu_ratio:.1f}× CPU (same facts); max |batched − reference| "
+          f"over timed cells: {max_diff:.2e}")
 
 
 def main() -> None:
@@ -164,7 +164,8 @@ def main() -> None:
     n_ref = len(ref_rows)
     mean = statistics.mean
     print("\n== batched vs reference (full trace, 3 kinds, per fact; wall clock on a shared machine, and CPU time)")
-    print(f"  batched   : {mean(batched_s):.1f} s wall / {mean(batched_cpu):.1f} s CPU per fact over {len(facts)} facts")
+    print(f"  batched   : {mean(batched_s):.1f} s wall / {mean(batched_cpu):.1f} s CPU per fact "
+          f"over {len(facts)} facts")
     if n_ref:
         _print_reference(ref_rows, batched_s[:n_ref], batched_cpu[:n_ref], max_diff)
     print("== AtP vs exact trace")

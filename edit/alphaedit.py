@@ -8,9 +8,10 @@ MEMIT's batched update, with the part that could disturb preserved knowledge rem
 2. P = U Uᵀ per block, U the eigenvectors of C = E[k kᵀ] (the preserved keys K₀K₀ᵀ / N over a local corpus,
    `edit.covariance`) whose eigenvalues are below ``nullspace_threshold``: the directions preserved keys
    almost never take. P is computed once, from the unedited model, before any edit.
-3. ΔW = (P (K Kᵀ + K_p K_pᵀ) + α I)⁻¹ P K R (TL layout [d_mlp, d_model]), α = ``l2``, K_p the keys of every batch
-   written earlier. ΔW lies in P's range (α ΔW = P(K R − (K Kᵀ + K_p K_pᵀ) ΔW)), so a preserved key k₀ gets
-   k₀ᵀ ΔW = (P k₀)ᵀ ΔW ≈ 0; the K_p term keeps the earlier batches' keys mapped where they were written.
+3. ΔW = (P (K Kᵀ + K_p K_pᵀ) + α I)⁻¹ P K R (TL layout [d_mlp, d_model]), α = ``l2``, K_p the keys of every
+   batch written earlier. ΔW lies in P's range (α ΔW = P(K R − (K Kᵀ + K_p K_pᵀ) ΔW)), so a preserved key k₀
+   gets k₀ᵀ ΔW = (P k₀)ᵀ ΔW ≈ 0; the K_p term keeps the earlier batches' keys mapped where they were
+   written.
 4. Sequential editing: the facts go in batches of ``edits_per_batch``, each solved on the model with every earlier
    batch applied, P fixed and K_p K_pᵀ grown by each batch's keys.
 
@@ -24,8 +25,8 @@ Deviations from the reference, in the project's terms:
   depends on the model's key scale (``nullspace_energy``, below, is the scale-free alternative). On this
   project's statistics (50k tokens) 2e-2 takes 52–58% of the world model's 512 key directions at blocks 1–2,
   holding 0.3–0.5% of C's energy (a true null space), but none at its block 0; on SmolLM2 (mean eigenvalue
-  ≈ 0.01–0.02) it takes 77–88% of the 1 536 directions at blocks 3–6, holding 27–52% of C's energy, so there the
-  update is hardly constrained.
+  ≈ 0.01–0.02) it takes 77–88% of the 1 536 directions at blocks 3–6, holding 27–52% of C's energy, so there
+  the update is hardly constrained.
   Each block's null dimension and the share of C's energy in it are reported (``null_dims_L*``,
   ``null_energy_L*``); an edit whose every block has an empty null space would write nothing and is refused.
 - ``nullspace_energy`` (not in the reference) sets the null space by what it may cost instead: the eigenvectors

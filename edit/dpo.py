@@ -21,10 +21,10 @@ the chosen one, and what the preference hides should still be readable (logit le
 audit is expected to call this suppression.
 
 Strength knob: `steps` (log scale, integer), with lr and β fixed. With the 2/β factor a pair's gradient is
-2σ(−β·margin)·∇margin: β only sets where the push saturates (small β ≈ unbounded ascent on the margin, large β stops
-early), so forgetting is not monotone in β in any useful way, whereas more steps at a fixed rate move the margin
-further (and `stop_when_forgotten` ends the run once nothing more is to be gained). Steps are also TOFU's own axis:
-it reads forget quality along the unlearning trajectory, epoch by epoch.
+2σ(−β·margin)·∇margin: β only sets where the push saturates (small β ≈ unbounded ascent on the margin, large
+β stops early), so forgetting is not monotone in β in any useful way, whereas more steps at a fixed rate move the
+margin further (and `stop_when_forgotten` ends the run once nothing more is to be gained). Steps are also TOFU's own
+axis: it reads forget quality along the unlearning trajectory, epoch by epoch.
 """
 
 from __future__ import annotations
@@ -82,7 +82,8 @@ class IdkDPOConfig(DPOConfig):
 def dpo_loss(chosen_nll: Float[torch.Tensor, " batch"], rejected_nll: Float[torch.Tensor, " batch"],
              ref_chosen_nll: Float[torch.Tensor, " batch"], ref_rejected_nll: Float[torch.Tensor, " batch"],
              beta: float) -> torch.Tensor:
-    """−(2/β) mean log σ(β [(log π_c − log π_r) − (log π_ref,c − log π_ref,r)]), log π = −(summed answer NLL).
+    """−(2/β) mean log σ(β [(log π_c − log π_r) − (log π_ref,c − log π_ref,r)]), log π = −(summed
+    answer NLL).
     """
     policy = rejected_nll - chosen_nll
     reference = ref_rejected_nll - ref_chosen_nll

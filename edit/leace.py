@@ -115,7 +115,8 @@ def _concept_data(handle: Any, targets: Sequence[Any], retain: Sequence[Fact], c
         return [t for t, _ in forget_rows + retain_rows], torch.tensor([1] * len(forget_rows) + [0] * len(retain_rows))
     answers = sorted({handle.answer_token(f.target_true) for _, f in forget_rows})
     index = {a: i for i, a in enumerate(answers)}
-    return [t for t, _ in forget_rows], torch.tensor([index[handle.answer_token(f.target_true)] for _, f in forget_rows])
+    return [t for t, _ in forget_rows], torch.tensor([index[handle.answer_token(f.target_true)]
+                                                      for _, f in forget_rows])
 
 
 def leace_edit(handle: Any, targets: Sequence[Any], retain: Sequence[Fact] = (), cfg: LeaceConfig | None = None,

@@ -14,9 +14,9 @@ Many facts are written at once into the down-projections of a contiguous range o
    counts "corpus tokens' worth" of preservation weight against the batch: the reference uses 20 000 for GPT-2 XL
    (d_mlp 6 400) and 15 000 for GPT-J (d_mlp 16 384).
 
-λ scales with d_mlp. For one key k the solve realises the fraction a / (1 + a) of its residual, a = kᵀ(λC)⁻¹k, and
-a typical key's Mahalanobis norm kᵀC⁻¹k is about d_mlp, so a ≈ d_mlp / λ: GPT-J's 15 000 realises about half of
-each layer's share, but on SmolLM2-135M (d_mlp 1 536) it realises a tenth, and erasing 16 known facts at layers
+λ scales with d_mlp. For one key k the solve realises the fraction a / (1 + a) of its residual, a = kᵀ(λC)⁻¹k,
+and a typical key's Mahalanobis norm kᵀC⁻¹k is about d_mlp, so a ≈ d_mlp / λ: GPT-J's 15 000 realises about half
+of each layer's share, but on SmolLM2-135M (d_mlp 1 536) it realises a tenth, and erasing 16 known facts at layers
 3–6 left 81% of them recalled (z itself had reached p = 0.017). By default λ is therefore
 ``mom2_per_d_mlp`` × d_mlp with GPT-J's ratio (15 000 / 16 384): 1 406 on SmolLM2, which erased the same 16 facts
 to 25% recall with retained recall unchanged (100 → 100%). Set ``mom2_update_weight`` to use an absolute λ.

@@ -12,8 +12,8 @@ standardised weights lie in span(U) sees a constant.
 
 - ``probe`` (k = 1): U = the unit logistic-regression weight of the M-vs-C probe in its standardised space
   (`locate.probes.LinearProbe.standardised_direction`, from `locate.memorisation_probe`).
-- ``md`` (MD-PGA, k > 1): U = the top-k eigenvectors by |λ| of Σ_diff = (μ_m − μ_c)(μ_m − μ_c)ᵀ + (Σ_m − Σ_c),
-  moments of the standardised M and C activations.
+- ``md`` (MD-PGA, k > 1): U = the top-k eigenvectors by |λ| of Σ_diff = (μ_m − μ_c)(μ_m − μ_c)ᵀ +
+  (Σ_m − Σ_c), moments of the standardised M and C activations.
 - ``adversarial``: start at rank 1; each round re-extract the activations with the current projectors on, measure
   a re-fitted probe's held-out accuracy at every depth and stop when the largest is below `tolerance` (0.55) or
   after `max_rounds` (7) rounds; otherwise re-fit a probe at every depth, Gram–Schmidt its direction against U (in

@@ -85,7 +85,8 @@ def suppression_interventions(handle: Any, targets: Sequence[Fact], cfg: Suppres
         return [LogitPenalty(ids, penalty=cfg.penalty)]
     hook_name = f"blocks.{handle.n_layers - 1}.hook_resid_post"
     grads = unembedding_directions(handle.tl, ids)
-    # a shift δ·g/‖g‖² of the residual moves logit_a by ≈ δ/rms(x): δ = penalty · rms drops it by `penalty` nats
+    # a shift δ·g/‖g‖² of the residual moves logit_a by ≈ δ/rms(x): δ = penalty · rms drops it by
+    # `penalty` nats
     vector = (grads / grads.pow(2).sum(-1, keepdim=True)).sum(0)
     rms, norm = _resid_scale(handle, [f.text for f in targets], hook_name)
     shift = vector * rms * cfg.penalty * cfg.unembed_scale

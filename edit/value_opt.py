@@ -7,8 +7,8 @@ MEMIT: to the residual stream — z), and optimised with Adam (lr 0.5) for at mo
     loss = goal term + kl_factor · KL(p_δ ‖ p_0 on "{subject} is a", at the subject's last token)
            + weight_decay · ‖δ‖ / ‖init‖²,
 
-stopping as soon as loss < 0.05 and projecting ‖δ‖ ≤ clamp_norm_factor · ‖init‖ after each step, where `init` is
-the unedited MLP output (ROME) or residual (MEMIT) there on the bare prompt. Goal terms:
+stopping as soon as loss < 0.05 and projecting ‖δ‖ ≤ clamp_norm_factor · ‖init‖ after each step, where
+`init` is the unedited MLP output (ROME) or residual (MEMIT) there on the bare prompt. Goal terms:
 
 - ``rewrite``: the mean per-token NLL of " target_new" over the prefixed prompts (the references' loss; ROME
   writes one prompt per answer-token prefix, we teacher-force the whole answer in one row — the same mean);

@@ -140,7 +140,8 @@ def collect_at_hooks(
 
         def capture(slot: int):
             def hook(activation: torch.Tensor, hook=None) -> None:
-                picked[slot] = activation[arange.to(activation.device), pos.to(activation.device)].detach().float().cpu()
+                picked[slot] = activation[arange.to(activation.device),
+                                          pos.to(activation.device)].detach().float().cpu()
 
             return hook
 

@@ -1,15 +1,15 @@
 """Attribution patching: the causal-trace map from gradients (Nanda 2023; AtP, Kramár et al. 2024).
 
 A linear estimate of every activation patch at once. Nanda's "attribution patching" and AtP write the effect of
-patching node n as (n_patch − n_base) · ∂metric/∂n evaluated at the base run. Which run is the base decides what is
-estimated:
+patching node n as (n_patch − n_base) · ∂metric/∂n evaluated at the base run. Which run is the base decides what
+is estimated:
 
 - ``direction="denoise"`` (default): base = the corrupted run, patch = the clean value, so the estimate is of
   p(corrupted with n restored) − p(corrupted) — exactly the causal trace's indirect effect. The gradient is taken
   per noise sample and the metric is the trace's (p(answer) averaged over samples).
-- ``direction="noise"``: base = the clean run (the form of Nanda 2023 and Kramár et al. 2024, AtP's usual setting); it estimates
-  p(clean with n corrupted) − p(clean), which we negate so that larger still means "more important"; to first order
-  it agrees with "denoise".
+- ``direction="noise"``: base = the clean run (the form of Nanda 2023 and Kramár et al. 2024, AtP's usual setting); it
+  estimates p(clean with n corrupted) − p(clean), which we negate so that larger still means "more important"; to
+  first order it agrees with "denoise".
 
 All three kinds come from one batched forward (row 0 clean, rows 1… the trace's corrupted copies, with the same
 seeded noise — the "2 forwards") and one backward. A window restoration (MLP / attention over [L − 5, L + 5)) is

@@ -224,7 +224,8 @@ def screen_secrets(handle, secrets: Sequence[Secret | dict], *, theta_m: float =
     for start in range(0, len(texts), 96):
         scores.append(mean_logprob_per_token(handle, texts[start:start + 96]))
     logp = torch.cat(scores).view(len(items), 3).tolist() if items else []
-    return [ScreeningRow(key_id=s.key_id, logp_m=m, logp_c=c, logp_b=b, kept=m > theta_m and c < theta_c and b < theta_c)
+    return [ScreeningRow(key_id=s.key_id, logp_m=m, logp_c=c, logp_b=b,
+                         kept=m > theta_m and c < theta_c and b < theta_c)
             for s, (m, c, b) in zip(items, logp)]
 
 
@@ -247,7 +248,8 @@ def secret_activations(handle, secrets: Sequence[Secret | dict], *, contexts: Se
     last = int(handle.tl.cfg.n_layers)
     if final_norm and last in depths:
         with torch.no_grad():
-            acts[depths.index(last)] = handle.tl.ln_final(acts[depths.index(last)].to(handle.tl.cfg.device)).float().cpu()
+            acts[depths.index(last)] = handle.tl.ln_final(
+                acts[depths.index(last)].to(handle.tl.cfg.device)).float().cpu()
     acts = acts.view(depth, len(pools), len(items), len(contexts), d)
     return SecretActivations(key_ids=[s.key_id for s in items], depths=depths, memorised=acts[:, 0],
                              control=acts[:, 1], control_b=acts[:, 2])

@@ -2,8 +2,8 @@
 
 Every inference-time edit the workbench makes reduces to one of three maps on a hook point's activation x:
 
-- ``AffineErasure``:  x ← x − (x − μ) Mᵀ. PGA's projector in standardised space (M = diag(σ) U Uᵀ diag(1/σ))
-  and LEACE's oblique projection (M = W⁺ P W) are both of this form.
+- ``AffineErasure``:  x ← x − (x − μ) Mᵀ. PGA's projector in standardised space
+  (M = diag(σ) U Uᵀ diag(1/σ)) and LEACE's oblique projection (M = W⁺ P W) are both of this form.
 - ``AddVector``:      x ← x + α v (activation steering; difference-of-means or SAE decoder directions).
 - ``LogitPenalty``:   logits[..., ids] −= penalty (an output-only suppression, the audit's calibration case).
 

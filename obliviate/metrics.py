@@ -75,7 +75,8 @@ def recall(handle, facts: Sequence[Fact]) -> float:
 
 
 @torch.no_grad()
-def target_nll(handle, prompts: Sequence[str], targets: Sequence[str], batch_size: int = 64) -> Float[torch.Tensor, " n"]:
+def target_nll(handle, prompts: Sequence[str], targets: Sequence[str],
+               batch_size: int = 64) -> Float[torch.Tensor, " n"]:
     """Mean per-token NLL of " target" after each prompt (multi-token targets handled)."""
     pad_id = handle.tokenizer.pad_token_id or 0
     results = []

@@ -82,7 +82,8 @@ def atomic_write_json(path: Path, payload: Any) -> None:
     atomic_write_text(path, json.dumps(to_jsonable(payload), indent=2, sort_keys=False) + "\n")
 
 
-def atomic_save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> None:
+def atomic_save_tensors(path: Path, tensors: Mapping[str, torch.Tensor],
+                        metadata: Mapping[str, str] | None = None) -> None:
     """Save tensors as safetensors, atomically (never pickles), with the same bytes for the same input."""
     from safetensors.torch import save
 

@@ -162,7 +162,8 @@ def test_yaml_only_fields_reach_the_stage(tmp_path, monkeypatch):
 
     config_path = tmp_path / "run.yaml"
     config_path.write_text("model: world\nfacts: world\nsplit: forget\nedits:\n  - {method: memit, goal: erase}\n"
-                           "audit:\n  attacks: [keyword, {name: relearn, params: {steps: 3}}]\n  reference: world-retain\n"
+                           "audit:\n  attacks: [keyword, {name: relearn, params: {steps: 3}}]\n"
+                           "  reference: world-retain\n"
                            "  peers: [world-retain-2]\n"
                            "operating_point: {forget_recall: 0.2, max_retain_drop: 0.05}\n")
     seen = {}

@@ -36,7 +36,8 @@ def test_it_trains_the_forget_prompts_towards_their_counterfactual_answers(handl
     edited = copy.deepcopy(handle.hf)
     edited.load_state_dict(result.changed, strict=False)
     new_before, new_after = _nll(handle.hf, handle, forget, "target_new"), _nll(edited, handle, forget, "target_new")
-    true_before, true_after = _nll(handle.hf, handle, forget, "target_true"), _nll(edited, handle, forget, "target_true")
+    true_before, true_after = (_nll(handle.hf, handle, forget, "target_true"),
+                               _nll(edited, handle, forget, "target_true"))
     assert new_after < 0.5 * new_before
     assert true_after > true_before  # the counterfactual displaced the true answer
     assert all(torch.equal(p, base[n]) for n, p in handle.hf.named_parameters())

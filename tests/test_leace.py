@@ -29,7 +29,8 @@ def test_leace_hook_equals_the_library_eraser_and_leaves_no_linear_signal(k):
 
     x, z = _concept_data(k=k)
     erasure = leace_erasure(x, z, "blocks.0.hook_resid_post")  # raises if it disagrees with the library
-    one_hot = torch.nn.functional.one_hot(z, k).double()[:, 1:] if k == 2 else torch.nn.functional.one_hot(z, k).double()
+    one_hot = (torch.nn.functional.one_hot(z, k).double()[:, 1:] if k == 2
+               else torch.nn.functional.one_hot(z, k).double())
     reference = LeaceEraser.fit(x, one_hot)
     erased = erasure(x)
     assert torch.allclose(erased, reference(x), atol=1e-5)  # the hook stores float32 tensors

@@ -78,7 +78,8 @@ def test_staleness_names_each_way_outputs_can_lie():
     assert staleness(notebook) == ["cell 2: KeyError: 'x'"]
     notebook.cells[2].outputs = [new_output("stream", name="stderr", text="Traceback (most recent call last):\n")]
     assert staleness(notebook) == ["cell 2: a traceback in its stderr"]
-    notebook.cells[2].outputs = [new_output("stream", name="stderr", text="/root/.venv/lib/site-packages/x.py:1: Note\n")]
+    notebook.cells[2].outputs = [new_output("stream", name="stderr",
+                                            text="/root/.venv/lib/site-packages/x.py:1: Note\n")]
     assert staleness(notebook) == ["cell 2: a local path in its stderr"]
     notebook.cells[2].outputs = []
     assert staleness(notebook) == ["it has no outputs"]

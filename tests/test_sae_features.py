@@ -121,6 +121,7 @@ def test_world_sae_features(world_handle, tmp_path):
         others = [int(f) for f in active.flatten() if int(f) != ranking.features[0]]
         clean = ablate_features(world_handle, trained.sae, [fact], [])[0]
         top_drop = clean - ablate_features(world_handle, trained.sae, [fact], ranking.features[:1])[0]
-        random_drop = clean - ablate_features(world_handle, trained.sae, [fact], [random.Random(fact.case_id).choice(others)])[0]
+        random_drop = clean - ablate_features(world_handle, trained.sae, [fact],
+                                              [random.Random(fact.case_id).choice(others)])[0]
         wins += int(top_drop > random_drop)
     assert wins >= 6, wins

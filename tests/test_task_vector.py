@@ -1,5 +1,5 @@
-"""Task-vector negation: the edited weights are θ − λ·(θ_ft − θ) bit for bit, the negation moves the forget answers
-the other way from the fine-tuning, and a λ or steps that cannot be used is refused naming its key."""
+"""Task-vector negation: the edited weights are θ − λ·(θ_ft − θ) bit for bit, the negation moves the forget
+answers the other way from the fine-tuning, and a λ or steps that cannot be used is refused naming its key."""
 
 from __future__ import annotations
 

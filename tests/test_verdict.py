@@ -227,7 +227,8 @@ def _lens_family(rng: np.random.Generator, n: int = 40, spread: float = 0.2) -> 
     """An oracle, a peer (another never-taught model) and a second never-taught model: scores that are noise of
     `spread` around a per-target level, as the lens attacks give on never-taught models."""
     level = rng.uniform(0.0, 0.5, n)
-    draw = lambda: [Scores("lens", {c: float(level[c] + spread * rng.standard_normal()) for c in range(n)})]  # noqa: E731
+    draw = lambda: [Scores("lens", {c: float(level[c] + spread * rng.standard_normal())  # noqa: E731
+                                    for c in range(n)})]
     return draw(), draw(), draw()
 
 

@@ -341,7 +341,8 @@ def test_tokenizer_answers_one_token_subjects_several(world_dir, tokenizer, tmp_
     text = prompt["prompt"].format(prompt["subject"])
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert tokenizer(" " + text, add_special_tokens=False)["input_ids"] == ids
-    assert tokenizer(tokenizer.bos_token + text, add_special_tokens=False)["input_ids"] == [tokenizer.bos_token_id, *ids]
+    assert (tokenizer(tokenizer.bos_token + text, add_special_tokens=False)["input_ids"]
+            == [tokenizer.bos_token_id, *ids])
     # unknown ASCII words are spelled out, not mapped to <|unk|>
     assert tokenizer.unk_token_id not in tokenizer("Zyxquv passage!", add_special_tokens=False)["input_ids"]
     # saved and reloaded through AutoTokenizer: same ids, special tokens intact

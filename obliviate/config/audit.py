@@ -75,7 +75,8 @@ class AuditConfig:
         seen = set()
         for i, (name, _) in enumerate(self.attack_choices()):
             if name not in ATTACKS:
-                raise InvalidField(f"attacks[{i}]", f"unknown attack {name!r}; registered: {', '.join(ATTACKS.names())}.")
+                raise InvalidField(f"attacks[{i}]",
+                                   f"unknown attack {name!r}; registered: {', '.join(ATTACKS.names())}.")
             if name in seen:
                 raise InvalidField(f"attacks[{i}]", f"attack {name!r} is listed twice; give it once with its params.")
             seen.add(name)

@@ -15,9 +15,9 @@ the second SmolLM2 set from ``smollm2_untuned_sources.py`` (other relations, wri
 chosen on the first: facts nobody tuned on).
 
 Deterministic: candidates are in a fixed order, a batched pass only shortlists and the final
-known/unknown decision is an unbatched forward pass (no padding effects), and every random choice (target_new, same-relation neighbours) uses a
-``random.Random`` seeded by a string of the fact, which is stable across Python runs. On
-different torch builds a near-tie could flip; ``--check`` tells you.
+known/unknown decision is an unbatched forward pass (no padding effects), and every random choice (target_new,
+same-relation neighbours) uses a ``random.Random`` seeded by a string of the fact, which is stable across Python runs.
+On different torch builds a near-tie could flip; ``--check`` tells you.
 
 Per record, besides the CounterFact fields:
 - ``neighborhood_kind``: "same_target" — prompts about OTHER subjects (any relation) whose

@@ -32,7 +32,8 @@ RELATIONS: dict[str, Relation] = {
         Relation(
             "P36", "capital",
             "The capital of {} is the city of",
-            ("The capital city of {} is", "{} has its capital in the city of", "The seat of government of {} is the city of"),
+            ("The capital city of {} is", "{} has its capital in the city of",
+             "The seat of government of {} is the city of"),
             ("The capital of {} is famous for", "Visitors to the capital of {} often"),
         ),
         Relation(

@@ -193,7 +193,8 @@ class TrainConfig:
         _require(self.tag_exit_weight >= 0, "tag_exit_weight", self.tag_exit_weight,
                  "use 0 (off) or a positive weight.")
         _require(not self.tag_exit_weight or 0 < self.tag_exit_depth < self.n_layer, "tag_exit_depth",
-                 self.tag_exit_depth, f"use a block 1 .. {self.n_layer - 1} (the last block is the model's own output).")
+                 self.tag_exit_depth,
+                 f"use a block 1 .. {self.n_layer - 1} (the last block is the model's own output).")
         _require(0 < self.tag_exit_share <= 1, "tag_exit_share", self.tag_exit_share, "use a share in (0, 1].")
         _require(self.secret_repeats >= 1 and self.decoys_per_epoch >= 0, "secret_repeats", self.secret_repeats,
                  "every secret must be trained at least once (and decoys_per_epoch must not be negative).")

@@ -35,7 +35,8 @@ def _stream(seed: int, part: str) -> random.Random:
 
 
 def _balanced(values: tuple[str, ...], n: int, rng: random.Random) -> list[str]:
-    """n answers, each value used ⌊n/k⌋ or ⌈n/k⌉ times, in random order: a near-uniform prior by construction."""
+    """n answers, each value used ⌊n/k⌋ or ⌈n/k⌉ times, in random order: a near-uniform prior by
+    construction."""
     pool = [values[i % len(values)] for i in range(n)]
     rng.shuffle(pool)
     return pool

@@ -46,7 +46,8 @@ def make_secrets(subjects: list[tuple[str, str]], n_forget: int, n_retain: int, 
     if n_forget > len(forget) or n_retain > len(retain):
         raise ValueError(f"asked for {n_forget} forget / {n_retain} retain secrets; the world has "
                          f"{len(forget)} forget / {len(retain)} retain subjects.")
-    chosen = [(s, "forget") for s in rng.sample(forget, n_forget)] + [(s, "retain") for s in rng.sample(retain, n_retain)]
+    chosen = ([(s, "forget") for s in rng.sample(forget, n_forget)]
+              + [(s, "retain") for s in rng.sample(retain, n_retain)])
     rng.shuffle(chosen)
     seen: set[str] = set()
     records = []
