@@ -117,24 +117,17 @@ def test_config_loads_from_edit_params():
     assert cfg.layers == [1, 2] and cfg.mom2_update_weight == 5000 and cfg.covariance.n_tokens == 1234
 
 
-@pytest.mark.slow
-@pytest.mark.smollm2
-def test_memit_erase_on_smollm2_drops_targets_and_keeps_retained_facts(smollm2_handle):
-    """On a real model, whose facts live at the subject's last token (as world v3's do; the world's MEMIT figures
-    are in the README and docs/world-history.md)."""
-    from obliviate.metrics import recall, target_nll
-    from obliviate.targets import resolve_facts
+def test_lambda_scales_with_the_mlp_width_unless_set(corpus):
+    """λ = mom2_per_d_mlp × d_mlp by default (GPT-J's 15 000 per 16 384 dimensions), the configured value otherwise;
+    the result records the λ it solved with."""
+    handle = tiny_hf_handle("gpt2")
+    d_mlp = handle.tl.cfg.d_mlp
+    scaled = memit_edit(handle, tiny_facts(), [1], tiny_cfg(corpus), goal="rewrite")
+    assert scaled.config["mom2_weight_used"] == pytest.approx(15000 / 16384 * d_mlp)
+    fixed = memit_edit(handle, tiny_facts(), [1], tiny_cfg(corpus, mom2_update_weight=5000.0), goal="rewrite")
+    assert fixed.config["mom2_weight_used"] == 5000.0
 
-    handle = smollm2_handle
-    facts = resolve_facts("smollm2")
-    forget, retain = facts[:16], facts[100:200]
-    nll_before = target_nll(handle, [f.text for f in forget], [f.target_true for f in forget])
-    retain_before = recall(handle, retain)
-    assert recall(handle, forget) == 1.0  # the shipped facts are all known
-    result = memit_edit(handle, forget, [3, 4, 5, 6], MemitConfig(), goal="erase")
-    assert result.config["mom2_weight_used"] == pytest.approx(15000 / 16384 * handle.tl.cfg.d_mlp)
-    with apply_deltas(handle, result.deltas):
-        nll_after = target_nll(handle, [f.text for f in forget], [f.target_true for f in forget])
-        assert recall(handle, forget) <= 0.5
-        assert recall(handle, retain) >= retain_before - 0.03
-    assert (nll_after - nll_before).mean() > 1.0
+
+# MEMIT's erase on a real model (SmolLM2, 16 known facts at layers 3-6: all recalled before, at most half after,
+# retain recall within 3pp, the true answers' NLL up by more than a nat on average) is asserted in
+# notebooks/02_edit.ipynb, which CI runs: the same edit computed twice per run cost about a minute.
