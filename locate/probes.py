@@ -214,9 +214,8 @@ def _nested_fit_predict(X_train: np.ndarray, y_train: np.ndarray, g_train: np.nd
     best = 0 if len(C_grid) == 1 else _inner_cv_best(X_train, y_train, g_train, seed=seed, max_iter=max_iter,
                                                        C_grid=C_grid, inner_splits=inner_splits,
                                                        standardize=standardize)
-    scaler = _scaler(standardize).fit(X_train)
-    classifier = _classifier(C_grid[best], max_iter, seed).fit(scaler.transform(X_train), y_train)
-    return classifier.predict(scaler.transform(X_test)), float(C_grid[best])
+    refit = _pipeline(C_grid[best], max_iter, seed, standardize=standardize).fit(X_train, y_train)
+    return refit.predict(X_test), float(C_grid[best])
 
 
 def _inner_cv_best(X: np.ndarray, y: np.ndarray, g: np.ndarray, *, seed: int, max_iter: int,
