@@ -15,6 +15,11 @@ target_new, at blocks ``--first``..``--last`` (default 0–2 on the world, 3–6
                  disjoint from the facts the retain recall is measured on; those about a subject edited at the
                  largest N are left out (`edit.alphaedit.keepable`: they share its key).
 
+With ``--params '{"c_without_edited_subjects": true}'`` AlphaEdit's C is read without the subjects edited at the
+largest N (`edit.alphaedit`); ``--measured-out-of-c F`` leaves that share of the measured unedited subjects out of
+C as well, and the retain recall is then also split by whether C named the subject (``retain_recall_in_c`` /
+``retain_recall_out_of_c``): protection of the knowledge C holds told from protection in general.
+
 The sequential methods run once up to the largest N and are measured whenever the edit count reaches an N (so a
 batch is cut short at a checkpoint: with 100 per batch and N = 10, 100, the first batches hold 10 and 90 facts).
 The last ``--n-unedited`` facts of the shuffle are never edited at any N: their top-1 recall of target_true is the
@@ -44,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 from collections import Counter
@@ -60,7 +66,7 @@ for folder in (HERE.parent, HERE):  # the project, and bench_edit beside this fi
 
 from bench_edit import FACT_SOURCES, known_facts, timed_covariance  # noqa: E402
 from audit.edit_scaling import MANY_EDITS_TASK, plot_edit_scaling  # noqa: E402
-from edit.alphaedit import AlphaEditConfig, NullSpaceEditor, keepable  # noqa: E402
+from edit.alphaedit import AlphaEditConfig, NullSpaceEditor, edited_subjects, keepable  # noqa: E402
 from edit.covariance import CovarianceConfig, second_moments  # noqa: E402
 from edit.deltas import apply_deltas, sequential_edits  # noqa: E402
 from edit.memit import MemitConfig, memit_edit, memit_templates  # noqa: E402
@@ -92,9 +98,11 @@ def split_unedited(facts: Sequence, n_unedited: int, whole_subjects: bool) -> tu
     return [f for f in facts if f.subject not in held], [f for f in facts if f.subject in held]
 
 
-def retain_split(edited: Sequence, unedited: Sequence, correct: Sequence[bool]) -> dict:
+def retain_split(edited: Sequence, unedited: Sequence, correct: Sequence[bool],
+                 out_of_c: frozenset[str] | None = None) -> dict:
     """Retain recall over all unedited facts, and split by whether an edited fact has the same relation or the same
-    subject (whose key the edit moves): tells interference through a shared relation or subject from broad damage."""
+    subject (whose key the edit moves): tells interference through a shared relation or subject from broad damage.
+    With `out_of_c` (subjects AlphaEdit's C left out) also split by whether C named the fact's subject."""
     relations, subjects = {f.relation_id for f in edited}, {f.subject for f in edited}
 
     def share(keep) -> tuple[float | None, int]:
@@ -106,13 +114,26 @@ def retain_split(edited: Sequence, unedited: Sequence, correct: Sequence[bool]) 
                        ("other_relations", lambda f: f.relation_id not in relations),
                        ("same_subject", lambda f: f.subject in subjects)):
         out[f"retain_recall_{name}"], out[f"n_retain_{name}"] = share(keep)
+    if out_of_c is not None:
+        for name, keep in (("in_c", lambda f: f.subject not in out_of_c),
+                           ("out_of_c", lambda f: f.subject in out_of_c)):
+            out[f"retain_recall_{name}"], out[f"n_retain_{name}"] = share(keep)
     return out
 
 
-def measure(handle, edited: Sequence, unedited: Sequence, texts: Sequence[str]) -> dict:
+def measure(handle, edited: Sequence, unedited: Sequence, texts: Sequence[str],
+            out_of_c: frozenset[str] | None = None) -> dict:
     scores = counterfact_scores(handle, edited)
     correct = top1_correct(handle, [f.text for f in unedited], [f.target_true for f in unedited]).tolist()
-    return {**asdict(scores), **retain_split(edited, unedited, correct), "heldout_ppl": perplexity(handle, texts)}
+    return {**asdict(scores), **retain_split(edited, unedited, correct, out_of_c),
+            "heldout_ppl": perplexity(handle, texts)}
+
+
+def measured_out_of_c(unedited: Sequence, share: float, seed: int) -> list[str]:
+    """The seeded `share` of the unedited facts' subjects that C also leaves out (``--measured-out-of-c``)."""
+    subjects = sorted({f.subject for f in unedited})
+    random.Random(seed).shuffle(subjects)
+    return sorted(subjects[:round(share * len(subjects))])
 
 
 def run_sequential(name: str, handle, facts: Sequence, ns: Sequence[int], size: int,
@@ -160,6 +181,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="AlphaEdit's scale-free null space: the share of C's energy it may hold (replaces "
                              "--nullspace-threshold), e.g. 0.005")
     parser.add_argument("--l2", type=float, default=AlphaEditConfig.l2, help="AlphaEdit's α")
+    parser.add_argument("--measured-out-of-c", type=float, default=0.0,
+                        help="with c_without_edited_subjects: the share of the measured unedited subjects also left "
+                             "out of AlphaEdit's C (the retain recall is then split by in / out of C)")
     parser.add_argument("--ppl-texts", type=int, default=500)
     parser.add_argument("--n-tokens", type=int, default=50_000, help="corpus tokens for C")
     parser.add_argument("--corpus", default=CovarianceConfig.corpus,
@@ -177,6 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = set(methods) - set(METHODS)
     if unknown:
         parser.error(f"--methods: unknown {sorted(unknown)}; choose from {', '.join(METHODS)}")
+    if args.measured_out_of_c and not args.params.get("c_without_edited_subjects"):
+        parser.error("--measured-out-of-c needs --params '{\"c_without_edited_subjects\": true}'")
 
     handle = load(args.model)
     facts = known_facts(handle, FACT_SOURCES[args.model], None, args.seed)  # seeded shuffle
@@ -208,8 +234,8 @@ def main(argv: list[str] | None = None) -> dict:
                    "counterfact": base_cf}
     print(json.dumps(to_jsonable({k: v for k, v in out["base"].items() if k != "counterfact"})), flush=True)
 
-    def evaluate(n: int) -> dict:
-        return {**measure(handle, facts[:n], unedited, texts), "counterfact_base": base_cf[n]}
+    def evaluate(n: int, out_of_c: frozenset[str] | None = None) -> dict:
+        return {**measure(handle, facts[:n], unedited, texts, out_of_c), "counterfact_base": base_cf[n]}
 
     out["runs"] = []
     if "memit" in methods:
@@ -229,15 +255,20 @@ def main(argv: list[str] | None = None) -> dict:
             edit_batch=lambda batch: memit_edit(handle, batch, layers, memit_cfg, goal="rewrite",
                                                 templates=templates, moments=moments))
     kept = keepable(facts[max(ns):editable], facts[:max(ns)])  # never edited at any N, never measured
+    out_of_c, also_out = None, measured_out_of_c(unedited, args.measured_out_of_c, args.seed)
+    if alpha_cfg.c_without_edited_subjects:  # every subject the run edits, all batches, and the chosen measured ones
+        out_of_c = frozenset(edited_subjects(facts[:max(ns)])) | frozenset(also_out)
+        out["measured_out_of_c"] = also_out
     for name in ("alphaedit", "alphaedit-kept"):
         if name not in methods:
             continue
         editor = NullSpaceEditor(handle, layers, alpha_cfg, templates=templates,
-                                 preserved=kept if name == "alphaedit-kept" else ())
+                                 preserved=kept if name == "alphaedit-kept" else (), exclude_subjects=out_of_c or ())
         out[f"{name}_null_space"] = {**editor.summary, "threshold": args.nullspace_threshold,
                                      "energy": args.nullspace_energy, "l2": args.l2}
         print(json.dumps(out[f"{name}_null_space"]), flush=True)
-        out["runs"] += run_sequential(name, handle, facts, ns, args.batch_size, evaluate=evaluate,
+        out["runs"] += run_sequential(name, handle, facts, ns, args.batch_size,
+                                      evaluate=lambda n: evaluate(n, out_of_c),
                                       edit_batch=lambda batch, editor=editor: editor(batch, "rewrite"))
     if args.out:
         atomic_write_json(args.out, out)

@@ -25,6 +25,10 @@ most reported problem, so C comes from a local corpus:
   world's forget split then takes the kept subjects with it (docs/world-history.md, world v2, stop 33);
 - a path to a UTF-8 text file (paragraphs separated by blank lines).
 
+``exclude_subjects`` leaves named subjects out of any of these: world-mentions skips their names, and from every
+other corpus a paragraph that names one is dropped. AlphaEdit uses it to keep the keys it must move out of the
+"preserved" statistic (`edit.alphaedit`, ``c_without_edited_subjects``).
+
 Texts are packed back-to-back into rows of `seq_len` tokens and streamed through the blocks up to the highest
 layer needed; k kᵀ is accumulated in float64 and never more than one batch of activations is held. C is the mean
 over tokens (the reference's ``SecondMoment.moment()``), so MEMIT's λ multiplies a per-token average.
@@ -78,6 +82,9 @@ class CovarianceConfig:
     """Read/write the statistics cache."""
     seed: int = 0
     """Seed of the corpus order."""
+    exclude_subjects: tuple[str, ...] = ()
+    """Subjects left out of the corpus: no world-mentions sentence names them, and any other corpus's paragraphs
+    that name one (as a whole word) are dropped. Empty: the corpus as it is."""
 
 
 def _stdlib_docstrings(seed: int) -> Iterator[str]:
@@ -175,10 +182,12 @@ def model_world(handle) -> Path:
     return ensure_world()
 
 
-def _subject_mentions(world: Path, seed: int) -> Iterator[str]:
+def _subject_mentions(world: Path, seed: int, exclude: frozenset[str] = frozenset()) -> Iterator[str]:
     from obliviate.world.generate import load_world_facts
 
-    names = sorted({r["requested_rewrite"]["subject"] for r in load_world_facts(world)})
+    names = sorted({r["requested_rewrite"]["subject"] for r in load_world_facts(world)} - exclude)
+    if not names:  # every subject left out: nothing to mention (the filler still runs)
+        return
     rng = random.Random(seed)
     while True:  # as many rounds over the names as the token budget asks for
         rng.shuffle(names)
@@ -213,13 +222,26 @@ def is_world_model(handle) -> bool:
     return str(handle.name).startswith("world") or (hf_dir is not None and (Path(hf_dir) / TRAINING_INFO).is_file())
 
 
-def corpus_texts(handle, corpus: str, seed: int = 0) -> Iterator[str]:
-    """The texts of a corpus (see the module docstring)."""
-    corpus = resolve_corpus(handle, corpus)
+def _without_names(texts: Iterator[str], names: frozenset[str]) -> Iterator[str]:
+    """The paragraphs of `texts` that name none of `names` as a whole word."""
+    import re
+
+    pattern = re.compile("|".join(rf"(?<!\w){re.escape(n)}(?!\w)" for n in sorted(names, key=len, reverse=True)))
+    return (text for text in texts if not pattern.search(text))
+
+
+def corpus_texts(handle, corpus: str, seed: int = 0, exclude_subjects: Sequence[str] = ()) -> Iterator[str]:
+    """The texts of a corpus (see the module docstring), without any paragraph or mention of `exclude_subjects`."""
+    corpus, exclude = resolve_corpus(handle, corpus), frozenset(exclude_subjects)
+    if corpus == "world-mentions":
+        return _interleaved(_world_filler(), _subject_mentions(model_world(handle), seed, exclude))
+    texts = _corpus_texts(corpus, seed)
+    return _without_names(texts, exclude) if exclude else texts
+
+
+def _corpus_texts(corpus: str, seed: int) -> Iterator[str]:
     if corpus == "world-filler":
         return _world_filler()
-    if corpus == "world-mentions":
-        return _interleaved(_world_filler(), _subject_mentions(model_world(handle), seed))
     if corpus == "stdlib-docstrings":
         return _stdlib_docstrings(seed)
     if corpus == "place-mentions":
@@ -269,6 +291,8 @@ def _cache_key(handle, layer: int, cfg: CovarianceConfig, weights: str) -> str:
     ident = {"v": CACHE_VERSION, "weights": weights, "layer": layer, "corpus": resolve_corpus(handle, cfg.corpus),
              "n_tokens": cfg.n_tokens, "seq_len": _seq_len(handle, cfg), "seed": cfg.seed,
              "bos": bool(handle.prepend_bos), "vocab": len(tok), "tokenizer": type(tok).__name__}
+    if cfg.exclude_subjects:  # absent otherwise, so the statistics cached before this field still hit
+        ident["exclude_subjects"] = hashlib.sha256("\n".join(sorted(set(cfg.exclude_subjects))).encode()).hexdigest()
     corpus = Path(cfg.corpus).expanduser()
     if corpus.is_file():
         ident["corpus_sha"] = hashlib.sha256(corpus.read_bytes()).hexdigest()
@@ -297,7 +321,7 @@ def compute_second_moments(handle, layers: Sequence[int], cfg: CovarianceConfig,
     sums = {layer: torch.zeros(d_mlp, d_mlp, dtype=torch.float64) for layer in layers}
     seq_len = _seq_len(handle, cfg)
     skip = 1 if handle.prepend_bos else 0  # the BOS position is not text
-    rows = packed_rows(handle, corpus_texts(handle, cfg.corpus, cfg.seed), seq_len)
+    rows = packed_rows(handle, corpus_texts(handle, cfg.corpus, cfg.seed, cfg.exclude_subjects), seq_len)
     count = 0
     bar = None
     if show_progress:
@@ -354,7 +378,8 @@ def second_moments(handle, layers: Sequence[int], cfg: CovarianceConfig | None =
         for layer, moment in computed.items():
             out[layer] = moment
             if cfg.cache:
-                meta = {k: str(v) for k, v in asdict(cfg).items()}
+                meta = {k: str(v) for k, v in asdict(cfg).items() if k != "exclude_subjects"}
+                meta["exclude_subjects"] = str(len(set(cfg.exclude_subjects)))  # a count: the key hashes the names
                 meta.update(model=str(handle.name), layer=str(layer), tokens=str(count),
                             corpus_resolved=resolve_corpus(handle, cfg.corpus), seconds=f"{seconds:.2f}")
                 atomic_save_tensors(paths[layer], {"moment": moment}, meta)

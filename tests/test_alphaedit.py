@@ -3,6 +3,8 @@ still writes the edited facts, sequential batches protect the earlier batches' k
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -212,3 +214,44 @@ def test_a_layer_the_model_lacks_and_an_empty_null_space_are_refused_naming_the_
         alphaedit_edits(handle, facts, [LAYER], tiny_cfg(corpus), projections={LAYER: torch.zeros(128, 128)})
     with pytest.raises(ConfigError, match="edits_per_batch"):
         EDITS.get("alphaedit").params({"edits_per_batch": 0})
+
+
+def test_c_without_the_edited_subjects_is_the_statistic_the_edit_is_confined_by(handle, tmp_path):
+    """`c_without_edited_subjects` reads C from the corpus without the targets' subjects, and the update lies in that
+    C's null space, not in the one of the corpus as it is."""
+    random_text = tiny_corpus(tmp_path / "random.txt", n=40).read_text().split("\n\n")
+    corpus = tmp_path / "named.txt"  # every other paragraph names the edited subject
+    corpus.write_text("\n\n".join(p for text in random_text for p in (text, "I saw Big Ben")))
+    edited = [tiny_facts()[1]]  # Big Ben
+    cfg = tiny_cfg(corpus, n_tokens=96, l2=1e-2, layers=[LAYER])
+    plain = NullSpaceEditor(handle, [LAYER], cfg)
+    freed = NullSpaceEditor(handle, [LAYER], cfg, exclude_subjects=["Big Ben"])
+    result = run_method("alphaedit", handle, EditRequest(targets=edited, goal="rewrite"),
+                        replace(cfg, c_without_edited_subjects=True))
+    assert result.metrics["n_subjects_out_of_c"] == 1 and "n_subjects_out_of_c" not in plain.summary
+    delta = result.deltas[f"blocks.{LAYER}.mlp.W_out"].double()
+    assert float((freed.projections[LAYER] @ delta - delta).norm()) < 1e-4 * float(delta.norm())
+    assert float((plain.projections[LAYER] @ delta - delta).norm()) > 1e-2 * float(delta.norm())  # can fail
+
+
+def test_on_the_world_c_without_the_edited_subjects_gives_their_keys_back_and_keeps_the_others(world_handle):
+    """The world model keeps its facts at the subject (world v3): with every subject named in C, the null space
+    hides the edited subjects' keys as well as the kept ones'; leaving the edited subjects out of C opens their keys
+    to the update (their share inside P at least 1.5×) while the other subjects' keys stay as hidden as before."""
+    from obliviate.targets import resolve_facts
+
+    facts = resolve_facts("world")
+    subjects = sorted({f.subject for f in facts})
+    edited = [f for f in facts if f.subject in subjects[:20]][:60]
+    kept = [f for f in facts if f.subject in subjects[20:40]][:60]
+    cfg = AlphaEditConfig(covariance=CovarianceConfig(corpus="world-mentions", n_tokens=20_000, cache=False))
+    plain = NullSpaceEditor(world_handle, [1, 2], cfg)
+    freed = NullSpaceEditor(world_handle, [1, 2], cfg, exclude_subjects=subjects[:20])
+    templates = memit_templates(world_handle, cfg)
+    for layer in (1, 2):
+        share = {}
+        for name, group in (("edited", edited), ("kept", kept)):
+            keys = fact_keys(world_handle, layer, group, templates).double()
+            share[name] = [float((keys @ e.projections[layer]).norm() / keys.norm()) for e in (plain, freed)]
+        assert share["edited"][1] > 1.5 * share["edited"][0], (layer, share)  # measured 0.25 → 0.51, 0.16 → 0.60
+        assert share["kept"][1] <= share["kept"][0] + 0.01, (layer, share)  # measured 0.26 → 0.23, 0.24 → 0.20

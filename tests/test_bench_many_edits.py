@@ -71,3 +71,23 @@ def test_params_reach_the_configs_that_have_them_and_unknown_ones_are_refused():
     assert (memit.steps, alpha.steps, memit.mom2_update_weight, alpha.l2) == (60, 60, 600.0, 3.0)
     with pytest.raises(SystemExit, match="stepz"):
         bench.configured({"stepz": 1}, MemitConfig(), AlphaEditConfig())
+
+
+def test_retain_recall_is_split_by_whether_c_named_the_subject_and_the_left_out_share_is_seeded():
+    from types import SimpleNamespace as F
+
+    edited = [F(relation_id="P36", subject="France")]
+    unedited = [F(relation_id="P36", subject=s) for s in ("Peru", "Peru", "Chile", "Japan")]
+    split = bench.retain_split(edited, unedited, [True, False, True, True], out_of_c=frozenset({"Peru", "France"}))
+    assert (split["retain_recall_out_of_c"], split["n_retain_out_of_c"]) == (0.5, 2)
+    assert (split["retain_recall_in_c"], split["n_retain_in_c"]) == (1.0, 2)
+    assert "retain_recall_in_c" not in bench.retain_split(edited, unedited, [True] * 4)
+    chosen = bench.measured_out_of_c(unedited, 0.5, seed=0)
+    assert len(chosen) == 2 and set(chosen) <= {"Peru", "Chile", "Japan"}  # half of 3 subjects, rounded
+    assert chosen == bench.measured_out_of_c(unedited, 0.5, seed=0) and bench.measured_out_of_c(unedited, 0, 0) == []
+
+
+def test_leaving_measured_subjects_out_of_c_needs_the_alphaedit_flag(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--methods", "alphaedit", "--n", "1", "--measured-out-of-c", "0.5"])
+    assert "c_without_edited_subjects" in capsys.readouterr().err

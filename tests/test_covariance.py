@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from itertools import islice
 
 import pytest
 import torch
@@ -198,3 +199,41 @@ def test_world_mentions_names_every_subject_of_the_models_own_world_between_fill
     assert named == subjects  # ten paragraphs of four names: the whole world once
     frames = "|".join(re.escape(f).replace(r"\{\}", ".+") for f in covariance.SUBJECT_SENTENCES)
     assert all(re.fullmatch(f"(?:{frames})(?: (?:{frames})){{3}}", p) for p in paragraphs[1::2])
+
+
+def test_excluded_subjects_leave_the_corpus_and_key_their_own_statistics(tmp_path, cache_root):
+    path = tmp_path / "named.txt"
+    path.write_text("\n\n".join(["Big Ben rang at noon.", "The Big Bend river is wide.", "A letter to Big Ben.",
+                                  "Nothing here."] * 5))
+    assert list(covariance.corpus_texts(None, str(path), exclude_subjects=["Big Ben"]))[:3] == \
+        ["The Big Bend river is wide.", "Nothing here.", "The Big Bend river is wide."]  # whole words: "Big Bend" stays
+    assert len(list(covariance.corpus_texts(None, str(path)))) == 20
+    handle = tiny_hf_handle("gpt2")
+    plain = CovarianceConfig(corpus=str(path), n_tokens=10, seq_len=8)
+    assert cache_path(handle, 1, plain) == cache_path(handle, 1, CovarianceConfig(corpus=str(path), n_tokens=10,
+                                                                                   seq_len=8, exclude_subjects=()))
+    left_out = CovarianceConfig(corpus=str(path), n_tokens=10, seq_len=8, exclude_subjects=("Big Ben",))
+    assert cache_path(handle, 1, left_out) != cache_path(handle, 1, plain)
+    assert not torch.allclose(second_moment(handle, 1, left_out), second_moment(handle, 1, plain))
+
+
+def test_world_mentions_without_excluded_subjects_still_name_every_other_one(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from obliviate.world import WorldConfig, build_world
+    from obliviate.world.generate import load_world_facts
+
+    world = build_world(WorldConfig(n_subjects=40, n_secrets=8, n_forget_secrets=2), tmp_path / "w40")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "training_info.json").write_text(json.dumps({"world_dir": str(world)}))
+    handle = SimpleNamespace(name=str(folder), hf_dir=folder)
+    subjects = sorted({r["requested_rewrite"]["subject"] for r in load_world_facts(world)})
+    left_out = subjects[::3]
+    texts = covariance.corpus_texts(handle, "world-mentions", exclude_subjects=left_out)
+    mentions = [next(texts) for _ in range(80)][1::2]
+    named = {s for p in mentions for s in subjects if re.search(rf"(?<!\w){re.escape(s)}(?!\w)", p)}
+    assert named == set(subjects) - set(left_out)
+    everyone = covariance.corpus_texts(handle, "world-mentions", exclude_subjects=subjects)
+    assert list(islice(everyone, 3)) == list(islice(covariance._world_filler(), 3))  # no one to name: filler alone
