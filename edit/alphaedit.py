@@ -186,7 +186,9 @@ class NullSpaceEditor:
         self.handle, self.cfg, self.show_progress = handle, cfg, show_progress
         self.layers = check_layers(layers, handle.n_layers)
         tick = time.perf_counter()
-        covariance = replace(cfg.covariance, exclude_subjects=tuple(sorted(set(exclude_subjects))))
+        # the config's own exclusions and this run's edited subjects
+        left_out = set(cfg.covariance.exclude_subjects) | set(exclude_subjects)
+        covariance = replace(cfg.covariance, exclude_subjects=tuple(sorted(left_out)))
         moments = second_moments(handle, self.layers, covariance, show_progress=show_progress) \
             if projections is None else None
         self.projections = {layer: projections[layer].double() if projections is not None

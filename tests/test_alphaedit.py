@@ -229,6 +229,9 @@ def test_c_without_the_edited_subjects_is_the_statistic_the_edit_is_confined_by(
     result = run_method("alphaedit", handle, EditRequest(targets=edited, goal="rewrite"),
                         replace(cfg, c_without_edited_subjects=True))
     assert result.metrics["n_subjects_out_of_c"] == 1 and "n_subjects_out_of_c" not in plain.summary
+    both = NullSpaceEditor(handle, [LAYER], replace(cfg, covariance=replace(cfg.covariance, exclude_subjects=("I",))),
+                           exclude_subjects=["Big Ben"])
+    assert both.summary["n_subjects_out_of_c"] == 2  # the config's exclusions are kept beside the edited subjects
     delta = result.deltas[f"blocks.{LAYER}.mlp.W_out"].double()
     assert float((freed.projections[LAYER] @ delta - delta).norm()) < 1e-4 * float(delta.norm())
     assert float((plain.projections[LAYER] @ delta - delta).norm()) > 1e-2 * float(delta.norm())  # can fail
