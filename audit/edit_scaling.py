@@ -41,6 +41,10 @@ def describe(record: Mapping[str, Any]) -> str:
     if null:
         rule = (f"energy ≤ {null['energy']:g} of C" if null.get("energy") else f"eigenvalue < {null['threshold']:g}")
         text += f"; AlphaEdit's null space: {rule}, α = {null['l2']:g}"
+        if null.get("n_subjects_out_of_c"):  # c_without_edited_subjects: C never saw these subjects
+            also = len(record.get("measured_out_of_c") or [])
+            text += (f", C read without {null['n_subjects_out_of_c']} subjects (the edited ones"
+                     + (f" and {also} of the measured ones)" if also else ")"))
     kept = record.get("alphaedit-kept_null_space")
     if kept:
         text += f"; alphaedit-kept also keeps {kept.get('n_preserved_facts', 0)} other known facts' keys"

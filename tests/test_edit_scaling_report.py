@@ -12,7 +12,7 @@ import pytest
 matplotlib.use("Agg")
 
 from audit import compare  # noqa: E402
-from audit.edit_scaling import scaling_rows  # noqa: E402
+from audit.edit_scaling import describe, scaling_rows  # noqa: E402
 
 
 def _row(method: str, n: int, es: float, retain: float, ppl: float) -> dict:
@@ -55,6 +55,15 @@ def test_each_method_is_tabled_at_its_largest_n_beside_the_unedited_values():
     assert rows["alphaedit"]["es"] == (0.0, 97.0)
     assert rows["memit-seq"]["ppl_delta_pct"] == pytest.approx(10.0) and rows["alphaedit"]["ppl_delta_pct"] == \
         pytest.approx(1.0)
+
+
+def test_the_caption_says_when_alphaedits_c_left_subjects_out():
+    record = _record()
+    assert "C read without" not in describe(record)
+    record["alphaedit_null_space"]["n_subjects_out_of_c"] = 93
+    assert "C read without 93 subjects (the edited ones)" in describe(record)
+    record["measured_out_of_c"] = ["Peru", "Chile"]
+    assert "C read without 93 subjects (the edited ones and 2 of the measured ones)" in describe(record)
 
 
 def test_compare_on_a_folder_with_only_a_many_edits_record_writes_the_section(tmp_path):
