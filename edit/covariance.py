@@ -232,7 +232,8 @@ def _without_names(texts: Iterator[str], names: frozenset[str]) -> Iterator[str]
 
 def corpus_texts(handle, corpus: str, seed: int = 0, exclude_subjects: Sequence[str] = ()) -> Iterator[str]:
     """The texts of a corpus (see the module docstring), without any paragraph or mention of `exclude_subjects`."""
-    corpus, exclude = resolve_corpus(handle, corpus), frozenset(exclude_subjects)
+    # a blank name would match everywhere and empty the corpus
+    corpus, exclude = resolve_corpus(handle, corpus), frozenset(n for n in exclude_subjects if n.strip())
     if corpus == "world-mentions":
         return _interleaved(_world_filler(), _subject_mentions(model_world(handle), seed, exclude))
     texts = _corpus_texts(corpus, seed)

@@ -208,6 +208,7 @@ def test_excluded_subjects_leave_the_corpus_and_key_their_own_statistics(tmp_pat
     assert list(covariance.corpus_texts(None, str(path), exclude_subjects=["Big Ben"]))[:3] == \
         ["The Big Bend river is wide.", "Nothing here.", "The Big Bend river is wide."]  # whole words: "Big Bend" stays
     assert len(list(covariance.corpus_texts(None, str(path)))) == 20
+    assert len(list(covariance.corpus_texts(None, str(path), exclude_subjects=["", " "]))) == 20  # blanks name nothing
     handle = tiny_hf_handle("gpt2")
     plain = CovarianceConfig(corpus=str(path), n_tokens=10, seq_len=8)
     assert cache_path(handle, 1, plain) == cache_path(handle, 1, CovarianceConfig(corpus=str(path), n_tokens=10,
