@@ -149,15 +149,15 @@ def without_span(projection: Float[torch.Tensor, "d d"], keys: Float[torch.Tenso
     return (out + out.T) / 2
 
 
-def keepable(preserved: Sequence[Fact], targets: Sequence[Fact]) -> list[Fact]:
-    """The `preserved` facts whose subject no target has (the others share the edited key; module docstring)."""
-    edited = {f.subject for f in targets}
-    return [f for f in preserved if f.subject not in edited]
-
-
 def edited_subjects(facts: Sequence[Fact]) -> list[str]:
     """The distinct subjects of `facts`, sorted: what ``c_without_edited_subjects`` leaves out of C's corpus."""
     return sorted({f.subject for f in facts})
+
+
+def keepable(preserved: Sequence[Fact], targets: Sequence[Fact]) -> list[Fact]:
+    """The `preserved` facts whose subject no target has (the others share the edited key; module docstring)."""
+    edited = set(edited_subjects(targets))
+    return [f for f in preserved if f.subject not in edited]
 
 
 def fact_keys(handle, layer: int, facts: Sequence[Fact], templates: list[list[str]]) -> Float[torch.Tensor, "n d"]:
@@ -201,7 +201,7 @@ class NullSpaceEditor:
             self.projections = {layer: without_span(p, fact_keys(handle, layer, preserved, self.templates))
                                 for layer, p in self.projections.items()}
         self.summary: dict[str, float] = {"n_preserved_facts": len(preserved)} if preserved else {}
-        if covariance.exclude_subjects:
+        if moments is not None and covariance.exclude_subjects:  # given projections read no C at all
             self.summary["n_subjects_out_of_c"] = len(covariance.exclude_subjects)
         for layer, p in self.projections.items():
             self.summary[f"null_dims_L{layer}"] = round(float(p.trace()))

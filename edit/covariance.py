@@ -230,10 +230,15 @@ def _without_names(texts: Iterator[str], names: frozenset[str]) -> Iterator[str]
     return (text for text in texts if not pattern.search(text))
 
 
+def excluded_names(exclude_subjects: Sequence[str]) -> frozenset[str]:
+    """The names `exclude_subjects` leaves out: distinct, blanks dropped (a blank would match every paragraph). The
+    corpus, the cache key and the cache's metadata all read the exclusion through this."""
+    return frozenset(n for n in exclude_subjects if n.strip())
+
+
 def corpus_texts(handle, corpus: str, seed: int = 0, exclude_subjects: Sequence[str] = ()) -> Iterator[str]:
     """The texts of a corpus (see the module docstring), without any paragraph or mention of `exclude_subjects`."""
-    # a blank name would match everywhere and empty the corpus
-    corpus, exclude = resolve_corpus(handle, corpus), frozenset(n for n in exclude_subjects if n.strip())
+    corpus, exclude = resolve_corpus(handle, corpus), excluded_names(exclude_subjects)
     if corpus == "world-mentions":
         return _interleaved(_world_filler(), _subject_mentions(model_world(handle), seed, exclude))
     texts = _corpus_texts(corpus, seed)
@@ -292,8 +297,8 @@ def _cache_key(handle, layer: int, cfg: CovarianceConfig, weights: str) -> str:
     ident = {"v": CACHE_VERSION, "weights": weights, "layer": layer, "corpus": resolve_corpus(handle, cfg.corpus),
              "n_tokens": cfg.n_tokens, "seq_len": _seq_len(handle, cfg), "seed": cfg.seed,
              "bos": bool(handle.prepend_bos), "vocab": len(tok), "tokenizer": type(tok).__name__}
-    if cfg.exclude_subjects:  # absent otherwise, so the statistics cached before this field still hit
-        ident["exclude_subjects"] = hashlib.sha256("\n".join(sorted(set(cfg.exclude_subjects))).encode()).hexdigest()
+    if excluded := excluded_names(cfg.exclude_subjects):  # absent otherwise: statistics cached before still hit
+        ident["exclude_subjects"] = hashlib.sha256("\n".join(sorted(excluded)).encode()).hexdigest()
     corpus = Path(cfg.corpus).expanduser()
     if corpus.is_file():
         ident["corpus_sha"] = hashlib.sha256(corpus.read_bytes()).hexdigest()
@@ -380,7 +385,7 @@ def second_moments(handle, layers: Sequence[int], cfg: CovarianceConfig | None =
             out[layer] = moment
             if cfg.cache:
                 meta = {k: str(v) for k, v in asdict(cfg).items() if k != "exclude_subjects"}
-                meta["exclude_subjects"] = str(len(set(cfg.exclude_subjects)))  # a count: the key hashes the names
+                meta["exclude_subjects"] = str(len(excluded_names(cfg.exclude_subjects)))  # the key hashes the names
                 meta.update(model=str(handle.name), layer=str(layer), tokens=str(count),
                             corpus_resolved=resolve_corpus(handle, cfg.corpus), seconds=f"{seconds:.2f}")
                 atomic_save_tensors(paths[layer], {"moment": moment}, meta)

@@ -213,6 +213,8 @@ def test_excluded_subjects_leave_the_corpus_and_key_their_own_statistics(tmp_pat
     plain = CovarianceConfig(corpus=str(path), n_tokens=10, seq_len=8)
     assert cache_path(handle, 1, plain) == cache_path(handle, 1, CovarianceConfig(corpus=str(path), n_tokens=10,
                                                                                    seq_len=8, exclude_subjects=()))
+    assert cache_path(handle, 1, plain) == cache_path(handle, 1, CovarianceConfig(corpus=str(path), n_tokens=10,
+                                                                                   seq_len=8, exclude_subjects=(" ",)))
     left_out = CovarianceConfig(corpus=str(path), n_tokens=10, seq_len=8, exclude_subjects=("Big Ben",))
     assert cache_path(handle, 1, left_out) != cache_path(handle, 1, plain)
     assert not torch.allclose(second_moment(handle, 1, left_out), second_moment(handle, 1, plain))
