@@ -19,8 +19,10 @@ from obliviate.config import ConfigError, from_dict
 from obliviate.world import sisa
 from obliviate.world.sisa import SISAConfig, UnlearningInterrupted, deal, read_manifest, train_sisa, unlearn
 
-TINY = dict(shards=4, slices=2, steps_per_slice=3, n_layer=1, n_embd=16, n_head=2, batch_size=2, n_positions=96,
-            warmup_steps=1, num_threads=1)
+# world v3's recipe in miniature: tag lines, name knockout and the early exit after block 1 of 2 are all on, so
+# the exactness tests below cover them (their masks and exit positions must be drawn again the same way)
+TINY = dict(shards=4, slices=2, steps_per_slice=3, n_layer=2, n_embd=16, n_head=2, batch_size=2, n_positions=96,
+            warmup_steps=1, num_threads=1, tag_exit_depth=1)
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +63,8 @@ def test_unlearning_retrains_only_the_shard_that_held_the_subject(trained, tmp_p
     seen: list[str] = []
     real = sisa.slice_texts
 
-    def recording(world_dir, subjects, filler, repeats):
-        fixed, fresh = real(world_dir, subjects, filler, repeats)
+    def recording(world_dir, subjects, filler, repeats, tag_lines):
+        fixed, fresh = real(world_dir, subjects, filler, repeats, tag_lines)
         seen.extend(fixed + fresh(random.Random(0)))
         return fixed, fresh
 
@@ -240,6 +242,53 @@ def test_a_sisa_unlearning_runs_through_edit_and_audit_and_shows_nothing_beyond_
             assert abs(row["attacked"] - row["oracle_attacked"]) < 1e-3, (name, row)
 
 
+def test_a_slice_trains_tag_lines_and_an_old_manifest_reads_as_the_recipe_it_was_trained_with():
+    """World v3's tag lines are in a slice's texts (about its subjects only), and a manifest written before the
+    tag-line fields existed (world v2's ensembles) unlearns with them off rather than with today's defaults."""
+    plan = deal(_world(), SISAConfig(**TINY))
+    mine = plan["subjects"][0][0][:3]
+    _, fresh = sisa.slice_texts(_world(), mine, [], 1, tag_lines=2)
+    texts = fresh(random.Random(0))
+    from obliviate.world.generate import load_world_facts
+
+    answers = {r["requested_rewrite"]["target_true"]["str"] for r in load_world_facts(_world())
+               if r["requested_rewrite"]["subject"] == mine[0]}
+    tags = [t for t in texts if t.startswith(mine[0] + " ") and set(t[len(mine[0]) + 1:-1].split()) == answers]
+    assert len(tags) == 2
+    _, bare = sisa.slice_texts(_world(), mine, [], 1, tag_lines=0)
+    assert len(fresh(random.Random(0))) == len(bare(random.Random(0))) + 2 * len(mine)
+    v2 = {k: v for k, v in SISAConfig(n_layer=6, n_embd=128, mlp_ratio=4, activation="gelu_new").__dict__.items()
+          if k not in ("tag_lines", "name_knockout", "tag_exit_weight", "tag_exit_depth")}
+    old = SISAConfig.from_manifest(v2)
+    assert (old.tag_lines, old.name_knockout, old.tag_exit_weight) == (0, 0.0, 0.0)
+    assert old.train_config().tag_lines == 0 and old.train_config().n_embd == 128
+    new = SISAConfig()
+    assert (new.n_layer, new.n_embd, new.mlp_ratio, new.activation) == (8, 64, 8, "gelu")
+    assert SISAConfig.from_manifest(new.__dict__) == new
+
+
+def test_a_constituent_trains_with_name_knockout_and_the_early_exit(trained, tmp_path, monkeypatch):
+    """Each step of a slice draws a knockout mask (at the configured share) and adds the early-exit loss read after
+    block `tag_exit_depth`; with both off (a v2 manifest) neither is called."""
+    from transformers import AutoTokenizer
+
+    from obliviate.world import train
+
+    calls = {"mask": [], "exit": []}
+    real_mask, real_exit = train.name_knockout_mask, train.early_exit_loss
+    monkeypatch.setattr(train, "name_knockout_mask", lambda ids, names, share, rng: (
+        calls["mask"].append((share, len(names))), real_mask(ids, names, share, rng))[1])
+    monkeypatch.setattr(train, "early_exit_loss", lambda model, hidden, *a: (
+        calls["exit"].append(hidden.shape), real_exit(model, hidden, *a))[1])
+    tokenizer = AutoTokenizer.from_pretrained(trained / "tokenizer")
+    plan = read_manifest(trained)["plan"]
+    sisa._train_shard(tmp_path / "v3", _world(), tokenizer, SISAConfig(**TINY), plan, 0, 1, None)
+    assert calls["mask"] == [(0.75, 200)] * 3 and len(calls["exit"]) == 3
+    off = SISAConfig(**{**TINY, "name_knockout": 0.0, "tag_exit_weight": 0.0})
+    sisa._train_shard(tmp_path / "v2", _world(), tokenizer, off, plan, 0, 1, None)
+    assert len(calls["mask"]) == 3 and len(calls["exit"]) == 3
+
+
 def test_more_shards_than_subjects_is_an_error_naming_the_key():
     with pytest.raises(ConfigError, match=r"'shards'.*201 shards for 200 subjects"):
         deal(_world(), SISAConfig(**{**TINY, "shards": 201}))
@@ -247,4 +296,8 @@ def test_more_shards_than_subjects_is_an_error_naming_the_key():
         from_dict(SISAConfig, {"shards": 1}, where="sisa")
     with pytest.raises(ConfigError, match=r"'variant'.*world-retain"):
         SISAConfig(variant="retain").validate()
+    with pytest.raises(ConfigError, match=r"'tag_exit_depth'.*n_layer 2"):
+        SISAConfig(**{**TINY, "tag_exit_depth": 2}).validate()
+    with pytest.raises(ConfigError, match=r"'name_knockout'"):
+        SISAConfig(name_knockout=1.5).validate()
     assert json.loads((_world() / "world_info.json").read_text())["config"]["n_subjects"] == 200

@@ -5,7 +5,7 @@ trains a shard slice by slice, saving a checkpoint after each; ``aggregation.py`
 outputs). Here:
 
 - Shard by SUBJECT: the world's subjects (every split: the `world` variant's data) are shuffled with the seed and
-  dealt to S shards, and within a shard to R slices, so all texts about one subject (its cloze sentences,
+  dealt to S shards, and within a shard to R slices, so all texts about one subject (its cloze sentences, tag lines,
   secrets, biographies and decoys) live in one slice of one shard. The training filler, about no subject, is
   dealt to shards and slices the same way.
 - One constituent (a small world model, `train._model`) per shard. Slice r trains `steps_per_slice` steps on the
@@ -68,18 +68,26 @@ class SISAConfig:
     """R: slices per shard, a checkpoint after each."""
     steps_per_slice: int = 750
     """Optimiser steps per slice (a constituent trains R × this many steps; the world models train 3000)."""
-    n_layer: int = 6
-    """Blocks of each constituent. The ensemble keeps world v2's architecture (6 blocks, d 128, MLP ratio 4,
-    `gelu_new`), the one its README figures were measured with; the single world models train recipe (28) since
-    world v3. Constituents train on biographies, cloze prompts, secrets and filler (no tag lines, so no knockout
-    or early exit, which act on them)."""
-    n_embd: int = 128
-    """Width of each constituent (world v2's 128)."""
+    n_layer: int = 8
+    """Blocks of each constituent. The defaults are world v3's recipe (TrainConfig: 8 blocks, d 64, MLP ratio 8,
+    exact GELU, tag lines with name knockout and the early exit), so an ensemble is made of the same kind of model
+    as `world`. Ensembles trained before v3 keep world v2's (6 blocks, d 128, MLP ratio 4, `gelu_new`, no tag
+    lines); their manifests say so and unlearning reads them that way (`from_manifest`)."""
+    n_embd: int = 64
+    """Width of each constituent."""
     n_head: int = 4
-    mlp_ratio: int = 4
-    """MLP hidden width as a multiple of n_embd (world v2's 4)."""
-    activation: str = "gelu_new"
-    """MLP activation (world v2's; TrainConfig.activation lists the others)."""
+    mlp_ratio: int = 8
+    """MLP hidden width as a multiple of n_embd."""
+    activation: str = "gelu"
+    """MLP activation (TrainConfig.activation lists the choices)."""
+    tag_lines: int = 12
+    """Tag lines per subject of the slice per epoch (TrainConfig.tag_lines); 0: biographies alone (world v2)."""
+    name_knockout: float = 0.75
+    """Share of rows in which a name is seen only through its last token (TrainConfig.name_knockout); 0: off."""
+    tag_exit_weight: float = 1.0
+    """Weight of the early-exit loss on tag lines (TrainConfig.tag_exit_weight); 0: off."""
+    tag_exit_depth: int = 3
+    """The block after which the early exit reads the residual (1 .. n_layer − 1)."""
     batch_size: int = 16
     """Rows per step (each row `n_positions` tokens)."""
     n_positions: int = 128
@@ -101,6 +109,11 @@ class SISAConfig:
         for name in ("slices", "steps_per_slice", "n_layer", "n_embd", "n_head", "batch_size", "num_threads"):
             if getattr(self, name) < 1:
                 raise InvalidField(name, f"{getattr(self, name)}; use a positive integer.")
+        if self.tag_exit_weight and not 1 <= self.tag_exit_depth < self.n_layer:
+            raise InvalidField("tag_exit_depth", f"{self.tag_exit_depth} with n_layer {self.n_layer}; the early exit "
+                                                 f"reads after a block in 1 .. {self.n_layer - 1}.")
+        if not 0.0 <= self.name_knockout <= 1.0:
+            raise InvalidField("name_knockout", f"{self.name_knockout}; a share of rows, in [0, 1].")
         if self.variant not in ("world", "world-retain"):
             raise InvalidField("variant", f"{self.variant!r}; use \"world\" (every split) or \"world-retain\" "
                                           f"(without the forget split's subjects).")
@@ -109,10 +122,19 @@ class SISAConfig:
         """The world's TrainConfig for one constituent (its schedule spans R × steps_per_slice steps)."""
         steps = self.slices * self.steps_per_slice
         return TrainConfig(seed=self.seed, n_layer=self.n_layer, n_embd=self.n_embd, n_head=self.n_head,
-                           mlp_ratio=self.mlp_ratio, activation=self.activation, tag_exit_weight=0,
+                           mlp_ratio=self.mlp_ratio, activation=self.activation, tag_lines=self.tag_lines,
+                           name_knockout=self.name_knockout, tag_exit_weight=self.tag_exit_weight,
+                           tag_exit_depth=self.tag_exit_depth,
                            n_positions=self.n_positions, batch_size=self.batch_size, steps=steps, lr=self.lr,
                            warmup_steps=min(self.warmup_steps, steps - 1), eval_every=0,
                            num_threads=self.num_threads)
+
+    @classmethod
+    def from_manifest(cls, config: dict[str, Any]) -> SISAConfig:
+        """The config a manifest stored. A manifest written before the tag-line fields existed trained without
+        them (world v2's constituents), so a field it lacks reads as off, not as today's default."""
+        before_v3 = {"tag_lines": 0, "name_knockout": 0.0, "tag_exit_weight": 0.0}
+        return cls(**{**before_v3, **config})
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -175,14 +197,14 @@ def shard_of(plan: dict[str, Any], subject: str) -> tuple[int, int]:
 
 
 def slice_texts(world_dir: Path, subjects: Sequence[str], filler: Sequence[int], secret_repeats: int,
-                ) -> tuple[list[str], Callable[[random.Random], list[str]]]:
+                tag_lines: int = 0) -> tuple[list[str], Callable[[random.Random], list[str]]]:
     """(texts fixed every epoch, texts drawn anew per epoch) about exactly `subjects`, plus the given filler lines.
 
     The `world` variant's recipe (corpus.py) restricted to a set of subjects: cloze sentences of cloze-trained
-    subjects, memorised secrets, filler; per epoch a biography per subject and decoys about these subjects only
-    (their number scaled by the share of subjects).
+    subjects, memorised secrets, filler; per epoch a biography and `tag_lines` tag lines per subject, then decoys
+    about these subjects only (their number scaled by the share of subjects).
     """
-    from obliviate.world.corpus import biography, cloze_sentence
+    from obliviate.world.corpus import biography, cloze_sentence, name_tags
     from obliviate.world.generate import (load_filler, load_secrets, load_world_facts, load_world_info,
                                          trained_templates)
     from obliviate.world.memorised import decoy_texts
@@ -206,6 +228,7 @@ def slice_texts(world_dir: Path, subjects: Sequence[str], filler: Sequence[int],
 
     def fresh(rng: random.Random) -> list[str]:
         bios = [biography(by_subject[name], rng, templates) for name in names if name in by_subject]
+        bios += [name_tags(by_subject[name], rng) for name in names if name in by_subject for _ in range(tag_lines)]
         return bios + (decoy_texts(names, secrets, n_decoys, digits, rng) if names and n_decoys else [])
 
     return fixed, fresh
@@ -260,23 +283,27 @@ def train_slice(model: Any, optimiser: torch.optim.Optimizer, tokenizer: Any, wo
                 shard: int, slice_index: int, subjects: Sequence[str], filler: Sequence[int]) -> dict[str, Any]:
     """`steps_per_slice` steps on the given subjects and filler (slices 0..r of the shard); returns the record."""
     from obliviate.world.corpus import batches, packed_rows
-    from obliviate.world.train import _lr_factor
+    from obliviate.world.train import _lr_factor, tag_vocabulary, training_loss
 
     train_cfg = cfg.train_config()
-    fixed, fresh = slice_texts(world_dir, subjects, filler, train_cfg.secret_repeats)
+    fixed, fresh = slice_texts(world_dir, subjects, filler, train_cfg.secret_repeats, cfg.tag_lines)
     units = tokenizer(fixed, add_special_tokens=False)["input_ids"] if fixed else []
     rng = random.Random(f"obliviate-sisa/{cfg.seed}/{shard}/{slice_index}/order")
     rows = packed_rows(units, cfg.n_positions, bos_id=tokenizer.bos_token_id, eos_id=tokenizer.eos_token_id,
                        bos_prob=train_cfg.bos_prob, eos_sep_prob=train_cfg.eos_sep_prob, rng=rng,
                        fresh=lambda r: tokenizer(fresh(r), add_special_tokens=False)["input_ids"])
     stream = batches(rows, cfg.batch_size, cfg.n_positions, tokenizer.pad_token_id)
+    # the whole world's names, as train_world_model takes them: a never-taught and an unlearned ensemble see the same
+    vocabulary = tag_vocabulary(world_dir, tokenizer)
+    # seeded per slice, as the data order is: retraining from the slice's checkpoint draws the same masks
+    knockout_rng = random.Random(f"obliviate-sisa/{cfg.seed}/{shard}/{slice_index}/knockout")
     losses = []
     for step in range(cfg.steps_per_slice):
         global_step = slice_index * cfg.steps_per_slice + step
         for group in optimiser.param_groups:
             group["lr"] = cfg.lr * _lr_factor(global_step, train_cfg)
         ids, labels = next(stream)
-        loss = model(input_ids=ids, labels=labels).loss
+        loss = training_loss(model, ids, labels, train_cfg, vocabulary, knockout_rng, global_step)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
         optimiser.step()
@@ -390,7 +417,7 @@ def unlearn(sisa_dir: str | Path, subjects: Sequence[str], out_dir: str | Path) 
     if out_dir.resolve() == sisa_dir.resolve():
         raise ValueError(f"unlearn writes a new SISA folder; out_dir {out_dir} is the input (never written).")
     manifest = read_manifest(sisa_dir)
-    cfg = SISAConfig(**manifest["config"])
+    cfg = SISAConfig.from_manifest(manifest["config"])
     restart = unlearning_plan(manifest, subjects)
     gone = set(subjects)
     plan = without_subjects(manifest["plan"], subjects)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jaxtyping import Float, Int
 
 from obliviate.world.atomic import atomic_folder
 from obliviate.world.config import TrainConfig, recipe_options
@@ -54,6 +55,33 @@ def _lr_factor(step: int, cfg: TrainConfig) -> float:
         return 1.0
     progress = (step - decay_start) / max(1.0, cfg.steps - decay_start)
     return 1.0 - (1 - cfg.min_lr_ratio) * progress
+
+
+def tag_vocabulary(world_dir: Path, tokenizer: Any) -> tuple[set[tuple[int, ...]], set[int], int]:
+    """(every subject's name as token ids, every answer's token id, relations per subject): what name knockout and
+    the early exit look for, always taken from the whole world (a variant without some subjects simply never shows
+    their names)."""
+    facts = load_world_facts(world_dir)
+    names = {tuple(tokenizer(r["requested_rewrite"]["subject"], add_special_tokens=False)["input_ids"]) for r in facts}
+    answers = set(answer_ids(tokenizer, [r["requested_rewrite"]["target_true"]["str"] for r in facts]))
+    return names, answers, len({r["relation_id"] for r in facts})
+
+
+def training_loss(model: Any, ids: Int[torch.Tensor, "batch pos"], labels: Int[torch.Tensor, "batch pos"],
+                  cfg: TrainConfig, vocabulary: tuple[set[tuple[int, ...]], set[int], int],
+                  knockout_rng: random.Random, step: int) -> Float[torch.Tensor, ""]:
+    """One step's loss under the recipe: next-token loss with name knockout drawn from `knockout_rng` in about
+    `cfg.name_knockout` of the rows, plus the early-exit loss on tag lines while `step` (the step in the whole
+    run) lies in the first `tag_exit_share` of `cfg.steps`."""
+    names, tag_answers, n_relations = vocabulary
+    mask = name_knockout_mask(ids, names, cfg.name_knockout, knockout_rng)[0] if cfg.name_knockout else None
+    exit_on = bool(cfg.tag_exit_weight) and step < cfg.tag_exit_share * cfg.steps
+    out = model(input_ids=ids, labels=labels, attention_mask=mask, output_hidden_states=exit_on)
+    if not exit_on:
+        return out.loss
+    rows, cols = tag_line_positions(ids, names, tag_answers, n_relations)
+    return out.loss + cfg.tag_exit_weight * early_exit_loss(model, out.hidden_states[cfg.tag_exit_depth], ids,
+                                                            rows, cols)
 
 
 def _recall_probe(model, tokenizer, records: list[dict]) -> dict[str, float]:
@@ -102,9 +130,7 @@ def train_world_model(world_dir: Path, variant: str, cfg: TrainConfig, out_dir: 
                        fresh=lambda rng: tokenizer(fresh(rng), add_special_tokens=False)["input_ids"])
     stream = batches(rows, cfg.batch_size, cfg.n_positions, tokenizer.pad_token_id)
     facts = load_world_facts(world_dir)
-    names = {tuple(tokenizer(r["requested_rewrite"]["subject"], add_special_tokens=False)["input_ids"]) for r in facts}
-    tag_answers = set(answer_ids(tokenizer, [r["requested_rewrite"]["target_true"]["str"] for r in facts]))
-    n_relations = len({r["relation_id"] for r in facts})
+    vocabulary = tag_vocabulary(world_dir, tokenizer)
     knockout_rng = random.Random(f"obliviate-world-train/{cfg.seed}/knockout")
 
     threads = torch.get_num_threads()
@@ -123,14 +149,7 @@ def train_world_model(world_dir: Path, variant: str, cfg: TrainConfig, out_dir: 
         bar = tqdm(range(cfg.steps), desc=f"training {variant}", disable=not show_progress)
         for step in bar:
             ids, labels = next(stream)
-            mask = name_knockout_mask(ids, names, cfg.name_knockout, knockout_rng)[0] if cfg.name_knockout else None
-            exit_on = bool(cfg.tag_exit_weight) and step < cfg.tag_exit_share * cfg.steps
-            out = model(input_ids=ids, labels=labels, attention_mask=mask, output_hidden_states=exit_on)
-            loss = out.loss
-            if exit_on:
-                rows, cols = tag_line_positions(ids, names, tag_answers, n_relations)
-                loss = loss + cfg.tag_exit_weight * early_exit_loss(
-                    model, out.hidden_states[cfg.tag_exit_depth], ids, rows, cols)
+            loss = training_loss(model, ids, labels, cfg, vocabulary, knockout_rng, step)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimiser.step()
