@@ -91,6 +91,38 @@ def recall(model, tokenizer, records: Sequence[dict], field: str = "prompt", *, 
     return top1_hits(model, tokenizer, prompts, targets, prepend_bos=prepend_bos).float().mean().item()
 
 
+ANSWER_KINDS = ("own answer", "another subject's answer", "another relation's answer", "not an answer")
+
+
+def answer_kinds(model, tokenizer, records: Sequence[dict], field: str = "heldout_paraphrases", *,
+                 prepend_bos: bool = False) -> dict[str, float]:
+    """What the top-1 next token after each prompt is, as shares of the prompts (ANSWER_KINDS, summing to 1).
+
+    Tells a wrong answer that knows the relation but not the subject (another subject's answer of the relation
+    asked) from a prompt whose relation was not understood (an answer of another relation) and from a continuation
+    that is no answer at all (a function word such as "that" or "a"). Only the first is a failure of knowledge; the
+    other two are failures to read the question. "own answer" is `recall`. The answer sets are those of the
+    records' world (every relation's true answers among `records`).
+    """
+    prompts, targets = fact_prompts(records, field)
+    relations = [record["relation_id"] for record in records
+                 for _ in range(1 if field == "prompt" else len(record[field]))]
+    if not prompts:
+        return {kind: float("nan") for kind in ANSWER_KINDS}
+    owner: dict[int, str] = {}
+    for record in records:
+        owner.setdefault(answer_ids(tokenizer, [record["requested_rewrite"]["target_true"]["str"]])[0],
+                         record["relation_id"])
+    predicted = next_token_logprobs(model, tokenizer, prompts, prepend_bos=prepend_bos).argmax(-1).tolist()
+    wanted = answer_ids(tokenizer, targets)
+    counts = dict.fromkeys(ANSWER_KINDS, 0)
+    for top, want, relation in zip(predicted, wanted, relations):
+        kind = ("own answer" if top == want else "another subject's answer" if owner.get(top) == relation
+                else "another relation's answer" if top in owner else "not an answer")
+        counts[kind] += 1
+    return {kind: n / len(prompts) for kind, n in counts.items()}
+
+
 @torch.no_grad()
 def mean_token_logprob(model, tokenizer, texts: Sequence[str], *, prepend_bos: bool = False,
                        batch_size: int = 64) -> Float[torch.Tensor, " n"]:
