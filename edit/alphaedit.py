@@ -64,7 +64,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from jaxtyping import Float
 
-from edit.covariance import second_moments
+from edit.covariance import excluded_names, second_moments
 from edit.deltas import WeightEditResult, batched, changed_tensors, hf_name_map, sequential_edits
 from edit.context import averaged_keys
 from edit.memit import KeyValueConfig, bare_prompt_activations, check_layers, memit_templates, write_facts
@@ -202,7 +202,7 @@ class NullSpaceEditor:
                                 for layer, p in self.projections.items()}
         self.summary: dict[str, float] = {"n_preserved_facts": len(preserved)} if preserved else {}
         if moments is not None and covariance.exclude_subjects:  # given projections read no C at all
-            self.summary["n_subjects_out_of_c"] = len(covariance.exclude_subjects)
+            self.summary["n_subjects_out_of_c"] = len(excluded_names(covariance.exclude_subjects))
         for layer, p in self.projections.items():
             self.summary[f"null_dims_L{layer}"] = round(float(p.trace()))
             if moments is not None:

@@ -105,14 +105,14 @@ def answer_kinds(model, tokenizer, records: Sequence[dict], field: str = "heldou
     records' world (every relation's true answers among `records`).
     """
     prompts, targets = fact_prompts(records, field)
-    relations = [record["relation_id"] for record in records
-                 for _ in range(1 if field == "prompt" else len(record[field]))]
+    # the relation of each prompt, expanded by fact_prompts itself so the two lists cannot fall out of step
+    relations = [record["relation_id"] for record in records for _ in fact_prompts([record], field)[0]]
     if not prompts:
         return {kind: float("nan") for kind in ANSWER_KINDS}
-    owner: dict[int, str] = {}
-    for record in records:
-        owner.setdefault(answer_ids(tokenizer, [record["requested_rewrite"]["target_true"]["str"]])[0],
-                         record["relation_id"])
+    owner: dict[int, str] = {}  # answer token → the relation it first answers
+    true_answers = answer_ids(tokenizer, [record["requested_rewrite"]["target_true"]["str"] for record in records])
+    for token, record in zip(true_answers, records):
+        owner.setdefault(token, record["relation_id"])
     predicted = next_token_logprobs(model, tokenizer, prompts, prepend_bos=prepend_bos).argmax(-1).tolist()
     wanted = answer_ids(tokenizer, targets)
     counts = dict.fromkeys(ANSWER_KINDS, 0)
