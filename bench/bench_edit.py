@@ -17,7 +17,8 @@ Tasks (``python bench/bench_edit.py <task> --help``):
 - ``rome-reference`` The speed comparison: each of N known SmolLM2 facts rewritten by the workbench's ROME and by
                    the reference's loop (`bench/rome_reference.py`, kmeng01/rome's compute_u / compute_v re-expressed
                    on the HF model), alternately in one process, with the same templates, answer tokens and C:
-                   seconds per edit of each, their ratio, and both edits' CounterFact figures.
+                   seconds per edit of each, their ratio, and both edits' CounterFact figures. ``--plateau-tol``
+                   lets ours stop once a step barely lowers its loss (the reference runs its own rule).
 - ``memit-world``  MEMIT erase of the whole forget split of the `world` model in one batch: forget / retain recall
                    before and after (and the `world-retain` oracle's recall of the forget split), held-out
                    perplexity change, and seconds for the batch.
@@ -229,7 +230,9 @@ def cmd_rome_reference(args) -> dict:
     cov = CovarianceConfig(n_tokens=args.n_tokens)
     out = {"task": args.task, "model": args.model, "threads": torch.get_num_threads(), "layer": layer,
            "covariance": timed_covariance(handle, [layer], cov)}
-    cfg = RomeConfig(covariance=cov, seed=args.seed)
+    cfg = RomeConfig(covariance=cov, seed=args.seed, plateau_tol=args.plateau_tol)
+    cfg.validate()
+    out["plateau_tol"] = args.plateau_tol  # ours only: the reference keeps its own stop rule
     templates = rome_templates(handle, cfg)
     start = time.perf_counter()
     c_inverse = inverse_moment(second_moment(handle, layer, cov), cov.ridge)
@@ -399,6 +402,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--layers", default="6", help="the edit layer")
     p.add_argument("--n-facts", type=int, default=5)
     p.add_argument("--model", default="smollm2-135m", choices=["smollm2-135m"])
+    p.add_argument("--plateau-tol", type=float, default=None,
+                   help="RomeConfig.plateau_tol for the workbench's edit (the reference keeps its own stop rule)")
     p = sub.add_parser("memit-world")
     p.add_argument("--first", type=int, default=0, help="first edited block")
     p.add_argument("--last", type=int, default=2, help="last edited block")

@@ -7,7 +7,8 @@ MEMIT: to the residual stream — z), and optimised with Adam (lr 0.5) for at mo
     loss = goal term + kl_factor · KL(p_δ ‖ p_0 on "{subject} is a", at the subject's last token)
            + weight_decay · ‖δ‖ / ‖init‖²,
 
-stopping as soon as loss < 0.05 and projecting ‖δ‖ ≤ clamp_norm_factor · ‖init‖ after each step, where
+stopping as soon as loss < 0.05 (or, with ``plateau_tol``, once a step lowers it by less than that share of
+itself) and projecting ‖δ‖ ≤ clamp_norm_factor · ‖init‖ after each step, where
 `init` is the unedited MLP output (ROME) or residual (MEMIT) there on the bare prompt. Goal terms:
 
 - ``rewrite``: the mean per-token NLL of " target_new" over the prefixed prompts (the references' loss; ROME
@@ -64,6 +65,7 @@ class ValueOptSettings:
     weight_decay: float = 0.5
     clamp_norm_factor: float = 4.0
     stop_loss: float = 0.05
+    plateau_tol: float | None = None
     erase_mode: EraseMode = "suppress"
     neutral_target: str = "unknown"
     kl_prompt: str = "{} is a"
@@ -228,9 +230,8 @@ def _optimise_chunk(handle, facts: Sequence[Fact], site: EditSite, templates: Se
     def forward(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-prob of each scored answer token, and the full log-distribution at each KL row."""
         hidden = runner(block_shift(delta))
-        token_lp = token_logprobs(hidden[pos_row_t, pos_idx_t], unembed_weight, unembed_bias, pos_tok_t)
-        kl_logits = torch.nn.functional.linear(hidden[kl_rows, 0], unembed_weight, unembed_bias)
-        return token_lp, kl_logits.float().log_softmax(-1)
+        read = torch.cat([hidden[pos_row_t, pos_idx_t], hidden[kl_rows, 0]])
+        return output_logprobs(read, unembed_weight, unembed_bias, pos_tok_t)
 
     owner = torch.tensor(tie if tie is not None else range(n_facts), device=device)  # fact → its δ
     n_deltas = int(owner.max()) + 1
@@ -243,6 +244,7 @@ def _optimise_chunk(handle, facts: Sequence[Fact], site: EditSite, templates: Se
     max_norm = torch.full((n_deltas,), torch.inf, device=device).scatter_reduce(
         0, owner, settings.clamp_norm_factor * init_norm, reduce="amin")
     done = torch.zeros(n_deltas, dtype=torch.bool, device=device)
+    previous = torch.full((n_deltas,), torch.inf, device=device)  # each δ's loss one step earlier
     history: list[list[float]] = [[] for _ in range(n_facts)]
     goal_prob = torch.zeros(n_facts, device=device)
 
@@ -267,6 +269,9 @@ def _optimise_chunk(handle, facts: Sequence[Fact], site: EditSite, templates: Se
             for f in torch.nonzero(~done[owner]).flatten().tolist():
                 history[f].append(float(loss[owner[f]]))
             done |= loss.detach() < settings.stop_loss
+            if settings.plateau_tol is not None:
+                done |= previous - loss.detach() < settings.plateau_tol * previous
+                previous = loss.detach()
         if bool(done.all()) or step == settings.steps - 1:
             break
         (grad,) = torch.autograd.grad(loss[~done].sum(), [shared])
@@ -282,35 +287,51 @@ def _optimise_chunk(handle, facts: Sequence[Fact], site: EditSite, templates: Se
                            goal_prob=goal_prob.detach().cpu().tolist())
 
 
-def token_logprobs(hidden: Float[torch.Tensor, "n d_model"], weight: Float[torch.Tensor, "vocab d_model"],
-                   bias: Float[torch.Tensor, " vocab"] | None,
-                   tokens: Int[torch.Tensor, " n"]) -> Float[torch.Tensor, " n"]:
-    """log softmax(hidden · weightᵀ + bias)[token] per row, in float32: what a log-softmax and a gather give, with a
-    backward that makes one pass over the vocabulary instead of three full-size buffers (see `_TokenLogProb`).
+def output_logprobs(hidden: Float[torch.Tensor, "n d_model"], weight: Float[torch.Tensor, "vocab d_model"],
+                    bias: Float[torch.Tensor, " vocab"] | None, tokens: Int[torch.Tensor, " n_scored"]
+                    ) -> tuple[Float[torch.Tensor, " n_scored"], Float[torch.Tensor, "n_full vocab"]]:
+    """One pass of the output layer over every row the v* loss reads: for the first ``len(tokens)`` rows, log
+    softmax(hidden · weightᵀ + bias)[token]; for the rest, the whole log-distribution (the KL rows). In float32.
+
+    What a log-softmax and a gather give, with a backward that makes one pass over the vocabulary instead of three
+    full-size buffers, and one matmul with the output weight each way for all rows: the weight is the vocabulary's
+    size (SmolLM2: 113 MB), so a separate product for one KL row costs a quarter of the scored rows' (`_OutputLayer`).
     Differentiable with respect to `hidden` only: the output layer is a constant here (the v* loop takes gradients
     with respect to δ alone)."""
-    return _TokenLogProb.apply(hidden, weight.detach(), None if bias is None else bias.detach(), tokens)
+    return _OutputLayer.apply(hidden, weight.detach(), None if bias is None else bias.detach(), tokens)
 
 
-class _TokenLogProb(torch.autograd.Function):
-    """The log-prob of one token per row of an output layer. The gradient of log pₜ with respect to the logits is
-    onehot(t) − p, so the backward rebuilds p from the saved logits and their log-sum-exp in place and multiplies
-    it into the weight once (the weight and bias take no gradient); autograd's log_softmax → gather chain would
-    zero-fill, scatter and copy rows the size of the vocabulary at every step of the v* loop."""
+class _OutputLayer(torch.autograd.Function):
+    """The log-prob of one token for the scored rows and the log-softmax of the others. The gradient of log pₜ with
+    respect to the logits is onehot(t) − p, and of a full log-softmax row g − p·Σg, so the backward rebuilds p from
+    the saved logits and their log-sum-exp in place and multiplies all rows into the weight at once (the weight and
+    bias take no gradient); autograd's log_softmax → gather chain would zero-fill, scatter and copy rows the size of
+    the vocabulary at every step of the v* loop."""
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, tokens):
         logits = torch.nn.functional.linear(hidden, weight, bias).float()
         lse = logits.logsumexp(-1)
         ctx.save_for_backward(weight, logits, lse, tokens)
-        return logits.gather(-1, tokens[:, None])[:, 0] - lse
+        n = len(tokens)
+        return logits[:n].gather(-1, tokens[:, None])[:, 0] - lse[:n], logits[n:] - lse[n:, None]
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, grad_token, grad_full):
         weight, logits, lse, tokens = ctx.saved_tensors
+        n = len(tokens)
+        grad_logits = logits.sub(lse[:, None]).exp_()  # p, row by row
         # d/d logits of Σ gᵢ log pᵢ[tᵢ] = gᵢ (onehot(tᵢ) − pᵢ)
-        grad_logits = logits.sub(lse[:, None]).exp_().mul_(-grad[:, None])
-        grad_logits.scatter_add_(1, tokens[:, None], grad[:, None].to(grad_logits.dtype))
+        if grad_token is None:
+            grad_logits[:n] = 0
+        else:
+            grad_logits[:n].mul_(-grad_token[:, None])
+            grad_logits[:n].scatter_add_(1, tokens[:, None], grad_token[:, None].to(grad_logits.dtype))
+        # d/d logits of Σ G·log p = G − p ΣG
+        if grad_full is None:
+            grad_logits[n:] = 0
+        else:
+            grad_logits[n:].mul_(-grad_full.sum(-1, keepdim=True)).add_(grad_full)
         return grad_logits.to(weight.dtype) @ weight, None, None, None
 
 

@@ -11,8 +11,10 @@ from edit.covariance import CovarianceConfig
 from edit.deltas import apply_deltas, changed_tensors
 from edit.rome import RomeConfig, rome_edit, rome_templates
 from edit.sites import edit_site, post_norm, projection_output
-from edit.value_opt import ValueOptSettings, _PrefixCachedRunner, _TLRunner, goal_answer, token_logprobs
+from edit.value_opt import (ValueOptSettings, _PrefixCachedRunner, _TLRunner, goal_answer,
+                             output_logprobs)
 from obliviate.config import from_dict
+from obliviate.config.loader import ConfigError
 from obliviate.metrics import last_token_logprobs, target_nll
 
 
@@ -66,20 +68,26 @@ def test_prefix_cached_runner_equals_full_forward(arch):
 
 
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_token_logprobs_and_their_gradient_equal_log_softmax_then_gather(with_bias):
+def test_output_logprobs_and_their_gradient_equal_log_softmax_then_gather(with_bias):
+    """The scored rows' token log-probs and the full rows' log-softmax, and the gradient of any loss on both with
+    respect to the hidden states, equal autograd through log_softmax (and gather)."""
     generator = torch.Generator().manual_seed(0)
-    hidden = torch.randn(7, 16, generator=generator, dtype=torch.float64, requires_grad=True)
+    hidden = torch.randn(10, 16, generator=generator, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(50, 16, generator=generator, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(50, generator=generator, dtype=torch.float64) if with_bias else None
-    tokens = torch.tensor([0, 3, 3, 49, 12, 7, 0])
+    tokens = torch.tensor([0, 3, 3, 49, 12, 7, 0])  # rows 0..6 scored, rows 7..9 full
     upstream = torch.randn(7, generator=generator, dtype=torch.float64)
-    ours = token_logprobs(hidden, weight, bias, tokens)
-    logits = torch.nn.functional.linear(hidden, weight, bias)
-    reference = logits.log_softmax(-1).gather(-1, tokens[:, None])[:, 0]
+    upstream_full = torch.randn(3, 50, generator=generator, dtype=torch.float64)
+    ours, ours_full = output_logprobs(hidden, weight, bias, tokens)
+    log_p = torch.nn.functional.linear(hidden, weight, bias).log_softmax(-1)
+    reference, reference_full = log_p[:7].gather(-1, tokens[:, None])[:, 0], log_p[7:]
     assert torch.allclose(ours.double(), reference, atol=1e-5)  # float32 logits inside
-    (ours_grad,) = torch.autograd.grad((ours * upstream).sum(), [hidden])
-    (reference_grad,) = torch.autograd.grad((reference * upstream).sum(), [hidden])
-    assert torch.allclose(ours_grad, reference_grad, atol=1e-5)
+    assert torch.allclose(ours_full.double(), reference_full, atol=1e-5)
+    for loss_of in (lambda t, f: (t * upstream).sum(), lambda t, f: (f * upstream_full).sum(),
+                    lambda t, f: (t * upstream).sum() + (f.exp() * f).sum()):  # the v* loss reads both
+        (ours_grad,) = torch.autograd.grad(loss_of(ours, ours_full), [hidden], retain_graph=True)
+        (reference_grad,) = torch.autograd.grad(loss_of(reference, reference_full), [hidden], retain_graph=True)
+        assert torch.allclose(ours_grad, reference_grad, atol=1e-5)
     assert weight.grad is None  # the output layer is a constant
 
 
@@ -186,12 +194,33 @@ def test_erase_goal_answers():
         ("unknown", True)
 
 
+def test_plateau_stop_ends_at_the_first_step_that_barely_improves(corpus):
+    """With plateau_tol the optimisation stops at the first step whose loss is within that share of the previous
+    one, and keeps the δ of that step: the same δ as a run capped at that many steps without the rule."""
+    handle = tiny_hf_handle("llama")
+    fact = tiny_facts()[0]
+    tol = 0.05
+    free = rome_edit(handle, fact, 1, tiny_cfg(corpus, steps=60, stop_loss=0.0), goal="rewrite")
+    stopped = rome_edit(handle, fact, 1, tiny_cfg(corpus, steps=60, stop_loss=0.0, plateau_tol=tol), goal="rewrite")
+    losses, curve = stopped.losses[0], free.losses[0]
+    assert len(curve) == 60 and 2 <= len(losses) < 60
+    assert losses == curve[: len(losses)]  # the same trajectory up to the stop
+    gains = [(a - b) / a for a, b in zip(losses, losses[1:])]
+    assert all(g >= tol for g in gains[:-1]) and gains[-1] < tol, gains
+    capped = rome_edit(handle, fact, 1, tiny_cfg(corpus, steps=len(losses), stop_loss=0.0), goal="rewrite")
+    assert torch.equal(stopped.vectors["delta"], capped.vectors["delta"])
+
+
 def test_config_loads_from_edit_params():
     cfg = from_dict(RomeConfig, {"layer": 3, "kl_factor": 0.1, "context_lengths": [[5, 2]],
                                  "covariance": {"n_tokens": 5000, "corpus": "stdlib-docstrings"}})
     assert cfg.layer == 3 and cfg.covariance.n_tokens == 5000 and list(map(tuple, cfg.context_lengths)) == [(5, 2)]
     with pytest.raises(Exception):
         from_dict(RomeConfig, {"no_such_field": 1})
+    assert from_dict(RomeConfig, {"plateau_tol": 0.01}).plateau_tol == 0.01
+    for wrong in (0, 1.5):
+        with pytest.raises(ConfigError, match="plateau_tol"):
+            from_dict(RomeConfig, {"plateau_tol": wrong})
 
 
 @pytest.mark.slow
