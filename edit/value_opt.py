@@ -7,8 +7,8 @@ MEMIT: to the residual stream — z), and optimised with Adam (lr 0.5) for at mo
     loss = goal term + kl_factor · KL(p_δ ‖ p_0 on "{subject} is a", at the subject's last token)
            + weight_decay · ‖δ‖ / ‖init‖²,
 
-stopping as soon as loss < 0.05 (or, with ``plateau_tol``, once a step lowers it by less than that share of
-itself) and projecting ‖δ‖ ≤ clamp_norm_factor · ‖init‖ after each step, where
+stopping as soon as loss < 0.05 (or, with ``plateau_tol``, once a step lowers it, but by less than that share
+of itself) and projecting ‖δ‖ ≤ clamp_norm_factor · ‖init‖ after each step, where
 `init` is the unedited MLP output (ROME) or residual (MEMIT) there on the bare prompt. Goal terms:
 
 - ``rewrite``: the mean per-token NLL of " target_new" over the prefixed prompts (the references' loss; ROME
@@ -269,8 +269,9 @@ def _optimise_chunk(handle, facts: Sequence[Fact], site: EditSite, templates: Se
             for f in torch.nonzero(~done[owner]).flatten().tolist():
                 history[f].append(float(loss[owner[f]]))
             done |= loss.detach() < settings.stop_loss
-            if settings.plateau_tol is not None:
-                done |= previous - loss.detach() < settings.plateau_tol * previous
+            if settings.plateau_tol is not None:  # lowered, but by less than the share (a rise is Adam overshooting)
+                gain = previous - loss.detach()
+                done |= (gain >= 0) & (gain < settings.plateau_tol * previous)
                 previous = loss.detach()
         if bool(done.all()) or step == settings.steps - 1:
             break
