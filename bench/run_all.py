@@ -7,7 +7,8 @@
   same-relation apart; seconds per edit), and the same on every fact of the untuned set (rome-untuned);
 - bench_edit.py rome-reference: ROME per edit against the reference's loop in the same process, on the same 5
   facts (the speed ratio and both edits' CounterFact figures); again with ours stopping once a v* step barely
-  lowers its loss (`--plateau-tol 0.01`, as configs/smollm2-rome.yaml sets; the reference keeps its own rule);
+  lowers its loss (`--plateau-tol 0.01`; the reference keeps its own rule; not in configs/smollm2-rome.yaml: on
+  the untuned facts it stopped one rewrite before it took hold, README);
 - bench_edit.py memit-world: MEMIT erase of the world's whole forget split in one batch, with the key statistics
   timed apart from the edit;
 - bench_edit.py methods-world: task vector, SSD, SalUn, counter-example fine-tuning, DPO and Idk-DPO on the world's
