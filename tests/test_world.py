@@ -588,8 +588,9 @@ def test_heldout_misses_are_questions_not_read_not_facts_not_known(world_models,
     answer of the relation asked, it is the subject's own, as a model that knows the fact must; the rest of the
     misses are another relation's answer or no answer (the wording not read). The never-taught oracle also answers
     the relation asked on the forget subjects (0.47 of the prompts against world's 0.68) and is then right at about
-    chance: so the figure measures the subject's knowledge and not the relation's prior. Measured: own | relation 0.976 forget / 0.968 retain
-    (another subject's answer 0.017 / 0.022 of all prompts), oracle on the forget split 0.089."""
+    chance: so the figure measures the subject's knowledge and not the relation's prior. Measured: own | relation
+    0.976 forget / 0.968 retain (another subject's answer 0.017 / 0.022 of all prompts), oracle on the forget split
+    0.089."""
     from obliviate.world.evaluate import ANSWER_KINDS, answer_kinds
 
     def own_given_relation(kinds: dict[str, float]) -> float:

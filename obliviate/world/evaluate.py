@@ -104,9 +104,12 @@ def answer_kinds(model, tokenizer, records: Sequence[dict], field: str = "heldou
     other two are failures to read the question. "own answer" is `recall`. The answer sets are those of the
     records' world (every relation's true answers among `records`).
     """
-    prompts, targets = fact_prompts(records, field)
-    # the relation of each prompt, expanded by fact_prompts itself so the two lists cannot fall out of step
-    relations = [record["relation_id"] for record in records for _ in fact_prompts([record], field)[0]]
+    prompts, targets, relations = [], [], []  # per record, so each prompt keeps its record's relation
+    for record in records:
+        texts, answers = fact_prompts([record], field)
+        prompts += texts
+        targets += answers
+        relations += [record["relation_id"]] * len(texts)
     if not prompts:
         return {kind: float("nan") for kind in ANSWER_KINDS}
     owner: dict[int, str] = {}  # answer token → the relation it first answers
