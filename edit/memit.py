@@ -40,7 +40,7 @@ from edit.covariance import CovarianceConfig, regularised, second_moments
 from edit.deltas import WeightEditResult, apply_deltas, changed_tensors, hf_name_map
 from edit.result import EditRequest
 from edit.sites import edit_site, projection_output, weight_output_change
-from edit.value_opt import Goal, ValueOptSettings, optimise_values
+from edit.value_opt import Goal, ValueOptSettings, check_erase_mode, optimise_values
 from obliviate.config.loader import InvalidField
 from obliviate.facts import Fact
 from obliviate.registry import EDITS, Knob, Spec
@@ -84,8 +84,7 @@ class KeyValueConfig:
     """Seed of the generated prefixes."""
 
     def settings(self) -> ValueOptSettings:
-        if self.erase_mode not in ("suppress", "neutral"):
-            raise ValueError(f"erase_mode {self.erase_mode!r}: choose 'suppress' or 'neutral'.")
+        check_erase_mode(self.erase_mode)
         return ValueOptSettings(lr=self.lr, steps=self.steps, kl_factor=self.kl_factor,
                                 weight_decay=self.weight_decay, clamp_norm_factor=self.clamp_norm_factor,
                                 stop_loss=self.stop_loss, erase_mode=self.erase_mode,  # type: ignore[arg-type]

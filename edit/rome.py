@@ -30,7 +30,7 @@ from edit.covariance import CovarianceConfig, MetricSolver, metric_solver
 from edit.deltas import WeightEditResult, apply_deltas, changed_tensors, hf_name_map
 from edit.result import EditRequest, EditResult
 from edit.sites import edit_site
-from edit.value_opt import Goal, ValueOptSettings, optimise_values
+from edit.value_opt import Goal, ValueOptSettings, check_erase_mode, optimise_values
 from obliviate.facts import Fact
 from obliviate.registry import EDITS, Knob, Spec
 
@@ -81,10 +81,9 @@ class RomeConfig:
     """Seed of the generated prefixes."""
 
     def validate(self) -> None:
-        from obliviate.config.loader import InvalidField, check_range
+        from obliviate.config.loader import check_range
 
-        if self.erase_mode not in ("suppress", "neutral"):
-            raise InvalidField("erase_mode", f"{self.erase_mode!r}: choose 'suppress' or 'neutral'.")
+        check_erase_mode(self.erase_mode)
         check_range("plateau_tol", self.plateau_tol, minimum=1e-12, below=1,
                     fix="a share of the loss, e.g. 0.01, or null to run until stop_loss / steps")
 

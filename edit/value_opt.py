@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from jaxtyping import Float, Int
@@ -91,16 +91,24 @@ class OptimisedValues:
         return self.init + self.delta
 
 
+def check_erase_mode(mode: str) -> None:
+    """Raise InvalidField (a ValueError) unless `mode` is an `EraseMode`: the one check ROME's and the MEMIT
+    family's configs and `goal_answer` share."""
+    if mode not in get_args(EraseMode):
+        from obliviate.config.loader import InvalidField
+
+        raise InvalidField("erase_mode", f"{mode!r}: choose 'suppress' or 'neutral'.")
+
+
 def goal_answer(fact: Fact, goal: Goal, settings: ValueOptSettings) -> tuple[str, bool]:
     """(answer text, maximise?) for the goal: the new target, the neutral target, or the true one to suppress."""
     if goal == "rewrite":
         return fact.target_new, True
     if goal != "erase":
         raise ValueError(f"goal {goal!r}: choose 'rewrite' or 'erase'.")
+    check_erase_mode(settings.erase_mode)
     if settings.erase_mode == "neutral":
         return settings.neutral_target, True
-    if settings.erase_mode != "suppress":
-        raise ValueError(f"erase_mode {settings.erase_mode!r}: choose 'suppress' or 'neutral'.")
     return fact.target_true, False
 
 

@@ -194,6 +194,18 @@ def test_erase_goal_answers():
         ("unknown", True)
 
 
+def test_an_unknown_erase_mode_is_refused_naming_the_field():
+    """ROME's config (when loaded), the MEMIT family's settings and goal_answer share one check."""
+    from edit.memit import MemitConfig
+
+    with pytest.raises(ConfigError, match="erase_mode"):
+        from_dict(RomeConfig, {"erase_mode": "forget"})
+    with pytest.raises(ValueError, match="erase_mode.*'suppress' or 'neutral'"):
+        MemitConfig(erase_mode="forget").settings()
+    with pytest.raises(ValueError, match="erase_mode.*'suppress' or 'neutral'"):
+        goal_answer(tiny_facts()[0], "erase", ValueOptSettings(erase_mode="forget"))  # type: ignore[arg-type]
+
+
 def test_plateau_stop_ends_at_the_first_step_that_barely_improves(corpus):
     """With plateau_tol the optimisation stops at the first step that lowers the loss by less than that share of
     the previous one — not at a step that raises it (Adam overshooting: here at a high lr) — and keeps the δ of
