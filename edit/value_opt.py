@@ -329,18 +329,13 @@ class _OutputLayer(torch.autograd.Function):
     def backward(ctx, grad_token, grad_full):
         weight, logits, lse, tokens = ctx.saved_tensors
         n = len(tokens)
+        # autograd passes zeros for an output the loss does not read (materialised grads, the default)
         grad_logits = logits.sub(lse[:, None]).exp_()  # p, row by row
         # d/d logits of Σ gᵢ log pᵢ[tᵢ] = gᵢ (onehot(tᵢ) − pᵢ)
-        if grad_token is None:
-            grad_logits[:n] = 0
-        else:
-            grad_logits[:n].mul_(-grad_token[:, None])
-            grad_logits[:n].scatter_add_(1, tokens[:, None], grad_token[:, None].to(grad_logits.dtype))
+        grad_logits[:n].mul_(-grad_token[:, None])
+        grad_logits[:n].scatter_add_(1, tokens[:, None], grad_token[:, None].to(grad_logits.dtype))
         # d/d logits of Σ G·log p = G − p ΣG
-        if grad_full is None:
-            grad_logits[n:] = 0
-        else:
-            grad_logits[n:].mul_(-grad_full.sum(-1, keepdim=True)).add_(grad_full)
+        grad_logits[n:].mul_(-grad_full.sum(-1, keepdim=True)).add_(grad_full)
         return grad_logits.to(weight.dtype) @ weight, None, None, None
 
 
