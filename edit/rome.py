@@ -56,11 +56,12 @@ class RomeConfig:
     stop_loss: float = 0.05
     """Optimisation stops once the loss is below this."""
     plateau_tol: float | None = None
-    """Also stop once a step lowers the loss, but by less than this share of itself (e.g. 0.01; a step that raises
-    it, Adam overshooting, does not stop); None (the reference) runs until `stop_loss` or `steps`. The reference's
-    stop_loss is reached only where ‖δ‖ stays small against ‖v_init‖ (its decay term alone is 0.5‖δ‖/‖v_init‖²): on
-    SmolLM2 at layer 6 the loss levels off near 0.1 from about step 8. Not safe on every fact: it can stop before
-    the optimisation takes hold (one untuned SmolLM2 rewrite at 0.01; README, "ROME against the reference")."""
+    """Also stop once the goal is met (its term below ln 2: the new answer more likely than not) and a step lowers
+    the loss, but by less than this share of itself (e.g. 0.01; a step that raises it, Adam overshooting, does not
+    stop); None (the reference) runs until `stop_loss` or `steps`. The reference's stop_loss is reached only where
+    ‖δ‖ stays small against ‖v_init‖ (its decay term alone is 0.5‖δ‖/‖v_init‖²): on SmolLM2 at layer 6 the loss
+    levels off near 0.1 from about step 8. Without the goal condition it stopped one untuned SmolLM2 rewrite after
+    2 steps, before the optimisation took hold (README, "ROME against the reference")."""
     erase_mode: str = "suppress"
     """For goal='erase': 'suppress' (minimise p(true answer), the default) or 'neutral' (rewrite to
     `neutral_target`)."""

@@ -7,9 +7,9 @@ MEMIT: to the residual stream — z), and optimised with Adam (lr 0.5) for at mo
     loss = goal term + kl_factor · KL(p_δ ‖ p_0 on "{subject} is a", at the subject's last token)
            + weight_decay · ‖δ‖ / ‖init‖²,
 
-stopping as soon as loss < 0.05 (or, with ``plateau_tol``, once a step lowers it, but by less than that share
-of itself) and projecting ‖δ‖ ≤ clamp_norm_factor · ‖init‖ after each step, where
-`init` is the unedited MLP output (ROME) or residual (MEMIT) there on the bare prompt. Goal terms:
+stopping as soon as loss < 0.05 (or, with ``plateau_tol``, once the goal is met — goal term < ln 2 — and a step
+lowers the loss, but by less than that share of itself) and projecting ‖δ‖ ≤ clamp_norm_factor · ‖init‖ after each
+step, where `init` is the unedited MLP output (ROME) or residual (MEMIT) there on the bare prompt. Goal terms:
 
 - ``rewrite``: the mean per-token NLL of " target_new" over the prefixed prompts (the references' loss; ROME
   writes one prompt per answer-token prefix, we teacher-force the whole answer in one row — the same mean);
@@ -39,6 +39,7 @@ recipe (19)). The references never meet this: CounterFact edits one fact per sub
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
@@ -53,6 +54,10 @@ from obliviate.metrics import continuation_ids
 
 Goal = Literal["rewrite", "erase"]
 EraseMode = Literal["suppress", "neutral"]
+GOAL_MET = math.log(2)
+"""The plateau rule waits for a goal term below ln 2: the answer more likely than not per token (rewrite, neutral) or
+the true answer less likely than not (suppress: −log(1 − p) < ln 2 ⇔ p < ½, on average over the prompts). A loss
+that levels off above it is an optimisation that has not taken hold yet, not one that is done."""
 
 
 @dataclass(frozen=True)
@@ -279,7 +284,9 @@ def _optimise_chunk(handle, facts: Sequence[Fact], site: EditSite, templates: Se
             done |= loss.detach() < settings.stop_loss
             if settings.plateau_tol is not None:  # lowered, but by less than the share (a rise is Adam overshooting)
                 gain = previous - loss.detach()
-                done |= (gain >= 0) & (gain < settings.plateau_tol * previous)
+                goal_of_delta = torch.zeros(n_deltas, device=device).index_add(0, owner, goal_loss.detach())
+                met = goal_of_delta / sharing < GOAL_MET
+                done |= met & (gain >= 0) & (gain < settings.plateau_tol * previous)
                 previous = loss.detach()
         if bool(done.all()) or step == settings.steps - 1:
             break
