@@ -22,6 +22,7 @@ from obliviate.tl_wrap import (
 
 FACTS = Path(__file__).resolve().parents[1] / "obliviate" / "data" / "smollm2_facts.jsonl"
 UNTUNED_FACTS = FACTS.with_name("smollm2_facts_untuned.jsonl")
+FRESH_FACTS = FACTS.with_name("smollm2_facts_fresh.jsonl")
 PROMPTS = [
     "The Eiffel Tower is located in the city of",
     "The capital of Japan is the city of",
@@ -246,8 +247,21 @@ def test_untuned_fact_set_is_known_and_shares_nothing_with_the_shipped_one(smoll
     assert sum(known.values()) == len(untuned) >= 50, known  # every fact in it is one the model knows
 
 
+@pytest.mark.smollm2
+@pytest.mark.slow
+def test_fresh_fact_set_is_known_and_shares_nothing_with_the_other_two(smollm2_handle, one_thread):
+    from obliviate.facts import load_facts
+
+    fresh, others = load_facts(FRESH_FACTS), load_facts(FACTS) + load_facts(UNTUNED_FACTS)
+    assert not {f.relation_id for f in fresh} & {f.relation_id for f in others}
+    assert not {f.subject for f in fresh} & {f.subject for f in others}
+    known = known_counts(smollm2_handle, fresh, bos=False)
+    assert sum(known.values()) == len(fresh) >= 100, known
+
+
 @pytest.mark.parametrize(("facts", "at_least"), [(FACTS, 100), (FACTS.with_name("gemma3_facts.jsonl"), 100),
-                                                (UNTUNED_FACTS, 50)], ids=["smollm2", "gemma3", "smollm2-untuned"])
+                                                (UNTUNED_FACTS, 50), (FRESH_FACTS, 100)],
+                         ids=["smollm2", "gemma3", "smollm2-untuned", "smollm2-fresh"])
 def test_fact_set_schema(facts, at_least):
     records = [json.loads(line) for line in facts.read_text().splitlines() if line.strip()]
     assert len(records) >= at_least

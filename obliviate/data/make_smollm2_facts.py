@@ -6,13 +6,15 @@ Regenerate (from the repository root; about a minute on one idle CPU core for Sm
     python -m obliviate.data.make_smollm2_facts --model gemma-3-270m   # rewrites obliviate/data/gemma3_facts.jsonl
     python -m obliviate.data.make_smollm2_facts --check    # exit 1 if the committed file differs
     python -m obliviate.data.make_smollm2_facts --set untuned   # rewrites obliviate/data/smollm2_facts_untuned.jsonl
+    python -m obliviate.data.make_smollm2_facts --set fresh     # rewrites obliviate/data/smollm2_facts_fresh.jsonl
 
 "Known" means: under the model's own BOS convention (none for SmolLM2, whose HF tokenizer adds none; a BOS for
 Gemma, which expects one), the model's top-1 next token after the filled prompt is the first token of
 " " + target_true. Both models are judged on the same candidates and templates, so their fact sets compare.
 Candidates come from ``smollm2_sources.py`` (countryinfo capitals + hand-written relations); ``--set untuned`` builds
 the second SmolLM2 set from ``smollm2_untuned_sources.py`` (other relations, written after ROME's settings were
-chosen on the first: facts nobody tuned on).
+chosen on the first: facts nobody tuned on), ``--set fresh`` the third from ``smollm2_fresh_sources.py`` (written
+after ROME's plateau stop rule was frozen, to judge it: the untuned set had found the rule's first form wanting).
 
 Deterministic: candidates are in a fixed order, a batched pass only shortlists and the final
 known/unknown decision is an unbatched forward pass (no padding effects), and every random choice (target_new,
@@ -43,6 +45,7 @@ from typing import Any
 import torch
 from jaxtyping import Float
 
+from obliviate.data import smollm2_fresh_sources as fresh
 from obliviate.data import smollm2_sources as src
 from obliviate.data import smollm2_untuned_sources as untuned
 
@@ -51,8 +54,12 @@ OUTPUTS = {"smollm2-135m": OUT, "gemma-3-270m": Path(__file__).with_name("gemma3
 """The fact file of each registry model (`obliviate.models.REGISTRY_MODELS`)."""
 UNTUNED_OUT = Path(__file__).with_name("smollm2_facts_untuned.jsonl")
 """The second SmolLM2 set (``--set untuned``)."""
-RELATIONS = {**src.RELATIONS, **untuned.RELATIONS}
-"""Every relation either candidate set uses (their ids are disjoint)."""
+FRESH_OUT = Path(__file__).with_name("smollm2_facts_fresh.jsonl")
+"""The third SmolLM2 set (``--set fresh``)."""
+SMOLLM2_ONLY_SETS = {"untuned": UNTUNED_OUT, "fresh": FRESH_OUT}
+"""The extra SmolLM2 sets and their files."""
+RELATIONS = {**src.RELATIONS, **untuned.RELATIONS, **fresh.RELATIONS}
+"""Every relation any candidate set uses (their ids are disjoint)."""
 N_NEIGHBOURS = 5
 MIN_KNOWN_PER_RELATION = 5  # fewer cannot give every fact >= 2 same-relation neighbours
 
@@ -141,7 +148,13 @@ def untuned_candidates() -> list[Candidate]:
     return pair_candidates(untuned.PAIRS.items())
 
 
-CANDIDATE_SETS = {"shipped": (candidates, src.RELATIONS), "untuned": (untuned_candidates, untuned.RELATIONS)}
+def fresh_candidates() -> list[Candidate]:
+    """The fresh set's candidates, in a fixed order (relation, then source order)."""
+    return pair_candidates(fresh.PAIRS.items())
+
+
+CANDIDATE_SETS = {"shipped": (candidates, src.RELATIONS), "untuned": (untuned_candidates, untuned.RELATIONS),
+                  "fresh": (fresh_candidates, fresh.RELATIONS)}
 """Each candidate set: its candidates and its relations."""
 
 
@@ -257,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="smollm2-135m", choices=sorted(OUTPUTS))
     parser.add_argument("--out", type=Path, default=None, help="default: the model's packaged fact file")
     parser.add_argument("--set", dest="candidate_set", default="shipped", choices=sorted(CANDIDATE_SETS),
-                        help="untuned: the second SmolLM2 set (smollm2_untuned_sources.py)")
+                        help="untuned / fresh: the second / third SmolLM2 set (smollm2_untuned_sources.py / "
+                             "smollm2_fresh_sources.py)")
     parser.add_argument("--check", action="store_true", help="compare with --out instead of writing it")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: shared machines)")
     args = parser.parse_args(argv)
@@ -265,9 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     from obliviate.models import default_prepend_bos, load
 
     torch.set_num_threads(args.threads)
-    if args.candidate_set == "untuned" and args.model != "smollm2-135m":
-        parser.error("--set untuned is SmolLM2's second set; use --model smollm2-135m.")
-    args.out = args.out or (UNTUNED_OUT if args.candidate_set == "untuned" else OUTPUTS[args.model])
+    if args.candidate_set in SMOLLM2_ONLY_SETS and args.model != "smollm2-135m":
+        parser.error(f"--set {args.candidate_set} is one of SmolLM2's sets; use --model smollm2-135m.")
+    args.out = args.out or SMOLLM2_ONLY_SETS.get(args.candidate_set) or OUTPUTS[args.model]
     handle = load(args.model)
     text = render(build(handle.hf, handle.tokenizer, bos=default_prepend_bos(args.model, handle.tokenizer),
                         candidate_set=args.candidate_set))
