@@ -100,6 +100,7 @@ class AlphaEditConfig(KeyValueConfig):
     reference)."""
 
     def validate(self) -> None:
+        super().validate()
         if not (math.isfinite(self.nullspace_threshold) and self.nullspace_threshold > 0):
             raise InvalidField("nullspace_threshold", f"{self.nullspace_threshold!r}: use a number > 0 (the "
                                                       f"reference's 2e-2); eigenvalues below it form the null space.")

@@ -83,8 +83,12 @@ class KeyValueConfig:
     seed: int = 0
     """Seed of the generated prefixes."""
 
-    def settings(self) -> ValueOptSettings:
+    def validate(self) -> None:
+        """Checked when a run config is loaded (the key named), and again when the edit runs."""
         check_erase_mode(self.erase_mode)
+
+    def settings(self) -> ValueOptSettings:
+        self.validate()
         return ValueOptSettings(lr=self.lr, steps=self.steps, kl_factor=self.kl_factor,
                                 weight_decay=self.weight_decay, clamp_norm_factor=self.clamp_norm_factor,
                                 stop_loss=self.stop_loss, erase_mode=self.erase_mode,  # type: ignore[arg-type]

@@ -195,11 +195,13 @@ def test_erase_goal_answers():
 
 
 def test_an_unknown_erase_mode_is_refused_naming_the_field():
-    """ROME's config (when loaded), the MEMIT family's settings and goal_answer share one check."""
+    """ROME's and the MEMIT family's configs (when loaded), their settings and goal_answer share one check."""
+    from edit.alphaedit import AlphaEditConfig
     from edit.memit import MemitConfig
 
-    with pytest.raises(ConfigError, match="erase_mode"):
-        from_dict(RomeConfig, {"erase_mode": "forget"})
+    for config in (RomeConfig, MemitConfig, AlphaEditConfig):
+        with pytest.raises(ConfigError, match="erase_mode"):
+            from_dict(config, {"erase_mode": "forget"})
     with pytest.raises(ValueError, match="erase_mode.*'suppress' or 'neutral'"):
         MemitConfig(erase_mode="forget").settings()
     with pytest.raises(ValueError, match="erase_mode.*'suppress' or 'neutral'"):
