@@ -11,14 +11,16 @@ Tasks (``python bench/bench_edit.py <task> --help``):
                    CounterFact ES / PS / NS (mean of per-fact scores, as the reference) and seconds per edit;
                    ``--config`` takes settings as JSON RomeConfig overrides, ``--run-config`` the layer and params
                    of a run config's ROME edit (``configs/smollm2-rome.yaml`` holds the sweep's choice), ``--facts``
-                   another fact file (the untuned one: ``obliviate/data/smollm2_facts_untuned.jsonl``).
+                   another fact file (the untuned one: ``obliviate/data/smollm2_facts_untuned.jsonl``; the fresh
+                   one: ``obliviate/data/smollm2_facts_fresh.jsonl``).
                    ``--model gemma-3-270m`` runs the same on Gemma-3-270M and its own known-fact set.
                    ``--model world`` runs the same on the fact world (a quick smoke check with ``--n-facts 3``).
 - ``rome-reference`` The speed comparison: each of N known SmolLM2 facts rewritten by the workbench's ROME and by
                    the reference's loop (`bench/rome_reference.py`, kmeng01/rome's compute_u / compute_v re-expressed
                    on the HF model), alternately in one process, with the same templates, answer tokens and C:
                    seconds per edit of each, their ratio, and both edits' CounterFact figures. ``--plateau-tol``
-                   lets ours stop once a step barely lowers its loss (the reference runs its own rule).
+                   lets ours stop once its goal is met and a step barely lowers its loss (the reference runs its
+                   own rule).
 - ``memit-world``  MEMIT erase of the whole forget split of the `world` model in one batch: forget / retain recall
                    before and after (and the `world-retain` oracle's recall of the forget split), held-out
                    perplexity change, and seconds for the batch.
