@@ -212,8 +212,9 @@ def test_plateau_stop_ends_at_the_first_step_that_barely_improves_once_the_goal_
     """With plateau_tol the optimisation stops at the first step that lowers the loss by less than that share of
     the previous one — not at a step that raises it (Adam overshooting: here at a high lr) — and keeps the δ of
     that step: the same δ as a run capped at that many steps without the rule. But only once the goal is met: the
-    tiny random model never brings the new answer above ½ (its goal term stays near 6), so with the real threshold
-    the rule never fires; raised above every loss, it fires where the plain rule would."""
+    tiny random model never makes the new answer likely (p < 5% after 60 steps, the loss near 6), so with the real
+    threshold the rule never fires; with the threshold raised above every loss, it fires where the plain rule
+    would."""
     import edit.value_opt
 
     handle = tiny_hf_handle("llama")
@@ -221,7 +222,7 @@ def test_plateau_stop_ends_at_the_first_step_that_barely_improves_once_the_goal_
     tol = 0.01
     free = rome_edit(handle, fact, 1, tiny_cfg(corpus, steps=60, stop_loss=0.0, lr=20.0), goal="rewrite")
     curve = free.losses[0]
-    assert len(curve) == 60 and min(curve) > edit.value_opt.GOAL_MET
+    assert len(curve) == 60 and free.metrics["goal_prob"] < 0.05
     waiting = rome_edit(handle, fact, 1, tiny_cfg(corpus, steps=60, stop_loss=0.0, lr=20.0, plateau_tol=tol),
                         goal="rewrite")
     assert waiting.losses[0] == curve and torch.equal(waiting.vectors["delta"], free.vectors["delta"])
