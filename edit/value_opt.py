@@ -256,6 +256,11 @@ def _optimise_chunk(handle, facts: Sequence[Fact], site: EditSite, templates: Se
     # a shared δ stays inside every one of its facts' norm balls
     max_norm = torch.full((n_deltas,), torch.inf, device=device).scatter_reduce(
         0, owner, settings.clamp_norm_factor * init_norm, reduce="amin")
+
+    def per_delta(per_fact: torch.Tensor) -> torch.Tensor:
+        """Mean over each δ's facts (one fact per δ unless subjects are tied)."""
+        return torch.zeros(n_deltas, device=device).index_add(0, owner, per_fact) / sharing
+
     done = torch.zeros(n_deltas, dtype=torch.bool, device=device)
     previous = torch.full((n_deltas,), torch.inf, device=device)  # each δ's loss one step earlier
     history: list[list[float]] = [[] for _ in range(n_facts)]
@@ -276,7 +281,7 @@ def _optimise_chunk(handle, facts: Sequence[Fact], site: EditSite, templates: Se
         kl = (kl_lp.exp() * (kl_lp - kl_init)).sum(-1)  # KL(p_δ ‖ p_0) per fact, as the references' kl_div
         decay = delta.norm(dim=-1) / init_norm**2
         loss = goal_loss + settings.kl_factor * kl + settings.weight_decay * decay
-        loss = torch.zeros(n_deltas, device=device).index_add(0, owner, loss) / sharing  # mean over a δ's facts
+        loss = per_delta(loss)
         with torch.no_grad():
             goal_prob = torch.where(done[owner], goal_prob, row_sum.exp().mean(1))
             for f in torch.nonzero(~done[owner]).flatten().tolist():
@@ -284,8 +289,7 @@ def _optimise_chunk(handle, facts: Sequence[Fact], site: EditSite, templates: Se
             done |= loss.detach() < settings.stop_loss
             if settings.plateau_tol is not None:  # lowered, but by less than the share (a rise is Adam overshooting)
                 gain = previous - loss.detach()
-                goal_of_delta = torch.zeros(n_deltas, device=device).index_add(0, owner, goal_loss.detach())
-                met = goal_of_delta / sharing < GOAL_MET
+                met = per_delta(goal_loss.detach()) < GOAL_MET
                 done |= met & (gain >= 0) & (gain < settings.plateau_tol * previous)
                 previous = loss.detach()
         if bool(done.all()) or step == settings.steps - 1:
