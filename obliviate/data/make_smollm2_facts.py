@@ -37,8 +37,9 @@ import json
 import random
 import sys
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -143,18 +144,13 @@ def pair_candidates(relations: Iterable[tuple[str, Iterable[tuple[str, str]]]]) 
     return out
 
 
-def untuned_candidates() -> list[Candidate]:
-    """The untuned set's candidates, in a fixed order (relation, then source order)."""
-    return pair_candidates(untuned.PAIRS.items())
+def hand_written_set(source: Any) -> tuple[Callable[[], list[Candidate]], dict[str, src.Relation]]:
+    """A hand-written source module's candidates (its PAIRS, relation then source order) and relations."""
+    return partial(pair_candidates, source.PAIRS.items()), source.RELATIONS
 
 
-def fresh_candidates() -> list[Candidate]:
-    """The fresh set's candidates, in a fixed order (relation, then source order)."""
-    return pair_candidates(fresh.PAIRS.items())
-
-
-CANDIDATE_SETS = {"shipped": (candidates, src.RELATIONS), "untuned": (untuned_candidates, untuned.RELATIONS),
-                  "fresh": (fresh_candidates, fresh.RELATIONS)}
+CANDIDATE_SETS = {"shipped": (candidates, src.RELATIONS), "untuned": hand_written_set(untuned),
+                  "fresh": hand_written_set(fresh)}
 """Each candidate set: its candidates and its relations."""
 
 
