@@ -232,9 +232,10 @@ def cmd_rome_reference(args) -> dict:
     cov = CovarianceConfig(n_tokens=args.n_tokens)
     out = {"task": args.task, "model": args.model, "threads": torch.get_num_threads(), "layer": layer,
            "covariance": timed_covariance(handle, [layer], cov)}
-    cfg = RomeConfig(covariance=cov, seed=args.seed, plateau_tol=args.plateau_tol)
+    cfg = RomeConfig(covariance=cov, seed=args.seed, plateau_tol=args.plateau_tol, compute_dtype=args.compute_dtype)
     cfg.validate()
     out["plateau_tol"] = args.plateau_tol  # ours only: the reference keeps its own stop rule
+    out["compute_dtype"] = args.compute_dtype  # ours only: the reference runs the model as loaded (float32)
     templates = rome_templates(handle, cfg)
     start = time.perf_counter()
     c_inverse = inverse_moment(second_moment(handle, layer, cov), cov.ridge)
@@ -406,6 +407,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default="smollm2-135m", choices=["smollm2-135m"])
     p.add_argument("--plateau-tol", type=float, default=None,
                    help="RomeConfig.plateau_tol for the workbench's edit (the reference keeps its own stop rule)")
+    p.add_argument("--compute-dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="RomeConfig.compute_dtype for the workbench's edit (the reference runs the model's float32)")
     p = sub.add_parser("memit-world")
     p.add_argument("--first", type=int, default=0, help="first edited block")
     p.add_argument("--last", type=int, default=2, help="last edited block")

@@ -10,6 +10,7 @@
   facts (the speed ratio and both edits' CounterFact figures); again with ours stopping once its goal is met and
   a v* step barely lowers its loss (`--plateau-tol 0.01`; the reference keeps its own rule; not in
   configs/smollm2-rome.yaml: at its layer the rule saves few steps and cost paraphrases on the fresh set, README);
+  and with ours running its v* loop in bfloat16 (`--compute-dtype bfloat16`, the reference in float32);
 - bench_edit.py memit-world: MEMIT erase of the world's whole forget split in one batch, with the key statistics
   timed apart from the edit;
 - bench_edit.py methods-world: task vector, SSD, SalUn, counter-example fine-tuning, DPO and Idk-DPO on the world's
@@ -52,6 +53,8 @@ def main() -> int:
                        ROOT / "obliviate/data/smollm2_facts_fresh.jsonl"],
         "rome-reference": [HERE / "bench_edit.py", "rome-reference", "--n-facts", "5"],
         "rome-reference-plateau": [HERE / "bench_edit.py", "rome-reference", "--n-facts", "5", "--plateau-tol", "0.01"],
+        "rome-reference-bf16": [HERE / "bench_edit.py", "rome-reference", "--n-facts", "5", "--compute-dtype",
+                                "bfloat16"],
         "memit-world": [HERE / "bench_edit.py", "memit-world"],
         "methods-world": [HERE / "bench_edit.py", "methods-world"],
         "train": [HERE / "bench_train.py"],

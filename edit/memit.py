@@ -40,7 +40,7 @@ from edit.covariance import CovarianceConfig, regularised, second_moments
 from edit.deltas import WeightEditResult, apply_deltas, changed_tensors, hf_name_map
 from edit.result import EditRequest
 from edit.sites import edit_site, projection_output, weight_output_change
-from edit.value_opt import Goal, ValueOptSettings, check_erase_mode, optimise_values
+from edit.value_opt import Goal, ValueOptSettings, check_compute_dtype, check_erase_mode, optimise_values
 from obliviate.config.loader import InvalidField
 from obliviate.facts import Fact
 from obliviate.registry import EDITS, Knob, Spec
@@ -72,6 +72,9 @@ class KeyValueConfig:
     """For goal='erase': 'suppress' (minimise p(true answer), default) or 'neutral' (rewrite to neutral_target)."""
     neutral_target: str = "unknown"
     """The answer erase_mode='neutral' writes in (choose one the tokenizer knows)."""
+    compute_dtype: str = "float32"
+    """The z loop's forward and backward through the blocks: 'float32' (the references') or 'bfloat16' (a bfloat16
+    copy of the HF model; z, logits and loss stay float32; edit.value_opt `low_precision_copy`)."""
     facts_per_batch: int = 16
     """Facts whose z are optimised together (one forward for all; results are per fact)."""
     one_z_per_subject: bool = False
@@ -86,6 +89,7 @@ class KeyValueConfig:
     def validate(self) -> None:
         """Checked when a run config is loaded (the key named), and again when the edit runs."""
         check_erase_mode(self.erase_mode)
+        check_compute_dtype(self.compute_dtype)
 
     def settings(self) -> ValueOptSettings:
         self.validate()
@@ -93,7 +97,8 @@ class KeyValueConfig:
                                 weight_decay=self.weight_decay, clamp_norm_factor=self.clamp_norm_factor,
                                 stop_loss=self.stop_loss, erase_mode=self.erase_mode,  # type: ignore[arg-type]
                                 neutral_target=self.neutral_target, facts_per_batch=self.facts_per_batch,
-                                tie_subjects=self.one_z_per_subject)
+                                tie_subjects=self.one_z_per_subject,
+                                compute_dtype=self.compute_dtype)  # type: ignore[arg-type]
 
 
 @dataclass

@@ -25,6 +25,9 @@ output moves by norm(own + δ) − norm(own) at each row (`edit.sites.post_norm_
 writes δ reproduces what was optimised. Nothing before the subject's last token depends on δ, so those prefixes run
 once and each step runs only the rest of each row on their cached keys/values (`_PrefixCachedRunner`, on the HF
 model; `_TLRunner` is the plain TransformerLens path), and the unembedding only at the scored positions.
+With ``compute_dtype="bfloat16"`` those runs (forward and backward) use a bfloat16 copy of the HF model with eager
+attention on the CPU, while δ, the unembedding, the log-softmax and the loss stay in float32 (`low_precision_copy`):
+the references run in the model's own dtype, float32 for their GPT-2 XL figures, which is the default here.
 Gradients are taken with ``torch.autograd.grad`` with respect to δ alone, so no weight gradients are computed or
 left behind. Many facts are optimised at once with one δ per fact;
 Adam is element-wise and each fact has its own stopping step and norm ball, so this equals optimising them one by
@@ -39,6 +42,7 @@ recipe (19)). The references never meet this: CounterFact edits one fact per sub
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -54,6 +58,7 @@ from obliviate.metrics import continuation_ids
 
 Goal = Literal["rewrite", "erase"]
 EraseMode = Literal["suppress", "neutral"]
+ComputeDtype = Literal["float32", "bfloat16"]
 GOAL_MET = math.log(2)
 """The plateau rule waits for a goal term below ln 2: the answer more likely than not per token (rewrite, neutral) or
 the true answer less likely than not (suppress: −log(1 − p) < ln 2 ⇔ p < ½, on average over the prompts). A loss
@@ -77,6 +82,7 @@ class ValueOptSettings:
     facts_per_batch: int = 16
     prefix_cache: bool = True
     tie_subjects: bool = False
+    compute_dtype: ComputeDtype = "float32"
 
 
 @dataclass
@@ -105,6 +111,26 @@ def check_erase_mode(mode: str) -> None:
         raise InvalidField("erase_mode", f"{mode!r}: choose 'suppress' or 'neutral'.")
 
 
+def check_compute_dtype(name: str) -> None:
+    """Raise InvalidField unless `name` is a `ComputeDtype` (ROME's and the MEMIT family's configs share it)."""
+    if name not in get_args(ComputeDtype):
+        from obliviate.config.loader import InvalidField
+
+        raise InvalidField("compute_dtype", f"{name!r}: choose 'float32' (the references') or 'bfloat16' (the "
+                                            "blocks' forward and backward in bfloat16 on a copy of the HF model).")
+
+
+def low_precision_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """A copy of `model` whose parameters are cast to `dtype` (frozen; tied weights stay tied; buffers such as
+    rotary frequencies keep theirs), with eager attention on the CPU — its fused bfloat16 attention's backward costs
+    about ten times its forward there (README, "ROME against the reference"). `model` itself is not touched."""
+    memo = {id(p): torch.nn.Parameter(p.detach().to(dtype), requires_grad=False) for p in model.parameters()}
+    clone = copy.deepcopy(model, memo)
+    if next(model.parameters()).device.type == "cpu" and hasattr(clone, "set_attn_implementation"):
+        clone.set_attn_implementation("eager")
+    return clone
+
+
 def goal_answer(fact: Fact, goal: Goal, settings: ValueOptSettings) -> tuple[str, bool]:
     """(answer text, maximise?) for the goal: the new target, the neutral target, or the true one to suppress."""
     if goal == "rewrite":
@@ -124,6 +150,7 @@ def optimise_values(handle, facts: Sequence[Fact], site: EditSite, templates: Se
     (with ``settings.tie_subjects``, facts of one subject share theirs and are never split across batches)."""
     order, chunks = _chunks(facts, settings)
     deltas, inits, losses, probs = [], [], [], []
+    model = _runner_model(handle, settings)
     if show_progress:
         from tqdm.auto import tqdm
 
@@ -132,7 +159,7 @@ def optimise_values(handle, facts: Sequence[Fact], site: EditSite, templates: Se
         subjects = list(dict.fromkeys(facts[i].subject for i in chunk))
         tie = [subjects.index(facts[i].subject) for i in chunk] if settings.tie_subjects else None
         out = _optimise_chunk(handle, [facts[i] for i in chunk], site, templates, at=at, goal=goal,
-                              settings=settings, tie=tie)
+                              settings=settings, tie=tie, model=model)
         deltas.append(out.delta)
         inits.append(out.init)
         losses += out.losses
@@ -140,6 +167,20 @@ def optimise_values(handle, facts: Sequence[Fact], site: EditSite, templates: Se
     back = torch.tensor(order).argsort()  # chunks follow `order`; results go back to the facts' order
     return OptimisedValues(delta=torch.cat(deltas)[back], init=torch.cat(inits)[back],
                            losses=[losses[i] for i in back.tolist()], goal_prob=[probs[i] for i in back.tolist()])
+
+
+def _runner_model(handle, settings: ValueOptSettings) -> torch.nn.Module | None:
+    """The HF model the prefix-cached runner runs (a low-precision copy where asked); None: the TL runner."""
+    check_compute_dtype(settings.compute_dtype)
+    hf = getattr(handle, "hf", None)
+    if hf is None or not settings.prefix_cache:
+        if settings.compute_dtype != "float32":
+            raise ValueError(f"compute_dtype={settings.compute_dtype!r} runs on the Hugging Face model with the "
+                             "prefix cache; this handle has no HF model or prefix_cache is off — use 'float32'.")
+        return None
+    if settings.compute_dtype == "float32":
+        return hf
+    return low_precision_copy(hf, getattr(torch, settings.compute_dtype))
 
 
 def _chunks(facts: Sequence[Fact], settings: ValueOptSettings) -> tuple[list[int], list[list[int]]]:
@@ -162,8 +203,10 @@ def _chunks(facts: Sequence[Fact], settings: ValueOptSettings) -> tuple[list[int
 
 
 def _optimise_chunk(handle, facts: Sequence[Fact], site: EditSite, templates: Sequence[str], *,
-                    at: str, goal: Goal, settings: ValueOptSettings, tie: list[int] | None = None) -> OptimisedValues:
-    """δ for the facts of one batch; `tie[f]` is the index of fact f's shared δ (default: one δ per fact)."""
+                    at: str, goal: Goal, settings: ValueOptSettings, tie: list[int] | None = None,
+                    model: torch.nn.Module | None = None) -> OptimisedValues:
+    """δ for the facts of one batch; `tie[f]` is the index of fact f's shared δ (default: one δ per fact). `model`:
+    the HF model the prefix-cached runner runs (`_runner_model`); None runs the TL runner."""
     tl = handle.tl
     device = tl.cfg.device
     n_facts, n_templates = len(facts), len(templates)
@@ -229,8 +272,8 @@ def _optimise_chunk(handle, facts: Sequence[Fact], site: EditSite, templates: Se
             _, cache = tl.run_with_cache(tokens[first_rows], names_filter=[hook], stop_at_layer=site.layer + 1)
             init = cache[hook][torch.arange(n_facts), subject_idx[first_rows.to(device)]].float().clone()
         del cache
-    runner = (_PrefixCachedRunner if getattr(handle, "hf", None) is not None and settings.prefix_cache
-              else _TLRunner)(handle, site.layer, batch)
+    runner = (_PrefixCachedRunner(handle, site.layer, batch, model=model) if model is not None
+              else _TLRunner(handle, site.layer, batch))
     pos_idx_t = pos_idx_t - subject_idx[pos_row_t]  # suffix coordinates: the subject's last token is 0
 
     def block_shift(delta: torch.Tensor) -> torch.Tensor:
@@ -363,12 +406,12 @@ class _PrefixCachedRunner:
     uncached TransformerLens forward.
     """
 
-    def __init__(self, handle, layer: int, batch):
+    def __init__(self, handle, layer: int, batch, model: torch.nn.Module | None = None):
         from edit.sites import hf_blocks
 
-        hf = handle.hf
+        hf = model if model is not None else handle.hf  # a low-precision copy runs the blocks (`low_precision_copy`)
         self.base = hf.base_model
-        self._unembed = hf.get_output_embeddings()
+        self._unembed = handle.hf.get_output_embeddings()  # the original's: logits in its dtype
         self.block = hf_blocks(hf)[layer]
         device = next(hf.parameters()).device
         pad = handle.tokenizer.pad_token_id or 0
@@ -447,7 +490,7 @@ class _PrefixCachedRunner:
 
     def __call__(self, shift: Float[torch.Tensor, "row d_model"]) -> Float[torch.Tensor, "row suffix d_model"]:
         """Final hidden states (after the last norm) of the suffixes, with each row's shift added to block L's
-        output at the subject's last token."""
+        output at the subject's last token; in the unembedding's dtype."""
         self._shift = shift
         hook = self.block.register_forward_hook(self._add_shift)
         for block, output in zip(self.early, self._early_out):
@@ -459,7 +502,7 @@ class _PrefixCachedRunner:
             for block in self.early:
                 del block.forward
             self._shift = None
-        return out.last_hidden_state
+        return out.last_hidden_state.to(self._unembed.weight.dtype)
 
 
 def _returns(output):

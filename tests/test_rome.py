@@ -11,8 +11,8 @@ from edit.covariance import CovarianceConfig
 from edit.deltas import apply_deltas, changed_tensors
 from edit.rome import RomeConfig, rome_edit, rome_templates
 from edit.sites import edit_site, post_norm, projection_output
-from edit.value_opt import (ValueOptSettings, _PrefixCachedRunner, _TLRunner, goal_answer,
-                             output_logprobs)
+from edit.value_opt import (ValueOptSettings, _PrefixCachedRunner, _runner_model, _TLRunner, goal_answer,
+                             low_precision_copy, output_logprobs)
 from obliviate.config import from_dict
 from obliviate.config.loader import ConfigError
 from obliviate.metrics import last_token_logprobs, target_nll
@@ -65,6 +65,33 @@ def test_prefix_cached_runner_equals_full_forward(arch):
         assert ours.shape == reference.shape
         mask = valid[:, : ours.shape[1]]
         assert torch.allclose(ours[mask], reference[mask], atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gemma3"])
+def test_a_bfloat16_runner_tracks_float32_and_leaves_the_model_alone(arch):
+    """compute_dtype='bfloat16' runs the blocks on a bfloat16 copy: float32 states out, within bfloat16's rounding
+    of the float32 runner's (but not equal: the copy really runs in bfloat16), a float32 gradient for the shift, and
+    the handle's own weights untouched (dtype and values)."""
+    handle = tiny_hf_handle(arch)
+    before = {name: p.detach().clone() for name, p in handle.hf.named_parameters()}
+    facts = tiny_facts()
+    templates = [t for group in context_templates(handle, [(5, 2)]) for t in group]
+    texts, ends = zip(*[fill(t, f.prompt, f.subject) for f in facts for t in templates])
+    batch = lookup_batch(handle, list(texts), list(ends), [[13]] * len(texts))
+    copy = low_precision_copy(handle.hf, torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 and not p.requires_grad for p in copy.parameters())
+    full, low = _PrefixCachedRunner(handle, 1, batch), _PrefixCachedRunner(handle, 1, batch, model=copy)
+    valid = torch.arange(batch.tokens.shape[1])[None] < (batch.lengths - batch.subject_idx)[:, None]
+    shift = torch.randn(len(texts), handle.tl.cfg.d_model, requires_grad=True)
+    ours, reference = low(shift), full(shift.detach())
+    mask = valid[:, : ours.shape[1]]
+    assert ours.dtype == torch.float32
+    error = (ours[mask] - reference[mask]).abs().max() / reference[mask].abs().max()
+    assert 0 < error < 0.05, error
+    (grad,) = torch.autograd.grad(ours[mask].sum(), [shift])
+    assert grad.dtype == torch.float32 and grad.abs().sum() > 0
+    for name, p in handle.hf.named_parameters():
+        assert p.dtype == torch.float32 and torch.equal(p.detach(), before[name]), name
 
 
 @pytest.mark.parametrize("with_bias", [False, True])
@@ -206,6 +233,32 @@ def test_an_unknown_erase_mode_is_refused_naming_the_field():
         MemitConfig(erase_mode="forget").settings()
     with pytest.raises(ValueError, match="erase_mode.*'suppress' or 'neutral'"):
         goal_answer(tiny_facts()[0], "erase", ValueOptSettings(erase_mode="forget"))  # type: ignore[arg-type]
+
+
+def test_a_bfloat16_rome_edit_finds_the_float32_delta(corpus):
+    """The v* loop in bfloat16 reaches the float32 loop's δ to within bfloat16's rounding on the tiny model (the
+    numerics that matter on SmolLM2 are measured in the README), and writes a float32 ΔW."""
+    handle = tiny_hf_handle("llama")
+    fact = tiny_facts()[0]
+    full = rome_edit(handle, fact, 1, tiny_cfg(corpus), goal="rewrite")
+    low = rome_edit(handle, fact, 1, tiny_cfg(corpus, compute_dtype="bfloat16"), goal="rewrite")
+    a, b = full.vectors["delta"].flatten(), low.vectors["delta"].flatten()
+    assert torch.cosine_similarity(a, b, dim=0) > 0.99 and not torch.equal(a, b)
+    assert all(d.dtype == torch.float32 for d in low.deltas.values())
+
+
+def test_an_unknown_or_unsupported_compute_dtype_is_refused_naming_the_field():
+    from edit.alphaedit import AlphaEditConfig
+    from edit.memit import MemitConfig
+
+    for config in (RomeConfig, MemitConfig, AlphaEditConfig):
+        with pytest.raises(ConfigError, match="compute_dtype"):
+            from_dict(config, {"compute_dtype": "float16"})
+        assert from_dict(config, {"compute_dtype": "bfloat16"}).settings().compute_dtype == "bfloat16"
+    handle = tiny_hf_handle("gpt2")
+    with pytest.raises(ValueError, match="compute_dtype='bfloat16'.*prefix_cache is off"):
+        _runner_model(handle, ValueOptSettings(compute_dtype="bfloat16", prefix_cache=False))
+    assert _runner_model(handle, ValueOptSettings()) is handle.hf
 
 
 def test_plateau_stop_ends_at_the_first_step_that_barely_improves_once_the_goal_is_met(corpus, monkeypatch):
