@@ -20,7 +20,8 @@ Tasks (``python bench/bench_edit.py <task> --help``):
                    on the HF model), alternately in one process, with the same templates, answer tokens and C:
                    seconds per edit of each, their ratio, and both edits' CounterFact figures. ``--plateau-tol``
                    lets ours stop once its goal is met and a step barely lowers its loss (the reference runs its
-                   own rule).
+                   own rule); ``--compute-dtype bfloat16`` runs ours in bfloat16 and, for the like-for-like ratio,
+                   in float32 too (``ours_float32``), all three alternately on each fact.
 - ``memit-world``  MEMIT erase of the whole forget split of the `world` model in one batch: forget / retain recall
                    before and after (and the `world-retain` oracle's recall of the forget split), held-out
                    perplexity change, and seconds for the batch.
@@ -50,6 +51,7 @@ import json
 import random
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from statistics import mean
 
@@ -236,6 +238,9 @@ def cmd_rome_reference(args) -> dict:
     cfg.validate()
     out["plateau_tol"] = args.plateau_tol  # ours only: the reference keeps its own stop rule
     out["compute_dtype"] = args.compute_dtype  # ours only: the reference runs the model as loaded (float32)
+    ours_configs = {"ours": cfg}
+    if args.compute_dtype != "float32":  # the equal-precision ratio, measured in the same run
+        ours_configs["ours_float32"] = replace(cfg, compute_dtype="float32")
     templates = rome_templates(handle, cfg)
     start = time.perf_counter()
     c_inverse = inverse_moment(second_moment(handle, layer, cov), cov.ridge)
@@ -243,35 +248,35 @@ def cmd_rome_reference(args) -> dict:
     rows = []
     for i, fact in enumerate(facts):
         base = counterfact_figures(handle, fact)
-        ours = rome_edit(handle, fact, layer, cfg, goal="rewrite", templates=templates)
-        with apply_deltas(handle, ours.deltas):
-            ours_scores = counterfact_figures(handle, fact)
+        row = {"case_id": fact.case_id, "counterfact_base": base}
+        for who, ours_cfg in ours_configs.items():
+            ours = rome_edit(handle, fact, layer, ours_cfg, goal="rewrite", templates=templates)
+            with apply_deltas(handle, ours.deltas):
+                row[who] = {"edit_s": ours.timings["total_s"], "steps": ours.metrics["steps"],
+                            "counterfact": counterfact_figures(handle, fact)}
         theirs = reference_rome(handle, fact, layer, cfg, templates, c_inverse)
         with apply_deltas(handle, {theirs.weight: theirs.delta_w}):
-            theirs_scores = counterfact_figures(handle, fact)
-        row = {"case_id": fact.case_id, "counterfact_base": base,
-               "ours": {"edit_s": ours.timings["total_s"], "steps": ours.metrics["steps"],
-                        "counterfact": ours_scores},
-               "reference": {"edit_s": theirs.timings["total_s"], "steps": len(theirs.losses),
-                             "timings": theirs.timings, "counterfact": theirs_scores}}
+            row["reference"] = {"edit_s": theirs.timings["total_s"], "steps": len(theirs.losses),
+                                "timings": theirs.timings, "counterfact": counterfact_figures(handle, fact)}
         rows.append(row)
-        print(f"[{i + 1}/{len(facts)}] {fact.text!r} -> {fact.target_new!r}: ours {row['ours']['edit_s']:.1f} s "
-              f"({row['ours']['steps']} steps; {before_after(base, ours_scores)}), reference "
-              f"{row['reference']['edit_s']:.1f} s ({row['reference']['steps']} steps; "
-              f"{before_after(base, theirs_scores)})", flush=True)
+        print(f"[{i + 1}/{len(facts)}] {fact.text!r} -> {fact.target_new!r}: " + ", ".join(
+            f"{who} {row[who]['edit_s']:.1f} s ({row[who]['steps']} steps; "
+            f"{before_after(base, row[who]['counterfact'])})" for who in (*ours_configs, "reference")), flush=True)
     summary = {}
-    for who in ("ours", "reference"):
+    for who in (*ours_configs, "reference"):
         summary[who] = {"edit_s": _nanmean(r[who]["edit_s"] for r in rows),
                         "steps": _nanmean(r[who]["steps"] for r in rows),
                         "s_per_step": _nanmean(r[who]["edit_s"] / r[who]["steps"] for r in rows),
                         **{k: _nanmean(r[who]["counterfact"][k] for r in rows) for k in FIGURES}}
     summary["base"] = {k: _nanmean(r["counterfact_base"][k] for r in rows) for k in FIGURES}
-    summary["speedup"] = summary["reference"]["edit_s"] / summary["ours"]["edit_s"]
-    summary["speedup_per_step"] = summary["reference"]["s_per_step"] / summary["ours"]["s_per_step"]
-    print(f"per edit: ours {summary['ours']['edit_s']:.1f} s, reference {summary['reference']['edit_s']:.1f} s — "
-          f"{summary['speedup']:.2f}x ({summary['speedup_per_step']:.2f}x per v* step); "
-          f"ours {before_after(summary['base'], summary['ours'])}; "
-          f"reference {before_after(summary['base'], summary['reference'])}", flush=True)
+    for who in ours_configs:
+        suffix = who.removeprefix("ours")
+        summary["speedup" + suffix] = summary["reference"]["edit_s"] / summary[who]["edit_s"]
+        summary["speedup_per_step" + suffix] = summary["reference"]["s_per_step"] / summary[who]["s_per_step"]
+        print(f"per edit: {who} {summary[who]['edit_s']:.1f} s, reference {summary['reference']['edit_s']:.1f} s — "
+              f"{summary['speedup' + suffix]:.2f}x ({summary['speedup_per_step' + suffix]:.2f}x per v* step); "
+              f"{who} {before_after(summary['base'], summary[who])}", flush=True)
+    print(f"reference {before_after(summary['base'], summary['reference'])}", flush=True)
     out.update(summary=summary, facts=rows)
     return out
 
