@@ -74,7 +74,8 @@ class KeyValueConfig:
     """The answer erase_mode='neutral' writes in (choose one the tokenizer knows)."""
     compute_dtype: str = "float32"
     """The z loop's forward and backward through the blocks: 'float32' (the references') or 'bfloat16' (a bfloat16
-    copy of the HF model; z, logits and loss stay float32; edit.value_opt `low_precision_copy`)."""
+    copy of the HF model; z, logits and loss stay float32; edit.value_opt `low_precision_copy`). Measured on ROME's
+    SmolLM2 edits only; MEMIT's and AlphaEdit's figures in the README are float32."""
     facts_per_batch: int = 16
     """Facts whose z are optimised together (one forward for all; results are per fact)."""
     one_z_per_subject: bool = False

@@ -65,9 +65,9 @@ class RomeConfig:
     compute_dtype: str = "float32"
     """The v* loop's forward and backward through the blocks: 'float32' (the reference's numerics) or 'bfloat16' (a
     bfloat16 copy of the HF model, eager attention on the CPU; δ, logits and loss stay float32). On SmolLM2 (2 CPU
-    threads with AVX-512 BF16) an edit took 8.5 s against float32's 12–15 s, at the same CounterFact figures on the
-    three fact sets (README, "ROME against the reference"); a CPU without native bfloat16 may be slower. Needs the
-    HF model (every embedded model has one)."""
+    threads with AVX-512 BF16) an edit took 8.2–9.0 s against float32's 11.5–14.9 s, at the same CounterFact figures
+    (within a point) on the three fact sets (README, "ROME against the reference"); a CPU without native bfloat16
+    may be slower. Needs the HF model (every embedded model has one)."""
     erase_mode: str = "suppress"
     """For goal='erase': 'suppress' (minimise p(true answer), the default) or 'neutral' (rewrite to
     `neutral_target`)."""
