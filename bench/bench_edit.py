@@ -15,6 +15,11 @@ Tasks (``python bench/bench_edit.py <task> --help``):
                    one: ``obliviate/data/smollm2_facts_fresh.jsonl``).
                    ``--model gemma-3-270m`` runs the same on Gemma-3-270M and its own known-fact set.
                    ``--model world`` runs the same on the fact world (a quick smoke check with ``--n-facts 3``).
+- ``rome-reach``   How far ROME's u reaches past the edited subject, before any v* is optimised (seconds, not
+                   minutes): per neighbour prompt the largest share (k·u)/(k*·u) of the edit any of its keys takes,
+                   per paraphrase the share at its subject; for each setting of ``--grid`` (default `REACH_GRID`:
+                   how many nearest vocabulary words' keys join C, `RomeConfig.neighbour_keys`) over ``--base``, at
+                   one layer, and the choice (`choose_reach`). Used to set neighbour_keys on the shipped facts.
 - ``rome-reference`` The speed comparison: each of N known SmolLM2 facts rewritten by the workbench's ROME and by
                    the reference's loop (`bench/rome_reference.py`, kmeng01/rome's compute_u / compute_v re-expressed
                    on the HF model), alternately in one process, with the same templates, answer tokens and C:
@@ -53,7 +58,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from statistics import mean
+from statistics import mean, median
 
 import torch
 
@@ -62,14 +67,17 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from edit.baselines import edited_handle  # noqa: E402
+from edit.context import activations_at_subject, fill  # noqa: E402
 from edit.covariance import CovarianceConfig, cache_path, second_moment, second_moments  # noqa: E402
 from edit.deltas import apply_deltas  # noqa: E402
 from edit.memit import MemitConfig, memit_edit, memit_templates  # noqa: E402
 from edit.result import EditRequest, run_method  # noqa: E402
-from edit.rome import RomeConfig, rome_edit, rome_templates  # noqa: E402
+from edit.rome import RomeConfig, key_direction, rome_edit, rome_templates  # noqa: E402
+from edit.sites import edit_site  # noqa: E402
+from edit.word_keys import word_keys  # noqa: E402
 from locate.stage import proposed_layers  # noqa: E402
 from obliviate.config import from_dict  # noqa: E402
-from obliviate.metrics import counterfact_scores, perplexity, recall, top1_correct  # noqa: E402
+from obliviate.metrics import SAME_RELATION, counterfact_scores, perplexity, recall, top1_correct  # noqa: E402
 from obliviate.models import load  # noqa: E402
 from obliviate.registry import EDITS  # noqa: E402
 from obliviate.results import RunDir, atomic_write_json, to_jsonable  # noqa: E402
@@ -125,7 +133,8 @@ def rome_run(handle, facts: list, layer: int, cfg: RomeConfig, templates, base_s
         rows.append({"case_id": fact.case_id, "subject": fact.subject, "target_new": fact.target_new,
                      "counterfact": scores, "counterfact_base": base, "top1_new": top_new,
                      "edit_s": result.timings["total_s"], "optimise_s": result.timings["optimise_s"],
-                     "steps": result.metrics["steps"], "final_loss": result.metrics["final_loss"]})
+                     "steps": result.metrics["steps"], "final_loss": result.metrics["final_loss"],
+                     "kept_words": result.metrics.get("kept_words", [])[:8]})
         print(f"[{i + 1}/{len(facts)}] L{layer} {fact.text!r} -> {fact.target_new!r}: {before_after(base, scores)} "
               f"top1 {top_new} ({result.timings['total_s']:.1f}s)", flush=True)
     return {"layer": layer, "n_facts": len(rows), "summary": summarise(rows), "facts": rows}
@@ -206,6 +215,11 @@ def cmd_rome(args) -> dict:
     out = {"task": args.task, "model": args.model, "facts": args.facts or FACT_SOURCES[args.model],
            "threads": torch.get_num_threads(), "grid": grid, "runs": []}
     out["covariance"] = [timed_covariance(handle, layers, cfg.covariance) for cfg in configs]
+    if any(cfg.neighbour_keys for cfg in configs):  # built once per layer and cached, like C: not an edit's time
+        start = time.perf_counter()
+        for layer in layers:
+            word_keys(handle, layer)
+        out["word_keys_s"] = time.perf_counter() - start
     start = time.perf_counter()
     templates = rome_templates(handle, configs[0])  # every setting shares the seed and context lengths
     out["templates_s"] = time.perf_counter() - start
@@ -222,6 +236,78 @@ def cmd_rome(args) -> dict:
         chosen = choose(out["runs"])
         out["chosen"] = {"layer": chosen["layer"], "settings": chosen["settings"]} if chosen else None
         print(f"chosen: {json.dumps(out['chosen'])}", flush=True)
+    return out
+
+
+REACH_GRID = [{"neighbour_keys": m} for m in (0, 16, 64, 256)]
+"""`rome-reach`'s default settings over the shipped ones: how many nearest vocabulary words' keys join C (at
+neighbour_weight 1, the kept keys together weighing as much as C's per-token average; pass a grid to vary it)."""
+REACH_BASE = {"every_template_key": True, "covariance": {"corpus": "stdlib-docstrings+place-mentions"}}
+"""The sweep-chosen settings (`configs/smollm2-rome.yaml`) that `rome-reach`'s grid adds to."""
+REACHED = 0.3
+"""A neighbour prompt counts as reached when some position's key takes this share of the edit or more."""
+
+
+def neighbour_reach(handle, facts: list, layer: int, cfg: RomeConfig, templates: list[str]) -> dict:
+    """How far ROME's u reaches past the edited subject, before any v* is optimised: the edit moves a key k by
+    (k·u)/(k*·u) of what it gives the subject. Per neighbour prompt, the largest share over its positions (the
+    first left out); per paraphrase, the share at its subject's last token (1 is the edit's own key)."""
+    site = edit_site(handle, layer)
+    shares: dict[str, list[float]] = {"same_answer": [], "same_relation": [], "paraphrase": []}
+    kept: dict[int, list[str]] = {}
+    for fact in facts:
+        key_side = key_direction(handle, fact, layer, cfg, templates)
+        u, scale = key_side.u.double(), float(torch.dot(key_side.k_star, key_side.u))
+        kind = "same_relation" if fact.extra.get("neighborhood_kind") == SAME_RELATION else "same_answer"
+        for prompt in fact.neighborhood_prompts:
+            _, cache = handle.tl.run_with_cache(handle.to_tokens(prompt), names_filter=[site.key_hook],
+                                                stop_at_layer=layer + 1)
+            shares[kind].append(float((cache[site.key_hook][0, 1:].double() @ u).max()) / scale)
+        found = [fill("{}", p, fact.subject) if "{}" in p else (p, p.find(fact.subject) + len(fact.subject))
+                 for p in fact.paraphrase_prompts if "{}" in p or fact.subject in p]  # templates or filled texts
+        if found:
+            acts = activations_at_subject(handle, site.key_hook, [p for p, _ in found], [end for _, end in found])
+            shares["paraphrase"] += (acts.double() @ u / scale).tolist()
+        kept[fact.case_id] = key_side.kept_words[:8]
+    out = {}
+    for name, values in shares.items():
+        ordered = sorted(values)
+        out[name] = {"n": len(ordered), "median": float(median(ordered)) if ordered else float("nan"),
+                     "p90": ordered[int(0.9 * len(ordered))] if ordered else float("nan"),
+                     "reached": sum(v >= REACHED for v in ordered), "below_half": sum(v < 0.5 for v in ordered)}
+    return {"shares": out, "kept_words": kept}
+
+
+def choose_reach(rows: list[dict]) -> dict:
+    """`rome-reach`'s pick: the fewest same-answer neighbour prompts reached, then the fewest same-relation ones,
+    then the lowest 90th percentile of the same-answer shares, among settings whose paraphrase keys keep a median
+    share ≥ 0.95 (the edit must still reach its own subject in other words)."""
+    able = [r for r in rows if r["shares"]["paraphrase"]["median"] >= 0.95] or rows
+    return min(able, key=lambda r: (r["shares"]["same_answer"]["reached"], r["shares"]["same_relation"]["reached"],
+                                    r["shares"]["same_answer"]["p90"]))
+
+
+def cmd_rome_reach(args) -> dict:
+    handle = load(args.model)
+    facts = known_facts(handle, args.facts or FACT_SOURCES[args.model], args.n_facts, args.seed)
+    layer = int(args.layers)
+    grid = json.loads(args.grid)
+    base = json.loads(args.base)
+    out = {"task": args.task, "model": args.model, "facts": args.facts or FACT_SOURCES[args.model], "layer": layer,
+           "n_facts": len(facts), "base": base, "grid": grid, "runs": []}
+    for overrides in grid:
+        cfg = rome_config({**base, **overrides}, args.n_tokens, args.seed)
+        templates = [t for group in rome_templates(handle, cfg) for t in group]
+        start = time.perf_counter()
+        run = {"settings": overrides, **neighbour_reach(handle, facts, layer, cfg, templates),
+               "seconds": time.perf_counter() - start}
+        print(f"{json.dumps(overrides)}: " + " | ".join(
+            f"{k} median {v['median']:.3f} p90 {v['p90']:.3f} reached {v['reached']}/{v['n']}"
+            + (f" below 0.5 {v['below_half']}" if k == "paraphrase" else "")
+            for k, v in run["shares"].items()), flush=True)
+        out["runs"].append(run)
+    out["chosen"] = choose_reach(out["runs"])["settings"]
+    print(f"chosen: {json.dumps(out['chosen'])}", flush=True)
     return out
 
 
@@ -406,6 +492,13 @@ def main(argv: list[str] | None = None) -> None:
                            help="take --layers and --config from this YAML run config's ROME edit")
         else:
             p.add_argument("--grid", default=json.dumps(SWEEP_GRID), help="JSON list of RomeConfig overrides")
+    p = sub.add_parser("rome-reach")
+    p.add_argument("--layers", default="4", help="the edit layer")
+    p.add_argument("--n-facts", type=int, default=50)
+    p.add_argument("--model", default="smollm2-135m", choices=sorted(FACT_SOURCES))
+    p.add_argument("--facts", default=None, help="a fact file instead of the model's packaged facts")
+    p.add_argument("--base", default=json.dumps(REACH_BASE), help="RomeConfig overrides every setting shares")
+    p.add_argument("--grid", default=json.dumps(REACH_GRID), help="JSON list of RomeConfig overrides")
     p = sub.add_parser("rome-reference")
     p.add_argument("--layers", default="6", help="the edit layer")
     p.add_argument("--n-facts", type=int, default=5)
@@ -446,7 +539,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     commands = {"memit-world": cmd_memit_world, "methods-world": cmd_methods_world, "sisa-world": cmd_sisa_world,
-                "rome-reference": cmd_rome_reference}
+                "rome-reference": cmd_rome_reference, "rome-reach": cmd_rome_reach}
     result = commands.get(args.task, cmd_rome)(args)
     if args.out:
         atomic_write_json(args.out, result)

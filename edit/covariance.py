@@ -49,6 +49,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from jaxtyping import Float
@@ -276,7 +277,7 @@ def packed_rows(handle, texts: Iterator[str], seq_len: int) -> Iterator[list[int
             buffer = buffer[width:]
 
 
-def _key_weights_hash(handle, layer: int) -> str:
+def key_weights_hash(handle, layer: int) -> str:
     """sha256 of every weight the keys at `layer` depend on (and nothing downstream of them)."""
     digest = hashlib.sha256()
     for name, param in sorted(handle.tl.state_dict().items()):
@@ -311,7 +312,7 @@ def _seq_len(handle, cfg: CovarianceConfig) -> int:
 
 def cache_path(handle, layer: int, cfg: CovarianceConfig) -> Path:
     """Where C for (these weights, layer, corpus, sample count) is cached."""
-    key = _cache_key(handle, layer, cfg, _key_weights_hash(handle, layer))
+    key = _cache_key(handle, layer, cfg, key_weights_hash(handle, layer))
     name = resolve_corpus(handle, cfg.corpus)
     name = name.replace("+", "_") if name in NAMED_CORPORA else "file"
     return cache_subdir("stats") / f"L{layer}_{name}_{cfg.n_tokens}_{key[:24]}.safetensors"
@@ -409,6 +410,13 @@ def second_moment(handle, layer: int, cfg: CovarianceConfig | None = None,
                   show_progress: bool = False) -> Float[torch.Tensor, "d_mlp d_mlp"]:
     """C = E[k kᵀ] at one layer (see `second_moments`)."""
     return second_moments(handle, [layer], cfg, show_progress=show_progress)[layer]
+
+
+class Solver(Protocol):
+    """What ROME's u needs of C: (C + ridge)⁻¹ applied to a vector or to columns (`MetricSolver`, or C with
+    preserved keys added, `edit.word_keys.PreservingSolver`)."""
+
+    def solve(self, rhs: Float[torch.Tensor, "d *n"]) -> Float[torch.Tensor, "d *n"]: ...
 
 
 @dataclass(frozen=True)

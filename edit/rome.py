@@ -13,6 +13,11 @@ The reference divides by the key of the *unprefixed* prompt in step 4 while u us
 mismatch scales the update wrongly and causes its "disabling edits". We use the averaged k* in both places, the
 fix of r-ROME (Gupta et al. 2024, "Rebuilding ROME"); ``consistent_keys=False`` reproduces the reference.
 
+``neighbour_keys`` adds what the references' Wikipedia statistics give and a local corpus does not: the keys of
+the subject's nearest kin. The keys of that many words of the model's own vocabulary nearest k* (`edit.word_keys`)
+join C as preserved keys, so u answers less to other countries of a continent or other red fruits (README, "ROME on
+SmolLM2").
+
 The function never changes the model it is given: it returns a `WeightEditResult` with ΔW (TL layout), the full
 edited HF tensor in ``changed``, u, v, k*, δ, the loss curve and timings. Apply it with `edit.deltas.apply_deltas`.
 """
@@ -26,11 +31,12 @@ import torch
 from jaxtyping import Float
 
 from edit.context import activations_at_subject, context_templates, fill, template_keys
-from edit.covariance import CovarianceConfig, MetricSolver, metric_solver
+from edit.covariance import CovarianceConfig, Solver, metric_solver
 from edit.deltas import WeightEditResult, apply_deltas, changed_tensors, hf_name_map
 from edit.result import EditRequest, EditResult
 from edit.sites import edit_site
 from edit.value_opt import Goal, ValueOptSettings, check_compute_dtype, check_erase_mode, optimise_values
+from edit.word_keys import PreservingSolver, word_keys
 from obliviate.facts import Fact
 from obliviate.registry import EDITS, Knob, Spec
 
@@ -82,18 +88,30 @@ class RomeConfig:
     less; True overrides `consistent_keys`."""
     mom2_adjustment: bool = True
     """u = C⁻¹k* (True, the reference) or u = k* (False: no covariance, the "naive" rank-one update)."""
+    neighbour_keys: int = 0
+    """Keep the update off the subject's kin: the keys of this many words of the model's vocabulary nearest k*
+    (`edit.word_keys`: each whole-word token read in a neutral frame; words inside the subject's name left out)
+    join C as preserved keys, as MEMIT preserves its keys; 0 (the reference) uses C alone. The edit's record names
+    the words kept. Needs mom2_adjustment."""
+    neighbour_weight: float = 1.0
+    """The kept keys' weight against C, in total (each adds neighbour_weight / neighbour_keys · k kᵀ to C)."""
     covariance: CovarianceConfig = field(default_factory=CovarianceConfig)
     """How C is estimated (corpus, tokens, ridge)."""
     seed: int = 0
     """Seed of the generated prefixes."""
 
     def validate(self) -> None:
-        from obliviate.config.loader import check_range
+        from obliviate.config.loader import InvalidField, check_range
 
         check_erase_mode(self.erase_mode)
         check_compute_dtype(self.compute_dtype)
         check_range("plateau_tol", self.plateau_tol, minimum=1e-12, below=1,
                     fix="a share of the loss, e.g. 0.01, or null to run until stop_loss / steps")
+        check_range("neighbour_keys", self.neighbour_keys, minimum=0, fix="a count of words, e.g. 64, or 0 for none")
+        check_range("neighbour_weight", self.neighbour_weight, minimum=1e-12, fix="e.g. 1.0")
+        if self.neighbour_keys and not self.mom2_adjustment:
+            raise InvalidField("neighbour_keys", "preserved keys join C, and mom2_adjustment is false (no C); set "
+                                                 "mom2_adjustment: true or neighbour_keys: 0.")
 
     def settings(self) -> ValueOptSettings:
         self.validate()
@@ -106,7 +124,7 @@ class RomeConfig:
 
 
 def every_key_direction(keys: Float[torch.Tensor, "n_templates d"],
-                        metric: MetricSolver | None) -> Float[torch.Tensor, " d"]:
+                        metric: Solver | None) -> Float[torch.Tensor, " d"]:
     """The u of least uᵀCu with k·u = 1 for every row k of `keys`: u = C⁻¹K(KᵀC⁻¹K)⁻¹1 (C = I when None).
 
     The template keys of one subject are close to each other, so KᵀC⁻¹K can be near-singular: a ridge of 1e-6 of
@@ -117,6 +135,44 @@ def every_key_direction(keys: Float[torch.Tensor, "n_templates d"],
     gram = k.T @ c_inv_k
     gram = gram + 1e-6 * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=gram.dtype)
     return (c_inv_k @ torch.linalg.solve(gram, torch.ones(gram.shape[0], dtype=gram.dtype))).float()
+
+
+@dataclass
+class KeyDirection:
+    """ROME's key side of one fact: u (unit), the averaged key k*, the vocabulary words kept off (if any)."""
+
+    u: Float[torch.Tensor, " d_mlp"]
+    k_star: Float[torch.Tensor, " d_mlp"]
+    kept_words: list[str]
+    timings: dict[str, float]
+
+
+def key_direction(handle, fact: Fact, layer: int, cfg: RomeConfig, templates: list[str], *,
+                  show_progress: bool = False) -> KeyDirection:
+    """Steps 1–2 of the module docstring for `fact` at `layer`, over the flat `templates`: k*, then u from C (with
+    the nearest vocabulary words' keys preserved when ``cfg.neighbour_keys``), as `rome_edit` uses them."""
+    site = edit_site(handle, layer)
+    timings: dict[str, float] = {}
+    tick = time.perf_counter()
+    metric = metric_solver(handle, layer, cfg.covariance, show_progress=show_progress) if cfg.mom2_adjustment \
+        else None
+    timings["covariance_s"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    keys = template_keys(handle, site.key_hook, [fact.prompt], [fact.subject], templates)[0]
+    k_star = keys.mean(0)
+    kept_words: list[str] = []
+    if cfg.neighbour_keys and metric is not None:
+        bank = word_keys(handle, layer, cache=cfg.covariance.cache)
+        rows = bank.nearest(k_star, cfg.neighbour_keys, fact.subject)
+        metric = PreservingSolver.build(metric, bank.keys[rows], cfg.neighbour_weight)
+        kept_words = [bank.words[row] for row in rows]
+    if cfg.every_template_key:
+        direction = every_key_direction(keys, metric)
+    else:
+        direction = metric.solve(k_star).float() if metric is not None else k_star.clone()
+    timings["keys_s"] = time.perf_counter() - tick
+    return KeyDirection(u=direction / direction.norm(), k_star=k_star, kept_words=kept_words, timings=timings)
 
 
 def rome_templates(handle, cfg: RomeConfig) -> list[list[str]]:
@@ -139,21 +195,10 @@ def rome_edit(handle, fact: Fact, layer: int | None = None, cfg: RomeConfig | No
     groups = templates if templates is not None else rome_templates(handle, cfg)
     timings["templates_s"] = time.perf_counter() - tick
 
-    tick = time.perf_counter()
-    metric = metric_solver(handle, layer, cfg.covariance, show_progress=show_progress) if cfg.mom2_adjustment \
-        else None
-    timings["covariance_s"] = time.perf_counter() - tick
-
-    tick = time.perf_counter()
     flat = [t for group in groups for t in group]
-    keys = template_keys(handle, site.key_hook, [fact.prompt], [fact.subject], flat)[0]
-    k_star = keys.mean(0)
-    if cfg.every_template_key:
-        direction = every_key_direction(keys, metric)
-    else:
-        direction = metric.solve(k_star).float() if metric is not None else k_star.clone()
-    u = direction / direction.norm()
-    timings["keys_s"] = time.perf_counter() - tick
+    key_side = key_direction(handle, fact, layer, cfg, flat, show_progress=show_progress)
+    timings.update(key_side.timings)
+    u, k_star = key_side.u, key_side.k_star
 
     tick = time.perf_counter()
     values = optimise_values(handle, [fact], site, flat, at="mlp_out", goal=goal, settings=cfg.settings())
@@ -176,7 +221,8 @@ def rome_edit(handle, fact: Fact, layer: int | None = None, cfg: RomeConfig | No
         losses=values.losses,
         metrics={"final_loss": values.losses[0][-1] if values.losses[0] else None, "steps": len(values.losses[0]),
                  "goal_prob": values.goal_prob[0], "delta_norm": float(delta.norm()),
-                 "v_init_norm": float(values.init[0].norm()), "key_dot_u": float(torch.dot(key, u))},
+                 "v_init_norm": float(values.init[0].norm()), "key_dot_u": float(torch.dot(key, u)),
+                 **({"kept_words": key_side.kept_words} if key_side.kept_words else {})},
         config={**asdict(cfg), "layer": layer, "goal": goal})
 
 

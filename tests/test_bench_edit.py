@@ -5,9 +5,12 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
+from _edit_tiny import tiny_corpus, tiny_facts, tiny_hf_handle
 
 _PATH = Path(__file__).resolve().parents[1] / "bench" / "bench_edit.py"
 _SPEC = importlib.util.spec_from_file_location("bench_edit", _PATH)
@@ -97,3 +100,36 @@ def test_rome_layer_and_settings_come_from_the_shipped_run_config():
     layers, params = bench_edit.run_config_rome(Path(__file__).resolve().parents[1] / "configs" / "smollm2-rome.yaml")
     assert [int(x) for x in layers.split(",")] and isinstance(params, dict)
     bench_edit.rome_config(params, n_tokens=1, seed=0)  # the params are a valid RomeConfig
+
+
+def _reach_row(name: str, reached: int, same_relation: int, p90: float, paraphrase: float) -> dict:
+    def shares(n_reached, p90=0.1, median=0.1):
+        return {"n": 10, "median": median, "p90": p90, "reached": n_reached, "below_half": 0}
+    return {"settings": {"name": name}, "shares": {"same_answer": shares(reached, p90), "same_relation":
+                                                   shares(same_relation), "paraphrase": shares(0, median=paraphrase)}}
+
+
+def test_reach_sweep_picks_the_fewest_reached_neighbours_among_settings_that_keep_the_subject():
+    rows = [_reach_row("plain", 5, 3, 0.45, 1.0), _reach_row("loses its own subject", 0, 0, 0.05, 0.9),
+            _reach_row("two reached", 2, 2, 0.2, 0.99), _reach_row("two, fewer same-relation", 2, 1, 0.25, 0.99),
+            _reach_row("two, one, lower p90", 2, 1, 0.21, 0.97)]
+    assert bench_edit.choose_reach(rows)["settings"]["name"] == "two, one, lower p90"
+
+
+def test_neighbour_reach_measures_the_share_of_the_edit_each_prompt_takes(tmp_path, monkeypatch):
+    monkeypatch.setenv("OBLIVIATE_CACHE", str(tmp_path))
+    handle = tiny_hf_handle("gpt2")
+    facts = tiny_facts()
+    # the first fact's own bare prompt as a neighbour: its subject key is a template key, which u maps to exactly 1
+    facts[0] = replace(facts[0], neighborhood_prompts=(facts[0].text, *facts[0].neighborhood_prompts))
+    cfg = bench_edit.rome_config({"every_template_key": True, "context_lengths": [[5, 2]],
+                                  "covariance": {"corpus": str(tiny_corpus(tmp_path / "c.txt")), "seq_len": 24}},
+                                 n_tokens=1500, seed=0)
+    templates = [t for group in bench_edit.rome_templates(handle, cfg) for t in group]
+    first = bench_edit.neighbour_reach(handle, facts[:1], 1, cfg, templates)["shares"]
+    assert first["same_answer"]["n"] == 2 and first["paraphrase"]["n"] == 1
+    assert first["same_answer"]["p90"] >= 0.99  # of two shares, the larger: the fact's own prompt
+    every = bench_edit.neighbour_reach(handle, facts, 1, cfg, templates)
+    assert every["shares"]["same_answer"]["n"] == 4 and every["kept_words"] == {0: [], 1: [], 2: []}
+    kept = bench_edit.neighbour_reach(handle, facts, 1, replace(cfg, neighbour_keys=3), templates)["kept_words"]
+    assert all(len(words) == 3 for words in kept.values())
