@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from audit.verdict import (VERDICTS, AttackScores, NullAnswers, VerdictConfig, check_null_answers, judge,
+from audit.verdict import (VERDICTS, AttackScores, NullAnswers, VerdictConfig, judge,
                            null_fact_draws, null_of_draws, recalled_targets)
 from obliviate.facts import Fact
 
@@ -86,10 +86,10 @@ class CalibrationConfig:
     """Progress bars."""
 
     def __post_init__(self) -> None:
-        from obliviate.config.loader import check_range
+        from obliviate.config.loader import check_choices, check_range
 
         check_range("null_draws", self.null_draws, minimum=1)
-        check_null_answers(self.null_answers)
+        check_choices(self)
 
 
 @dataclass

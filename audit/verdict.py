@@ -107,7 +107,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Literal, NamedTuple, Protocol, get_args
+from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
 
@@ -313,14 +313,6 @@ def counterfactual_facts(facts: Sequence) -> list:
 
 
 NullAnswers = Literal["decoy", "counterfactual"]
-
-
-def check_null_answers(kind: str) -> None:
-    """The calibration configs' check of their `null_answers` field."""
-    if kind not in get_args(NullAnswers):
-        from obliviate.config.loader import InvalidField
-
-        raise InvalidField("null_answers", f"{kind!r}: use 'decoy' or 'counterfactual'.")
 
 
 def null_facts(facts: Sequence, pool: Sequence, kind: NullAnswers, seed: int, handle=None) -> list:

@@ -44,7 +44,7 @@ from typing import Any, Literal
 import torch
 
 from audit.calibrate import FAST_PROBE
-from audit.verdict import (VERDICTS, AttackScores, NullAnswers, VerdictConfig, attack_margins, check_null_answers,
+from audit.verdict import (VERDICTS, AttackScores, NullAnswers, VerdictConfig, attack_margins,
                            judge, null_fact_draws, null_of_draws, recalled_targets)
 from obliviate.facts import Fact
 
@@ -105,7 +105,7 @@ class ZooConfig:
     show_progress: bool = False
 
     def __post_init__(self) -> None:
-        from obliviate.config.loader import InvalidField, check_range
+        from obliviate.config.loader import InvalidField, check_choices, check_range
 
         unknown = [n for n in self.constructions or () if n not in CONSTRUCTIONS]
         if unknown:
@@ -122,7 +122,7 @@ class ZooConfig:
         check_range("noise", self.noise, minimum=0)
         check_range("relearn_check_steps", self.relearn_check_steps, minimum=0)
         check_range("null_draws", self.null_draws, minimum=1)
-        check_null_answers(self.null_answers)
+        check_choices(self)
 
     def names(self) -> tuple[str, ...]:
         return tuple(self.constructions) if self.constructions else tuple(CONSTRUCTIONS)

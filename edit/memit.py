@@ -40,42 +40,24 @@ from edit.covariance import CovarianceConfig, regularised, second_moments
 from edit.deltas import WeightEditResult, apply_deltas, changed_tensors, hf_name_map
 from edit.result import EditRequest
 from edit.sites import edit_site, projection_output, weight_output_change
-from edit.value_opt import Goal, ValueOptSettings, check_compute_dtype, check_erase_mode, optimise_values
+from edit.value_opt import Goal, ValueOptConfig, ValueOptSettings, optimise_values
 from obliviate.config.loader import InvalidField
 from obliviate.facts import Fact
 from obliviate.registry import EDITS, Knob, Spec
 
 
 @dataclass
-class KeyValueConfig:
-    """What the MEMIT family shares: the edited blocks, how z is optimised and how keys and C are gathered
-    (reference GPT-2 XL values, ``hparams/MEMIT/gpt2-xl.json``). MEMIT and AlphaEdit add their own solve's
-    settings."""
+class KeyValueConfig(ValueOptConfig):
+    """What the MEMIT family shares: the edited blocks, how z is optimised (`edit.value_opt.ValueOptConfig`, with
+    MEMIT's own clamp) and how keys and C are gathered (reference GPT-2 XL values, ``hparams/MEMIT/gpt2-xl.json``).
+    MEMIT and AlphaEdit add their own solve's settings."""
 
     layers: list[int] | None = None
     """Contiguous blocks to edit; None lets the caller decide (EditConfig.layers / locate)."""
     context_lengths: list[tuple[int, int]] = field(default_factory=lambda: [(10, 5)])
     """(tokens per generated prefix, number of prefixes), besides the bare "{}" prompt."""
-    lr: float = 0.5
-    """Adam learning rate of z (v_lr)."""
-    steps: int = 20
-    """Maximum optimisation steps per fact (v_num_grad_steps)."""
-    kl_factor: float = 0.0625
-    """Weight of KL(edited ‖ unedited) on "{subject} is a"."""
-    weight_decay: float = 0.5
-    """Weight of ‖δ‖ / ‖h‖² (v_weight_decay)."""
     clamp_norm_factor: float = 0.75
     """‖δ‖ is kept ≤ this × ‖h‖ (the residual at the last edited block)."""
-    stop_loss: float = 0.05
-    """A fact's optimisation stops once its loss is below this."""
-    erase_mode: str = "suppress"
-    """For goal='erase': 'suppress' (minimise p(true answer), default) or 'neutral' (rewrite to neutral_target)."""
-    neutral_target: str = "unknown"
-    """The answer erase_mode='neutral' writes in (choose one the tokenizer knows)."""
-    compute_dtype: str = "float32"
-    """The z loop's forward and backward through the blocks: 'float32' (the references') or 'bfloat16' (a bfloat16
-    copy of the HF model; z, logits and loss stay float32; edit.value_opt `low_precision_copy`). Measured on ROME's
-    SmolLM2 edits only; MEMIT's and AlphaEdit's figures in the README are float32."""
     facts_per_batch: int = 16
     """Facts whose z are optimised together (one forward for all; results are per fact)."""
     one_z_per_subject: bool = False
@@ -87,19 +69,9 @@ class KeyValueConfig:
     seed: int = 0
     """Seed of the generated prefixes."""
 
-    def validate(self) -> None:
-        """Checked when a run config is loaded (the key named), and again when the edit runs."""
-        check_erase_mode(self.erase_mode)
-        check_compute_dtype(self.compute_dtype)
-
-    def settings(self) -> ValueOptSettings:
-        self.validate()
-        return ValueOptSettings(lr=self.lr, steps=self.steps, kl_factor=self.kl_factor,
-                                weight_decay=self.weight_decay, clamp_norm_factor=self.clamp_norm_factor,
-                                stop_loss=self.stop_loss, erase_mode=self.erase_mode,  # type: ignore[arg-type]
-                                neutral_target=self.neutral_target, facts_per_batch=self.facts_per_batch,
-                                tie_subjects=self.one_z_per_subject,
-                                compute_dtype=self.compute_dtype)  # type: ignore[arg-type]
+    def settings(self, **internal) -> ValueOptSettings:
+        return super().settings(facts_per_batch=self.facts_per_batch, tie_subjects=self.one_z_per_subject,
+                                **internal)
 
 
 @dataclass

@@ -35,50 +35,22 @@ from edit.covariance import CovarianceConfig, Solver, metric_solver
 from edit.deltas import WeightEditResult, apply_deltas, changed_tensors, hf_name_map
 from edit.result import EditRequest, EditResult
 from edit.sites import edit_site
-from edit.value_opt import Goal, ValueOptSettings, check_compute_dtype, check_erase_mode, optimise_values
+from edit.value_opt import Goal, ValueOptConfig, optimise_values
 from edit.word_keys import PreservingSolver, word_keys
+from obliviate.config.loader import InvalidField, check_range
 from obliviate.facts import Fact
 from obliviate.registry import EDITS, Knob, Spec
 
 
 @dataclass
-class RomeConfig:
-    """ROME hyper-parameters; defaults are the reference's GPT-2 XL values (``hparams/ROME/gpt2-xl.json``)."""
+class RomeConfig(ValueOptConfig):
+    """ROME hyper-parameters; defaults are the reference's GPT-2 XL values (``hparams/ROME/gpt2-xl.json``). The v*
+    optimisation's settings (lr, steps, kl_factor, …, compute_dtype) are `edit.value_opt.ValueOptConfig`'s."""
 
     layer: int | None = None
     """Block whose MLP down-projection is edited; None lets the caller decide (EditConfig.layers / locate)."""
     context_lengths: list[tuple[int, int]] = field(default_factory=lambda: [(5, 10), (10, 10)])
     """(tokens per generated prefix, number of prefixes) — the reference's context_template_length_params."""
-    lr: float = 0.5
-    """Adam learning rate of δ (v_lr)."""
-    steps: int = 20
-    """Maximum optimisation steps (v_num_grad_steps)."""
-    kl_factor: float = 0.0625
-    """Weight of KL(edited ‖ unedited) on "{subject} is a" (kl_factor)."""
-    weight_decay: float = 0.5
-    """Weight of ‖δ‖ / ‖v_init‖² (v_weight_decay)."""
-    clamp_norm_factor: float = 4.0
-    """‖δ‖ is kept ≤ this × ‖v_init‖ (clamp_norm_factor)."""
-    stop_loss: float = 0.05
-    """Optimisation stops once the loss is below this."""
-    plateau_tol: float | None = None
-    """Also stop once the goal is met (its term below ln 2: the new answer more likely than not) and a step lowers
-    the loss, but by less than this share of itself (e.g. 0.01; a step that raises it, Adam overshooting, does not
-    stop); None (the reference) runs until `stop_loss` or `steps`. The reference's stop_loss is reached only where
-    ‖δ‖ stays small against ‖v_init‖ (its decay term alone is 0.5‖δ‖/‖v_init‖²): on SmolLM2 at layer 6 the loss
-    levels off near 0.1 from about step 8. Without the goal condition it stopped one untuned SmolLM2 rewrite after
-    2 steps, before the optimisation took hold (README, "ROME against the reference")."""
-    compute_dtype: str = "float32"
-    """The v* loop's forward and backward through the blocks: 'float32' (the reference's numerics) or 'bfloat16' (a
-    bfloat16 copy of the HF model, eager attention on the CPU; δ, logits and loss stay float32). On SmolLM2 (2 CPU
-    threads with AVX-512 BF16) an edit took 8.2–9.0 s against float32's 11.5–14.9 s, at the same CounterFact figures
-    (within a point) on the three fact sets (README, "ROME against the reference"); a CPU without native bfloat16
-    may be slower. Needs the HF model (every embedded model has one)."""
-    erase_mode: str = "suppress"
-    """For goal='erase': 'suppress' (minimise p(true answer), the default) or 'neutral' (rewrite to
-    `neutral_target`)."""
-    neutral_target: str = "unknown"
-    """The answer an erase with erase_mode='neutral' writes in (choose one the tokenizer knows)."""
     consistent_keys: bool = True
     """Use the averaged k* in v = δ/(k*·u) (r-ROME); False divides by the bare prompt's key like the reference."""
     every_template_key: bool = False
@@ -101,26 +73,12 @@ class RomeConfig:
     """Seed of the generated prefixes."""
 
     def validate(self) -> None:
-        from obliviate.config.loader import InvalidField, check_range
-
-        check_erase_mode(self.erase_mode)
-        check_compute_dtype(self.compute_dtype)
-        check_range("plateau_tol", self.plateau_tol, minimum=1e-12, below=1,
-                    fix="a share of the loss, e.g. 0.01, or null to run until stop_loss / steps")
+        super().validate()
         check_range("neighbour_keys", self.neighbour_keys, minimum=0, fix="a count of words, e.g. 64, or 0 for none")
         check_range("neighbour_weight", self.neighbour_weight, minimum=1e-12, fix="e.g. 1.0")
         if self.neighbour_keys and not self.mom2_adjustment:
             raise InvalidField("neighbour_keys", "preserved keys join C, and mom2_adjustment is false (no C); set "
                                                  "mom2_adjustment: true or neighbour_keys: 0.")
-
-    def settings(self) -> ValueOptSettings:
-        self.validate()
-        return ValueOptSettings(lr=self.lr, steps=self.steps, kl_factor=self.kl_factor,
-                                weight_decay=self.weight_decay, clamp_norm_factor=self.clamp_norm_factor,
-                                stop_loss=self.stop_loss, plateau_tol=self.plateau_tol,
-                                erase_mode=self.erase_mode,  # type: ignore[arg-type]
-                                neutral_target=self.neutral_target,
-                                compute_dtype=self.compute_dtype)  # type: ignore[arg-type]
 
 
 def every_key_direction(keys: Float[torch.Tensor, "n_templates d"],

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -83,3 +85,40 @@ def test_non_utf8_config_and_non_string_keys_are_config_errors(tmp_path):
         load_yaml(RunConfig, path)
     with pytest.raises(ConfigError, match="unknown key '1'"):
         load_yaml(RunConfig, _write(tmp_path, "1: 2\nmodel: world\nnull: 3\n"))
+
+
+@dataclass
+class _Choices:
+    mode: Literal["a", "b"] = "a"
+    maybe: Literal["x"] | None = None
+    free: str = "anything"
+
+
+def test_a_config_built_in_code_gets_the_loaders_check_of_its_choices():
+    from obliviate.config.loader import InvalidField, check_choices
+
+    check_choices(_Choices(mode="b", maybe="x", free="z"))
+    check_choices(_Choices())  # None is a choice of an optional Literal
+    with pytest.raises(InvalidField, match=r"'mode'.*'c' is not one of \['a', 'b'\]"):
+        check_choices(_Choices(mode="c"))
+    with pytest.raises(InvalidField, match=r"'maybe'.*'y' is not one of \['x'\]"):
+        check_choices(_Choices(maybe="y"))
+
+
+def test_rome_and_the_memit_family_share_the_value_optimisation_settings():
+    """One declaration of the v* / z settings (edit.value_opt.ValueOptConfig): MEMIT gets ROME's plateau rule, keeps
+    its own clamp, and both hand their settings to optimise_values, checked the same way."""
+    from edit.alphaedit import AlphaEditConfig
+    from edit.memit import MemitConfig
+    from edit.rome import RomeConfig
+    from obliviate.config import from_dict
+
+    assert RomeConfig().clamp_norm_factor == 4.0 and MemitConfig().clamp_norm_factor == 0.75
+    for config in (RomeConfig, MemitConfig, AlphaEditConfig):
+        settings = from_dict(config, {"plateau_tol": 0.01, "steps": 7}).settings()
+        assert settings.plateau_tol == 0.01 and settings.steps == 7
+        with pytest.raises(ConfigError, match="params.plateau_tol"):
+            from_dict(config, {"plateau_tol": 2.0}, where="params")
+    memit = MemitConfig(facts_per_batch=4, one_z_per_subject=True).settings()
+    assert memit.facts_per_batch == 4 and memit.tie_subjects
+    assert RomeConfig().settings().facts_per_batch == 16  # ROME edits one fact: the internal default

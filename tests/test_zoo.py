@@ -205,7 +205,7 @@ def test_a_null_answer_kind_that_does_not_exist_is_refused_naming_the_key():
     from obliviate.config.loader import InvalidField
 
     for config in (ZooConfig, CalibrationConfig):
-        with pytest.raises(InvalidField, match="null_answers.*'decoy' or 'counterfactual'"):
+        with pytest.raises(InvalidField, match=r"null_answers.*not one of \['decoy', 'counterfactual'\]"):
             config(null_answers="target_new")
 
 

@@ -41,6 +41,29 @@ def check_range(field: str, value: float | None, *, minimum: float | None = None
         raise InvalidField(field, f"{value!r} is out of range; use a number {wanted}{'. ' + fix if fix else '.'}")
 
 
+def _choices(kind: Any) -> tuple | None:
+    """The values a `Literal[...]` (or `Literal[...] | None`) type allows, None included; None for other types."""
+    if get_origin(kind) is Literal:
+        return get_args(kind)
+    if get_origin(kind) in (typing.Union, types.UnionType):
+        literals = [option for option in get_args(kind) if get_origin(option) is Literal]
+        if literals and all(o is type(None) or get_origin(o) is Literal for o in get_args(kind)):
+            return tuple(v for option in literals for v in get_args(option)) + \
+                ((None,) if type(None) in get_args(kind) else ())
+    return None
+
+
+def check_choices(instance: Any) -> None:
+    """Raise InvalidField for the first `Literal`-typed field of dataclass `instance` whose value is not one of its
+    choices: what `from_dict` refuses when a YAML is loaded, for configs built in code (a config's validate())."""
+    hints = typing.get_type_hints(type(instance))
+    for f in dataclasses.fields(instance):
+        choices = _choices(hints[f.name])
+        value = getattr(instance, f.name)
+        if choices is not None and value not in choices:
+            raise InvalidField(f.name, f"{value!r} is not one of {[c for c in choices if c is not None]}.")
+
+
 def _type_name(kind: Any) -> str:
     return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
 
