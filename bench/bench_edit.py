@@ -18,15 +18,17 @@ Tasks (``python bench/bench_edit.py <task> --help``):
 - ``rome-reach``   How far ROME's u reaches past the edited subject, before any v* is optimised (seconds, not
                    minutes): per neighbour prompt the largest share (k·u)/(k*·u) of the edit any of its keys takes,
                    per paraphrase the share at its subject; for each setting of ``--grid`` (default `REACH_GRID`:
-                   how many nearest vocabulary words' keys join C, `RomeConfig.neighbour_keys`) over ``--base``, at
-                   one layer, and the choice (`choose_reach`). Used to set neighbour_keys on the shipped facts.
+                   how many nearest vocabulary words' keys join C, `RomeConfig.neighbour_keys`) over the layer and
+                   settings of ``--run-config`` (default ``configs/smollm2-rome.yaml``), and the choice
+                   (`choose_reach`). Chose the shipped config's neighbour_keys on the shipped facts.
 - ``rome-reference`` The speed comparison: each of N known SmolLM2 facts rewritten by the workbench's ROME and by
                    the reference's loop (`bench/rome_reference.py`, kmeng01/rome's compute_u / compute_v re-expressed
                    on the HF model), alternately in one process, with the same templates, answer tokens and C:
                    seconds per edit of each, their ratio, and both edits' CounterFact figures. ``--plateau-tol``
                    lets ours stop once its goal is met and a step barely lowers its loss (the reference runs its
                    own rule); ``--compute-dtype bfloat16`` runs ours in bfloat16 and, for the like-for-like ratio,
-                   in float32 too (``ours_float32``), all three alternately on each fact.
+                   in float32 too (``ours_float32``), all three alternately on each fact; ``--neighbour-keys``
+                   keeps that many nearest vocabulary words' keys in ours (the shipped config's 64).
 - ``memit-world``  MEMIT erase of the whole forget split of the `world` model in one batch: forget / retain recall
                    before and after (and the `world-retain` oracle's recall of the forget split), held-out
                    perplexity change, and seconds for the batch.
@@ -240,10 +242,8 @@ def cmd_rome(args) -> dict:
 
 
 REACH_GRID = [{"neighbour_keys": m} for m in (0, 16, 64, 256)]
-"""`rome-reach`'s default settings over the shipped ones: how many nearest vocabulary words' keys join C (at
+"""`rome-reach`'s default settings over the run config's: how many nearest vocabulary words' keys join C (at
 neighbour_weight 1, the kept keys together weighing as much as C's per-token average; pass a grid to vary it)."""
-REACH_BASE = {"every_template_key": True, "covariance": {"corpus": "stdlib-docstrings+place-mentions"}}
-"""The sweep-chosen settings (`configs/smollm2-rome.yaml`) that `rome-reach`'s grid adds to."""
 REACHED = 0.3
 """A neighbour prompt counts as reached when some position's key takes this share of the edit or more."""
 
@@ -290,9 +290,9 @@ def choose_reach(rows: list[dict]) -> dict:
 def cmd_rome_reach(args) -> dict:
     handle = load(args.model)
     facts = known_facts(handle, args.facts or FACT_SOURCES[args.model], args.n_facts, args.seed)
-    layer = int(args.layers)
+    layers, base = run_config_rome(args.run_config)
+    layer = int(args.layers or layers.split(",")[0])
     grid = json.loads(args.grid)
-    base = json.loads(args.base)
     out = {"task": args.task, "model": args.model, "facts": args.facts or FACT_SOURCES[args.model], "layer": layer,
            "n_facts": len(facts), "base": base, "grid": grid, "runs": []}
     for overrides in grid:
@@ -320,10 +320,14 @@ def cmd_rome_reference(args) -> dict:
     cov = CovarianceConfig(n_tokens=args.n_tokens)
     out = {"task": args.task, "model": args.model, "threads": torch.get_num_threads(), "layer": layer,
            "covariance": timed_covariance(handle, [layer], cov)}
-    cfg = RomeConfig(covariance=cov, seed=args.seed, plateau_tol=args.plateau_tol, compute_dtype=args.compute_dtype)
+    cfg = RomeConfig(covariance=cov, seed=args.seed, plateau_tol=args.plateau_tol, compute_dtype=args.compute_dtype,
+                     neighbour_keys=args.neighbour_keys)
     cfg.validate()
+    if cfg.neighbour_keys:  # built once per layer and cached, like C: not an edit's time
+        word_keys(handle, layer)
     out["plateau_tol"] = args.plateau_tol  # ours only: the reference keeps its own stop rule
     out["compute_dtype"] = args.compute_dtype  # ours only: the reference runs the model as loaded (float32)
+    out["neighbour_keys"] = args.neighbour_keys  # ours only: the reference's u is C⁻¹k*
     ours_configs = {"ours": cfg}
     if args.compute_dtype != "float32":  # the equal-precision ratio, measured in the same run
         ours_configs["ours_float32"] = replace(cfg, compute_dtype="float32")
@@ -493,11 +497,12 @@ def main(argv: list[str] | None = None) -> None:
         else:
             p.add_argument("--grid", default=json.dumps(SWEEP_GRID), help="JSON list of RomeConfig overrides")
     p = sub.add_parser("rome-reach")
-    p.add_argument("--layers", default="4", help="the edit layer")
+    p.add_argument("--run-config", type=Path, default=ROOT / "configs" / "smollm2-rome.yaml",
+                   help="the layer and the settings every grid entry overrides: this run config's ROME edit")
+    p.add_argument("--layers", default=None, help="the edit layer (default: the run config's)")
     p.add_argument("--n-facts", type=int, default=50)
     p.add_argument("--model", default="smollm2-135m", choices=sorted(FACT_SOURCES))
     p.add_argument("--facts", default=None, help="a fact file instead of the model's packaged facts")
-    p.add_argument("--base", default=json.dumps(REACH_BASE), help="RomeConfig overrides every setting shares")
     p.add_argument("--grid", default=json.dumps(REACH_GRID), help="JSON list of RomeConfig overrides")
     p = sub.add_parser("rome-reference")
     p.add_argument("--layers", default="6", help="the edit layer")
@@ -507,6 +512,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="RomeConfig.plateau_tol for the workbench's edit (the reference keeps its own stop rule)")
     p.add_argument("--compute-dtype", default="float32", choices=["float32", "bfloat16"],
                    help="RomeConfig.compute_dtype for the workbench's edit (the reference runs the model's float32)")
+    p.add_argument("--neighbour-keys", type=int, default=0,
+                   help="RomeConfig.neighbour_keys for the workbench's edit (the shipped config keeps 64; the "
+                        "reference's u is C⁻¹k*)")
     p = sub.add_parser("memit-world")
     p.add_argument("--first", type=int, default=0, help="first edited block")
     p.add_argument("--last", type=int, default=2, help="last edited block")

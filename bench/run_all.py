@@ -6,11 +6,15 @@
   configs/smollm2-rome.yaml (the rome-sweep's choice; every CounterFact figure beside its pre-edit value, NS
   same-relation apart; seconds per edit), and the same on every fact of the untuned set (rome-untuned) and of the
   fresh set (rome-fresh, written after the plateau rule was frozen);
+- bench_edit.py rome-reach: how far ROME's u reaches past the edited subject (the share of the edit each neighbour
+  prompt's keys take) on the 50, for 0 / 16 / 64 / 256 nearest vocabulary words' keys kept (the choice of
+  configs/smollm2-rome.yaml's neighbour_keys);
 - bench_edit.py rome-reference: ROME per edit against the reference's loop in the same process, on the same 5
   facts (the speed ratio and both edits' CounterFact figures); again with ours stopping once its goal is met and
   a v* step barely lowers its loss (`--plateau-tol 0.01`; the reference keeps its own rule; not in
   configs/smollm2-rome.yaml: at its layer the rule saves few steps and cost paraphrases on the fresh set, README);
-  and with ours running its v* loop in bfloat16 (`--compute-dtype bfloat16`, the reference in float32);
+  and with ours as configs/smollm2-rome.yaml runs it: v* loop in bfloat16 (`--compute-dtype bfloat16`, the
+  reference in float32) and the subject's 64 nearest vocabulary words' keys kept (`--neighbour-keys 64`);
 - bench_edit.py memit-world: MEMIT erase of the world's whole forget split in one batch, with the key statistics
   timed apart from the edit;
 - bench_edit.py methods-world: task vector, SSD, SalUn, counter-example fine-tuning, DPO and Idk-DPO on the world's
@@ -51,10 +55,11 @@ def main() -> int:
         "rome-fresh": [HERE / "bench_edit.py", "rome", "--n-facts", "104", "--run-config",
                        ROOT / "configs/smollm2-rome.yaml", "--facts",
                        ROOT / "obliviate/data/smollm2_facts_fresh.jsonl"],
+        "rome-reach": [HERE / "bench_edit.py", "rome-reach", "--n-facts", "50"],
         "rome-reference": [HERE / "bench_edit.py", "rome-reference", "--n-facts", "5"],
         "rome-reference-plateau": [HERE / "bench_edit.py", "rome-reference", "--n-facts", "5", "--plateau-tol", "0.01"],
         "rome-reference-bf16": [HERE / "bench_edit.py", "rome-reference", "--n-facts", "5", "--compute-dtype",
-                                "bfloat16"],
+                                "bfloat16", "--neighbour-keys", "64"],
         "memit-world": [HERE / "bench_edit.py", "memit-world"],
         "methods-world": [HERE / "bench_edit.py", "methods-world"],
         "train": [HERE / "bench_train.py"],
