@@ -196,6 +196,7 @@ def rome_method(handle, request: EditRequest, cfg: RomeConfig) -> EditResult:
     templates = rome_templates(handle, cfg)
     total: dict[str, torch.Tensor] = {}
     losses = []
+    kept: dict[int, list[str]] = {}
     start = time.perf_counter()
     for fact in request.targets:
         with apply_deltas(handle, total):
@@ -203,7 +204,10 @@ def rome_method(handle, request: EditRequest, cfg: RomeConfig) -> EditResult:
         for name, delta in result.deltas.items():
             total[name] = total.get(name, 0) + delta
         losses.append(result.losses[-1][-1] if result.losses and result.losses[-1] else float("nan"))
+        if "kept_words" in result.metrics:
+            kept[fact.case_id] = result.metrics["kept_words"][:8]  # the nearest, for the record
+    metrics = {"final_losses": losses, **({"kept_words": kept} if kept else {})}
     return EditResult(method="rome", changed=changed_tensors(handle, total),
                       targets=[f.case_id for f in request.targets], layers=[layer],
-                      timings={"edit": time.perf_counter() - start}, metrics={"final_losses": losses},
+                      timings={"edit": time.perf_counter() - start}, metrics=metrics,
                       config={**asdict(cfg), "layer": layer})

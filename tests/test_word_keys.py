@@ -86,3 +86,19 @@ def test_rome_with_neighbour_keys_moves_the_kept_words_less(tmp_path, monkeypatc
 def test_neighbour_keys_refused_at_load(params, field):
     with pytest.raises(ConfigError, match=f"params.{field}"):
         from_dict(RomeConfig, params, where="params")
+
+
+def test_the_registered_rome_records_the_words_it_kept_for_each_target(tmp_path, monkeypatch):
+    from edit.result import EditRequest, run_method
+
+    monkeypatch.setenv("OBLIVIATE_CACHE", str(tmp_path))
+    handle = tiny_hf_handle("gpt2")
+    cov = CovarianceConfig(corpus=str(tiny_corpus(tmp_path / "corpus.txt")), n_tokens=1500, seq_len=24, cache=False)
+    request = EditRequest(targets=tiny_facts()[:2], goal="rewrite", layers=[1])
+    kept = run_method("rome", handle, request, RomeConfig(covariance=cov, context_lengths=[(5, 2)], steps=2,
+                                                          neighbour_keys=3))
+    words = kept.metrics["kept_words"]
+    assert sorted(words) == [0, 1] and all(len(w) == 3 for w in words.values())
+    assert not {"Eiffel", "Tower"} & set(words[0])  # the subject's own name is never kept off its edit
+    plain = run_method("rome", handle, request, RomeConfig(covariance=cov, context_lengths=[(5, 2)], steps=2))
+    assert "kept_words" not in plain.metrics
