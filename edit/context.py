@@ -92,12 +92,18 @@ def lookup_batch(handle, texts: Sequence[str], subject_ends: Sequence[int],
         ids = handle.to_tokens(text)[0].tolist()
         idxs.append(subject_last_index(handle, text, end, ids))
         rows.append(ids + (list(suffix_ids[i]) if suffix_ids is not None else []))
+    tokens, lengths = right_padded(handle, rows)
+    return LookupBatch(tokens=tokens, lengths=lengths, subject_idx=torch.tensor(idxs))
+
+
+def right_padded(handle, rows: Sequence[Sequence[int]]) -> tuple[Int[torch.Tensor, "n t"], Int[torch.Tensor, " n"]]:
+    """Token rows padded on the right with the tokenizer's pad id (0 without one), and their lengths."""
     pad = handle.tokenizer.pad_token_id or 0
     lengths = torch.tensor([len(r) for r in rows])
     tokens = torch.full((len(rows), int(lengths.max())), pad, dtype=torch.long)
     for i, row in enumerate(rows):
-        tokens[i, : len(row)] = torch.tensor(row)
-    return LookupBatch(tokens=tokens, lengths=lengths, subject_idx=torch.tensor(idxs))
+        tokens[i, : len(row)] = torch.as_tensor(row)
+    return tokens, lengths
 
 
 @torch.no_grad()

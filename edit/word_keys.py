@@ -24,10 +24,12 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from jaxtyping import Float
 
+from edit.context import right_padded
 from edit.covariance import PLACE_SENTENCES, MetricSolver, key_weights_hash
 from edit.sites import edit_site
 from obliviate.integrity import CacheIntegrityError, seal, verify
@@ -69,12 +71,19 @@ class WordKeys:
     keys: Float[torch.Tensor, "n_words d_mlp"]
     mean: Float[torch.Tensor, " d_mlp"]
 
+    @cached_property
+    def _centred(self) -> tuple[Float[torch.Tensor, "n_words d_mlp"], Float[torch.Tensor, " n_words"]]:
+        """The keys less their mean, and those rows' norms: the same for every edit, so computed once per bank
+        (float32: twice the float16 bank's memory, for as long as the process keeps the bank)."""
+        centred = self.keys.float() - self.mean
+        return centred, centred.norm(dim=1)
+
     def nearest(self, key: Float[torch.Tensor, " d_mlp"], count: int, subject: str) -> list[int]:
         """Rows of the `count` words whose keys are nearest `key` by cosine after removing the bank mean, leaving
         out every word inside `subject` (case-insensitive): the subject's own name must keep its edit."""
-        centred = self.keys.float() - self.mean
+        centred, norms = self._centred
         direction = key.float() - self.mean
-        cosine = (centred @ direction) / (centred.norm(dim=1) * direction.norm()).clamp(min=1e-12)
+        cosine = (centred @ direction) / (norms * direction.norm()).clamp(min=1e-12)
         inside = subject.lower()
         cosine[torch.tensor([w.lower() in inside for w in self.words])] = -2.0
         return cosine.topk(min(count, len(self.words))).indices.tolist()
@@ -91,14 +100,10 @@ def _bank_key(handle, layer: int, limit: int, seed: int) -> str:
 def _last_token_keys(handle, hook: str, texts: list[str], batch_size: int = 256) -> Float[torch.Tensor, "n d"]:
     """`hook`'s activation at each text's last token (right-padded batches; runs the blocks up to the hook)."""
     layer = int(hook.split(".")[1])
-    pad = handle.tokenizer.pad_token_id or 0
     out = []
     for start in range(0, len(texts), batch_size):
         rows = [handle.to_tokens(text)[0] for text in texts[start:start + batch_size]]
-        lengths = torch.tensor([len(row) for row in rows])
-        tokens = torch.full((len(rows), int(lengths.max())), pad, dtype=torch.long)
-        for i, row in enumerate(rows):
-            tokens[i, :len(row)] = row
+        tokens, lengths = right_padded(handle, rows)
         _, cache = handle.tl.run_with_cache(tokens.to(handle.tl.cfg.device), names_filter=[hook],
                                             stop_at_layer=layer + 1)
         out.append(cache[hook][torch.arange(len(rows)), lengths - 1].float().cpu())
@@ -106,21 +111,22 @@ def _last_token_keys(handle, hook: str, texts: list[str], batch_size: int = 256)
 
 
 _BANKS: dict[str, WordKeys] = {}
-"""Cache file → bank read in this process (a sequence of ROME edits reads it once); keyed like the file, by the
-weights, so an edited model never gets a stale bank."""
+"""Bank key → bank read in this process (a sequence of ROME edits reads it once, without listing the vocabulary
+again); keyed like the cache file, by the weights, so an edited model never gets a stale bank."""
 
 
 @torch.no_grad()
 def word_keys(handle, layer: int, *, limit: int = 30_000, seed: int = 0, cache: bool = True) -> WordKeys:
     """The bank at `layer` (see the module docstring): from the cache, else read from the model (SmolLM2: ~70 s on
     two threads for 28k words)."""
+    bank_key = _bank_key(handle, layer, limit, seed)
+    if cache and bank_key in _BANKS:
+        return _BANKS[bank_key]
     words = vocabulary_words(handle.tokenizer, limit)
     if not words:
         raise ValueError(f"{handle.name}'s tokenizer has no whole-word tokens marked by {' or '.join(WORD_MARKERS)}; "
                          "set neighbour_keys: 0 for this model.")
-    path = cache_subdir("stats") / f"L{layer}_wordkeys_{len(words)}_{_bank_key(handle, layer, limit, seed)}.safetensors"
-    if cache and str(path) in _BANKS and path.is_file():
-        return _BANKS[str(path)]
+    path = cache_subdir("stats") / f"L{layer}_wordkeys_{len(words)}_{bank_key}.safetensors"
     keys = None
     if cache and path.is_file():
         try:
@@ -140,7 +146,7 @@ def word_keys(handle, layer: int, *, limit: int = 30_000, seed: int = 0, cache: 
     bank = WordKeys(words=words, keys=keys, mean=keys.float().mean(0))
     if cache:
         _BANKS.clear()  # one bank at a time: 28k × 1,536 float16 is 86 MB for SmolLM2
-        _BANKS[str(path)] = bank
+        _BANKS[bank_key] = bank
     return bank
 
 
