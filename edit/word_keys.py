@@ -111,22 +111,21 @@ def _last_token_keys(handle, hook: str, texts: list[str], batch_size: int = 256)
 
 
 _BANKS: dict[str, WordKeys] = {}
-"""Bank key → bank read in this process (a sequence of ROME edits reads it once, without listing the vocabulary
-again); keyed like the cache file, by the weights, so an edited model never gets a stale bank."""
+"""Cache file → bank read in this process (a sequence of ROME edits reads it once, without listing the vocabulary
+again: the file is named by the bank key alone); keyed by the weights, so an edited model never gets a stale bank."""
 
 
 @torch.no_grad()
 def word_keys(handle, layer: int, *, limit: int = 30_000, seed: int = 0, cache: bool = True) -> WordKeys:
     """The bank at `layer` (see the module docstring): from the cache, else read from the model (SmolLM2: ~70 s on
     two threads for 28k words)."""
-    bank_key = _bank_key(handle, layer, limit, seed)
-    if cache and bank_key in _BANKS:
-        return _BANKS[bank_key]
+    path = cache_subdir("stats") / f"L{layer}_wordkeys_{_bank_key(handle, layer, limit, seed)}.safetensors"
+    if cache and str(path) in _BANKS and path.is_file():
+        return _BANKS[str(path)]
     words = vocabulary_words(handle.tokenizer, limit)
     if not words:
         raise ValueError(f"{handle.name}'s tokenizer has no whole-word tokens marked by {' or '.join(WORD_MARKERS)}; "
                          "set neighbour_keys: 0 for this model.")
-    path = cache_subdir("stats") / f"L{layer}_wordkeys_{len(words)}_{bank_key}.safetensors"
     keys = None
     if cache and path.is_file():
         try:
@@ -146,7 +145,7 @@ def word_keys(handle, layer: int, *, limit: int = 30_000, seed: int = 0, cache: 
     bank = WordKeys(words=words, keys=keys, mean=keys.float().mean(0))
     if cache:
         _BANKS.clear()  # one bank at a time: 28k × 1,536 float16 is 86 MB for SmolLM2
-        _BANKS[bank_key] = bank
+        _BANKS[str(path)] = bank
     return bank
 
 
