@@ -136,7 +136,9 @@ def rome_run(handle, facts: list, layer: int, cfg: RomeConfig, templates, base_s
                      "counterfact": scores, "counterfact_base": base, "top1_new": top_new,
                      "edit_s": result.timings["total_s"], "optimise_s": result.timings["optimise_s"],
                      "steps": result.metrics["steps"], "final_loss": result.metrics["final_loss"],
-                     "kept_words": result.metrics.get("kept_words", [])[:8]})
+                     "kept_words": result.metrics.get("kept_words", [])[:8],
+                     "sink_prompts": result.metrics.get("sink_prompts", []), "at_sink": fact.text in
+                     result.metrics.get("sink_prompts", [])})
         print(f"[{i + 1}/{len(facts)}] L{layer} {fact.text!r} -> {fact.target_new!r}: {before_after(base, scores)} "
               f"top1 {top_new} ({result.timings['total_s']:.1f}s)", flush=True)
     return {"layer": layer, "n_facts": len(rows), "summary": summarise(rows), "facts": rows}
@@ -154,6 +156,10 @@ def summarise(rows: list[dict]) -> dict:
     summary["base"] = {name: _nanmean(r["counterfact_base"][name] for r in rows) for name in FIGURES}
     summary.update({k: _nanmean(r[k] for r in rows) for k in ("edit_s", "optimise_s", "steps")})
     summary["top1_new"] = float(mean(r["top1_new"] for r in rows)) * 100
+    # ES over the facts whose own prompt is not a sink (edit/sink.py), beside the headline ES over all of them
+    off_sink = [r for r in rows if not r.get("at_sink")]
+    summary["at_sink"] = len(rows) - len(off_sink)
+    summary["es_off_sink"] = _nanmean(r["counterfact"]["es"] for r in off_sink)
     return summary
 
 
@@ -231,8 +237,10 @@ def cmd_rome(args) -> dict:
             run = rome_run(handle, facts, layer, cfg, templates, base_scores)
             run["settings"] = overrides
             summary = run["summary"]
+            sink = (f" ({summary['at_sink']} at a sink, ES {summary['es_off_sink']:.0f} on the others)"
+                    if summary["at_sink"] else "")
             print(f"layer {layer} {json.dumps(overrides)}: {before_after(summary['base'], summary)} "
-                  f"top1_new {summary['top1_new']:.0f}% {summary['edit_s']:.1f} s/edit", flush=True)
+                  f"top1_new {summary['top1_new']:.0f}% {summary['edit_s']:.1f} s/edit{sink}", flush=True)
             out["runs"].append(run)
     if sweep:
         chosen = choose(out["runs"])

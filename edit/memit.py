@@ -39,6 +39,7 @@ from edit.context import activations_at_subject, averaged_keys, context_template
 from edit.covariance import CovarianceConfig, regularised, second_moments
 from edit.deltas import WeightEditResult, apply_deltas, changed_tensors, hf_name_map
 from edit.result import EditRequest
+from edit.sink import warn_sink_prompts
 from edit.sites import edit_site, projection_output, weight_output_change
 from edit.value_opt import Goal, ValueOptConfig, ValueOptSettings, optimise_values
 from obliviate.config.loader import InvalidField
@@ -194,6 +195,7 @@ def write_facts(handle, facts: Sequence[Fact], layers: list[int], cfg: KeyValueC
         per_layer[f"z_error_L{layer}"] = float((z - current).norm(dim=-1).mean())
         per_layer[f"delta_norm_L{layer}"] = float(deltas[site.weight].norm())
     timings["solve_s"] = time.perf_counter() - tick
+    sinks = warn_sink_prompts(handle, facts, layers[-1], method)
     timings["total_s"] = time.perf_counter() - start
     final_losses = [curve[-1] for curve in values.losses if curve]
     return WeightEditResult(
@@ -201,7 +203,8 @@ def write_facts(handle, facts: Sequence[Fact], layers: list[int], cfg: KeyValueC
         layers=list(layers), timings=timings, deltas=deltas, hf_names=hf_name_map(handle, deltas),
         vectors=vectors, losses=values.losses,
         metrics={"n_facts": len(facts), "mean_final_loss": sum(final_losses) / max(len(final_losses), 1),
-                 "mean_goal_prob": sum(values.goal_prob) / len(values.goal_prob), **per_layer},
+                 "mean_goal_prob": sum(values.goal_prob) / len(values.goal_prob), **per_layer,
+                 **({"sink_prompts": sinks} if sinks else {})},
         config={**asdict(cfg), "layers": list(layers), "goal": goal})
 
 

@@ -34,6 +34,7 @@ from edit.context import activations_at_subject, context_templates, fill, templa
 from edit.covariance import CovarianceConfig, Solver, metric_solver
 from edit.deltas import WeightEditResult, apply_deltas, changed_tensors, hf_name_map
 from edit.result import EditRequest, EditResult
+from edit.sink import warn_sink_prompts
 from edit.sites import edit_site
 from edit.value_opt import Goal, ValueOptConfig, optimise_values
 from edit.word_keys import PreservingSolver, word_keys
@@ -170,6 +171,7 @@ def rome_edit(handle, fact: Fact, layer: int | None = None, cfg: RomeConfig | No
         key = activations_at_subject(handle, site.key_hook, [text], [end])[0]
     v = delta / torch.dot(key, u)
     delta_w = torch.outer(u, v)
+    sink = warn_sink_prompts(handle, [fact], layer, "rome").get(fact.case_id, [])
     deltas = {site.weight: delta_w}
     timings["total_s"] = time.perf_counter() - start
     return WeightEditResult(
@@ -180,7 +182,8 @@ def rome_edit(handle, fact: Fact, layer: int | None = None, cfg: RomeConfig | No
         metrics={"final_loss": values.losses[0][-1] if values.losses[0] else None, "steps": len(values.losses[0]),
                  "goal_prob": values.goal_prob[0], "delta_norm": float(delta.norm()),
                  "v_init_norm": float(values.init[0].norm()), "key_dot_u": float(torch.dot(key, u)),
-                 **({"kept_words": key_side.kept_words} if key_side.kept_words else {})},
+                 **({"kept_words": key_side.kept_words} if key_side.kept_words else {}),
+                 **({"sink_prompts": sink} if sink else {})},
         config={**asdict(cfg), "layer": layer, "goal": goal})
 
 
@@ -197,6 +200,7 @@ def rome_method(handle, request: EditRequest, cfg: RomeConfig) -> EditResult:
     total: dict[str, torch.Tensor] = {}
     losses = []
     kept: dict[int, list[str]] = {}
+    sinks: dict[int, list[str]] = {}  # prompts the edit cannot reach (edit/sink.py)
     start = time.perf_counter()
     for fact in request.targets:
         with apply_deltas(handle, total):
@@ -206,7 +210,10 @@ def rome_method(handle, request: EditRequest, cfg: RomeConfig) -> EditResult:
         losses.append(result.losses[-1][-1] if result.losses and result.losses[-1] else float("nan"))
         if "kept_words" in result.metrics:
             kept[fact.case_id] = result.metrics["kept_words"][:8]  # the nearest, for the record
-    metrics = {"final_losses": losses, **({"kept_words": kept} if kept else {})}
+        if "sink_prompts" in result.metrics:
+            sinks[fact.case_id] = result.metrics["sink_prompts"]
+    metrics = {"final_losses": losses, **({"kept_words": kept} if kept else {}),
+               **({"sink_prompts": sinks} if sinks else {})}
     return EditResult(method="rome", changed=changed_tensors(handle, total),
                       targets=[f.case_id for f in request.targets], layers=[layer],
                       timings={"edit": time.perf_counter() - start}, metrics=metrics,
