@@ -85,6 +85,25 @@ def test_cache_key_follows_the_weights_that_shape_the_keys(corpus, cache_root):
     assert cache_path(handle, 1, CovarianceConfig(corpus=str(corpus), n_tokens=800, seq_len=20)) != before
 
 
+def test_the_weight_hash_is_taken_again_only_when_a_weight_it_covers_changes(monkeypatch):
+    handle = tiny_hf_handle("gpt2")
+    taken = []
+    sha256 = covariance.hashlib.sha256
+    monkeypatch.setattr(covariance.hashlib, "sha256", lambda *args: taken.append(1) or sha256(*args))
+    first = covariance.key_weights_hash(handle, 1)
+    assert covariance.key_weights_hash(handle, 1) == first and len(taken) == 1  # memoised
+    covariance._HASHES.clear()
+    assert covariance.key_weights_hash(handle, 1) == first and len(taken) == 2  # the memo holds the full hash
+    upstream = edit_site(handle, 0).weight
+    with apply_deltas(handle, {upstream: torch.ones_like(handle.tl.get_parameter(upstream))}):
+        assert covariance.key_weights_hash(handle, 1) != first  # an in-place write bumps the version counter
+    assert covariance.key_weights_hash(handle, 1) == first and len(taken) == 4  # restored bit-exactly: hashed again
+    param = handle.tl.get_parameter(upstream)
+    param.data = param.data.clone()  # new storage, same values
+    assert covariance.key_weights_hash(handle, 1) == first and len(taken) == 5
+    assert covariance.key_weights_hash(tiny_hf_handle("gpt2", seed=1), 1) != first
+
+
 def test_metric_solver_solves_the_regularised_moment_and_is_factorised_once_per_weights(corpus, cache_root):
     handle = tiny_hf_handle("gpt2")
     cfg = CovarianceConfig(corpus=str(corpus), n_tokens=400, seq_len=20, ridge=1e-3)
