@@ -39,6 +39,10 @@ subject's last token where the MEMIT family writes, so ES / PS stayed at the flo
 "Where the world model keeps its facts (world v3)"), and there the edits land in part (README: the many-edits
 figures on world v3, measured at this benchmark's defaults). SmolLM2 keeps its facts where these methods write.
 
+With ``--params '{"neighbour_keys": 64}'`` MEMIT (both rows) keeps each fact's 64 nearest vocabulary words' keys
+in its preservation term (`MemitConfig.neighbour_keys`, `edit.word_keys`), their banks read once from the unedited
+model like C.
+
 Writes JSON (``--out``) and a plot of every figure against N (``--plot``, `audit.edit_scaling`), both atomically;
 ``obliviate compare`` on the folder holding the JSON puts the plot and a table in the report. Nothing is asserted.
 
@@ -70,6 +74,7 @@ from edit.alphaedit import AlphaEditConfig, NullSpaceEditor, edited_subjects, ke
 from edit.covariance import CovarianceConfig, second_moments  # noqa: E402
 from edit.deltas import apply_deltas, sequential_edits  # noqa: E402
 from edit.memit import MemitConfig, memit_edit, memit_templates  # noqa: E402
+from edit.word_keys import word_keys  # noqa: E402
 from obliviate.metrics import counterfact_scores, perplexity, recall, top1_correct  # noqa: E402
 from obliviate.models import load  # noqa: E402
 from obliviate.results import atomic_write_json, to_jsonable  # noqa: E402
@@ -228,6 +233,8 @@ def main(argv: list[str] | None = None) -> dict:
                  "n_unedited": len(unedited),
                  "covariance": timed_covariance(handle, layers, cov)}
     moments = second_moments(handle, layers, cov)  # of the unedited model, for every MEMIT batch
+    banks = ({layer: word_keys(handle, layer) for layer in layers}  # likewise; built once per layer and cached
+             if memit_cfg.neighbour_keys else None)
     templates = memit_templates(handle, memit_cfg)
     base_cf = {n: asdict(counterfact_scores(handle, facts[:n])) for n in ns}
     out["base"] = {"retain_recall": recall(handle, unedited), "heldout_ppl": perplexity(handle, texts),
@@ -242,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
         for n in ns:
             start = time.perf_counter()
             result = memit_edit(handle, facts[:n], layers, memit_cfg, goal="rewrite", templates=templates,
-                                moments=moments)
+                                moments=moments, banks=banks)
             seconds = time.perf_counter() - start
             with apply_deltas(handle, result.deltas):
                 row = {"method": "memit", "n": n, "n_batches": 1, "edit_s": seconds,
@@ -253,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
         out["runs"] += run_sequential(
             "memit-seq", handle, facts, ns, args.batch_size, evaluate=evaluate,
             edit_batch=lambda batch: memit_edit(handle, batch, layers, memit_cfg, goal="rewrite",
-                                                templates=templates, moments=moments))
+                                                templates=templates, moments=moments, banks=banks))
     kept = keepable(facts[max(ns):editable], facts[:max(ns)])  # never edited at any N, never measured
     out_of_c, also_out = None, measured_out_of_c(unedited, args.measured_out_of_c, args.seed)
     if alpha_cfg.c_without_edited_subjects:  # every subject the run edits, all batches, and the chosen measured ones

@@ -42,6 +42,7 @@ from edit.result import EditRequest
 from edit.sink import warn_sink_prompts
 from edit.sites import edit_site, projection_output, weight_output_change
 from edit.value_opt import Goal, ValueOptConfig, ValueOptSettings, optimise_values
+from edit.word_keys import WordKeys, check_neighbour_keys, kin_moment, word_keys
 from obliviate.config.loader import InvalidField
 from obliviate.facts import Fact
 from obliviate.registry import EDITS, Knob, Spec
@@ -85,6 +86,17 @@ class MemitConfig(KeyValueConfig):
     None = mom2_per_d_mlp × d_mlp (see the module docstring)."""
     mom2_per_d_mlp: float = 15000.0 / 16384
     """λ per MLP dimension when mom2_update_weight is None (GPT-J's reference ratio)."""
+    neighbour_keys: int = 0
+    """Keep the update off each fact's kin, as ROME's `neighbour_keys` does: at each edited block, the keys of this
+    many vocabulary words nearest each fact's key (`edit.word_keys`; words inside any subject of the batch left out)
+    join C in the preservation term, λ(C + weight/count · Σ kₙkₙᵀ); 0 (the reference) uses C alone. The banks are read
+    from the model as given (sequential batches: pass the unedited model's, like C)."""
+    neighbour_weight: float = 1.0
+    """Each fact's kept keys' weight against C, in total (each adds neighbour_weight / neighbour_keys · k kᵀ)."""
+
+    def validate(self) -> None:
+        super().validate()
+        check_neighbour_keys(self.neighbour_keys, self.neighbour_weight)
 
 
 LayerSolve = Callable[[int, Float[torch.Tensor, "n d_mlp"], Float[torch.Tensor, "n d_model"]],
@@ -126,22 +138,31 @@ def bare_prompt_activations(handle, hook: str, facts: Sequence[Fact]) -> torch.T
 
 def memit_edit(handle, facts: Sequence[Fact], layers: Sequence[int] | None = None, cfg: MemitConfig | None = None,
                goal: Goal = "erase", *, templates: list[list[str]] | None = None,
-               moments: Mapping[int, torch.Tensor] | None = None, show_progress: bool = False) -> WeightEditResult:
+               moments: Mapping[int, torch.Tensor] | None = None, banks: Mapping[int, WordKeys] | None = None,
+               show_progress: bool = False) -> WeightEditResult:
     """One MEMIT batch edit of `facts` over `layers` (or ``cfg.layers``); returns the deltas, never applies them.
 
     `moments` (C per layer) replaces the statistics of the model as it is now: sequential MEMIT reads C once from
-    the unedited model, as the references do."""
+    the unedited model, as the references do; `banks` (word keys per layer, with ``cfg.neighbour_keys``) likewise."""
     cfg = cfg or MemitConfig()
     layers = check_layers(cfg.layers if layers is None else layers, handle.n_layers)
     tick = time.perf_counter()
     if moments is None:
         moments = second_moments(handle, layers, cfg.covariance, show_progress=show_progress)
+    if cfg.neighbour_keys and banks is None:
+        banks = {layer: word_keys(handle, layer, cache=cfg.covariance.cache) for layer in layers}
     lam = mom2_weight(cfg, int(handle.tl.cfg.d_mlp))
     covariance_s = time.perf_counter() - tick
+    kept: dict[int, list[list[str]]] = {}
 
     def solve(layer: int, keys: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         k = keys.double().T  # [d_mlp, n]
-        lhs = lam * regularised(moments[layer], cfg.covariance.ridge) + k @ k.T
+        preserved = regularised(moments[layer], cfg.covariance.ridge)
+        if cfg.neighbour_keys:
+            kin, kept[layer] = kin_moment(banks[layer], keys, [f.subject for f in facts], cfg.neighbour_keys,
+                                          cfg.neighbour_weight)
+            preserved = preserved + kin
+        lhs = lam * preserved + k @ k.T
         return (torch.linalg.solve(lhs, k) @ residual.double()).float()  # [d_mlp, d_model]
 
     result = write_facts(handle, facts, layers, cfg, goal, solve, method="memit", templates=templates,
@@ -149,6 +170,8 @@ def memit_edit(handle, facts: Sequence[Fact], layers: Sequence[int] | None = Non
     result.timings = {"covariance_s": covariance_s, **result.timings,
                       "total_s": result.timings["total_s"] + covariance_s}
     result.config["mom2_weight_used"] = lam
+    if kept:  # the last block's, nearest first, for the record
+        result.metrics["kept_words"] = {f.case_id: words[:8] for f, words in zip(facts, kept[layers[-1]])}
     return result
 
 

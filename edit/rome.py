@@ -37,8 +37,8 @@ from edit.result import EditRequest, EditResult
 from edit.sink import warn_sink_prompts
 from edit.sites import edit_site
 from edit.value_opt import Goal, ValueOptConfig, optimise_values
-from edit.word_keys import PreservingSolver, word_keys
-from obliviate.config.loader import InvalidField, check_range
+from edit.word_keys import PreservingSolver, check_neighbour_keys, word_keys
+from obliviate.config.loader import InvalidField
 from obliviate.facts import Fact
 from obliviate.registry import EDITS, Knob, Spec
 
@@ -75,8 +75,7 @@ class RomeConfig(ValueOptConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_range("neighbour_keys", self.neighbour_keys, minimum=0, fix="a count of words, e.g. 64, or 0 for none")
-        check_range("neighbour_weight", self.neighbour_weight, minimum=1e-12, fix="e.g. 1.0")
+        check_neighbour_keys(self.neighbour_keys, self.neighbour_weight)
         if self.neighbour_keys and not self.mom2_adjustment:
             raise InvalidField("neighbour_keys", "preserved keys join C, and mom2_adjustment is false (no C); set "
                                                  "mom2_adjustment: true or neighbour_keys: 0.")

@@ -23,15 +23,17 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 
 from edit.context import right_padded
 from edit.covariance import PLACE_SENTENCES, MetricSolver, key_weights_hash
 from edit.sites import edit_site
+from obliviate.config.loader import check_range
 from obliviate.integrity import CacheIntegrityError, seal, verify
 from obliviate.paths import cache_subdir
 from obliviate.results import atomic_save_tensors, load_tensors
@@ -78,15 +80,40 @@ class WordKeys:
         centred = self.keys.float() - self.mean
         return centred, centred.norm(dim=1)
 
-    def nearest(self, key: Float[torch.Tensor, " d_mlp"], count: int, subject: str) -> list[int]:
+    def nearest(self, key: Float[torch.Tensor, " d_mlp"], count: int, subject: str,
+                excluded: Bool[torch.Tensor, " n_words"] | None = None) -> list[int]:
         """Rows of the `count` words whose keys are nearest `key` by cosine after removing the bank mean, leaving
-        out every word inside `subject` (case-insensitive): the subject's own name must keep its edit."""
+        out every word inside `subject` (case-insensitive): the subject's own name must keep its edit. `excluded`
+        (`inside`'s mask) replaces that test, for many keys with one set of names."""
         centred, norms = self._centred
         direction = key.float() - self.mean
         cosine = (centred @ direction) / (norms * direction.norm()).clamp(min=1e-12)
-        inside = subject.lower()
-        cosine[torch.tensor([w.lower() in inside for w in self.words])] = -2.0
+        cosine[self.inside([subject]) if excluded is None else excluded] = -2.0
         return cosine.topk(min(count, len(self.words))).indices.tolist()
+
+    def inside(self, names: Sequence[str]) -> Bool[torch.Tensor, " n_words"]:
+        """Which words lie inside any of `names` (case-insensitive substrings)."""
+        lowered = [name.lower() for name in names]
+        return torch.tensor([any(w.lower() in name for name in lowered) for w in self.words])
+
+
+def check_neighbour_keys(count: int, weight: float) -> None:
+    """The kin settings every method that keeps them shares: a count ≥ 0 and a positive weight (field named)."""
+    check_range("neighbour_keys", count, minimum=0, fix="a count of words, e.g. 64, or 0 for none")
+    check_range("neighbour_weight", weight, minimum=1e-12, fix="e.g. 1.0")
+
+
+def kin_moment(bank: WordKeys, keys: Float[torch.Tensor, "n d_mlp"], subjects: Sequence[str], count: int,
+               weight: float) -> tuple[Float[torch.Tensor, "d_mlp d_mlp"], list[list[str]]]:
+    """MEMIT's preservation term for a batch's kin: for each fact's key, the `count` nearest bank words (words
+    inside any of the batch's subjects left out: an edited subject is not kept off its own edit), each kept word
+    once, summed as weight / count · Σ kₙkₙᵀ in float64 — every kept key weighs what it weighs in a ROME edit of its
+    fact. Also the words kept per fact, nearest first."""
+    excluded = bank.inside(sorted(set(subjects)))
+    per_fact = [bank.nearest(key, count, subject, excluded) for key, subject in zip(keys, subjects)]
+    rows = sorted({row for rows in per_fact for row in rows})
+    kept = bank.keys[rows].double()
+    return (weight / count) * kept.T @ kept, [[bank.words[row] for row in rows] for rows in per_fact]
 
 
 def _bank_key(handle, layer: int, limit: int, seed: int) -> str:

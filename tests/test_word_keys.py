@@ -8,7 +8,8 @@ import torch
 from _edit_tiny import tiny_corpus, tiny_facts, tiny_hf_handle
 from edit.covariance import CovarianceConfig, MetricSolver
 from edit.rome import RomeConfig, rome_edit
-from edit.word_keys import PreservingSolver, WordKeys, vocabulary_words, word_keys
+from edit.sites import edit_site
+from edit.word_keys import PreservingSolver, WordKeys, kin_moment, vocabulary_words, word_keys
 from obliviate.config import from_dict
 from obliviate.config.loader import ConfigError
 
@@ -102,3 +103,46 @@ def test_the_registered_rome_records_the_words_it_kept_for_each_target(tmp_path,
     assert not {"Eiffel", "Tower"} & set(words[0])  # the subject's own name is never kept off its edit
     plain = run_method("rome", handle, request, RomeConfig(covariance=cov, context_lengths=[(5, 2)], steps=2))
     assert "kept_words" not in plain.metrics
+
+
+def test_kin_moment_keeps_each_word_once_and_never_an_edited_subjects_words():
+    words = ["Paris", "London", "Rome", "Tower", "river"]
+    keys = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9], [-1.0, 0.0]])
+    bank = WordKeys(words=words, keys=keys, mean=torch.zeros(2))
+    moment, kept = kin_moment(bank, torch.tensor([[1.0, 0.05], [0.95, 0.0]]), ["Big Ben", "the Tower"], 2, 3.0)
+    assert kept == [["Paris", "London"], ["Paris", "London"]]  # Tower: inside a subject of the batch
+    rows = keys[:2].double()
+    assert torch.allclose(moment, 1.5 * rows.T @ rows)  # weight / count per kept word, each word once
+
+
+def test_memit_with_neighbour_keys_moves_the_kept_words_less(tmp_path, monkeypatch):
+    from edit.memit import MemitConfig, memit_edit
+
+    monkeypatch.setenv("OBLIVIATE_CACHE", str(tmp_path))
+    handle = tiny_hf_handle("gpt2")
+    cov = CovarianceConfig(corpus=str(tiny_corpus(tmp_path / "corpus.txt")), n_tokens=1500, seq_len=24, cache=False)
+    base = dict(covariance=cov, context_lengths=[(5, 2)], steps=3, mom2_update_weight=5.0)
+    facts = tiny_facts()[:2]
+    plain = memit_edit(handle, facts, [1], MemitConfig(**base), goal="rewrite")
+    kept = memit_edit(handle, facts, [1], MemitConfig(**base, neighbour_keys=4, neighbour_weight=10.0),
+                      goal="rewrite")
+    words = kept.metrics["kept_words"]
+    assert sorted(words) == [0, 1] and "kept_words" not in plain.metrics
+    assert not {"Eiffel", "Tower", "Big", "Ben"} & {w for ws in words.values() for w in ws}
+    bank = word_keys(handle, 1)
+    rows = [bank.words.index(w) for ws in words.values() for w in ws]
+    weight = edit_site(handle, 1).weight
+    moved = {name: (bank.keys[rows].float() @ r.deltas[weight]).norm(dim=1).mean() for name, r in
+             (("plain", plain), ("kept", kept))}
+    assert moved["kept"] < 0.5 * moved["plain"]
+    own = kept.vectors["keys_L1"] @ kept.deltas[weight]  # the edited keys still get most of their update
+    assert own.norm() > 0.5 * (plain.vectors["keys_L1"] @ plain.deltas[weight]).norm()
+
+
+@pytest.mark.parametrize("params, field", [({"neighbour_keys": -1}, "neighbour_keys"),
+                                           ({"neighbour_weight": 0.0}, "neighbour_weight")])
+def test_memit_neighbour_keys_refused_at_load(params, field):
+    from edit.memit import MemitConfig
+
+    with pytest.raises(ConfigError, match=f"params.{field}"):
+        from_dict(MemitConfig, params, where="params")
