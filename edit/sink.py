@@ -76,17 +76,17 @@ def sink_prompts(handle, facts: Sequence[Fact], layer: int, ratio: float = SINK_
     return found
 
 
-def warn_sink_prompts(handle, facts: Sequence[Fact], layer: int, method: str) -> dict[int, list[str]]:
-    """`sink_prompts`, with a `SinkSubjectWarning` naming each fact that has any."""
+def warn_sink_prompts(handle, facts: Sequence[Fact], layer: int, method: str, shown: int = 5) -> dict[int, list[str]]:
+    """`sink_prompts`, with one `SinkSubjectWarning` for the batch naming the first `shown` facts that have any."""
     found = sink_prompts(handle, facts, layer)
-    for fact in facts:
-        if fact.case_id not in found:
-            continue
-        prompts = found[fact.case_id]
+    if found:
+        named = [f"fact {f.case_id} ({f.subject!r} -> {f.target_new!r}: {found[f.case_id][0]!r}"
+                 f"{', ...' if len(found[f.case_id]) > 1 else ''})" for f in facts if f.case_id in found]
+        more = f" and {len(named) - shown} more" if len(named) > shown else ""
         warnings.warn(SinkSubjectWarning(
-            f"{method}: fact {fact.case_id} ({fact.subject!r} -> {fact.target_new!r}): in {len(prompts)} of its "
-            f"prompts ({prompts[0]!r}, ...) the subject's last token carries a massive activation at block {layer} "
-            f"(an attention sink: the first token of the text, or the first after a BOS token), and an edit there "
-            f"seldom reaches the answer (SmolLM2: 5 of 33 such prompts). Prompts with text before the subject (a "
-            f"sentence, a chat template) do get the edit: judge it on those."), stacklevel=3)
+            f"{method}: {'; '.join(named[:shown])}{more}: in these prompts the subject's last token carries a massive "
+            f"activation at block {layer} (an attention sink: the first token of the text, or the first after a BOS "
+            f"token), and an edit there seldom reaches the answer (SmolLM2: 5 of 33 such prompts). Prompts with "
+            f"text before the subject (a sentence, a chat template) do get the edit: judge it on those. The edit's "
+            f"record lists them (sink_prompts)."), stacklevel=3)
     return found

@@ -77,3 +77,16 @@ def test_memit_records_each_fact_whose_subject_is_on_a_sink(tmp_path, monkeypatc
         result = memit_edit(handle, tiny_facts(), [0, 1], MemitConfig(covariance=cov, context_lengths=[(5, 2)],
                                                                       steps=2), goal="rewrite")
     assert result.metrics["sink_prompts"] == {1: ["Big Ben is located in the city of"]}
+
+
+def test_a_batch_gets_one_warning_naming_its_first_facts():
+    from edit.sink import warn_sink_prompts
+
+    handle = sink_on(tiny_hf_handle("gpt2"), "Ben")
+    facts = [Fact(case_id=i, prompt="{} is located in the city of", subject="Big Ben", target_true="London",
+                  target_new="Paris") for i in range(7)]
+    with pytest.warns(SinkSubjectWarning) as caught:
+        found = warn_sink_prompts(handle, facts, 1, "memit", shown=5)
+    assert len(caught) == 1 and sorted(found) == list(range(7))
+    message = str(caught[0].message)
+    assert "fact 4 (" in message and "fact 5 (" not in message and "and 2 more" in message
