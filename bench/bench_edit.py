@@ -128,6 +128,7 @@ def rome_run(handle, facts: list, layer: int, cfg: RomeConfig, templates, base_s
     rows = []
     for i, fact in enumerate(facts):
         result = rome_edit(handle, fact, layer, cfg, goal="rewrite", templates=templates)
+        sink = result.metrics.get("sink_prompts", [])  # the fact's prompts its edit cannot reach (edit/sink.py)
         with apply_deltas(handle, result.deltas):
             scores = counterfact_figures(handle, fact)
             top_new = bool(top1_correct(handle, [fact.text], [fact.target_new])[0])
@@ -136,9 +137,8 @@ def rome_run(handle, facts: list, layer: int, cfg: RomeConfig, templates, base_s
                      "counterfact": scores, "counterfact_base": base, "top1_new": top_new,
                      "edit_s": result.timings["total_s"], "optimise_s": result.timings["optimise_s"],
                      "steps": result.metrics["steps"], "final_loss": result.metrics["final_loss"],
-                     "kept_words": result.metrics.get("kept_words", [])[:8],
-                     "sink_prompts": result.metrics.get("sink_prompts", []), "at_sink": fact.text in
-                     result.metrics.get("sink_prompts", [])})
+                     "kept_words": result.metrics.get("kept_words", [])[:8], "sink_prompts": sink,
+                     "at_sink": fact.text in sink})
         print(f"[{i + 1}/{len(facts)}] L{layer} {fact.text!r} -> {fact.target_new!r}: {before_after(base, scores)} "
               f"top1 {top_new} ({result.timings['total_s']:.1f}s)", flush=True)
     return {"layer": layer, "n_facts": len(rows), "summary": summarise(rows), "facts": rows}

@@ -122,7 +122,7 @@ def key_direction(handle, fact: Fact, layer: int, cfg: RomeConfig, templates: li
     kept_words: list[str] = []
     if cfg.neighbour_keys and metric is not None:
         bank = word_keys(handle, layer, cache=cfg.covariance.cache)
-        rows = bank.nearest(k_star, cfg.neighbour_keys, fact.subject)
+        rows = bank.nearest(k_star, cfg.neighbour_keys, bank.inside([fact.subject]))
         metric = PreservingSolver.build(metric, bank.keys[rows], cfg.neighbour_weight)
         kept_words = [bank.words[row] for row in rows]
     if cfg.every_template_key:

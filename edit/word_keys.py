@@ -80,15 +80,14 @@ class WordKeys:
         centred = self.keys.float() - self.mean
         return centred, centred.norm(dim=1)
 
-    def nearest(self, key: Float[torch.Tensor, " d_mlp"], count: int, subject: str,
-                excluded: Bool[torch.Tensor, " n_words"] | None = None) -> list[int]:
+    def nearest(self, key: Float[torch.Tensor, " d_mlp"], count: int,
+                excluded: Bool[torch.Tensor, " n_words"]) -> list[int]:
         """Rows of the `count` words whose keys are nearest `key` by cosine after removing the bank mean, leaving
-        out every word inside `subject` (case-insensitive): the subject's own name must keep its edit. `excluded`
-        (`inside`'s mask) replaces that test, for many keys with one set of names."""
+        out the `excluded` words — the edited subjects' own (`inside`): a subject's name must keep its edit."""
         centred, norms = self._centred
         direction = key.float() - self.mean
         cosine = (centred @ direction) / (norms * direction.norm()).clamp(min=1e-12)
-        cosine[self.inside([subject]) if excluded is None else excluded] = -2.0
+        cosine[excluded] = -2.0
         return cosine.topk(min(count, len(self.words))).indices.tolist()
 
     def inside(self, names: Sequence[str]) -> Bool[torch.Tensor, " n_words"]:
@@ -110,7 +109,7 @@ def kin_moment(bank: WordKeys, keys: Float[torch.Tensor, "n d_mlp"], subjects: S
     once, summed as weight / count · Σ kₙkₙᵀ in float64 — every kept key weighs what it weighs in a ROME edit of its
     fact. Also the words kept per fact, nearest first."""
     excluded = bank.inside(sorted(set(subjects)))
-    per_fact = [bank.nearest(key, count, subject, excluded) for key, subject in zip(keys, subjects)]
+    per_fact = [bank.nearest(key, count, excluded) for key in keys]
     rows = sorted({row for rows in per_fact for row in rows})
     kept = bank.keys[rows].double()
     return (weight / count) * kept.T @ kept, [[bank.words[row] for row in rows] for rows in per_fact]

@@ -46,8 +46,8 @@ def test_preserving_solver_is_the_solve_with_the_kept_keys_added():
 def test_nearest_ranks_by_centred_cosine_and_leaves_out_the_subjects_words():
     keys = torch.tensor([[1.0, 0.0, 1.0], [0.9, 0.1, 1.0], [0.0, 1.0, 1.0], [-1.0, 0.0, 1.0]])
     bank = WordKeys(words=["Paris", "Lyon", "Tower", "Rome"], keys=keys.half(), mean=keys.mean(0))
-    assert bank.nearest(torch.tensor([1.0, 0.0, 1.0]), 2, subject="Eiffel Tower") == [0, 1]
-    assert bank.nearest(torch.tensor([1.0, 0.0, 1.0]), 2, subject="Paris Hilton") == [1, 2]
+    assert bank.nearest(torch.tensor([1.0, 0.0, 1.0]), 2, bank.inside(["Eiffel Tower"])) == [0, 1]
+    assert bank.nearest(torch.tensor([1.0, 0.0, 1.0]), 2, bank.inside(["Paris Hilton"])) == [1, 2]
 
 
 def test_word_keys_are_the_keys_in_a_frame_and_cached(tmp_path, monkeypatch):
